@@ -1,0 +1,191 @@
+#include "conv_common.h"
+
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <sstream>
+#include <vector>
+
+namespace tco {
+namespace {
+
+std::string shape_str(at::IntArrayRef sizes) {
+  std::ostringstream s;
+  s << "[";
+  for (size_t i = 0; i < sizes.size(); ++i) s << (i ? ", " : "") << sizes[i];
+  s << "]";
+  return s.str();
+}
+
+void check_dtype(const at::Tensor& t, const char* name) {
+  const auto st = t.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
+              "cnn_ops.conv: ", name, " must be float32, float64, float16 or bfloat16, got ", st);
+}
+
+void check_same_kind(const at::Tensor& a, const char* a_name, const at::Tensor& b,
+                     const char* b_name) {
+  TORCH_CHECK(a.scalar_type() == b.scalar_type(), "cnn_ops.conv: ", a_name, " (", a.scalar_type(),
+              ") and ", b_name, " (", b.scalar_type(), ") must have the same dtype");
+  TORCH_CHECK(a.device() == b.device(), "cnn_ops.conv: ", a_name, " (", a.device(), ") and ",
+              b_name, " (", b.device(), ") must be on the same device");
+}
+
+// Checks the per-dimension arguments and fills stride, pad, dilation and groups.
+void fill_spatial_args(ConvGeometry& g, at::IntArrayRef stride, at::IntArrayRef padding,
+                       at::IntArrayRef dilation, int64_t groups) {
+  const size_t nd = stride.size();
+  TORCH_CHECK(nd >= 1 && nd <= 3, "cnn_ops.conv: stride must have 1, 2 or 3 entries, got ",
+              shape_str(stride));
+  TORCH_CHECK(padding.size() == nd && dilation.size() == nd,
+              "cnn_ops.conv: stride ", shape_str(stride), ", padding ", shape_str(padding),
+              " and dilation ", shape_str(dilation), " must have one entry per spatial dimension");
+  TORCH_CHECK(groups >= 1, "cnn_ops.conv: groups must be at least 1, got ", groups);
+  g.groups = groups;
+  const size_t first = 3 - nd;  // 1-d and 2-d map onto the trailing dimensions
+  for (size_t i = 0; i < nd; ++i) {
+    TORCH_CHECK(stride[i] >= 1, "cnn_ops.conv: stride must be at least 1, got ", shape_str(stride));
+    TORCH_CHECK(dilation[i] >= 1, "cnn_ops.conv: dilation must be at least 1, got ",
+                shape_str(dilation));
+    TORCH_CHECK(padding[i] >= 0, "cnn_ops.conv: padding must be non-negative, got ",
+                shape_str(padding));
+    g.stride[first + i] = stride[i];
+    g.dilation[first + i] = dilation[i];
+    g.pad[first + i] = padding[i];
+  }
+}
+
+void fill_weight(ConvGeometry& g, at::IntArrayRef wsize, int64_t in_channels, const char* what) {
+  const size_t nd = wsize.size() - 2;
+  g.out_channels = wsize[0];
+  g.in_channels = in_channels;
+  TORCH_CHECK(in_channels % g.groups == 0, "cnn_ops.conv: ", what, " channels (", in_channels,
+              ") must be divisible by groups (", g.groups, ")");
+  TORCH_CHECK(g.out_channels >= 1 && g.out_channels % g.groups == 0,
+              "cnn_ops.conv: weight.size(0) (out_channels = ", g.out_channels,
+              ") must be a positive multiple of groups (", g.groups, "); weight shape ",
+              shape_str(wsize));
+  TORCH_CHECK(wsize[1] == in_channels / g.groups, "cnn_ops.conv: weight of shape ",
+              shape_str(wsize), " expects ", wsize[1] * g.groups, " input channels (", wsize[1],
+              " per group x ", g.groups, " groups), but the ", what, " has ", in_channels);
+  for (size_t i = 0; i < nd; ++i) {
+    TORCH_CHECK(wsize[2 + i] >= 1, "cnn_ops.conv: kernel sizes must be positive, weight shape ",
+                shape_str(wsize));
+    g.kernel[3 - nd + i] = wsize[2 + i];
+  }
+}
+
+}  // namespace
+
+ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& g) {
+  if (algorithm == "direct") return ConvAlgorithm::Direct;
+  if (algorithm == "im2col") return ConvAlgorithm::Im2col;
+  TORCH_CHECK(algorithm == "auto", "cnn_ops.conv: algorithm must be 'auto', 'direct' or 'im2col', got '",
+              std::string(algorithm), "'");
+  return g.in_per_group() <= kDirectMaxInPerGroup ? ConvAlgorithm::Direct : ConvAlgorithm::Im2col;
+}
+
+ConvGeometry forward_geometry(const at::Tensor& input, const at::Tensor& weight,
+                              const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                              at::IntArrayRef padding, at::IntArrayRef padding_end,
+                              at::IntArrayRef dilation, int64_t groups) {
+  ConvGeometry g;
+  fill_spatial_args(g, stride, padding, dilation, groups);
+  const int64_t nd = static_cast<int64_t>(stride.size());
+  TORCH_CHECK(padding_end.size() == stride.size(), "cnn_ops.conv: padding_end ",
+              shape_str(padding_end), " must have one entry per spatial dimension");
+  TORCH_CHECK(input.dim() == nd + 2, "cnn_ops.conv", nd, "d: expected a ", nd + 2,
+              "-d input (batch, channels, ", nd, " spatial), got input of shape ",
+              shape_str(input.sizes()));
+  TORCH_CHECK(weight.dim() == nd + 2, "cnn_ops.conv", nd, "d: expected a ", nd + 2,
+              "-d weight (out_channels, in_channels/groups, ", nd, " kernel sizes), got weight of shape ",
+              shape_str(weight.sizes()));
+  check_dtype(input, "input");
+  check_same_kind(input, "input", weight, "weight");
+  g.batch = input.size(0);
+  fill_weight(g, weight.sizes(), input.size(1), "input");
+  if (bias.has_value() && bias->defined()) {
+    check_same_kind(input, "input", *bias, "bias");
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == g.out_channels, "cnn_ops.conv: bias must have shape [",
+                g.out_channels, "] (out_channels), got ", shape_str(bias->sizes()));
+  }
+  for (int64_t i = 0; i < nd; ++i) {
+    const int64_t d = 3 - nd + i;
+    TORCH_CHECK(padding_end[i] >= 0, "cnn_ops.conv: padding must be non-negative, got padding_end ",
+                shape_str(padding_end));
+    g.in_size[d] = input.size(2 + i);
+    const int64_t padded = g.in_size[d] + g.pad[d] + padding_end[i];
+    const int64_t span = g.dilation[d] * (g.kernel[d] - 1) + 1;
+    TORCH_CHECK(padded >= span, "cnn_ops.conv: the (dilated) kernel is larger than the padded input in spatial dimension ",
+                i, ": kernel size ", g.kernel[d], " with dilation ", g.dilation[d], " spans ", span,
+                " but the input of shape ", shape_str(input.sizes()), " padded by (", g.pad[d], ", ",
+                padding_end[i], ") is only ", padded, " long");
+    g.out_size[d] = conv_out_size(g.in_size[d], g.pad[d], padding_end[i], g.kernel[d], g.stride[d],
+                                  g.dilation[d]);
+  }
+  return g;
+}
+
+ConvGeometry input_backward_geometry(const at::Tensor& grad_output, const at::Tensor& weight,
+                                     at::IntArrayRef input_size, at::IntArrayRef stride,
+                                     at::IntArrayRef padding, at::IntArrayRef dilation,
+                                     int64_t groups) {
+  ConvGeometry g;
+  fill_spatial_args(g, stride, padding, dilation, groups);
+  const int64_t nd = static_cast<int64_t>(stride.size());
+  TORCH_CHECK(static_cast<int64_t>(input_size.size()) == nd + 2 && grad_output.dim() == nd + 2 &&
+                  weight.dim() == nd + 2,
+              "cnn_ops.conv_input_backward: input_size ", shape_str(input_size), ", grad_output ",
+              shape_str(grad_output.sizes()), " and weight ", shape_str(weight.sizes()),
+              " must all have ", nd + 2, " dimensions");
+  check_dtype(grad_output, "grad_output");
+  check_same_kind(grad_output, "grad_output", weight, "weight");
+  g.batch = input_size[0];
+  fill_weight(g, weight.sizes(), input_size[1], "input");
+  TORCH_CHECK(grad_output.size(0) == g.batch && grad_output.size(1) == g.out_channels,
+              "cnn_ops.conv_input_backward: grad_output of shape ", shape_str(grad_output.sizes()),
+              " does not match batch ", g.batch, " and out_channels ", g.out_channels);
+  for (int64_t i = 0; i < nd; ++i) {
+    const int64_t d = 3 - nd + i;
+    g.in_size[d] = input_size[2 + i];
+    g.out_size[d] = grad_output.size(2 + i);
+    // The trailing pad is not passed; it is whatever makes the output size come out. The
+    // kernels only read in-range positions, so this check is about meaning, not safety:
+    // no more outputs than the largest trailing pad any padding mode uses would give.
+    const int64_t max_pad_end = std::max(g.pad[d], g.dilation[d] * (g.kernel[d] - 1));
+    TORCH_CHECK(g.in_size[d] >= 0 && g.out_size[d] <= conv_out_size(g.in_size[d], g.pad[d], max_pad_end,
+                                                                     g.kernel[d], g.stride[d], g.dilation[d]),
+                "cnn_ops.conv_input_backward: grad_output of shape ", shape_str(grad_output.sizes()),
+                " is too large for input_size ", shape_str(input_size), " with this kernel, stride and padding");
+  }
+  return g;
+}
+
+ConvGeometry weight_backward_geometry(const at::Tensor& grad_output, const at::Tensor& input,
+                                      at::IntArrayRef weight_size, at::IntArrayRef stride,
+                                      at::IntArrayRef padding, at::IntArrayRef dilation,
+                                      int64_t groups) {
+  ConvGeometry g;
+  fill_spatial_args(g, stride, padding, dilation, groups);
+  const int64_t nd = static_cast<int64_t>(stride.size());
+  TORCH_CHECK(static_cast<int64_t>(weight_size.size()) == nd + 2 && grad_output.dim() == nd + 2 &&
+                  input.dim() == nd + 2,
+              "cnn_ops.conv_weight_backward: weight_size ", shape_str(weight_size), ", grad_output ",
+              shape_str(grad_output.sizes()), " and input ", shape_str(input.sizes()),
+              " must all have ", nd + 2, " dimensions");
+  check_dtype(grad_output, "grad_output");
+  check_same_kind(grad_output, "grad_output", input, "input");
+  g.batch = input.size(0);
+  fill_weight(g, weight_size, input.size(1), "input");
+  TORCH_CHECK(grad_output.size(0) == g.batch && grad_output.size(1) == g.out_channels,
+              "cnn_ops.conv_weight_backward: grad_output of shape ", shape_str(grad_output.sizes()),
+              " does not match batch ", g.batch, " and out_channels ", g.out_channels);
+  for (int64_t i = 0; i < nd; ++i) {
+    const int64_t d = 3 - nd + i;
+    g.in_size[d] = input.size(2 + i);
+    g.out_size[d] = grad_output.size(2 + i);
+  }
+  return g;
+}
+
+}  // namespace tco

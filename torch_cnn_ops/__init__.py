@@ -1,0 +1,14 @@
+"""torch_cnn_ops: C++/CUDA operators for convolutional networks.
+
+``import torch_cnn_ops as tco``; then ``tco.functional`` (alias ``tco.F``), ``tco.nn`` and
+``tco.grad`` mirror ``torch.nn.functional``, ``torch.nn`` and ``torch.nn.grad``.
+"""
+
+from . import _C  # noqa: F401  (registers the C++/CUDA kernels with the dispatcher)
+from . import ops  # noqa: F401  (fake kernels and autograd formulas)
+from . import functional, grad, nn
+
+F = functional
+
+__version__ = "0.1.0"
+__all__ = ["functional", "F", "grad", "nn"]

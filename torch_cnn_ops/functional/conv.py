@@ -1,0 +1,142 @@
+"""Convolution: ``conv1d``, ``conv2d``, ``conv3d``.
+
+Beyond ``torch.nn.functional``: ``padding="full"``, ``padding="same"`` for any kernel size
+(asymmetric pads without a padded copy of the input), ``flip=True`` for true convolution,
+and a choice of algorithm.
+"""
+
+from typing import List, Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from .._utils import IntOrTuple, ntuple
+
+ALGORITHMS = ("auto", "direct", "im2col")
+PADDING_STRINGS = ("valid", "same", "full")
+
+
+def conv_padding(
+    padding: Union[str, IntOrTuple],
+    kernel_size: Tuple[int, ...],
+    stride: Tuple[int, ...],
+    dilation: Tuple[int, ...],
+    flip: bool = False,
+) -> Tuple[List[int], List[int]]:
+    """Leading and trailing pads per spatial dimension for a padding argument.
+
+    * int / tuple: the same pad on both sides.
+    * ``"valid"``: no padding.
+    * ``"same"`` (stride 1 only): total ``dilation * (k - 1)``; for cross-correlation the larger
+      half goes at the end (as torch and ``scipy.signal.correlate2d``), for ``flip=True`` at the
+      start (as ``scipy.signal.convolve2d``), since flipping the kernel mirrors the window.
+    * ``"full"``: ``dilation * (k - 1)`` on each side, every partial overlap.
+    """
+    nd = len(kernel_size)
+    if isinstance(padding, str):
+        if padding not in PADDING_STRINGS:
+            raise ValueError(f"padding must be an int, a tuple or one of {PADDING_STRINGS}, got {padding!r}")
+        totals = [d * (k - 1) for k, d in zip(kernel_size, dilation)]
+        if padding == "valid":
+            return [0] * nd, [0] * nd
+        if padding == "full":
+            return list(totals), list(totals)
+        if any(s != 1 for s in stride):
+            raise ValueError(f"padding='same' is not supported for strided convolutions (stride={tuple(stride)})")
+        small = [t // 2 for t in totals]
+        large = [t - t // 2 for t in totals]
+        return (large, small) if flip else (small, large)
+    pads = list(ntuple(padding, nd, "padding"))
+    if any(p < 0 for p in pads):
+        raise ValueError(f"padding must be non-negative, got {padding!r}")
+    return pads, pads
+
+
+def _check_algorithm(algorithm: str) -> None:
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+
+
+def _convnd(nd, input, weight, bias, stride, padding, dilation, groups, flip, algorithm) -> Tensor:
+    _check_algorithm(algorithm)
+    if not isinstance(input, Tensor) or not isinstance(weight, Tensor):
+        raise TypeError(f"conv{nd}d: input and weight must be tensors")
+    if weight.dim() != nd + 2:
+        raise ValueError(
+            f"conv{nd}d: weight must have {nd + 2} dimensions (out_channels, in_channels/groups, "
+            f"{nd} kernel sizes), got shape {tuple(weight.shape)}"
+        )
+    unbatched = input.dim() == nd + 1
+    if unbatched:
+        input = input.unsqueeze(0)
+    elif input.dim() != nd + 2:
+        raise ValueError(
+            f"conv{nd}d: expected a {nd + 1}-d (unbatched) or {nd + 2}-d (batched) input, "
+            f"got input of shape {tuple(input.shape)}"
+        )
+    stride = ntuple(stride, nd, "stride")
+    dilation = ntuple(dilation, nd, "dilation")
+    kernel_size = tuple(weight.shape[2:])
+    pad_lo, pad_hi = conv_padding(padding, kernel_size, stride, dilation, flip)
+    if flip:
+        weight = weight.flip(list(range(2, nd + 2)))
+    out = torch.ops.cnn_ops.conv_forward(
+        input, weight, bias, list(stride), pad_lo, pad_hi, list(dilation), int(groups), algorithm
+    )
+    return out.squeeze(0) if unbatched else out
+
+
+_DOC = """
+Applies a {nd}-d convolution over an input of shape ``(N, C_in, {dims})`` or ``(C_in, {dims})``.
+
+Arguments as :func:`torch.nn.functional.conv{nd}d`, plus:
+
+* ``padding``: an int, a tuple, ``"valid"``, ``"same"`` (any kernel size, stride 1) or ``"full"``.
+* ``flip``: if True, true (mathematical) convolution: the kernel is rotated 180 degrees, so
+  results equal ``scipy.signal.convolve`` with the same mode; if False (default),
+  cross-correlation, as torch.
+* ``algorithm``: ``"direct"`` (loops over outputs and kernel taps), ``"im2col"`` (unfold +
+  GEMM) or ``"auto"``: direct when each group has at most 4 input channels (depthwise
+  convolutions), im2col otherwise.
+
+Shapes: weight ``(C_out, C_in / groups, {kdims})``, bias ``(C_out,)``, output
+``(N, C_out, {odims})``.
+
+Example::
+
+    >>> x = torch.randn(2, 3, {example})
+    >>> w = torch.randn(8, 3, {kexample})
+    >>> tco.functional.conv{nd}d(x, w, padding="same").shape
+    torch.Size([2, 8, {example}])
+"""
+
+
+def conv1d(
+    input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrTuple = 1,
+    padding: Union[str, IntOrTuple] = 0, dilation: IntOrTuple = 1, groups: int = 1,
+    *, flip: bool = False, algorithm: str = "auto",
+) -> Tensor:
+    return _convnd(1, input, weight, bias, stride, padding, dilation, groups, flip, algorithm)
+
+
+def conv2d(
+    input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrTuple = 1,
+    padding: Union[str, IntOrTuple] = 0, dilation: IntOrTuple = 1, groups: int = 1,
+    *, flip: bool = False, algorithm: str = "auto",
+) -> Tensor:
+    return _convnd(2, input, weight, bias, stride, padding, dilation, groups, flip, algorithm)
+
+
+def conv3d(
+    input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrTuple = 1,
+    padding: Union[str, IntOrTuple] = 0, dilation: IntOrTuple = 1, groups: int = 1,
+    *, flip: bool = False, algorithm: str = "auto",
+) -> Tensor:
+    return _convnd(3, input, weight, bias, stride, padding, dilation, groups, flip, algorithm)
+
+
+conv1d.__doc__ = _DOC.format(nd=1, dims="L", kdims="kL", odims="L_out", example="10", kexample="4")
+conv2d.__doc__ = _DOC.format(nd=2, dims="H, W", kdims="kH, kW", odims="H_out, W_out", example="10, 10", kexample="4, 4")
+conv3d.__doc__ = _DOC.format(
+    nd=3, dims="D, H, W", kdims="kD, kH, kW", odims="D_out, H_out, W_out", example="6, 6, 6", kexample="2, 2, 2"
+)

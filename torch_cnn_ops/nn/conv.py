@@ -1,0 +1,124 @@
+"""``Conv1d``, ``Conv2d``, ``Conv3d``: torch.nn's convolution layers running our kernels.
+
+They subclass the torch.nn classes, so the constructor, parameter names (``weight``,
+``bias``), initialisation (kaiming-uniform with fan-in ``in_channels / groups * prod(kernel)``),
+``repr`` and ``state_dict`` are torch's own, and ``isinstance(m, torch.nn.Conv2d)`` holds.
+Added: ``algorithm`` ("auto", "direct", "im2col"), ``flip`` (true convolution) and
+``padding="full"``; every ``padding_mode`` (zeros, reflect, replicate, circular) works.
+"""
+
+from typing import List, Optional
+
+import torch
+import torch.nn.functional as torch_F
+from torch import Tensor
+
+from .. import functional as F
+from ..functional.conv import conv_padding, _check_algorithm
+
+
+class _ConvMixin:
+    """What our three classes add to torch.nn.ConvNd."""
+
+    _nd: int
+
+    def _setup(self, padding, algorithm: str, flip: bool) -> None:
+        _check_algorithm(algorithm)
+        self.algorithm = algorithm
+        self.flip = bool(flip)
+        self.padding = padding if isinstance(padding, str) else self.padding
+        if isinstance(padding, str) and padding == "same" and any(s != 1 for s in self.stride):
+            raise ValueError("padding='same' is not supported for strided convolutions")
+
+    def _mode_pad(self) -> List[int]:
+        """F.pad's argument (last dimension first) for a non-zero padding_mode."""
+        lo, hi = conv_padding(self.padding, self.kernel_size, self.stride, self.dilation, self.flip)
+        pads: List[int] = []
+        for d in reversed(range(self._nd)):
+            pads += [lo[d], hi[d]]
+        return pads
+
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        conv = (F.conv1d, F.conv2d, F.conv3d)[self._nd - 1]
+        padding = self.padding
+        if self.padding_mode != "zeros":
+            input = torch_F.pad(input, self._mode_pad(), mode=self.padding_mode)
+            padding = 0
+        return conv(input, weight, bias, self.stride, padding, self.dilation, self.groups,
+                    flip=self.flip, algorithm=self.algorithm)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        if self.algorithm != "auto":
+            s += f", algorithm={self.algorithm!r}"
+        if self.flip:
+            s += ", flip=True"
+        return s
+
+
+def _torch_padding(padding):
+    # torch.nn.ConvNd knows 'valid' and 'same' only; 'full' is set after construction.
+    return 0 if padding == "full" else padding
+
+
+class Conv1d(_ConvMixin, torch.nn.Conv1d):
+    """1-d convolution over ``(N, C_in, L)``; arguments of :class:`torch.nn.Conv1d` plus
+    ``algorithm`` and ``flip``, and ``padding`` may be ``"full"``.
+
+    Example::
+
+        >>> m = tco.nn.Conv1d(4, 8, kernel_size=4, padding="same", flip=True)
+        >>> m(torch.randn(2, 4, 20)).shape
+        torch.Size([2, 8, 20])
+    """
+
+    _nd = 1
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None, *,
+                 algorithm="auto", flip=False):
+        super().__init__(in_channels, out_channels, kernel_size, stride, _torch_padding(padding), dilation,
+                         groups, bias, padding_mode, device, dtype)
+        self._setup(padding, algorithm, flip)
+
+
+class Conv2d(_ConvMixin, torch.nn.Conv2d):
+    """2-d convolution over ``(N, C_in, H, W)``; arguments of :class:`torch.nn.Conv2d` plus
+    ``algorithm`` and ``flip``, and ``padding`` may be ``"full"``.
+
+    Example::
+
+        >>> m = tco.nn.Conv2d(3, 16, kernel_size=3, padding=1)
+        >>> m(torch.randn(2, 3, 32, 32)).shape
+        torch.Size([2, 16, 32, 32])
+    """
+
+    _nd = 2
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None, *,
+                 algorithm="auto", flip=False):
+        super().__init__(in_channels, out_channels, kernel_size, stride, _torch_padding(padding), dilation,
+                         groups, bias, padding_mode, device, dtype)
+        self._setup(padding, algorithm, flip)
+
+
+class Conv3d(_ConvMixin, torch.nn.Conv3d):
+    """3-d convolution over ``(N, C_in, D, H, W)``; arguments of :class:`torch.nn.Conv3d` plus
+    ``algorithm`` and ``flip``, and ``padding`` may be ``"full"``.
+
+    Example::
+
+        >>> m = tco.nn.Conv3d(2, 4, kernel_size=3, padding="full")
+        >>> m(torch.randn(1, 2, 5, 5, 5)).shape
+        torch.Size([1, 4, 7, 7, 7])
+    """
+
+    _nd = 3
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None, *,
+                 algorithm="auto", flip=False):
+        super().__init__(in_channels, out_channels, kernel_size, stride, _torch_padding(padding), dilation,
+                         groups, bias, padding_mode, device, dtype)
+        self._setup(padding, algorithm, flip)
