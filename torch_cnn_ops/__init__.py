@@ -4,6 +4,8 @@
 ``tco.grad`` mirror ``torch.nn.functional``, ``torch.nn`` and ``torch.nn.grad``.
 """
 
+import torch  # noqa: F401  (loads libtorch before our extension links against it)
+
 from . import _C  # noqa: F401  (registers the C++/CUDA kernels with the dispatcher)
 from . import ops  # noqa: F401  (fake kernels and autograd formulas)
 from . import functional, grad, nn

@@ -22,11 +22,13 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
+#include <c10/core/ScalarType.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -156,82 +158,107 @@ void direct_weight_backward(const scalar_t* gout, const scalar_t* in, scalar_t* 
 }
 
 // ---------------------------------------------------------------------------------------
-// im2col algorithm.
+// im2col algorithm, blocked by output columns.
+//
+// Unfolding a whole sample writes kernel_volume copies of its input (58 MB for a batch of
+// 8 x 64 x 56 x 56 with a 3x3 kernel) that the GEMM then reads back from memory. Instead,
+// each task (one sample and group) walks its output columns in blocks whose unfolded slab
+// fits in the core's L2 cache, and multiplies each slab while it is still there. Tasks run
+// in parallel, each GEMM on one thread, so there is no synchronisation inside a task and
+// the extra memory is one slab per thread, whatever the batch size.
 
-// Unfolds one sample's input channels [0, Cg) of `in` (which points at the group's first
-// channel) into `col`, row r = ic * K + tap, `L = out_plane` columns starting at `col`,
-// rows `row_stride` apart. Every element of the block is written once (zeros for padding).
-template <typename src_t, typename col_t>
-void im2col(const src_t* in, col_t* col, int64_t row_stride, const ConvGeometry& g) {
-  const int64_t K = g.kernel_volume(), in_plane = g.in_plane();
-  const int64_t oD = g.out_size[0], oH = g.out_size[1], oW = g.out_size[2];
-  const int64_t H = g.in_size[1], W = g.in_size[2];
-  at::parallel_for(0, g.in_per_group() * K, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t ic = r / K, tap = r % K;
-      const int64_t kw = tap % g.kernel[2], kh = (tap / g.kernel[2]) % g.kernel[1],
-                    kd = tap / (g.kernel[2] * g.kernel[1]);
-      const int64_t off_d = tap_offset(g, 0, kd), off_h = tap_offset(g, 1, kh),
-                    off_w = tap_offset(g, 2, kw);
-      const IndexRange rw = valid_outputs(g, 2, off_w);
-      const int64_t lo = std::min(rw.lo, oW), hi = std::max(lo, rw.hi);
-      const src_t* in_c = in + ic * in_plane;
-      col_t* dst = col + r * row_stride;
-      for (int64_t od = 0; od < oD; ++od) {
-        const int64_t id = od * g.stride[0] + off_d;
-        for (int64_t oh = 0; oh < oH; ++oh, dst += oW) {
-          const int64_t ih = oh * g.stride[1] + off_h;
-          if (id < 0 || id >= g.in_size[0] || ih < 0 || ih >= H) {
-            std::fill(dst, dst + oW, col_t(0));
-            continue;
-          }
-          const src_t* src = in_c + (id * H + ih) * W + off_w;
-          std::fill(dst, dst + lo, col_t(0));
-          if (g.stride[2] == 1) {
-            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = static_cast<col_t>(src[ow]);
-          } else {
-            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = static_cast<col_t>(src[ow * g.stride[2]]);
-          }
-          std::fill(dst + hi, dst + oW, col_t(0));
-        }
-      }
-    }
-  });
+constexpr int64_t kSlabBytes = int64_t(1) << 20;
+
+// Columns per block: the slab (col_rows x block) stays under kSlabBytes, at least 32
+// columns so each GEMM keeps some width.
+int64_t column_block(const ConvGeometry& g, int64_t elem_size) {
+  const int64_t L = g.out_plane();
+  int64_t b = kSlabBytes / std::max<int64_t>(g.col_rows() * elem_size, 1);
+  b = std::max<int64_t>(32, b / 16 * 16);
+  return std::max<int64_t>(1, std::min(b, L));
 }
 
-// The adjoint of im2col: adds the columns back into one sample's input-gradient channels
-// [0, Cg) of `gin`. One task per input channel, so the scattered adds never race.
-template <typename col_t>
-void col2im(const col_t* col, int64_t row_stride, col_t* gin, const ConvGeometry& g) {
+// Calls fn(od, oh, ow_begin, ow_end, column) for each stretch of one output row inside the
+// flat output columns [c0, c1); `column` is the flat index of (od, oh, ow_begin).
+template <typename Fn>
+inline void for_each_row_segment(const ConvGeometry& g, int64_t c0, int64_t c1, Fn&& fn) {
+  const int64_t oH = g.out_size[1], oW = g.out_size[2];
+  int64_t c = c0;
+  while (c < c1) {
+    const int64_t ow = c % oW, row = c / oW;
+    const int64_t end = std::min(c1, c - ow + oW);
+    fn(row / oH, row % oH, ow, ow + (end - c), c);
+    c = end;
+  }
+}
+
+// Unfolds output columns [c0, c1) of one sample's group: `in` points at the group's first
+// input channel, `col` receives col_rows() rows of (c1 - c0) values, `ld` apart.
+// Every element of the slab is written once (zeros where the window reads padding).
+template <typename src_t, typename col_t>
+void im2col_block(const src_t* in, col_t* col, int64_t ld, int64_t c0, int64_t c1,
+                  const ConvGeometry& g) {
   const int64_t K = g.kernel_volume(), in_plane = g.in_plane();
-  at::parallel_for(0, g.in_per_group(), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t ic = begin; ic < end; ++ic) {
-      col_t* gin_c = gin + ic * in_plane;
-      for_each_tap_row(g, [&](int64_t tap, int64_t o, int64_t i, int64_t count) {
-        axpy_scatter<col_t, col_t>(gin_c + i, col + (ic * K + tap) * row_stride + o, col_t(1),
-                                   count, g.stride[2]);
-      });
-    }
-  });
+  const int64_t D = g.in_size[0], H = g.in_size[1], W = g.in_size[2], sw = g.stride[2];
+  for (int64_t r = 0; r < g.col_rows(); ++r) {
+    const int64_t ic = r / K, tap = r % K;
+    const int64_t kw = tap % g.kernel[2], kh = (tap / g.kernel[2]) % g.kernel[1],
+                  kd = tap / (g.kernel[2] * g.kernel[1]);
+    const int64_t off_d = tap_offset(g, 0, kd), off_h = tap_offset(g, 1, kh),
+                  off_w = tap_offset(g, 2, kw);
+    const IndexRange rw = valid_outputs(g, 2, off_w);
+    const src_t* in_c = in + ic * in_plane;
+    col_t* dst_row = col + r * ld - c0;
+    for_each_row_segment(g, c0, c1, [&](int64_t od, int64_t oh, int64_t a, int64_t b, int64_t c) {
+      col_t* dst = dst_row + c - a;  // dst[ow] is column (od, oh, ow)
+      const int64_t id = od * g.stride[0] + off_d, ih = oh * g.stride[1] + off_h;
+      if (id < 0 || id >= D || ih < 0 || ih >= H) {
+        std::fill(dst + a, dst + b, col_t(0));
+        return;
+      }
+      const int64_t lo = std::clamp(rw.lo, a, b), hi = std::clamp(rw.hi, lo, b);
+      const src_t* src = in_c + (id * H + ih) * W + off_w;
+      std::fill(dst + a, dst + lo, col_t(0));
+      if (sw == 1) {
+        for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = static_cast<col_t>(src[ow]);
+      } else {
+        for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = static_cast<col_t>(src[ow * sw]);
+      }
+      std::fill(dst + hi, dst + b, col_t(0));
+    });
+  }
+}
+
+// The adjoint of im2col_block: adds the slab back into the group's input-gradient channels.
+template <typename col_t>
+void col2im_block(const col_t* col, int64_t ld, int64_t c0, int64_t c1, col_t* gin,
+                  const ConvGeometry& g) {
+  const int64_t K = g.kernel_volume(), in_plane = g.in_plane();
+  const int64_t D = g.in_size[0], H = g.in_size[1], W = g.in_size[2], sw = g.stride[2];
+  for (int64_t r = 0; r < g.col_rows(); ++r) {
+    const int64_t ic = r / K, tap = r % K;
+    const int64_t kw = tap % g.kernel[2], kh = (tap / g.kernel[2]) % g.kernel[1],
+                  kd = tap / (g.kernel[2] * g.kernel[1]);
+    const int64_t off_d = tap_offset(g, 0, kd), off_h = tap_offset(g, 1, kh),
+                  off_w = tap_offset(g, 2, kw);
+    const IndexRange rw = valid_outputs(g, 2, off_w);
+    col_t* gin_c = gin + ic * in_plane;
+    const col_t* src_row = col + r * ld - c0;
+    for_each_row_segment(g, c0, c1, [&](int64_t od, int64_t oh, int64_t a, int64_t b, int64_t c) {
+      const int64_t id = od * g.stride[0] + off_d, ih = oh * g.stride[1] + off_h;
+      if (id < 0 || id >= D || ih < 0 || ih >= H) return;
+      const int64_t lo = std::clamp(rw.lo, a, b), hi = std::clamp(rw.hi, lo, b);
+      if (lo >= hi) return;
+      const col_t* src = src_row + c - a;  // src[ow] is column (od, oh, ow)
+      axpy_scatter<col_t, col_t>(gin_c + (id * H + ih) * W + off_w + lo * sw, src + lo, col_t(1),
+                                 hi - lo, sw);
+    });
+  }
 }
 
 // GEMMs run in float32 for half and bfloat16 inputs (accumulation in float32 end to end).
 at::ScalarType compute_type(at::ScalarType t) {
   return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
-}
-
-// Samples unfolded together. A GEMM over one sample of a small output plane (14x14 = 196
-// columns) runs far below BLAS peak; grouping samples widens it. The unfolded buffer is
-// kept under kColBudgetBytes so that memory stays bounded whatever the batch.
-constexpr int64_t kTargetColumns = 2048;
-constexpr int64_t kColBudgetBytes = int64_t(64) << 20;
-
-int64_t samples_per_chunk(const ConvGeometry& g, int64_t elem_size) {
-  const int64_t L = std::max<int64_t>(g.out_plane(), 1);
-  int64_t nb = std::max<int64_t>(1, kTargetColumns / L);
-  const int64_t per_sample = g.col_rows() * L * elem_size;
-  nb = std::min(nb, std::max<int64_t>(1, kColBudgetBytes / std::max<int64_t>(per_sample, 1)));
-  return std::max<int64_t>(1, std::min(nb, g.batch));
 }
 
 // A 1x1 kernel with unit stride and no padding reads the input as it is: no unfold needed.
@@ -241,122 +268,111 @@ bool is_pointwise(const ConvGeometry& g) {
   return true;
 }
 
-// Unfolds samples [n0, n0 + count) of group `grp` into `col` (rows of `col.stride(0)`).
-void unfold_chunk(const at::Tensor& input, at::Tensor& col, int64_t n0, int64_t count, int64_t grp,
-                  const ConvGeometry& g) {
-  const int64_t L = g.out_plane(), Cg = g.in_per_group();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "cnn_ops_im2col", [&] {
-    using src_t = scalar_t;
-    const src_t* in = input.const_data_ptr<src_t>();
-    AT_DISPATCH_FLOATING_TYPES(col.scalar_type(), "cnn_ops_im2col_col", [&] {
-      for (int64_t j = 0; j < count; ++j) {
-        im2col<src_t, scalar_t>(in + ((n0 + j) * g.in_channels + grp * Cg) * g.in_plane(),
-                                col.data_ptr<scalar_t>() + j * L, col.stride(0), g);
+// Runs fn(n, grp, c0, c1, slab) over every (sample, group) task in parallel and every column
+// block of it in order; `slab` is the calling thread's (col_rows x block) buffer, filled
+// with the unfolded block when `unfold` is set. For a pointwise convolution of matching
+// dtype the "slab" is a view of the input itself.
+template <typename Fn>
+void for_each_block(const at::Tensor& input, const ConvGeometry& g, at::ScalarType ct, bool unfold,
+                    Fn&& fn) {
+  const int64_t L = g.out_plane(), CK = g.col_rows(), Cg = g.in_per_group();
+  const int64_t block = column_block(g, at::elementSize(ct));
+  const bool view_input = unfold && is_pointwise(g) && input.scalar_type() == ct;
+  at::parallel_for(0, g.batch * g.groups, 1, [&](int64_t begin, int64_t end) {
+    // Dispatcher state is thread-local and worker threads do not inherit the caller's.
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    at::Tensor slab;
+    if (!view_input) slab = at::empty({CK, block}, input.options().dtype(ct));
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / g.groups, grp = task % g.groups;
+      for (int64_t c0 = 0; c0 < L; c0 += block) {
+        const int64_t c1 = std::min(L, c0 + block);
+        at::Tensor cols;
+        if (view_input) {
+          cols = input.view({g.batch, g.in_channels, L}).select(0, n).narrow(0, grp * Cg, Cg).narrow(1, c0, c1 - c0);
+        } else {
+          cols = slab.narrow(1, 0, c1 - c0);
+          if (unfold) {
+            AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "cnn_ops_im2col", [&] {
+              using src_t = scalar_t;
+              AT_DISPATCH_FLOATING_TYPES(ct, "cnn_ops_im2col_col", [&] {
+                im2col_block<src_t, scalar_t>(
+                    input.const_data_ptr<src_t>() + (n * g.in_channels + grp * Cg) * g.in_plane(),
+                    cols.data_ptr<scalar_t>(), cols.stride(0), c0, c1, g);
+              });
+            });
+          }
+        }
+        fn(n, grp, c0, c1, cols);
       }
-    });
+    }
   });
 }
 
-// grad_output of samples [n0, n0 + count), channels of group `grp`, as an (Og, count * L)
-// matrix in the compute type. A view when possible, a copy otherwise.
-at::Tensor grad_output_chunk(const at::Tensor& gout, int64_t n0, int64_t count, int64_t grp,
-                             const ConvGeometry& g, at::ScalarType ct) {
-  const int64_t Og = g.out_per_group(), L = g.out_plane();
-  at::Tensor block = gout.view({g.batch, g.out_channels, L}).narrow(0, n0, count).narrow(1, grp * Og, Og);
-  if (count == 1 && block.scalar_type() == ct) return block.select(0, 0);
-  return block.transpose(0, 1).to(ct).reshape({Og, count * L});
+// Columns [c0, c1) of sample n, channels of group grp, of a (N, channels, L) tensor.
+at::Tensor columns_of(const at::Tensor& t, int64_t n, int64_t grp, int64_t per_group, int64_t c0,
+                      int64_t c1) {
+  return t.select(0, n).narrow(0, grp * per_group, per_group).narrow(1, c0, c1 - c0);
 }
 
 at::Tensor im2col_forward(const at::Tensor& input, const at::Tensor& weight,
                           const std::optional<at::Tensor>& bias, const ConvGeometry& g) {
   const at::ScalarType ct = compute_type(input.scalar_type());
-  const int64_t N = g.batch, O = g.out_channels, Og = g.out_per_group(), Cg = g.in_per_group();
-  const int64_t L = g.out_plane(), CK = g.col_rows();
-  at::Tensor out = at::empty({N, O, L}, input.options());
-  const at::Tensor w = weight.to(ct).reshape({O, CK});
-  const bool pointwise = is_pointwise(g);
-  const int64_t nb = samples_per_chunk(g, at::elementSize(ct));
-  at::Tensor col_buffer;
-  if (!(pointwise && nb == 1)) col_buffer = at::empty({CK, nb * L}, input.options().dtype(ct));
-  for (int64_t n0 = 0; n0 < N; n0 += nb) {
-    const int64_t count = std::min(nb, N - n0);
-    for (int64_t grp = 0; grp < g.groups; ++grp) {
-      const at::Tensor w_g = w.narrow(0, grp * Og, Og);
-      at::Tensor col;
-      if (pointwise && nb == 1) {
-        col = input.view({N, g.in_channels, L}).select(0, n0).narrow(0, grp * Cg, Cg).to(ct);
-      } else {
-        col = col_buffer.narrow(1, 0, count * L);
-        unfold_chunk(input, col, n0, count, grp, g);
-      }
-      at::Tensor out_block = out.narrow(0, n0, count).narrow(1, grp * Og, Og);
-      if (count == 1 && ct == input.scalar_type()) {
-        at::Tensor dst = out_block.select(0, 0);
-        at::mm_out(dst, w_g, col);
-      } else {
-        out_block.copy_(at::mm(w_g, col).view({Og, count, L}).transpose(0, 1));
-      }
+  const int64_t Og = g.out_per_group(), L = g.out_plane();
+  at::Tensor out = at::empty({g.batch, g.out_channels, L}, input.options());
+  const at::Tensor w = weight.to(ct).reshape({g.out_channels, g.col_rows()});
+  const bool direct_store = ct == input.scalar_type();
+  for_each_block(input, g, ct, /*unfold=*/true, [&](int64_t n, int64_t grp, int64_t c0, int64_t c1,
+                                                    const at::Tensor& cols) {
+    at::Tensor dst = columns_of(out, n, grp, Og, c0, c1);
+    const at::Tensor w_g = w.narrow(0, grp * Og, Og);
+    if (direct_store) {
+      at::mm_out(dst, w_g, cols);
+    } else {
+      dst.copy_(at::mm(w_g, cols));
     }
-  }
-  if (bias.has_value() && bias->defined()) out.add_(bias->view({1, O, 1}));
+  });
+  if (bias.has_value() && bias->defined()) out.add_(bias->view({1, g.out_channels, 1}));
   return out;
 }
 
 at::Tensor im2col_input_backward(const at::Tensor& gout, const at::Tensor& weight,
                                  const ConvGeometry& g, at::IntArrayRef input_size) {
   const at::ScalarType ct = compute_type(gout.scalar_type());
-  const int64_t N = g.batch, Og = g.out_per_group(), Cg = g.in_per_group();
-  const int64_t L = g.out_plane(), CK = g.col_rows();
-  const at::Tensor w = weight.to(ct).reshape({g.out_channels, CK});
-  at::Tensor gin = at::zeros({N, g.in_channels, g.in_plane()}, gout.options().dtype(ct));
-  const bool pointwise = is_pointwise(g);
-  const int64_t nb = samples_per_chunk(g, at::elementSize(ct));
-  for (int64_t n0 = 0; n0 < N; n0 += nb) {
-    const int64_t count = std::min(nb, N - n0);
-    for (int64_t grp = 0; grp < g.groups; ++grp) {
-      const at::Tensor w_t = w.narrow(0, grp * Og, Og).t();  // (CK, Og)
-      const at::Tensor gout_g = grad_output_chunk(gout, n0, count, grp, g, ct);
-      if (pointwise && count == 1) {
-        at::Tensor dst = gin.select(0, n0).narrow(0, grp * Cg, Cg);
-        at::mm_out(dst, w_t, gout_g);
-        continue;
-      }
-      const at::Tensor col = at::mm(w_t, gout_g);  // (CK, count * L)
-      AT_DISPATCH_FLOATING_TYPES(ct, "cnn_ops_col2im", [&] {
-        for (int64_t j = 0; j < count; ++j) {
-          col2im<scalar_t>(col.const_data_ptr<scalar_t>() + j * L, col.stride(0),
-                           gin.data_ptr<scalar_t>() + ((n0 + j) * g.in_channels + grp * Cg) * g.in_plane(), g);
-        }
-      });
-    }
-  }
+  const int64_t Og = g.out_per_group(), Cg = g.in_per_group(), L = g.out_plane();
+  const at::Tensor w = weight.to(ct).reshape({g.out_channels, g.col_rows()});
+  const at::Tensor gy = gout.view({g.batch, g.out_channels, L}).to(ct);
+  at::Tensor gin = at::zeros({g.batch, g.in_channels, g.in_plane()}, gout.options().dtype(ct));
+  // Tasks are whole (sample, group) pairs, so the col2im scatter of one task never meets
+  // another task's writes.
+  for_each_block(gout, g, ct, /*unfold=*/false, [&](int64_t n, int64_t grp, int64_t c0, int64_t c1,
+                                                    at::Tensor& slab) {
+    at::mm_out(slab, w.narrow(0, grp * Og, Og).t(), columns_of(gy, n, grp, Og, c0, c1));
+    AT_DISPATCH_FLOATING_TYPES(ct, "cnn_ops_col2im", [&] {
+      col2im_block<scalar_t>(slab.const_data_ptr<scalar_t>(), slab.stride(0), c0, c1,
+                             gin.data_ptr<scalar_t>() + (n * g.in_channels + grp * Cg) * g.in_plane(), g);
+    });
+  });
   return gin.view(input_size).to(gout.scalar_type());
 }
 
 at::Tensor im2col_weight_backward(const at::Tensor& gout, const at::Tensor& input,
                                   const ConvGeometry& g, at::IntArrayRef weight_size) {
   const at::ScalarType ct = compute_type(gout.scalar_type());
-  const int64_t N = g.batch, Og = g.out_per_group(), Cg = g.in_per_group();
-  const int64_t L = g.out_plane(), CK = g.col_rows();
-  at::Tensor gw = at::zeros({g.out_channels, CK}, gout.options().dtype(ct));
-  const bool pointwise = is_pointwise(g);
-  const int64_t nb = samples_per_chunk(g, at::elementSize(ct));
-  at::Tensor col_buffer;
-  if (!(pointwise && nb == 1)) col_buffer = at::empty({CK, nb * L}, input.options().dtype(ct));
-  for (int64_t n0 = 0; n0 < N; n0 += nb) {
-    const int64_t count = std::min(nb, N - n0);
-    for (int64_t grp = 0; grp < g.groups; ++grp) {
-      at::Tensor col;
-      if (pointwise && nb == 1) {
-        col = input.view({N, g.in_channels, L}).select(0, n0).narrow(0, grp * Cg, Cg).to(ct);
-      } else {
-        col = col_buffer.narrow(1, 0, count * L);
-        unfold_chunk(input, col, n0, count, grp, g);
-      }
-      at::Tensor gw_g = gw.narrow(0, grp * Og, Og);
-      gw_g.addmm_(grad_output_chunk(gout, n0, count, grp, g, ct), col.t());
-    }
-  }
+  const int64_t Og = g.out_per_group(), L = g.out_plane();
+  const at::Tensor gy = gout.view({g.batch, g.out_channels, L}).to(ct);
+  // One partial sum per thread, added up at the end: threads never write the same memory.
+  const int64_t threads = at::get_num_threads();
+  at::Tensor partial = at::zeros({threads, g.out_channels, g.col_rows()}, gout.options().dtype(ct));
+  for_each_block(input, g, ct, /*unfold=*/true, [&](int64_t n, int64_t grp, int64_t c0, int64_t c1,
+                                                    const at::Tensor& cols) {
+    const int64_t thread = at::get_thread_num();
+    TORCH_INTERNAL_ASSERT(thread >= 0 && thread < threads);
+    at::Tensor acc = partial.select(0, thread).narrow(0, grp * Og, Og);
+    acc.addmm_(columns_of(gy, n, grp, Og, c0, c1), cols.t());
+  });
+  at::Tensor gw = partial.select(0, 0);
+  for (int64_t t = 1; t < threads; ++t) gw.add_(partial.select(0, t));
   return gw.view(weight_size).to(gout.scalar_type());
 }
 
@@ -373,6 +389,8 @@ at::Tensor conv_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
                             const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                             at::IntArrayRef padding, at::IntArrayRef padding_end,
                             at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm) {
+  // The ATen calls below (GEMMs, copies) are implementation details, not graph nodes.
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
   const ConvGeometry g =
       forward_geometry(input, weight, bias, stride, padding, padding_end, dilation, groups);
   const ConvAlgorithm algo = resolve_algorithm(algorithm, g);
@@ -396,6 +414,8 @@ at::Tensor conv_input_backward_cpu(const at::Tensor& grad_output, const at::Tens
                                    at::IntArrayRef input_size, at::IntArrayRef stride,
                                    at::IntArrayRef padding, at::IntArrayRef dilation,
                                    int64_t groups, c10::string_view algorithm) {
+  // The ATen calls below (GEMMs, copies) are implementation details, not graph nodes.
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
   const ConvGeometry g =
       input_backward_geometry(grad_output, weight, input_size, stride, padding, dilation, groups);
   const ConvAlgorithm algo = resolve_algorithm(algorithm, g);
@@ -416,6 +436,8 @@ at::Tensor conv_weight_backward_cpu(const at::Tensor& grad_output, const at::Ten
                                     at::IntArrayRef weight_size, at::IntArrayRef stride,
                                     at::IntArrayRef padding, at::IntArrayRef dilation,
                                     int64_t groups, c10::string_view algorithm) {
+  // The ATen calls below (GEMMs, copies) are implementation details, not graph nodes.
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
   const ConvGeometry g =
       weight_backward_geometry(grad_output, input, weight_size, stride, padding, dilation, groups);
   const ConvAlgorithm algo = resolve_algorithm(algorithm, g);

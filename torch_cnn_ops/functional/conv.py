@@ -96,7 +96,7 @@ Arguments as :func:`torch.nn.functional.conv{nd}d`, plus:
   results equal ``scipy.signal.convolve`` with the same mode; if False (default),
   cross-correlation, as torch.
 * ``algorithm``: ``"direct"`` (loops over outputs and kernel taps), ``"im2col"`` (unfold +
-  GEMM) or ``"auto"``: direct when each group has at most 4 input channels (depthwise
+  GEMM) or ``"auto"``: direct when each group has one input channel (depthwise
   convolutions), im2col otherwise.
 
 Shapes: weight ``(C_out, C_in / groups, {kdims})``, bias ``(C_out,)``, output

@@ -1,0 +1,69 @@
+"""Benchmark harness: medians of repeated runs, ratio against the built-in in the same run.
+
+Each family has a module here (``conv``...) with a ``cases()`` list and a ``run()`` that
+returns rows; ``benchmarks/bench_<family>.py`` and ``python -m torch_cnn_ops bench`` print them.
+"""
+
+import json
+import statistics
+import time
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+FAMILIES = ("conv",)
+
+
+def median_time(fn: Callable[[], object], min_repeat: int = 5, max_repeat: int = 50, budget_s: float = 1.0) -> float:
+    """Median wall time of ``fn()`` in seconds, after one warm-up call.
+
+    Repeats at least ``min_repeat`` times and stops after ``max_repeat`` runs or once
+    ``budget_s`` seconds have been spent, whichever comes first.
+    """
+    fn()
+    times: List[float] = []
+    start = time.perf_counter()
+    while len(times) < max_repeat and (len(times) < min_repeat or time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def format_table(rows: List[Dict[str, object]], columns: List[str]) -> str:
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+        return str(v)
+
+    body = [[cell(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(b, widths)) for b in body]
+    return "\n".join(lines)
+
+
+def machine() -> Dict[str, object]:
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+def run_families(names: List[str], json_path: Optional[str] = None, quick: bool = False) -> Dict[str, object]:
+    import importlib
+
+    results: Dict[str, object] = {"machine": machine()}
+    for name in names:
+        module = importlib.import_module(f"{__name__}.{name}")
+        rows, columns = module.run(quick=quick)
+        print(f"\n== {name} ({results['machine']}) ==")
+        print(format_table(rows, columns))
+        results[name] = rows
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(results, f, indent=2)
+        print(f"\nwrote {json_path}")
+    return results

@@ -1,0 +1,65 @@
+"""Convolution benchmark: ours (each algorithm) against torch.nn.functional.conv2d."""
+
+from typing import Dict, List, Tuple
+
+import torch
+import torch.nn.functional as torch_F
+
+from .. import functional as F
+from . import median_time
+
+# (name, input shape, out channels, kernel, stride, padding, groups)
+CASES = [
+    ("3->16 k5 p2", (32, 3, 32, 32), 16, 5, 1, 2, 1),
+    ("64->64 k3 p1", (8, 64, 56, 56), 64, 3, 1, 1, 1),
+    ("128->128 k3 p1", (8, 128, 28, 28), 128, 3, 1, 1, 1),
+    ("256->256 k3 p1", (8, 256, 14, 14), 256, 3, 1, 1, 1),
+    ("64->128 k1 s2", (8, 64, 56, 56), 128, 1, 2, 0, 1),
+    ("depthwise 32 k3", (8, 32, 112, 112), 32, 3, 1, 1, 32),
+]
+QUICK_CASES = [("3->8 k3 p1", (4, 3, 16, 16), 8, 3, 1, 1, 1), ("depthwise 8 k3", (2, 8, 32, 32), 8, 3, 1, 1, 8)]
+
+
+def _flops(shape, out_channels, kernel, stride, padding, groups) -> float:
+    n, c, h, w = shape
+    oh = (h + 2 * padding - kernel) // stride + 1
+    ow = (w + 2 * padding - kernel) // stride + 1
+    return 2.0 * n * out_channels * oh * ow * (c // groups) * kernel * kernel
+
+
+def run(quick: bool = False) -> Tuple[List[Dict[str, object]], List[str]]:
+    torch.manual_seed(0)
+    rows = []
+    for name, shape, out_channels, kernel, stride, padding, groups in QUICK_CASES if quick else CASES:
+        x = torch.randn(shape, requires_grad=True)
+        w = torch.randn(out_channels, shape[1] // groups, kernel, kernel, requires_grad=True)
+        b = torch.randn(out_channels, requires_grad=True)
+        flops = _flops(shape, out_channels, kernel, stride, padding, groups)
+        impls = {
+            "torch": lambda: torch_F.conv2d(x, w, b, stride, padding, 1, groups),
+            "auto": lambda: F.conv2d(x, w, b, stride, padding, 1, groups),
+            "direct": lambda: F.conv2d(x, w, b, stride, padding, 1, groups, algorithm="direct"),
+            "im2col": lambda: F.conv2d(x, w, b, stride, padding, 1, groups, algorithm="im2col"),
+        }
+        for mode in ("forward", "fwd+bwd"):
+            times = {}
+            for impl, fn in impls.items():
+                if mode == "forward":
+                    def step(fn=fn):
+                        with torch.no_grad():
+                            fn()
+                    work = flops
+                else:
+                    def step(fn=fn):
+                        fn().sum().backward()
+                    work = 3 * flops
+                times[impl] = median_time(step, budget_s=0.3 if quick else 1.5)
+            row = {"case": name, "pass": mode, "torch ms": 1e3 * times["torch"]}
+            for impl in ("auto", "direct", "im2col"):
+                row[f"{impl} ms"] = 1e3 * times[impl]
+                row[f"{impl}/torch"] = times[impl] / times["torch"]
+            row["torch GF/s"] = work / times["torch"] / 1e9
+            row["auto GF/s"] = work / times["auto"] / 1e9
+            rows.append(row)
+    columns = ["case", "pass", "torch ms", "auto ms", "auto/torch", "direct/torch", "im2col/torch", "torch GF/s", "auto GF/s"]
+    return rows, columns
