@@ -168,13 +168,16 @@ void direct_weight_backward(const scalar_t* gout, const scalar_t* in, scalar_t* 
 // the extra memory is one slab per thread, whatever the batch size.
 
 constexpr int64_t kSlabBytes = int64_t(1) << 20;
+constexpr int64_t kMaxSlabBytes = int64_t(4) << 20;
+constexpr int64_t kMinBlockColumns = 256;
 
-// Columns per block: the slab (col_rows x block) stays under kSlabBytes, at least 32
-// columns so each GEMM keeps some width.
+// Columns per block: the slab (col_rows x block) fits in L2 (kSlabBytes) when that still
+// leaves the GEMM kMinBlockColumns columns of width; deep kernels (256 channels x 3x3) take
+// wider slabs, up to kMaxSlabBytes, which then live in L3.
 int64_t column_block(const ConvGeometry& g, int64_t elem_size) {
-  const int64_t L = g.out_plane();
-  int64_t b = kSlabBytes / std::max<int64_t>(g.col_rows() * elem_size, 1);
-  b = std::max<int64_t>(32, b / 16 * 16);
+  const int64_t L = g.out_plane(), row_bytes = std::max<int64_t>(g.col_rows() * elem_size, 1);
+  int64_t b = std::max(kSlabBytes / row_bytes, std::min(kMinBlockColumns, kMaxSlabBytes / row_bytes));
+  b = std::max<int64_t>(16, b / 16 * 16);
   return std::max<int64_t>(1, std::min(b, L));
 }
 
