@@ -7,7 +7,7 @@ returns rows; ``benchmarks/bench_<family>.py`` and ``python -m torch_cnn_ops ben
 import json
 import statistics
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -28,6 +28,33 @@ def median_time(fn: Callable[[], object], min_repeat: int = 5, max_repeat: int =
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def compare_times(fns: Dict[str, Callable[[], object]], baseline: str, min_rounds: int = 5,
+                  max_rounds: int = 40, budget_s: float = 2.0) -> Tuple[Dict[str, float], Dict[str, float]]:
+    """Times several implementations of one thing, interleaved, against ``baseline``.
+
+    Each round runs every function once, in turn, so that a slow phase of the machine
+    (another process, frequency changes) hits all of them alike. Returns the median time of
+    each function in seconds and the median over rounds of its time divided by the
+    baseline's time in the same round.
+    """
+    for fn in fns.values():
+        fn()
+    times: Dict[str, List[float]] = {name: [] for name in fns}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < max_rounds and (rounds < min_rounds or time.perf_counter() - start < budget_s):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+        rounds += 1
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    ratios = {
+        name: statistics.median(a / b for a, b in zip(t, times[baseline])) for name, t in times.items()
+    }
+    return medians, ratios
 
 
 def format_table(rows: List[Dict[str, object]], columns: List[str]) -> str:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as torch_F
 
 from .. import functional as F
-from . import median_time
+from . import compare_times
 
 # (name, input shape, out channels, kernel, stride, padding, groups)
 CASES = [
@@ -27,6 +27,21 @@ def _flops(shape, out_channels, kernel, stride, padding, groups) -> float:
     return 2.0 * n * out_channels * oh * ow * (c // groups) * kernel * kernel
 
 
+def _no_grad(fn):
+    def step():
+        with torch.no_grad():
+            fn()
+
+    return step
+
+
+def _with_backward(fn):
+    def step():
+        fn().sum().backward()
+
+    return step
+
+
 def run(quick: bool = False) -> Tuple[List[Dict[str, object]], List[str]]:
     torch.manual_seed(0)
     rows = []
@@ -42,22 +57,17 @@ def run(quick: bool = False) -> Tuple[List[Dict[str, object]], List[str]]:
             "im2col": lambda: F.conv2d(x, w, b, stride, padding, 1, groups, algorithm="im2col"),
         }
         for mode in ("forward", "fwd+bwd"):
-            times = {}
-            for impl, fn in impls.items():
-                if mode == "forward":
-                    def step(fn=fn):
-                        with torch.no_grad():
-                            fn()
-                    work = flops
-                else:
-                    def step(fn=fn):
-                        fn().sum().backward()
-                    work = 3 * flops
-                times[impl] = median_time(step, budget_s=0.3 if quick else 1.5)
+            if mode == "forward":
+                steps = {impl: _no_grad(fn) for impl, fn in impls.items()}
+                work = flops
+            else:
+                steps = {impl: _with_backward(fn) for impl, fn in impls.items()}
+                work = 3 * flops
+            times, ratios = compare_times(steps, "torch", budget_s=0.3 if quick else 2.0)
             row = {"case": name, "pass": mode, "torch ms": 1e3 * times["torch"]}
             for impl in ("auto", "direct", "im2col"):
                 row[f"{impl} ms"] = 1e3 * times[impl]
-                row[f"{impl}/torch"] = times[impl] / times["torch"]
+                row[f"{impl}/torch"] = ratios[impl]
             row["torch GF/s"] = work / times["torch"] / 1e9
             row["auto GF/s"] = work / times["auto"] / 1e9
             rows.append(row)
