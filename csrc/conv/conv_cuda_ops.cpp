@@ -1,0 +1,256 @@
+// CUDA implementations of the conv ops (CUDA dispatch key): tensors in, kernel launches of
+// conv_cuda.cu and cuBLAS GEMMs (through ATen's bmm) out. Compiled by the host compiler
+// only in CUDA builds; narrow headers keep it quick to build.
+//
+// The algorithms are those of conv_cpu.cpp:
+//  * direct: one thread per output element (conv_cuda.cu).
+//  * im2col: unfold a chunk of samples into a (groups, C/groups * kernel_volume,
+//    samples * output_plane) column matrix in one launch, then one batched GEMM over the
+//    groups. The input gradient runs the GEMM the other way (col = W^T @ grad_output) and
+//    folds the columns back with col2im; the weight gradient accumulates
+//    grad_output @ col^T over the chunks.
+// float16 and bfloat16 run their GEMMs on float32 copies ("compute type"), so they
+// accumulate in float32 end to end, as the direct kernels do.
+
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/baddbmm.h>
+#include <ATen/ops/bmm.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "conv_common.h"
+#include "conv_cuda.h"
+
+namespace tco {
+namespace {
+
+using cuda_conv::DType;
+
+DType dtype_of(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return DType::Float;
+    case at::kDouble: return DType::Double;
+    case at::kHalf: return DType::Half;
+    case at::kBFloat16: return DType::BFloat16;
+    default: TORCH_CHECK(false, "cnn_ops.conv (CUDA): unsupported dtype ", t);
+  }
+}
+
+at::ScalarType compute_type(at::ScalarType t) {
+  return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
+}
+
+cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+
+// Samples unfolded together. A GEMM over one sample of a small output plane (14x14 = 196
+// columns) leaves most of the GPU idle; grouping samples widens it. The column buffer is
+// kept under kColBudgetBytes so that memory stays bounded whatever the batch.
+constexpr int64_t kTargetColumns = int64_t(1) << 15;
+constexpr int64_t kColBudgetBytes = int64_t(256) << 20;
+
+int64_t samples_per_chunk(const ConvGeometry& g, int64_t elem_size) {
+  const int64_t L = std::max<int64_t>(g.out_plane(), 1);
+  const int64_t per_sample = std::max<int64_t>(g.in_channels * g.kernel_volume() * L * elem_size, 1);
+  const int64_t nb = std::min(std::max<int64_t>(1, kTargetColumns / L),
+                              std::max<int64_t>(1, kColBudgetBytes / per_sample));
+  return std::max<int64_t>(1, std::min(nb, g.batch));
+}
+
+// The geometry of samples [n0, n0 + count): the kernels see only the chunk.
+ConvGeometry chunk_geometry(const ConvGeometry& g, int64_t count) {
+  ConvGeometry c = g;
+  c.batch = count;
+  return c;
+}
+
+// Unfolds samples [n0, n0 + count) of `input` into the front of `col_buffer`, returned as
+// (groups, col_rows, count * L).
+at::Tensor unfold_chunk(const at::Tensor& input, const at::Tensor& col_buffer, int64_t n0,
+                        int64_t count, const ConvGeometry& g) {
+  const int64_t cols = count * g.out_plane();
+  at::Tensor col = col_buffer.narrow(0, 0, g.in_channels * g.kernel_volume() * cols)
+                       .view({g.groups, g.col_rows(), cols});
+  C10_CUDA_CHECK(cuda_conv::im2col(dtype_of(input.scalar_type()), chunk_geometry(g, count),
+                                   input.narrow(0, n0, count).const_data_ptr(),
+                                   col.mutable_data_ptr(), current_stream()));
+  return col;
+}
+
+// grad_output of samples [n0, n0 + count) as (groups, Og, count * L) in the compute type:
+// a view for one sample already in that type, else a transposing copy into `buffer`.
+at::Tensor grad_output_chunk(const at::Tensor& gout, const at::Tensor& buffer, int64_t n0,
+                             int64_t count, const ConvGeometry& g) {
+  const int64_t O = g.out_channels, L = g.out_plane();
+  const at::Tensor block = gout.view({g.batch, O, L}).narrow(0, n0, count);
+  if (count == 1 && gout.scalar_type() == buffer.scalar_type()) {
+    return block.select(0, 0).view({g.groups, g.out_per_group(), L});
+  }
+  at::Tensor dst = buffer.narrow(0, 0, O * count * L).view({O, count, L});
+  dst.copy_(block.transpose(0, 1));
+  return dst.view({g.groups, g.out_per_group(), count * L});
+}
+
+at::Tensor im2col_forward(const at::Tensor& input, const at::Tensor& weight,
+                          const std::optional<at::Tensor>& bias, const ConvGeometry& g) {
+  const at::ScalarType st = input.scalar_type(), ct = compute_type(st);
+  const int64_t N = g.batch, O = g.out_channels, G = g.groups, Og = g.out_per_group();
+  const int64_t L = g.out_plane(), CK = g.col_rows();
+  at::Tensor out = at::empty({N, O, L}, input.options());
+  const at::Tensor w = weight.to(ct).view({G, Og, CK});
+  std::optional<at::Tensor> b;
+  if (bias.has_value()) b = bias->to(ct).view({G, Og, 1});
+  const int64_t nb = samples_per_chunk(g, at::elementSize(ct));
+  const at::Tensor col_buffer = at::empty({g.in_channels * g.kernel_volume() * nb * L},
+                                          input.options().dtype(ct));
+  for (int64_t n0 = 0; n0 < N; n0 += nb) {
+    const int64_t count = std::min(nb, N - n0);
+    const at::Tensor col = unfold_chunk(input, col_buffer, n0, count, g);
+    const std::vector<int64_t> y_shape{G, Og, count * L};
+    if (count == 1 && ct == st) {
+      // The GEMM writes straight into this sample's output.
+      at::Tensor dst = out.select(0, n0).view(y_shape);
+      if (b) {
+        at::baddbmm_out(dst, b->expand(y_shape), w, col);
+      } else {
+        at::bmm_out(dst, w, col);
+      }
+    } else {
+      const at::Tensor y = b ? at::baddbmm(b->expand(y_shape), w, col) : at::bmm(w, col);
+      out.narrow(0, n0, count).copy_(y.view({O, count, L}).transpose(0, 1));
+    }
+  }
+  return out;
+}
+
+at::Tensor im2col_input_backward(const at::Tensor& gout, const at::Tensor& weight,
+                                 const ConvGeometry& g, at::IntArrayRef input_size) {
+  const at::ScalarType st = gout.scalar_type(), ct = compute_type(st);
+  const int64_t N = g.batch, O = g.out_channels, G = g.groups, Og = g.out_per_group();
+  const int64_t L = g.out_plane(), CK = g.col_rows();
+  at::Tensor gin = at::empty(input_size, gout.options());  // col2im writes every element
+  const at::Tensor w_t = weight.to(ct).view({G, Og, CK}).transpose(1, 2);  // (G, CK, Og)
+  const int64_t nb = samples_per_chunk(g, at::elementSize(ct));
+  const at::TensorOptions ct_options = gout.options().dtype(ct);
+  const at::Tensor col_buffer = at::empty({G * CK * nb * L}, ct_options);
+  const at::Tensor gout_buffer = at::empty({O * nb * L}, ct_options);
+  for (int64_t n0 = 0; n0 < N; n0 += nb) {
+    const int64_t count = std::min(nb, N - n0);
+    const at::Tensor gout_g = grad_output_chunk(gout, gout_buffer, n0, count, g);
+    at::Tensor col = col_buffer.narrow(0, 0, G * CK * count * L).view({G, CK, count * L});
+    at::bmm_out(col, w_t, gout_g);
+    C10_CUDA_CHECK(cuda_conv::col2im(dtype_of(st), chunk_geometry(g, count), col.const_data_ptr(),
+                                     gin.narrow(0, n0, count).mutable_data_ptr(), current_stream()));
+  }
+  return gin;
+}
+
+at::Tensor im2col_weight_backward(const at::Tensor& gout, const at::Tensor& input,
+                                  const ConvGeometry& g, at::IntArrayRef weight_size) {
+  const at::ScalarType ct = compute_type(gout.scalar_type());
+  const int64_t N = g.batch, G = g.groups, L = g.out_plane();
+  const at::TensorOptions ct_options = gout.options().dtype(ct);
+  at::Tensor gw = at::zeros({G, g.out_per_group(), g.col_rows()}, ct_options);
+  const int64_t nb = samples_per_chunk(g, at::elementSize(ct));
+  const at::Tensor col_buffer = at::empty({g.in_channels * g.kernel_volume() * nb * L}, ct_options);
+  const at::Tensor gout_buffer = at::empty({g.out_channels * nb * L}, ct_options);
+  for (int64_t n0 = 0; n0 < N; n0 += nb) {
+    const int64_t count = std::min(nb, N - n0);
+    const at::Tensor col = unfold_chunk(input, col_buffer, n0, count, g);
+    gw.baddbmm_(grad_output_chunk(gout, gout_buffer, n0, count, g), col.transpose(1, 2));
+  }
+  return gw.view(weight_size).to(gout.scalar_type());
+}
+
+// ---------------------------------------------------------------------------------------
+// Op entry points (CUDA dispatch key).
+
+at::Tensor conv_forward_cuda(const at::Tensor& input, const at::Tensor& weight,
+                             const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                             at::IntArrayRef padding, at::IntArrayRef padding_end,
+                             at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm) {
+  const ConvGeometry g =
+      forward_geometry(input, weight, bias, stride, padding, padding_end, dilation, groups);
+  ConvAlgorithm algo = resolve_algorithm(algorithm, g);
+  const c10::cuda::CUDAGuard guard(input.device());
+  // The ATen calls below (GEMMs, copies) are implementation details, not graph nodes.
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const at::Tensor x = input.contiguous(), w = weight.contiguous();
+  std::optional<at::Tensor> b;
+  if (bias.has_value() && bias->defined()) b = bias->contiguous();
+
+  std::vector<int64_t> shape{g.batch, g.out_channels};
+  for (int64_t d = 3 - static_cast<int64_t>(stride.size()); d < 3; ++d) shape.push_back(g.out_size[d]);
+  if (g.batch == 0 || g.out_plane() == 0) return at::empty(shape, x.options());
+  // With no input channels the output is the bias alone: nothing to unfold or multiply.
+  if (g.in_channels == 0) algo = ConvAlgorithm::Direct;
+  if (algo == ConvAlgorithm::Im2col) return im2col_forward(x, w, b, g).view(shape);
+
+  at::Tensor out = at::empty(shape, x.options());
+  C10_CUDA_CHECK(cuda_conv::direct_forward(dtype_of(x.scalar_type()), g, x.const_data_ptr(),
+                                           w.const_data_ptr(), b ? b->const_data_ptr() : nullptr,
+                                           out.mutable_data_ptr(), current_stream()));
+  return out;
+}
+
+at::Tensor conv_input_backward_cuda(const at::Tensor& grad_output, const at::Tensor& weight,
+                                    at::IntArrayRef input_size, at::IntArrayRef stride,
+                                    at::IntArrayRef padding, at::IntArrayRef dilation,
+                                    int64_t groups, c10::string_view algorithm) {
+  const ConvGeometry g =
+      input_backward_geometry(grad_output, weight, input_size, stride, padding, dilation, groups);
+  const ConvAlgorithm algo = resolve_algorithm(algorithm, g);
+  const c10::cuda::CUDAGuard guard(grad_output.device());
+  // The ATen calls below (GEMMs, copies) are implementation details, not graph nodes.
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const at::Tensor gout = grad_output.contiguous(), w = weight.contiguous();
+  if (g.batch == 0 || g.in_plane() == 0 || g.in_channels == 0) {
+    return at::empty(input_size, gout.options());
+  }
+  if (gout.numel() == 0) return at::zeros(input_size, gout.options());
+  if (algo == ConvAlgorithm::Im2col) return im2col_input_backward(gout, w, g, input_size);
+
+  at::Tensor gin = at::empty(input_size, gout.options());
+  C10_CUDA_CHECK(cuda_conv::direct_input_backward(dtype_of(gout.scalar_type()), g,
+                                                  gout.const_data_ptr(), w.const_data_ptr(),
+                                                  gin.mutable_data_ptr(), current_stream()));
+  return gin;
+}
+
+at::Tensor conv_weight_backward_cuda(const at::Tensor& grad_output, const at::Tensor& input,
+                                     at::IntArrayRef weight_size, at::IntArrayRef stride,
+                                     at::IntArrayRef padding, at::IntArrayRef dilation,
+                                     int64_t groups, c10::string_view algorithm) {
+  const ConvGeometry g =
+      weight_backward_geometry(grad_output, input, weight_size, stride, padding, dilation, groups);
+  const ConvAlgorithm algo = resolve_algorithm(algorithm, g);
+  const c10::cuda::CUDAGuard guard(grad_output.device());
+  // The ATen calls below (GEMMs, copies) are implementation details, not graph nodes.
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const at::Tensor gout = grad_output.contiguous(), x = input.contiguous();
+  if (g.in_channels == 0) return at::empty(weight_size, gout.options());
+  if (g.batch == 0 || g.out_plane() == 0) return at::zeros(weight_size, gout.options());
+  if (algo == ConvAlgorithm::Im2col) return im2col_weight_backward(gout, x, g, weight_size);
+
+  at::Tensor gw = at::empty(weight_size, gout.options());
+  C10_CUDA_CHECK(cuda_conv::direct_weight_backward(dtype_of(gout.scalar_type()), g,
+                                                   gout.const_data_ptr(), x.const_data_ptr(),
+                                                   gw.mutable_data_ptr(), current_stream()));
+  return gw;
+}
+
+}  // namespace
+}  // namespace tco
+
+TORCH_LIBRARY_IMPL(cnn_ops, CUDA, m) {
+  m.impl("conv_forward", &tco::conv_forward_cuda);
+  m.impl("conv_input_backward", &tco::conv_input_backward_cuda);
+  m.impl("conv_weight_backward", &tco::conv_weight_backward_cuda);
+}
