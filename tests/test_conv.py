@@ -21,7 +21,12 @@ import torch_cnn_ops as tco
 # reference path talking, not the library under test.
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
 
-ALGORITHMS = ["direct", "im2col", "auto"]
+ALGORITHMS = ["direct", "im2col", "shifted", "auto"]
+
+
+def unit_stride(case):
+    stride = case.stride if isinstance(case.stride, tuple) else (case.stride,)
+    return all(s == 1 for s in stride)
 TCO_CONV = {1: tco.functional.conv1d, 2: tco.functional.conv2d, 3: tco.functional.conv3d}
 TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 TCO_GRAD_INPUT = {1: tco.grad.conv1d_input, 2: tco.grad.conv2d_input, 3: tco.grad.conv3d_input}
@@ -135,6 +140,8 @@ CASES = [
     Case("2d-batch0", 2, 0, 3, 4, (6, 6), (3, 3), padding=1),
     # larger than the rest, so that parallel loops split the work
     Case("2d-larger", 2, 3, 6, 6, (13, 12), (3, 3), stride=(1, 2), padding=(2, 1), groups=3),
+    # 16 channels per group on a 16x17 plane: "auto" takes the shifted algorithm on the CPU
+    Case("2d-auto-shifted", 2, 2, 32, 4, (16, 17), (3, 2), padding="same", groups=2),
     # 3-d
     Case("3d-anisotropic", 3, 2, 3, 4, (5, 6, 5), (2, 3, 2), stride=(1, 2, 1), padding=(1, 0, 1)),
     Case("3d-same-even-kernel", 3, 2, 2, 3, (4, 5, 6), (2, 3, 4), padding="same"),
@@ -149,6 +156,11 @@ CASE_IDS = [c.id for c in CASES]
 def check_against_torch(case, dtype, device, algorithm, flip=False):
     """Forward and all gradients (autograd .backward) of the library vs torch in float64."""
     x, w, b = case.tensors(dtype, device)
+    if algorithm == "shifted" and not unit_stride(case):
+        # the shifted algorithm exists for unit stride only and says so
+        with pytest.raises(RuntimeError, match="shifted.*stride 1"):
+            TCO_CONV[case.nd](x, w, b, **case.args, flip=flip, algorithm=algorithm)
+        return
     # reference copies first, so that a kernel writing into its inputs cannot hide
     xr, wr, br = as_reference(x), as_reference(w), as_reference(b)
     out = TCO_CONV[case.nd](x, w, b, **case.args, flip=flip, algorithm=algorithm)
@@ -173,7 +185,7 @@ def test_matches_torch_float64(case, algorithm, device):
 
 
 # The low-precision dtypes are compared with the float64 result of the same rounded inputs.
-@pytest.mark.parametrize("algorithm", ["direct", "im2col"])
+@pytest.mark.parametrize("algorithm", ["direct", "im2col", "shifted"])
 @pytest.mark.parametrize("dtype", LOW_PRECISION_DTYPES, ids=str)
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_matches_torch_low_precision(case, dtype, algorithm, device):
@@ -339,12 +351,21 @@ GRADCHECK_CASES = [
     Case("3d", 3, 1, 2, 2, (4, 4, 3), (2, 2, 2), stride=(1, 2, 1), padding=(1, 0, 1), dilation=(2, 1, 1)),
     # asymmetric padding through autograd
     Case("2d-same-even", 2, 1, 2, 2, (4, 5), (2, 3), padding="same", dilation=(3, 1)),
+    Case("2d-unit-stride", 2, 2, 4, 2, (5, 4), (3, 2), padding=(2, 1), dilation=(1, 2), groups=2),
 ]
 
 
-@pytest.mark.parametrize("algorithm", ["direct", "im2col"])
+# the shifted algorithm only where it applies (unit stride)
+GRADCHECK_PARAMS = [
+    pytest.param(case, algorithm, id=f"{case.id}-{algorithm}")
+    for case in GRADCHECK_CASES
+    for algorithm in ("direct", "im2col", "shifted")
+    if algorithm != "shifted" or unit_stride(case)
+]
+
+
 @pytest.mark.parametrize("flip", [False, True])
-@pytest.mark.parametrize("case", GRADCHECK_CASES, ids=[c.id for c in GRADCHECK_CASES])
+@pytest.mark.parametrize("case, algorithm", GRADCHECK_PARAMS)
 def test_gradcheck_and_gradgradcheck(case, flip, algorithm, device):
     x, w, b = case.tensors(torch.float64, device)
 
@@ -382,8 +403,9 @@ RAW_CASES = [
     ((2, 3, 9), (4, 3, 3), True, [2], [1], [2], [1], 1, "direct"),
     ((2, 4, 6, 7), (6, 2, 2, 3), False, [1, 2], [0, 1], [1, 2], [2, 1], 2, "im2col"),
     ((1, 2, 4, 4, 5), (2, 2, 2, 2, 3), True, [1, 1, 2], [1, 0, 0], [0, 1, 1], [1, 1, 1], 1, "auto"),
+    ((2, 4, 5, 6), (4, 2, 3, 2), True, [1, 1], [2, 0], [0, 1], [1, 2], 2, "shifted"),
 ]
-RAW_IDS = ["1d", "2d-asymmetric-groups", "3d"]
+RAW_IDS = ["1d", "2d-asymmetric-groups", "3d", "2d-shifted-asymmetric"]
 
 
 def _raw_tensors(case, device):

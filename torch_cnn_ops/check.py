@@ -30,7 +30,7 @@ def _conv_cases() -> List[Tuple[str, str, Callable[[torch.dtype], Tuple[torch.Te
         ref = getattr(torch_F, f"conv{nd}d")
         grad_in, grad_w = getattr(grad, f"conv{nd}d_input"), getattr(grad, f"conv{nd}d_weight")
         ref_in, ref_w = getattr(torch_grad, f"conv{nd}d_input"), getattr(torch_grad, f"conv{nd}d_weight")
-        for algorithm in ("direct", "im2col"):
+        for algorithm in ("direct", "im2col", "shifted") if s == 1 else ("direct", "im2col"):
 
             def forward(dtype, conv=conv, ref=ref, xs=xs, ws=ws, s=s, p=p, d=d, g=g, algorithm=algorithm):
                 x, w, b = torch.randn(xs, dtype=dtype), torch.randn(ws, dtype=dtype), torch.randn(ws[0], dtype=dtype)

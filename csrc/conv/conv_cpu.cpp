@@ -36,6 +36,7 @@
 
 #include "../cpu_vectorize.h"
 #include "conv_common.h"
+#include "conv_shifted.h"
 
 namespace tco {
 namespace {
@@ -396,7 +397,7 @@ at::Tensor conv_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const ConvGeometry g =
       forward_geometry(input, weight, bias, stride, padding, padding_end, dilation, groups);
-  const ConvAlgorithm algo = resolve_algorithm(algorithm, g);
+  const ConvAlgorithm algo = resolve_algorithm(algorithm, g, input);
   const int64_t nd = static_cast<int64_t>(stride.size());
   const at::Tensor x = input.contiguous(), w = weight.contiguous();
   std::optional<at::Tensor> b;
@@ -405,6 +406,7 @@ at::Tensor conv_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
     return output_shape_tensor(at::empty({g.batch * g.out_channels * g.out_plane()}, x.options()), g, nd);
   }
   if (algo == ConvAlgorithm::Im2col) return output_shape_tensor(im2col_forward(x, w, b, g), g, nd);
+  if (algo == ConvAlgorithm::Shifted) return output_shape_tensor(shifted_forward(x, w, b, g), g, nd);
   at::Tensor out = at::empty({g.batch * g.out_channels * g.out_plane()}, x.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "cnn_ops_conv_forward", [&] {
     direct_forward<scalar_t>(x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
@@ -421,12 +423,13 @@ at::Tensor conv_input_backward_cpu(const at::Tensor& grad_output, const at::Tens
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const ConvGeometry g =
       input_backward_geometry(grad_output, weight, input_size, stride, padding, dilation, groups);
-  const ConvAlgorithm algo = resolve_algorithm(algorithm, g);
+  const ConvAlgorithm algo = resolve_algorithm(algorithm, g, grad_output);
   const at::Tensor gout = grad_output.contiguous(), w = weight.contiguous();
-  if (g.batch == 0 || g.in_plane() == 0 || g.in_channels == 0) {
+  if (g.batch == 0 || g.in_plane() == 0 || g.in_channels == 0 || g.out_plane() == 0) {
     return at::zeros(input_size, gout.options());
   }
   if (algo == ConvAlgorithm::Im2col) return im2col_input_backward(gout, w, g, input_size);
+  if (algo == ConvAlgorithm::Shifted) return shifted_input_backward(gout, w, g).view(input_size);
   at::Tensor gin = at::empty(input_size, gout.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gout.scalar_type(), "cnn_ops_conv_input_backward", [&] {
     direct_input_backward<scalar_t>(gout.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
@@ -443,10 +446,11 @@ at::Tensor conv_weight_backward_cpu(const at::Tensor& grad_output, const at::Ten
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const ConvGeometry g =
       weight_backward_geometry(grad_output, input, weight_size, stride, padding, dilation, groups);
-  const ConvAlgorithm algo = resolve_algorithm(algorithm, g);
+  const ConvAlgorithm algo = resolve_algorithm(algorithm, g, input);
   const at::Tensor gout = grad_output.contiguous(), x = input.contiguous();
   if (g.batch == 0 || g.out_plane() == 0) return at::zeros(weight_size, gout.options());
   if (algo == ConvAlgorithm::Im2col) return im2col_weight_backward(gout, x, g, weight_size);
+  if (algo == ConvAlgorithm::Shifted) return shifted_weight_backward(gout, x, g).view(weight_size);
   at::Tensor gw = at::empty(weight_size, gout.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gout.scalar_type(), "cnn_ops_conv_weight_backward", [&] {
     direct_weight_backward<scalar_t>(gout.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),

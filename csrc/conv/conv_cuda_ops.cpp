@@ -28,6 +28,7 @@
 
 #include "conv_common.h"
 #include "conv_cuda.h"
+#include "conv_shifted.h"
 
 namespace tco {
 namespace {
@@ -178,7 +179,7 @@ at::Tensor conv_forward_cuda(const at::Tensor& input, const at::Tensor& weight,
                              at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm) {
   const ConvGeometry g =
       forward_geometry(input, weight, bias, stride, padding, padding_end, dilation, groups);
-  ConvAlgorithm algo = resolve_algorithm(algorithm, g);
+  ConvAlgorithm algo = resolve_algorithm(algorithm, g, input);
   const c10::cuda::CUDAGuard guard(input.device());
   // The ATen calls below (GEMMs, copies) are implementation details, not graph nodes.
   at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -192,6 +193,7 @@ at::Tensor conv_forward_cuda(const at::Tensor& input, const at::Tensor& weight,
   // With no input channels the output is the bias alone: nothing to unfold or multiply.
   if (g.in_channels == 0) algo = ConvAlgorithm::Direct;
   if (algo == ConvAlgorithm::Im2col) return im2col_forward(x, w, b, g).view(shape);
+  if (algo == ConvAlgorithm::Shifted) return shifted_forward(x, w, b, g).view(shape);
 
   at::Tensor out = at::empty(shape, x.options());
   C10_CUDA_CHECK(cuda_conv::direct_forward(dtype_of(x.scalar_type()), g, x.const_data_ptr(),
@@ -206,7 +208,7 @@ at::Tensor conv_input_backward_cuda(const at::Tensor& grad_output, const at::Ten
                                     int64_t groups, c10::string_view algorithm) {
   const ConvGeometry g =
       input_backward_geometry(grad_output, weight, input_size, stride, padding, dilation, groups);
-  const ConvAlgorithm algo = resolve_algorithm(algorithm, g);
+  const ConvAlgorithm algo = resolve_algorithm(algorithm, g, grad_output);
   const c10::cuda::CUDAGuard guard(grad_output.device());
   // The ATen calls below (GEMMs, copies) are implementation details, not graph nodes.
   at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -216,6 +218,7 @@ at::Tensor conv_input_backward_cuda(const at::Tensor& grad_output, const at::Ten
   }
   if (gout.numel() == 0) return at::zeros(input_size, gout.options());
   if (algo == ConvAlgorithm::Im2col) return im2col_input_backward(gout, w, g, input_size);
+  if (algo == ConvAlgorithm::Shifted) return shifted_input_backward(gout, w, g).view(input_size);
 
   at::Tensor gin = at::empty(input_size, gout.options());
   C10_CUDA_CHECK(cuda_conv::direct_input_backward(dtype_of(gout.scalar_type()), g,
@@ -230,7 +233,7 @@ at::Tensor conv_weight_backward_cuda(const at::Tensor& grad_output, const at::Te
                                      int64_t groups, c10::string_view algorithm) {
   const ConvGeometry g =
       weight_backward_geometry(grad_output, input, weight_size, stride, padding, dilation, groups);
-  const ConvAlgorithm algo = resolve_algorithm(algorithm, g);
+  const ConvAlgorithm algo = resolve_algorithm(algorithm, g, input);
   const c10::cuda::CUDAGuard guard(grad_output.device());
   // The ATen calls below (GEMMs, copies) are implementation details, not graph nodes.
   at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -238,6 +241,7 @@ at::Tensor conv_weight_backward_cuda(const at::Tensor& grad_output, const at::Te
   if (g.in_channels == 0) return at::empty(weight_size, gout.options());
   if (g.batch == 0 || g.out_plane() == 0) return at::zeros(weight_size, gout.options());
   if (algo == ConvAlgorithm::Im2col) return im2col_weight_backward(gout, x, g, weight_size);
+  if (algo == ConvAlgorithm::Shifted) return shifted_weight_backward(gout, x, g).view(weight_size);
 
   at::Tensor gw = at::empty(weight_size, gout.options());
   C10_CUDA_CHECK(cuda_conv::direct_weight_backward(dtype_of(gout.scalar_type()), g,

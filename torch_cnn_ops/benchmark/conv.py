@@ -1,4 +1,7 @@
-"""Convolution benchmark: ours (each algorithm) against torch.nn.functional.conv2d."""
+"""Convolution benchmark: ours (each algorithm) against torch.nn.functional.conv2d.
+
+Ratios are medians over interleaved rounds (see ``compare_times``); below 1 is faster than torch.
+"""
 
 from typing import Dict, List, Tuple
 
@@ -56,6 +59,8 @@ def run(quick: bool = False) -> Tuple[List[Dict[str, object]], List[str]]:
             "direct": lambda: F.conv2d(x, w, b, stride, padding, 1, groups, algorithm="direct"),
             "im2col": lambda: F.conv2d(x, w, b, stride, padding, 1, groups, algorithm="im2col"),
         }
+        if stride == 1:  # the shifted algorithm needs unit stride
+            impls["shifted"] = lambda: F.conv2d(x, w, b, stride, padding, 1, groups, algorithm="shifted")
         for mode in ("forward", "fwd+bwd"):
             if mode == "forward":
                 steps = {impl: _no_grad(fn) for impl, fn in impls.items()}
@@ -65,11 +70,12 @@ def run(quick: bool = False) -> Tuple[List[Dict[str, object]], List[str]]:
                 work = 3 * flops
             times, ratios = compare_times(steps, "torch", budget_s=0.3 if quick else 2.0)
             row = {"case": name, "pass": mode, "torch ms": 1e3 * times["torch"]}
-            for impl in ("auto", "direct", "im2col"):
-                row[f"{impl} ms"] = 1e3 * times[impl]
-                row[f"{impl}/torch"] = ratios[impl]
+            for impl in ("auto", "direct", "im2col", "shifted"):
+                row[f"{impl} ms"] = 1e3 * times[impl] if impl in times else "-"
+                row[f"{impl}/torch"] = ratios[impl] if impl in ratios else "-"
             row["torch GF/s"] = work / times["torch"] / 1e9
             row["auto GF/s"] = work / times["auto"] / 1e9
             rows.append(row)
-    columns = ["case", "pass", "torch ms", "auto ms", "auto/torch", "direct/torch", "im2col/torch", "torch GF/s", "auto GF/s"]
+    columns = ["case", "pass", "torch ms", "auto ms", "auto/torch", "direct/torch", "im2col/torch", "shifted/torch",
+               "torch GF/s", "auto GF/s"]
     return rows, columns

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .._utils import IntOrTuple, ntuple
 
-ALGORITHMS = ("auto", "direct", "im2col")
+ALGORITHMS = ("auto", "direct", "im2col", "shifted")
 PADDING_STRINGS = ("valid", "same", "full")
 
 
@@ -96,8 +96,10 @@ Arguments as :func:`torch.nn.functional.conv{nd}d`, plus:
   results equal ``scipy.signal.convolve`` with the same mode; if False (default),
   cross-correlation, as torch.
 * ``algorithm``: ``"direct"`` (loops over outputs and kernel taps), ``"im2col"`` (unfold +
-  GEMM) or ``"auto"``: direct when each group has one input channel (depthwise
-  convolutions), im2col otherwise.
+  GEMM), ``"shifted"`` (stride 1 only: one GEMM per kernel tap over a pointer-shifted view of
+  the zero-padded input, no unfolded copy) or ``"auto"``: direct when each group has one input
+  channel (depthwise convolutions); on the CPU shifted for unit-stride kernels larger than 1x1
+  with at least 16 input channels per group and 256 outputs per channel; im2col otherwise.
 
 Shapes: weight ``(C_out, C_in / groups, {kdims})``, bias ``(C_out,)``, output
 ``(N, C_out, {odims})``.
