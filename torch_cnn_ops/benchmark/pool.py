@@ -1,0 +1,56 @@
+"""Pooling benchmark: forward + backward of ours against torch's built-ins (or, for min
+pooling, the pure-PyTorch workaround ``-max_pool2d(-x)``), NCHW and channels_last.
+
+GB/s is the input read once (its size in bytes) over the median time of ours: a floor on
+the memory traffic, to compare against the machine's copy bandwidth.
+"""
+
+from typing import Dict, List, Tuple
+
+import torch
+import torch.nn.functional as torch_F
+
+from .. import functional as F
+from . import compare_times
+
+SHAPE = (32, 64, 56, 56)
+QUICK_SHAPE = (4, 8, 24, 24)
+
+
+def _cases(x):
+    return [
+        ("max k3 s2 p1", "torch", lambda: torch_F.max_pool2d(x, 3, 2, 1), lambda: F.max_pool2d(x, 3, 2, 1)),
+        ("avg k2 s2", "torch", lambda: torch_F.avg_pool2d(x, 2, 2), lambda: F.avg_pool2d(x, 2, 2)),
+        ("min k2", "-max_pool(-x)", lambda: -torch_F.max_pool2d(-x, 2), lambda: F.min_pool2d(x, 2)),
+        ("lp p=2 k2", "torch", lambda: torch_F.lp_pool2d(x, 2, 2), lambda: F.lp_pool2d(x, 2, 2)),
+    ]
+
+
+def _with_backward(fn):
+    def step():
+        fn().sum().backward()
+
+    return step
+
+
+def run(quick: bool = False) -> Tuple[List[Dict[str, object]], List[str]]:
+    torch.manual_seed(0)
+    shape = QUICK_SHAPE if quick else SHAPE
+    rows = []
+    for layout in ("NCHW", "channels_last"):
+        x = torch.randn(shape)
+        if layout == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
+        x.requires_grad_()
+        gbytes = x.numel() * x.element_size() / 1e9
+        for name, baseline, ref, ours in _cases(x):
+            steps = {"baseline": _with_backward(ref), "ours": _with_backward(ours)}
+            times, ratios = compare_times(steps, "baseline", budget_s=0.3 if quick else 3.0)
+            rows.append({
+                "case": name, "layout": layout, "baseline": baseline,
+                "baseline ms": 1e3 * times["baseline"], "ours ms": 1e3 * times["ours"],
+                "ours/baseline": ratios["ours"], "ours GB/s": gbytes / times["ours"],
+                "baseline GB/s": gbytes / times["baseline"],
+            })
+    columns = ["case", "layout", "baseline", "baseline ms", "ours ms", "ours/baseline", "ours GB/s", "baseline GB/s"]
+    return rows, columns
