@@ -271,6 +271,47 @@ def test_noncontiguous_inputs(device):
     assert_close_to_reference(TF.min_pool2d(xt, 2), _min_reference(2, xt.cpu(), 2))
 
 
+# ---- channels_last --------------------------------------------------------------------------------------
+CL = torch.channels_last
+CL_CASES = {
+    "max": (lambda x: TF.max_pool2d(x, 3, 2, 1, return_indices=True),
+            lambda x: F.max_pool2d(x, 3, 2, 1, return_indices=True)),
+    "max-dilated-ceil": (lambda x: TF.max_pool2d(x, (3, 2), (2, 1), (1, 0), (2, 1), True, return_indices=True),
+                         lambda x: F.max_pool2d(x, (3, 2), (2, 1), (1, 0), (2, 1), True, return_indices=True)),
+    "min": (lambda x: TF.min_pool2d(x, 2, return_indices=True), lambda x: _min_reference(2, x, 2, return_indices=True)),
+    "avg": (lambda x: TF.avg_pool2d(x, 3, 2, 1, True, False), lambda x: F.avg_pool2d(x, 3, 2, 1, True, False)),
+    "avg-divisor": (lambda x: TF.avg_pool2d(x, 2, 1, 1, divisor_override=3),
+                    lambda x: F.avg_pool2d(x, 2, 1, 1, divisor_override=3)),
+    "lp": (lambda x: TF.lp_pool2d(x, 2, 3, 2, True), lambda x: F.lp_pool2d(x, 2, 3, 2, True)),
+    "lp-p3": (lambda x: TF.lp_pool2d(x.abs(), 3, 2), lambda x: F.lp_pool2d(x.abs(), 3, 2)),
+    "adaptive-max": (lambda x: TF.adaptive_max_pool2d(x, (3, 4), True), lambda x: F.adaptive_max_pool2d(x, (3, 4), True)),
+    "adaptive-min": (lambda x: TF.adaptive_min_pool2d(x, 4), lambda x: -F.adaptive_max_pool2d(-x, 4)),
+    "adaptive-avg": (lambda x: TF.adaptive_avg_pool2d(x, (4, 3)), lambda x: F.adaptive_avg_pool2d(x, (4, 3))),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("name", list(CL_CASES))
+def test_channels_last_matches_torch(name, dtype, device):
+    """channels_last inputs are pooled in that layout: values, indices and gradients equal torch's,
+    and outputs and input gradients come back channels_last, as torch's do."""
+    ours_fn, ref_fn = CL_CASES[name]
+    x = randn(2, 5, 9, 11, dtype=dtype, device=device).contiguous(memory_format=CL).requires_grad_()
+    out = ours_fn(x)
+    xr = as_reference(x)
+    ref = ref_fn(xr)
+    if isinstance(out, tuple):
+        assert torch.equal(out[1].cpu(), ref[1]) and out[1].is_contiguous(memory_format=CL), "indices"
+        out, ref = out[0], ref[0]
+    assert out.is_contiguous(memory_format=CL)
+    assert_close_to_reference(out, ref, msg="values")
+    gy = randn(*out.shape, dtype=dtype, device=device)
+    out.backward(gy)
+    ref.backward(as_reference(gy))
+    assert x.grad.is_contiguous(memory_format=CL)
+    assert_close_to_reference(x.grad, xr.grad, msg="gradient")
+
+
 # ---- gradcheck / gradgradcheck -------------------------------------------------------------------------
 GRAD_FNS = {
     "max2d": lambda x: TF.max_pool2d(x, 3, 2, 1, 2, True),
@@ -310,7 +351,7 @@ def _opcheck_cases(device):
     avg_gy = randn(*ops.avg_pool_forward(x.detach(), *avg_args).shape, device=device, requires_grad=True)
     lp_gy = randn(*ops.lp_pool_forward(x.detach(), 2.0, [2, 2], [2, 2], True).shape, device=device,
                   requires_grad=True)
-    return [
+    cases = [
         ("max_pool_forward", (x, [3, 3], [2, 2], [1, 1], [1, 1], True, False)),
         ("max_pool_forward", (x1, [3], [2], [1], [2], False, True)),
         ("max_pool_forward", (x3, [2, 2, 3], [1, 2, 2], [1, 0, 1], [1, 1, 1], False, False)),
@@ -326,8 +367,27 @@ def _opcheck_cases(device):
     ]
 
 
+    xc = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    out_c, idx_c = ops.max_pool_forward(xc.detach(), [3, 3], [2, 2], [1, 1], [1, 1], False, True)
+    gy_c = randn(*out_c.shape, device=device).contiguous(memory_format=torch.channels_last).requires_grad_()
+    avg_gy_c = avg_gy.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    cases += [
+        ("max_pool_forward", (xc, [3, 3], [2, 2], [1, 1], [1, 1], False, True)),
+        ("max_pool_backward", (gy_c, idx_c, list(x.shape))),
+        ("adaptive_max_pool_forward", (xc, [3, 5], False)),
+        ("avg_pool_forward", (xc, *avg_args)),
+        ("avg_pool_backward", (avg_gy_c, list(x.shape), *avg_args)),
+        ("adaptive_avg_pool_forward", (xc, [3, 2])),
+        ("lp_pool_forward", (xc, 2.0, [3, 2], [2, 1], True)),
+        ("lp_pool_backward", (lp_gy, xc, 2.0, [2, 2], [2, 2], True)),
+    ]
+    return cases
+
+
 OPCHECK_IDS = ["max", "min-1d", "max-3d", "adaptive-min", "max-backward", "avg", "avg-3d-divisor", "avg-backward",
-               "adaptive-avg", "adaptive-avg-backward", "lp", "lp-backward"]
+               "adaptive-avg", "adaptive-avg-backward", "lp", "lp-backward",
+               "cl-min", "cl-max-backward", "cl-adaptive-max", "cl-avg", "cl-avg-backward", "cl-adaptive-avg",
+               "cl-lp", "cl-lp-backward"]
 
 
 @pytest.mark.parametrize("i", range(len(OPCHECK_IDS)), ids=OPCHECK_IDS)

@@ -184,6 +184,10 @@ void check_same_shape(const char* op, const at::Tensor& a, const char* a_name, c
               " and ", b_name, " of shape ", shape_str(b.sizes()), " must have the same shape");
 }
 
+bool use_channels_last(const at::Tensor& t) {
+  return t.dim() == 4 && t.is_contiguous(at::MemoryFormat::ChannelsLast) && !t.is_contiguous();
+}
+
 std::vector<int64_t> pool_output_shape(int64_t batch, int64_t channels, const PoolGeometry& g, int64_t nd) {
   std::vector<int64_t> shape{batch, channels};
   for (int64_t d = 3 - nd; d < 3; ++d) shape.push_back(g.out_size[d]);

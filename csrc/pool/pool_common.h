@@ -44,6 +44,12 @@ void check_norm_type(const char* op, double norm_type);
 void check_same_shape(const char* op, const at::Tensor& a, const char* a_name, const at::Tensor& b,
                       const char* b_name);
 
+// Whether a tensor is laid out channels_last and not also contiguous: a 4-d tensor whose
+// channels_last strides are dense and whose NCHW ones are not. Such inputs are pooled in
+// place and give channels_last outputs (the fake kernels in torch_cnn_ops/ops/pool.py
+// follow the same rule).
+bool use_channels_last(const at::Tensor& t);
+
 // (N, C, *out) of a geometry for an nd-dimensional pooling.
 std::vector<int64_t> pool_output_shape(int64_t batch, int64_t channels, const PoolGeometry& g, int64_t nd);
 

@@ -38,6 +38,12 @@ cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(
 
 std::vector<int64_t> ones(size_t n) { return std::vector<int64_t>(n, 1); }
 
+// The kernels work on NCHW-contiguous tensors; results take the layout that the CPU kernels
+// and the fake kernels give (see use_channels_last).
+at::Tensor in_layout(const at::Tensor& t, bool channels_last) {
+  return channels_last ? t.contiguous(at::MemoryFormat::ChannelsLast) : t;
+}
+
 std::tuple<at::Tensor, at::Tensor> extreme_forward_entry(const at::Tensor& input, const PoolGeometry& g,
                                                          int64_t nd, bool minimum) {
   const c10::cuda::CUDAGuard guard(input.device());
@@ -48,7 +54,8 @@ std::tuple<at::Tensor, at::Tensor> extreme_forward_entry(const at::Tensor& input
   C10_CUDA_CHECK(cuda_pool::extreme_forward(dtype_of(x.scalar_type()), g, minimum, x.const_data_ptr(),
                                             out.mutable_data_ptr(), ind.mutable_data_ptr<int64_t>(),
                                             current_stream()));
-  return {out, ind};
+  const bool cl = use_channels_last(input);
+  return {in_layout(out, cl), in_layout(ind, cl)};
 }
 
 std::tuple<at::Tensor, at::Tensor> max_pool_forward_cuda(const at::Tensor& input, at::IntArrayRef kernel_size,
@@ -77,7 +84,8 @@ at::Tensor max_pool_backward_cuda(const at::Tensor& grad_output, const at::Tenso
   at::Tensor acc = at::zeros(input_size, gy.options().dtype(acc_type(gy.scalar_type())));
   C10_CUDA_CHECK(cuda_pool::scatter_add(dtype_of(gy.scalar_type()), g, gy.const_data_ptr(),
                                         ix.const_data_ptr<int64_t>(), acc.mutable_data_ptr(), current_stream()));
-  return acc.scalar_type() == gy.scalar_type() ? acc : acc.to(gy.scalar_type());
+  return in_layout(acc.scalar_type() == gy.scalar_type() ? acc : acc.to(gy.scalar_type()),
+                   use_channels_last(indices));
 }
 
 at::Tensor sum_forward_entry(const at::Tensor& input, const PoolGeometry& g, int64_t nd, bool lp, double norm_type) {
@@ -86,7 +94,7 @@ at::Tensor sum_forward_entry(const at::Tensor& input, const PoolGeometry& g, int
   at::Tensor out = at::empty(pool_output_shape(input.size(0), input.size(1), g, nd), x.options());
   C10_CUDA_CHECK(cuda_pool::sum_forward(dtype_of(x.scalar_type()), g, lp, norm_type, x.const_data_ptr(),
                                         out.mutable_data_ptr(), current_stream()));
-  return out;
+  return in_layout(out, use_channels_last(input));
 }
 
 at::Tensor sum_backward_entry(const at::Tensor& grad_output, const at::Tensor* input, const PoolGeometry& g,
@@ -99,7 +107,7 @@ at::Tensor sum_backward_entry(const at::Tensor& grad_output, const at::Tensor* i
   C10_CUDA_CHECK(cuda_pool::sum_backward(dtype_of(gy.scalar_type()), g, lp, norm_type, gy.const_data_ptr(),
                                          x.defined() ? x.const_data_ptr() : nullptr, coef.mutable_data_ptr(),
                                          gin.mutable_data_ptr(), current_stream()));
-  return gin;
+  return in_layout(gin, use_channels_last(input ? *input : grad_output));
 }
 
 at::Tensor avg_pool_forward_cuda(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,

@@ -27,6 +27,19 @@ def _out_size(in_size, pad, k, stride, dilation, ceil_mode):
     return out
 
 
+def _channels_last(t):
+    """The layout rule of the kernels (use_channels_last in csrc/pool/pool_common.cpp): a 4-d
+    tensor dense in channels_last strides and not NCHW-contiguous is pooled in that layout,
+    and its results (outputs, indices, gradients) come back channels_last."""
+    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
+def _empty(like, shape, layout_of, dtype=None):
+    fmt = torch.channels_last if _channels_last(layout_of) else torch.contiguous_format
+    return like.new_empty(shape, dtype=dtype).contiguous(memory_format=fmt) if fmt != torch.contiguous_format \
+        else like.new_empty(shape, dtype=dtype)
+
+
 def _window_shape(input_shape, kernel_size, stride, padding, dilation, ceil_mode):
     nd = len(kernel_size)
     torch._check(len(input_shape) == nd + 2, lambda: f"pool: expected a {nd + 2}-d input, got {len(input_shape)}-d")
@@ -43,51 +56,51 @@ def _window_shape(input_shape, kernel_size, stride, padding, dilation, ceil_mode
 @torch.library.register_fake("cnn_ops::max_pool_forward")
 def _max_pool_forward_fake(input, kernel_size, stride, padding, dilation, ceil_mode, minimum):
     shape = _window_shape(input.shape, kernel_size, stride, padding, dilation, ceil_mode)
-    return input.new_empty(shape), input.new_empty(shape, dtype=torch.long)
+    return _empty(input, shape, input), _empty(input, shape, input, torch.long)
 
 
 @torch.library.register_fake("cnn_ops::adaptive_max_pool_forward")
 def _adaptive_max_pool_forward_fake(input, output_size, minimum):
     shape = [input.shape[0], input.shape[1], *output_size]
-    return input.new_empty(shape), input.new_empty(shape, dtype=torch.long)
+    return _empty(input, shape, input), _empty(input, shape, input, torch.long)
 
 
 @torch.library.register_fake("cnn_ops::max_pool_backward")
 def _max_pool_backward_fake(grad_output, indices, input_size):
-    return grad_output.new_empty(input_size)
+    return _empty(grad_output, input_size, indices)
 
 
 @torch.library.register_fake("cnn_ops::avg_pool_forward")
 def _avg_pool_forward_fake(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
     ones = [1] * len(kernel_size)
-    return input.new_empty(_window_shape(input.shape, kernel_size, stride, padding, ones, ceil_mode))
+    return _empty(input, _window_shape(input.shape, kernel_size, stride, padding, ones, ceil_mode), input)
 
 
 @torch.library.register_fake("cnn_ops::avg_pool_backward")
 def _avg_pool_backward_fake(grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad,
                             divisor_override):
-    return grad_output.new_empty(input_size)
+    return _empty(grad_output, input_size, grad_output)
 
 
 @torch.library.register_fake("cnn_ops::adaptive_avg_pool_forward")
 def _adaptive_avg_pool_forward_fake(input, output_size):
-    return input.new_empty([input.shape[0], input.shape[1], *output_size])
+    return _empty(input, [input.shape[0], input.shape[1], *output_size], input)
 
 
 @torch.library.register_fake("cnn_ops::adaptive_avg_pool_backward")
 def _adaptive_avg_pool_backward_fake(grad_output, input_size):
-    return grad_output.new_empty(input_size)
+    return _empty(grad_output, input_size, grad_output)
 
 
 @torch.library.register_fake("cnn_ops::lp_pool_forward")
 def _lp_pool_forward_fake(input, norm_type, kernel_size, stride, ceil_mode):
     nd = len(kernel_size)
-    return input.new_empty(_window_shape(input.shape, kernel_size, stride, [0] * nd, [1] * nd, ceil_mode))
+    return _empty(input, _window_shape(input.shape, kernel_size, stride, [0] * nd, [1] * nd, ceil_mode), input)
 
 
 @torch.library.register_fake("cnn_ops::lp_pool_backward")
 def _lp_pool_backward_fake(grad_output, input, norm_type, kernel_size, stride, ceil_mode):
-    return torch.empty_like(input)
+    return _empty(grad_output, input.shape, input)
 
 
 # --- max / min -----------------------------------------------------------------------------------
@@ -143,12 +156,18 @@ def _avg_setup(ctx, inputs, output):
     input, *args = inputs
     ctx.input_shape = list(input.shape)
     ctx.args = args
+    ctx.channels_last = _channels_last(input)
+
+
+def _in_layout(ctx, grad):
+    """grad in the layout of the forward's input (the backward kernels follow grad_output's)."""
+    return grad.contiguous(memory_format=torch.channels_last) if ctx.channels_last else grad
 
 
 def _avg_backward(ctx, grad_output):
     grad_input = None
     if ctx.needs_input_grad[0]:
-        grad_input = ops.avg_pool_backward(grad_output, ctx.input_shape, *ctx.args)
+        grad_input = ops.avg_pool_backward(_in_layout(ctx, grad_output), ctx.input_shape, *ctx.args)
     return (grad_input,) + (None,) * 6
 
 
@@ -170,12 +189,13 @@ torch.library.register_autograd("cnn_ops::avg_pool_backward", _avg_backward_back
 
 def _adaptive_avg_setup(ctx, inputs, output):
     ctx.input_shape = list(inputs[0].shape)
+    ctx.channels_last = _channels_last(inputs[0])
 
 
 def _adaptive_avg_backward(ctx, grad_output):
     grad_input = None
     if ctx.needs_input_grad[0]:
-        grad_input = ops.adaptive_avg_pool_backward(grad_output, ctx.input_shape)
+        grad_input = ops.adaptive_avg_pool_backward(_in_layout(ctx, grad_output), ctx.input_shape)
     return grad_input, None
 
 
