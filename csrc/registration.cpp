@@ -50,6 +50,10 @@ TORCH_LIBRARY(cnn_ops, m) {
   m.def(
       "lp_pool_backward(Tensor grad_output, Tensor input, float norm_type, int[] kernel_size, "
       "int[] stride, bool ceil_mode) -> Tensor");
+  // k-max pooling along `dim`: the k largest values in their original order, and their
+  // positions along `dim` (the set topk picks, ties included).
+  m.def("kmax_pool_forward(Tensor input, int k, int dim) -> (Tensor, Tensor)");
+  m.def("kmax_pool_backward(Tensor grad_output, Tensor indices, int dim, SymInt[] input_size) -> Tensor");
 }
 
 // The extension is loaded as a Python module only to run the registrations above and the

@@ -523,3 +523,99 @@ def test_functional_names_exist():
             assert callable(getattr(tco.F, f"adaptive_{kind}_pool{nd}d"))
             assert callable(getattr(tco.nn, f"Adaptive{kind.capitalize()}Pool{nd}d"))
     assert math.isfinite(1.0)
+
+
+# ---- k-max and channel pooling --------------------------------------------------------------------------
+def _kmax_reference(x, k, dim):
+    positions = x.topk(k, dim).indices.sort(dim).values
+    return x.gather(dim, positions)
+
+
+@pytest.mark.parametrize("shape,k,dim", [((2, 3, 10), 4, -1), ((2, 7, 5), 3, 1), ((9,), 9, 0), ((3, 4, 6, 5), 1, 2)])
+def test_kmax_matches_topk_in_original_order(shape, k, dim, device):
+    x = randn(*shape, device=device, requires_grad=True)
+    out = TF.kmax_pool1d(x, k, dim)
+    xr = as_reference(x)
+    ref = _kmax_reference(xr, k, dim)
+    assert_close_to_reference(out, ref, msg="values")
+    gy = randn(*out.shape, device=device)
+    out.backward(gy)
+    ref.backward(gy.cpu())
+    assert_close_to_reference(x.grad, xr.grad, msg="gradient")
+
+
+def test_kmax_ties_and_nan_as_topk(device):
+    x = torch.randint(0, 3, (4, 3, 12), dtype=torch.float64).to(device)
+    assert torch.equal(TF.kmax_pool1d(x, 5).cpu(), _kmax_reference(x, 5, -1).cpu())
+    x[0, 0, 3] = float("nan")
+    torch.testing.assert_close(TF.kmax_pool1d(x, 5).cpu(), _kmax_reference(x, 5, -1).cpu(), equal_nan=True)
+
+
+@pytest.mark.parametrize("layer,num_layers,k_top,length,expected", [(1, 3, 3, 18, 12), (2, 3, 3, 18, 6), (3, 3, 3, 18, 3),
+                                                                      (1, 2, 5, 7, 5), (1, 4, 1, 10, 8)])
+def test_dynamic_kmax(layer, num_layers, k_top, length, expected, device):
+    x = randn(2, 3, length, device=device)
+    out = TF.dynamic_kmax_pool1d(x, layer, num_layers, k_top)
+    assert out.shape[-1] == expected
+    assert_close_to_reference(out, _kmax_reference(x.cpu(), expected, -1))
+    m = tco.nn.DynamicKMaxPool1d(layer, num_layers, k_top)
+    assert_close_to_reference(m(x), out)
+    assert repr(m) == f"DynamicKMaxPool1d(layer={layer}, num_layers={num_layers}, k_top={k_top}, dim=-1)"
+
+
+@pytest.mark.parametrize("shape,pool_size,dim", [((2, 6, 5, 4), 2, 1), ((2, 6, 5, 4), 3, 1), ((3, 8), 4, -1),
+                                                 ((2, 4, 9), 3, 2), ((2, 6, 3, 2, 2), 6, 1)])
+def test_channel_max_pool_matches_torch(shape, pool_size, dim, device):
+    x = randn(*shape, device=device, requires_grad=True)
+    out = TF.channel_max_pool(x, pool_size, dim)
+    xr = as_reference(x)
+    d = dim % xr.dim()
+    ref = xr.unflatten(d, (xr.shape[d] // pool_size, pool_size)).amax(d + 1)
+    assert_close_to_reference(out, ref, msg="values")
+    gy = randn(*out.shape, device=device)
+    out.backward(gy)
+    ref.backward(gy.cpu())
+    assert_close_to_reference(x.grad, xr.grad, msg="gradient")
+    assert_close_to_reference(tco.nn.Maxout(pool_size, dim)(x), ref)
+
+
+def test_kmax_gradcheck_opcheck(device):
+    x = (torch.randperm(2 * 3 * 9, dtype=torch.float64) / 7).view(2, 3, 9).to(device).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: TF.kmax_pool1d(t, 4), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: TF.kmax_pool1d(t, 2, 1), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: TF.channel_max_pool(t, 3, 1), (x,))
+    torch.library.opcheck(ops.kmax_pool_forward.default, (x, 4, -1))
+    values, positions = ops.kmax_pool_forward(x.detach(), 2, 1)
+    gy = randn(*values.shape, device=device, requires_grad=True)
+    torch.library.opcheck(ops.kmax_pool_backward.default, (gy, positions, 1, list(x.shape)))
+
+
+def test_kmax_modules_and_compile():
+    torch._dynamo.reset()
+    model = torch.nn.Sequential(tco.nn.Maxout(2), tco.nn.KMaxPool1d(3), tco.nn.DynamicKMaxPool1d(1, 2, 2)).double()
+    assert repr(model[1]) == "KMaxPool1d(k=3, dim=-1)" and repr(model[0]) == "Maxout(pool_size=2, dim=1)"
+    x = randn(2, 6, 8, requires_grad=True)
+    xc = x.detach().clone().requires_grad_()
+    eager = model(x)
+    eager.sum().backward()
+    out = torch.compile(model, fullgraph=True, backend="aot_eager")(xc)
+    out.sum().backward()
+    assert_close_to_reference(out, eager)
+    assert_close_to_reference(xc.grad, x.grad)
+
+
+KMAX_BAD_CASES = [
+    ("k-too-large", lambda: TF.kmax_pool1d(torch.randn(2, 5), 6), r"\bk\b"),
+    ("k-zero", lambda: TF.kmax_pool1d(torch.randn(2, 5), 0), r"\bk\b"),
+    ("k-not-int", lambda: TF.kmax_pool1d(torch.randn(2, 5), 2.5), r"\bk\b"),
+    ("layer-out-of-range", lambda: TF.dynamic_kmax_pool1d(torch.randn(2, 5), 4, 3, 1), r"layer"),
+    ("k-top-zero", lambda: TF.dynamic_kmax_pool1d(torch.randn(2, 5), 1, 3, 0), r"k_top"),
+    ("pool-size-not-dividing", lambda: TF.channel_max_pool(torch.randn(2, 5, 3), 2), r"divisible.*pool_size"),
+    ("pool-size-zero", lambda: tco.nn.Maxout(0), r"pool_size"),
+]
+
+
+@pytest.mark.parametrize("call,pattern", [c[1:] for c in KMAX_BAD_CASES], ids=[c[0] for c in KMAX_BAD_CASES])
+def test_kmax_bad_input_raises(call, pattern):
+    with pytest.raises((RuntimeError, ValueError, TypeError), match=f"(?i){pattern}"):
+        call()

@@ -108,6 +108,12 @@ def _pool_cases() -> List[Tuple[str, str, Callable[[torch.dtype], Tuple[torch.Te
             lambda x, nd=nd, size=size: -getattr(torch_F, f"adaptive_max_pool{nd}d")(-x, size), nd)
         add(f"adaptive_avg_pool{nd}d", str(size), lambda x, nd=nd, size=size: getattr(F, f"adaptive_avg_pool{nd}d")(x, size),
             lambda x, nd=nd, size=size: getattr(torch_F, f"adaptive_avg_pool{nd}d")(x, size), nd)
+    add("kmax_pool1d", "k=5", lambda x: F.kmax_pool1d(x, 5),
+        lambda x: x.gather(-1, x.topk(5, -1).indices.sort(-1).values), 1)
+    add("dynamic_kmax_pool1d", "layer 1 of 3, k_top 3", lambda x: F.dynamic_kmax_pool1d(x, 1, 3, 3),
+        lambda x: x.gather(-1, x.topk(12, -1).indices.sort(-1).values), 1)
+    add("channel_max_pool", "pool_size=3", lambda x: F.channel_max_pool(x, 3),
+        lambda x: x.unflatten(1, (x.shape[1] // 3, 3)).amax(2), 2)
     return cases
 
 

@@ -1,5 +1,11 @@
 #include "pool_common.h"
 
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/ops/gather.h>
+#include <ATen/ops/sort.h>
+#include <ATen/ops/topk.h>
+#include <ATen/ops/zeros.h>
+#include <c10/core/WrapDimMinimal.h>
 #include <c10/util/Exception.h>
 
 #include <sstream>
@@ -182,6 +188,34 @@ void check_same_shape(const char* op, const at::Tensor& a, const char* a_name, c
                       const char* b_name) {
   TORCH_CHECK(a.sizes() == b.sizes(), "cnn_ops.", op, ": ", a_name, " of shape ", shape_str(a.sizes()),
               " and ", b_name, " of shape ", shape_str(b.sizes()), " must have the same shape");
+}
+
+std::tuple<at::Tensor, at::Tensor> kmax_pool_forward_impl(const at::Tensor& input, int64_t k, int64_t dim) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  check_dtype("kmax_pool", input, "input");
+  TORCH_CHECK(input.dim() >= 1, "cnn_ops.kmax_pool: input must have at least one dimension");
+  const int64_t d = c10::maybe_wrap_dim(dim, input.dim());
+  TORCH_CHECK(k >= 1 && k <= input.size(d), "cnn_ops.kmax_pool: k must be between 1 and the size of dimension ",
+              dim, " (", input.size(d), ") of the input of shape ", shape_str(input.sizes()), ", got k = ", k);
+  const at::Tensor top = std::get<1>(at::topk(input, k, d, /*largest=*/true, /*sorted=*/false));
+  const at::Tensor positions = std::get<0>(at::sort(top, d)).contiguous();
+  return {at::gather(input, d, positions).contiguous(), positions};
+}
+
+at::Tensor kmax_pool_backward_impl(const at::Tensor& grad_output, const at::Tensor& indices, int64_t dim,
+                                   at::IntArrayRef input_size) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  check_dtype("kmax_pool_backward", grad_output, "grad_output");
+  check_same_shape("kmax_pool_backward", grad_output, "grad_output", indices, "indices");
+  TORCH_CHECK(indices.scalar_type() == at::kLong, "cnn_ops.kmax_pool_backward: indices must be int64, got ",
+              indices.scalar_type());
+  TORCH_CHECK(static_cast<int64_t>(input_size.size()) == grad_output.dim(), "cnn_ops.kmax_pool_backward: input_size ",
+              shape_str(input_size), " and grad_output of shape ", shape_str(grad_output.sizes()),
+              " must have the same number of dimensions");
+  const int64_t d = c10::maybe_wrap_dim(dim, grad_output.dim());
+  at::Tensor grad_input = at::zeros(input_size, grad_output.options());
+  grad_input.scatter_(d, indices, grad_output);
+  return grad_input;
 }
 
 bool use_channels_last(const at::Tensor& t) {

@@ -6,6 +6,7 @@
 #include <c10/util/ArrayRef.h>
 
 #include <optional>
+#include <tuple>
 #include <vector>
 
 #include "pool_geometry.h"
@@ -49,6 +50,14 @@ void check_same_shape(const char* op, const at::Tensor& a, const char* a_name, c
 // place and give channels_last outputs (the fake kernels in torch_cnn_ops/ops/pool.py
 // follow the same rule).
 bool use_channels_last(const at::Tensor& t);
+
+// k-max pooling along `dim` (both devices, through ATen's topk, sort and gather): the k
+// largest values in their original order (the set topk picks, ties included) and their
+// positions along `dim`.
+std::tuple<at::Tensor, at::Tensor> kmax_pool_forward_impl(const at::Tensor& input, int64_t k, int64_t dim);
+// Its gradient: grad_output put back at the positions, zeros elsewhere.
+at::Tensor kmax_pool_backward_impl(const at::Tensor& grad_output, const at::Tensor& indices, int64_t dim,
+                                   at::IntArrayRef input_size);
 
 // (N, C, *out) of a geometry for an nd-dimensional pooling.
 std::vector<int64_t> pool_output_shape(int64_t batch, int64_t channels, const PoolGeometry& g, int64_t nd);

@@ -1,5 +1,6 @@
-"""Pooling benchmark: forward + backward of ours against torch's built-ins (or, for min
-pooling, the pure-PyTorch workaround ``-max_pool2d(-x)``), NCHW and channels_last.
+"""Pooling benchmark: forward + backward of ours against torch's built-ins (or, where torch has
+no twin, the pure-PyTorch workaround: ``-max_pool2d(-x)`` for min pooling, topk + sort +
+gather for k-max pooling, unflatten + amax for maxout), NCHW and channels_last.
 
 GB/s is the input read once (its size in bytes) over the median time of ours: a floor on
 the memory traffic, to compare against the machine's copy bandwidth.
@@ -15,6 +16,8 @@ from . import compare_times
 
 SHAPE = (32, 64, 56, 56)
 QUICK_SHAPE = (4, 8, 24, 24)
+KMAX_SHAPE = (64, 256, 128)
+QUICK_KMAX_SHAPE = (4, 8, 32)
 
 
 def _cases(x):
@@ -52,5 +55,25 @@ def run(quick: bool = False) -> Tuple[List[Dict[str, object]], List[str]]:
                 "ours/baseline": ratios["ours"], "ours GB/s": gbytes / times["ours"],
                 "baseline GB/s": gbytes / times["baseline"],
             })
+    # k-max pooling (k = length / 8) and maxout, against their pure-PyTorch workarounds
+    kx = torch.randn(QUICK_KMAX_SHAPE if quick else KMAX_SHAPE, requires_grad=True)
+    k = kx.shape[-1] // 8
+    mx = torch.randn(shape, requires_grad=True)
+    extra = [
+        (f"kmax k={k}", "topk+sort+gather", kx,
+         lambda: kx.gather(-1, kx.topk(k, -1).indices.sort(-1).values), lambda: F.kmax_pool1d(kx, k)),
+        ("maxout 2", "unflatten+amax", mx,
+         lambda: mx.unflatten(1, (mx.shape[1] // 2, 2)).amax(2), lambda: F.channel_max_pool(mx, 2)),
+    ]
+    for name, baseline, x, ref, ours in extra:
+        steps = {"baseline": _with_backward(ref), "ours": _with_backward(ours)}
+        times, ratios = compare_times(steps, "baseline", budget_s=0.3 if quick else 3.0)
+        gbytes = x.numel() * x.element_size() / 1e9
+        rows.append({
+            "case": name, "layout": "contiguous", "baseline": baseline,
+            "baseline ms": 1e3 * times["baseline"], "ours ms": 1e3 * times["ours"],
+            "ours/baseline": ratios["ours"], "ours GB/s": gbytes / times["ours"],
+            "baseline GB/s": gbytes / times["baseline"],
+        })
     columns = ["case", "layout", "baseline", "baseline ms", "ours ms", "ours/baseline", "ours GB/s", "baseline GB/s"]
     return rows, columns

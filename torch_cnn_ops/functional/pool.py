@@ -1,5 +1,5 @@
 """Pooling: max, min, avg and lp pooling over windows, and adaptive max, min and avg pooling,
-each in 1d, 2d and 3d.
+each in 1d, 2d and 3d; k-max pooling (static and dynamic) and channel max pooling (maxout).
 
 Names, arguments and defaults follow ``torch.nn.functional`` (``min_pool*`` and
 ``adaptive_min_pool*`` take the arguments of their max twins). Inputs are batched
@@ -8,6 +8,8 @@ flat positions in each input plane, as torch's.
 """
 
 from typing import Optional, Sequence, Union
+
+import math
 
 import torch
 from torch import Tensor
@@ -212,7 +214,59 @@ def adaptive_avg_pool3d(input: Tensor, output_size) -> Tensor:
     return _adaptive_avg("adaptive_avg_pool3d", 3, input, output_size)
 
 
+# ---- k-max and channel pooling ---------------------------------------------------------------------------
+
+
+def kmax_pool1d(input: Tensor, k: int, dim: int = -1) -> Tensor:
+    """The ``k`` largest values along ``dim``, kept in their original order (Kalchbrenner et al.
+    2014). The values chosen are those ``torch.topk`` picks, ties included."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"kmax_pool1d: input must be a tensor, got {type(input).__name__}")
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"kmax_pool1d: k must be an int, got {k!r}")
+    return ops.kmax_pool_forward(input, k, dim)[0]
+
+
+def dynamic_k(layer: int, num_layers: int, k_top: int, length: int) -> int:
+    """``max(k_top, ceil((num_layers - layer) / num_layers * length))``, the k of dynamic k-max pooling."""
+    if num_layers < 1 or not 1 <= layer <= num_layers:
+        raise ValueError(f"dynamic_kmax_pool1d: need 1 <= layer <= num_layers, got layer={layer}, "
+                         f"num_layers={num_layers}")
+    if k_top < 1:
+        raise ValueError(f"dynamic_kmax_pool1d: k_top must be at least 1, got {k_top}")
+    return max(k_top, math.ceil((num_layers - layer) / num_layers * length))
+
+
+def dynamic_kmax_pool1d(input: Tensor, layer: int, num_layers: int, k_top: int, dim: int = -1) -> Tensor:
+    """k-max pooling with ``k = max(k_top, ceil((num_layers - layer) / num_layers * s))``, ``s`` the
+    length of ``input`` along ``dim`` (layer ``layer`` of ``num_layers`` convolutional layers)."""
+    return kmax_pool1d(input, dynamic_k(layer, num_layers, k_top, input.shape[dim]), dim)
+
+
+def channel_max_pool(input: Tensor, pool_size: int, dim: int = 1) -> Tensor:
+    """Maxout: the maximum over groups of ``pool_size`` consecutive entries along ``dim``
+    (channels by default); that dimension shrinks by a factor ``pool_size``."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"channel_max_pool: input must be a tensor, got {type(input).__name__}")
+    if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+        raise ValueError(f"channel_max_pool: pool_size must be a positive int, got {pool_size!r}")
+    if input.dim() == 0:
+        raise ValueError("channel_max_pool: input must have at least one dimension")
+    dim = dim % input.dim()
+    channels = input.shape[dim]
+    if channels % pool_size != 0:
+        raise ValueError(f"channel_max_pool: the size of dimension {dim} ({channels}) must be divisible by "
+                         f"pool_size ({pool_size}); input of shape {tuple(input.shape)}")
+    outer = math.prod(input.shape[:dim])
+    inner = math.prod(input.shape[dim + 1:])
+    # max pooling with a (pool_size, 1) window and the same stride over a (channels, inner) plane
+    planes = input.reshape(outer, 1, channels, inner)
+    out = ops.max_pool_forward(planes, [pool_size, 1], [pool_size, 1], [0, 0], [1, 1], False, False)[0]
+    return out.reshape(*input.shape[:dim], channels // pool_size, *input.shape[dim + 1:])
+
+
 __all__ = [
     *(f"{kind}_pool{nd}d" for kind in ("max", "min", "avg", "lp") for nd in (1, 2, 3)),
     *(f"adaptive_{kind}_pool{nd}d" for kind in ("max", "min", "avg") for nd in (1, 2, 3)),
+    "kmax_pool1d", "dynamic_kmax_pool1d", "channel_max_pool",
 ]

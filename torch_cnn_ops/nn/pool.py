@@ -7,6 +7,7 @@ arguments and print alike (``MinPool2d(kernel_size=2, stride=2, ...)``).
 """
 
 import torch.nn as torch_nn
+from torch import nn
 from torch import Tensor
 from torch.nn.modules.pooling import _AdaptiveMaxPoolNd, _MaxPoolNd
 
@@ -139,7 +140,59 @@ class AdaptiveAvgPool3d(torch_nn.AdaptiveAvgPool3d):
         return F.adaptive_avg_pool3d(input, self.output_size)
 
 
+class KMaxPool1d(nn.Module):
+    """The ``k`` largest values along ``dim``, in their original order (see ``kmax_pool1d``)."""
+
+    def __init__(self, k: int, dim: int = -1) -> None:
+        super().__init__()
+        self.k = k
+        self.dim = dim
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.kmax_pool1d(input, self.k, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}, dim={self.dim}"
+
+
+class DynamicKMaxPool1d(nn.Module):
+    """k-max pooling with ``k = max(k_top, ceil((num_layers - layer) / num_layers * s))``, ``s`` the
+    input's length along ``dim`` (see ``dynamic_kmax_pool1d``)."""
+
+    def __init__(self, layer: int, num_layers: int, k_top: int, dim: int = -1) -> None:
+        super().__init__()
+        F.pool.dynamic_k(layer, num_layers, k_top, 1)  # validates the arguments
+        self.layer = layer
+        self.num_layers = num_layers
+        self.k_top = k_top
+        self.dim = dim
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.dynamic_kmax_pool1d(input, self.layer, self.num_layers, self.k_top, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"layer={self.layer}, num_layers={self.num_layers}, k_top={self.k_top}, dim={self.dim}"
+
+
+class Maxout(nn.Module):
+    """Maximum over groups of ``pool_size`` consecutive channels (see ``channel_max_pool``)."""
+
+    def __init__(self, pool_size: int, dim: int = 1) -> None:
+        super().__init__()
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+            raise ValueError(f"Maxout: pool_size must be a positive int, got {pool_size!r}")
+        self.pool_size = pool_size
+        self.dim = dim
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.channel_max_pool(input, self.pool_size, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"pool_size={self.pool_size}, dim={self.dim}"
+
+
 __all__ = [
     *(f"{kind}Pool{nd}d" for kind in ("Max", "Min", "Avg", "LP") for nd in (1, 2, 3)),
     *(f"Adaptive{kind}Pool{nd}d" for kind in ("Max", "Min", "Avg") for nd in (1, 2, 3)),
+    "KMaxPool1d", "DynamicKMaxPool1d", "Maxout",
 ]

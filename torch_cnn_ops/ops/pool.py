@@ -265,3 +265,52 @@ def _lp_backward_backward(ctx, gg_input):
 
 torch.library.register_autograd("cnn_ops::lp_pool_backward", _lp_backward_backward,
                                 setup_context=_lp_backward_setup)
+
+
+# --- k-max ---------------------------------------------------------------------------------------
+
+
+@torch.library.register_fake("cnn_ops::kmax_pool_forward")
+def _kmax_pool_forward_fake(input, k, dim):
+    shape = list(input.shape)
+    shape[dim] = k
+    return input.new_empty(shape), input.new_empty(shape, dtype=torch.long)
+
+
+@torch.library.register_fake("cnn_ops::kmax_pool_backward")
+def _kmax_pool_backward_fake(grad_output, indices, dim, input_size):
+    return grad_output.new_empty(input_size)
+
+
+def _kmax_setup(ctx, inputs, output):
+    input, k, dim = inputs
+    ctx.input_shape = list(input.shape)
+    ctx.dim = dim
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(output[1])
+
+
+def _kmax_backward(ctx, grad_output, grad_indices):
+    (indices,) = ctx.saved_tensors
+    grad_input = None
+    if ctx.needs_input_grad[0]:
+        grad_input = ops.kmax_pool_backward(grad_output, indices, ctx.dim, ctx.input_shape)
+    return grad_input, None, None
+
+
+torch.library.register_autograd("cnn_ops::kmax_pool_forward", _kmax_backward, setup_context=_kmax_setup)
+
+
+def _kmax_backward_setup(ctx, inputs, output):
+    grad_output, indices, dim, input_size = inputs
+    ctx.dim = dim
+    ctx.save_for_backward(indices)
+
+
+def _kmax_backward_backward(ctx, gg_input):
+    (indices,) = ctx.saved_tensors
+    return gg_input.gather(ctx.dim, indices), None, None, None
+
+
+torch.library.register_autograd("cnn_ops::kmax_pool_backward", _kmax_backward_backward,
+                                setup_context=_kmax_backward_setup)
