@@ -8,10 +8,14 @@
 //
 // Regular windows (kernel, stride, padding, dilation) run row by row: for one output row
 // (fixed depth and height index) every kernel tap updates the whole row of outputs at once,
-// reading the input with the stride; the taps come in the window's scan order, so ties and
-// NaNs resolve exactly as in torch's per-output loop (max: first maximum wins; a NaN wins,
-// and a later NaN replaces an earlier one). These row loops are the hot loops and are marked
-// TCO_VECTORIZE. Adaptive windows differ per output and use a plain per-output loop.
+// reading the input with the stride (kernel widths 2 and 3: all width taps of an input row
+// at once); the taps come in the window's scan order, so ties and NaNs resolve exactly as in
+// torch's per-output loop (max: first maximum wins; a NaN wins, and a later NaN replaces an
+// earlier one). These row loops are the hot loops and are marked TCO_POOL_VECTORIZE.
+// Adaptive windows differ per output and use a plain per-output loop.
+//
+// channels_last 2-d inputs are pooled in that layout, the inner loops running along the
+// channels (see the channels_last section), and give channels_last results.
 //
 // float16 and bfloat16 compute in float32.
 
