@@ -130,6 +130,7 @@ def test_low_precision(kind, dtype, device):
 AVG_CASES = [
     (1, 11, 3, 2, 1, False, True, None),
     (1, 10, 4, 3, 2, True, False, None),
+    (1, 9, 3, 1, 1, False, False, None),
     (2, (9, 11), 3, 2, 1, False, True, None),
     (2, (9, 11), 3, 2, 1, True, False, None),
     (2, (8, 8), 2, None, 0, False, True, None),
@@ -166,6 +167,8 @@ def test_avg_matches_torch(case, device):
 LP_CASES = [
     (1, 11, 2.0, 3, 2, False),
     (1, 10, 1.0, 3, None, True),
+    (1, 9, 2.0, 3, 1, False),
+    (1, 9, 2.0, 2, 1, True),
     (2, (9, 11), 2.0, 3, 2, False),
     (2, (8, 8), 2, 2, None, False),
     (2, (9, 10), 3.0, (3, 2), (2, 3), True),
