@@ -23,6 +23,37 @@ TORCH_LIBRARY(cnn_ops, m) {
   m.def(
       "conv_weight_backward(Tensor grad_output, Tensor input, SymInt[] weight_size, int[] stride, "
       "int[] padding, int[] dilation, int groups, str algorithm) -> Tensor");
+
+  // ---- pool family (csrc/pool) ----
+  // Window pooling: kernel_size, stride, padding and dilation have one entry per spatial
+  // dimension (1 to 3). Indices are flat positions in the input's spatial plane (int64), as
+  // torch's. `minimum` turns max pooling into min pooling (same ties and NaN rules).
+  m.def(
+      "max_pool_forward(Tensor input, int[] kernel_size, int[] stride, int[] padding, "
+      "int[] dilation, bool ceil_mode, bool minimum) -> (Tensor, Tensor)");
+  m.def("adaptive_max_pool_forward(Tensor input, int[] output_size, bool minimum) -> (Tensor, Tensor)");
+  // Gradient of max / min pooling (window and adaptive): grad_output scattered to the indices.
+  m.def("max_pool_backward(Tensor grad_output, Tensor indices, SymInt[] input_size) -> Tensor");
+  m.def(
+      "avg_pool_forward(Tensor input, int[] kernel_size, int[] stride, int[] padding, "
+      "bool ceil_mode, bool count_include_pad, int? divisor_override) -> Tensor");
+  // Gradient of avg pooling: grad_output spread over each window, divided by its divisor.
+  m.def(
+      "avg_pool_backward(Tensor grad_output, SymInt[] input_size, int[] kernel_size, int[] stride, "
+      "int[] padding, bool ceil_mode, bool count_include_pad, int? divisor_override) -> Tensor");
+  m.def("adaptive_avg_pool_forward(Tensor input, int[] output_size) -> Tensor");
+  m.def("adaptive_avg_pool_backward(Tensor grad_output, SymInt[] input_size) -> Tensor");
+  // Power-average pooling: (sum over the window of x^norm_type)^(1 / norm_type), torch's formula.
+  m.def(
+      "lp_pool_forward(Tensor input, float norm_type, int[] kernel_size, int[] stride, "
+      "bool ceil_mode) -> Tensor");
+  m.def(
+      "lp_pool_backward(Tensor grad_output, Tensor input, float norm_type, int[] kernel_size, "
+      "int[] stride, bool ceil_mode) -> Tensor");
+  // k-max pooling along `dim`: the k largest values in their original order, and their
+  // positions along `dim` (the set topk picks, ties included).
+  m.def("kmax_pool_forward(Tensor input, int k, int dim) -> (Tensor, Tensor)");
+  m.def("kmax_pool_backward(Tensor grad_output, Tensor indices, int dim, SymInt[] input_size) -> Tensor");
 }
 
 // The extension is loaded as a Python module only to run the registrations above and the

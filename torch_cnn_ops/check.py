@@ -52,10 +52,75 @@ def _conv_cases() -> List[Tuple[str, str, Callable[[torch.dtype], Tuple[torch.Te
     return cases
 
 
+def _pool_cases() -> List[Tuple[str, str, Callable[[torch.dtype], Tuple[torch.Tensor, torch.Tensor]]]]:
+    """Pooling ops against torch.nn.functional (min pooling against -max_pool(-x)): values,
+    indices (as floats, exact) and input gradients."""
+    cases = []
+    shapes = {1: (2, 3, 17), 2: (2, 3, 11, 9), 3: (1, 2, 6, 7, 5)}
+
+    def add(name, variant, ours_fn, ref_fn, nd, positive=False):
+        def values(dtype, nd=nd, ours_fn=ours_fn, ref_fn=ref_fn):
+            x = torch.randn(shapes[nd], dtype=dtype)
+            x = x.abs() if positive else x
+            ours, ref = ours_fn(x), ref_fn(x)
+            if isinstance(ours, tuple):
+                return torch.cat([ours[0].flatten(), ours[1].flatten().to(dtype)]), torch.cat(
+                    [ref[0].flatten(), ref[1].flatten().to(dtype)])
+            return ours, ref
+
+        def gradient(dtype, nd=nd, ours_fn=ours_fn, ref_fn=ref_fn):
+            x = torch.randn(shapes[nd], dtype=dtype)
+            x = (x.abs() if positive else x).requires_grad_()
+            first = lambda y: y[0] if isinstance(y, tuple) else y  # noqa: E731
+            out = first(ours_fn(x))
+            gy = torch.randn_like(out)
+            (ours,) = torch.autograd.grad(out, x, gy)
+            (ref,) = torch.autograd.grad(first(ref_fn(x)), x, gy)
+            return ours, ref
+
+        cases.append((name, variant, values))
+        cases.append((name, variant + " grad", gradient))
+
+    def neg_max(nd, *args, **kwargs):
+        def ref(x):
+            out = getattr(torch_F, f"max_pool{nd}d")(-x, *args, **kwargs)
+            return (-out[0], out[1]) if isinstance(out, tuple) else -out
+        return ref
+
+    for nd in (1, 2, 3):
+        max_args = (3, 2, 1, 1, True)
+        add(f"max_pool{nd}d", "k3 s2 p1 ceil", lambda x, nd=nd: getattr(F, f"max_pool{nd}d")(x, *max_args, return_indices=True),
+            lambda x, nd=nd: getattr(torch_F, f"max_pool{nd}d")(x, *max_args, return_indices=True), nd)
+        add(f"min_pool{nd}d", "k2 d2", lambda x, nd=nd: getattr(F, f"min_pool{nd}d")(x, 2, 1, 0, 2, return_indices=True),
+            neg_max(nd, 2, 1, 0, 2, return_indices=True), nd)
+        avg_args = (3, 2, 1, True, False) if nd == 1 else (3, 2, 1, True, False, 5)  # + divisor_override
+        add(f"avg_pool{nd}d", "k3 s2 p1 ceil", lambda x, nd=nd, a=avg_args: getattr(F, f"avg_pool{nd}d")(x, *a),
+            lambda x, nd=nd, a=avg_args: getattr(torch_F, f"avg_pool{nd}d")(x, *a), nd)
+        add(f"lp_pool{nd}d", "p2 k2", lambda x, nd=nd: getattr(F, f"lp_pool{nd}d")(x, 2, 2),
+            lambda x, nd=nd: getattr(torch_F, f"lp_pool{nd}d")(x, 2, 2), nd)
+        add(f"lp_pool{nd}d", "p1.5 k3 s2 ceil", lambda x, nd=nd: getattr(F, f"lp_pool{nd}d")(x, 1.5, 3, 2, True),
+            lambda x, nd=nd: getattr(torch_F, f"lp_pool{nd}d")(x, 1.5, 3, 2, True), nd, positive=True)
+        size = (4, 3, 2)[:nd]
+        add(f"adaptive_max_pool{nd}d", str(size),
+            lambda x, nd=nd, size=size: getattr(F, f"adaptive_max_pool{nd}d")(x, size, return_indices=True),
+            lambda x, nd=nd, size=size: getattr(torch_F, f"adaptive_max_pool{nd}d")(x, size, return_indices=True), nd)
+        add(f"adaptive_min_pool{nd}d", str(size), lambda x, nd=nd, size=size: getattr(F, f"adaptive_min_pool{nd}d")(x, size),
+            lambda x, nd=nd, size=size: -getattr(torch_F, f"adaptive_max_pool{nd}d")(-x, size), nd)
+        add(f"adaptive_avg_pool{nd}d", str(size), lambda x, nd=nd, size=size: getattr(F, f"adaptive_avg_pool{nd}d")(x, size),
+            lambda x, nd=nd, size=size: getattr(torch_F, f"adaptive_avg_pool{nd}d")(x, size), nd)
+    add("kmax_pool1d", "k=5", lambda x: F.kmax_pool1d(x, 5),
+        lambda x: x.gather(-1, x.topk(5, -1).indices.sort(-1).values), 1)
+    add("dynamic_kmax_pool1d", "layer 1 of 3, k_top 3", lambda x: F.dynamic_kmax_pool1d(x, 1, 3, 3),
+        lambda x: x.gather(-1, x.topk(12, -1).indices.sort(-1).values), 1)
+    add("channel_max_pool", "pool_size=3", lambda x: F.channel_max_pool(x, 3),
+        lambda x: x.unflatten(1, (x.shape[1] // 3, 3)).amax(2), 2)
+    return cases
+
+
 def run_check(seed: int = 0) -> List[Dict[str, object]]:
     torch.manual_seed(seed)
     rows = []
-    for name, variant, case in _conv_cases():
+    for name, variant, case in _conv_cases() + _pool_cases():
         for dtype in (torch.float64, torch.float32):
             ours, ref = case(dtype)
             error = ((ours - ref).abs().max() / ref.abs().max().clamp_min(1)).item() if ref.numel() else 0.0

@@ -1,0 +1,231 @@
+#include "pool_common.h"
+
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/ops/gather.h>
+#include <ATen/ops/sort.h>
+#include <ATen/ops/topk.h>
+#include <ATen/ops/zeros.h>
+#include <c10/core/WrapDimMinimal.h>
+#include <c10/util/Exception.h>
+
+#include <sstream>
+#include <string>
+
+namespace tco {
+namespace {
+
+std::string shape_str(at::IntArrayRef sizes) {
+  std::ostringstream s;
+  s << "[";
+  for (size_t i = 0; i < sizes.size(); ++i) s << (i ? ", " : "") << sizes[i];
+  s << "]";
+  return s.str();
+}
+
+void check_dtype(const char* op, const at::Tensor& t, const char* name) {
+  const auto st = t.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
+              "cnn_ops.", op, ": ", name, " must be float32, float64, float16 or bfloat16, got ", st);
+}
+
+int64_t check_rank(const char* op, at::IntArrayRef sizes, const char* name, size_t nd) {
+  TORCH_CHECK(nd >= 1 && nd <= 3, "cnn_ops.", op, ": expected 1, 2 or 3 spatial dimensions, got ", nd);
+  TORCH_CHECK(sizes.size() == nd + 2, "cnn_ops.", op, ": expected a ", nd + 2, "-d ", name,
+              " (batch, channels, ", nd, " spatial), got ", name, " of shape ", shape_str(sizes));
+  return static_cast<int64_t>(nd);
+}
+
+// Fills everything but out_size from the arguments of a regular pooling.
+void fill_window_args(const char* op, PoolGeometry& g, at::IntArrayRef in_sizes, at::IntArrayRef kernel_size,
+                      at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                      bool ceil_mode) {
+  const size_t nd = kernel_size.size();
+  check_rank(op, in_sizes, "input", nd);
+  TORCH_CHECK(stride.size() == nd && padding.size() == nd && dilation.size() == nd, "cnn_ops.", op,
+              ": kernel_size ", shape_str(kernel_size), ", stride ", shape_str(stride), ", padding ",
+              shape_str(padding), " and dilation ", shape_str(dilation),
+              " must have one entry per spatial dimension");
+  g.planes = in_sizes[0] * in_sizes[1];
+  for (size_t i = 0; i < nd; ++i) {
+    const size_t d = 3 - nd + i;
+    TORCH_CHECK(kernel_size[i] >= 1, "cnn_ops.", op, ": kernel_size must be at least 1, got ",
+                shape_str(kernel_size));
+    TORCH_CHECK(stride[i] >= 1, "cnn_ops.", op, ": stride must be at least 1, got ", shape_str(stride));
+    TORCH_CHECK(dilation[i] >= 1, "cnn_ops.", op, ": dilation must be at least 1, got ",
+                shape_str(dilation));
+    TORCH_CHECK(padding[i] >= 0 && padding[i] <= kernel_size[i] / 2, "cnn_ops.", op,
+                ": padding must be non-negative and at most half of kernel_size, got padding ",
+                shape_str(padding), " with kernel_size ", shape_str(kernel_size));
+    g.in_size[d] = in_sizes[2 + i];
+    g.kernel[d] = kernel_size[i];
+    g.stride[d] = stride[i];
+    g.pad[d] = padding[i];
+    g.dilation[d] = dilation[i];
+    const int64_t span = dilation[i] * (kernel_size[i] - 1) + 1;
+    const int64_t padded = in_sizes[2 + i] + 2 * padding[i];
+    TORCH_CHECK(padded >= span, "cnn_ops.", op,
+                ": the (dilated) kernel is larger than the padded input in spatial dimension ", i,
+                ": kernel_size ", kernel_size[i], " with dilation ", dilation[i], " spans ", span,
+                " but the input of shape ", shape_str(in_sizes), " padded by ", padding[i],
+                " on each side is only ", padded, " long");
+    g.out_size[d] = pool_out_size(in_sizes[2 + i], padding[i], kernel_size[i], stride[i], dilation[i],
+                                  ceil_mode);
+    TORCH_CHECK(g.out_size[d] >= 1, "cnn_ops.", op, ": output size is too small: input of shape ",
+                shape_str(in_sizes), " with kernel_size ", shape_str(kernel_size), ", stride ",
+                shape_str(stride), ", padding ", shape_str(padding), " and dilation ",
+                shape_str(dilation), " gives ", g.out_size[d], " outputs in spatial dimension ", i);
+  }
+}
+
+}  // namespace
+
+PoolGeometry window_geometry(const char* op, const at::Tensor& input, at::IntArrayRef kernel_size,
+                             at::IntArrayRef stride, at::IntArrayRef padding,
+                             at::IntArrayRef dilation, bool ceil_mode) {
+  check_dtype(op, input, "input");
+  PoolGeometry g;
+  fill_window_args(op, g, input.sizes(), kernel_size, stride, padding, dilation, ceil_mode);
+  return g;
+}
+
+PoolGeometry window_backward_geometry(const char* op, const at::Tensor& grad_output,
+                                      at::IntArrayRef input_size, at::IntArrayRef kernel_size,
+                                      at::IntArrayRef stride, at::IntArrayRef padding,
+                                      at::IntArrayRef dilation, bool ceil_mode) {
+  check_dtype(op, grad_output, "grad_output");
+  PoolGeometry g;
+  fill_window_args(op, g, input_size, kernel_size, stride, padding, dilation, ceil_mode);
+  const int64_t nd = static_cast<int64_t>(kernel_size.size());
+  const auto expected = pool_output_shape(input_size[0], input_size[1], g, nd);
+  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef(expected), "cnn_ops.", op, ": grad_output of shape ",
+              shape_str(grad_output.sizes()), " does not match the output shape ", shape_str(expected),
+              " of input_size ", shape_str(input_size));
+  return g;
+}
+
+PoolGeometry adaptive_geometry(const char* op, const at::Tensor& input, at::IntArrayRef output_size) {
+  check_dtype(op, input, "input");
+  const size_t nd = output_size.size();
+  check_rank(op, input.sizes(), "input", nd);
+  PoolGeometry g;
+  g.adaptive = true;
+  g.planes = input.size(0) * input.size(1);
+  for (size_t i = 0; i < nd; ++i) {
+    const size_t d = 3 - nd + i;
+    TORCH_CHECK(output_size[i] >= 1, "cnn_ops.", op, ": output_size must be at least 1, got ",
+                shape_str(output_size));
+    TORCH_CHECK(input.size(2 + i) >= 1, "cnn_ops.", op,
+                ": spatial dimensions of the input must be non-empty, got input of shape ",
+                shape_str(input.sizes()));
+    g.in_size[d] = input.size(2 + i);
+    g.out_size[d] = output_size[i];
+  }
+  return g;
+}
+
+PoolGeometry adaptive_backward_geometry(const char* op, const at::Tensor& grad_output,
+                                        at::IntArrayRef input_size) {
+  check_dtype(op, grad_output, "grad_output");
+  const size_t nd = input_size.size() - 2;
+  TORCH_CHECK(input_size.size() >= 3 && grad_output.dim() == static_cast<int64_t>(input_size.size()) &&
+                  grad_output.size(0) == input_size[0] && grad_output.size(1) == input_size[1],
+              "cnn_ops.", op, ": grad_output of shape ", shape_str(grad_output.sizes()),
+              " does not match input_size ", shape_str(input_size));
+  PoolGeometry g;
+  g.adaptive = true;
+  g.planes = input_size[0] * input_size[1];
+  for (size_t i = 0; i < nd; ++i) {
+    const size_t d = 3 - nd + i;
+    TORCH_CHECK(input_size[2 + i] >= 1 && grad_output.size(2 + i) >= 1, "cnn_ops.", op,
+                ": empty spatial size in input_size ", shape_str(input_size), " or grad_output ",
+                shape_str(grad_output.sizes()));
+    g.in_size[d] = input_size[2 + i];
+    g.out_size[d] = grad_output.size(2 + i);
+  }
+  return g;
+}
+
+PoolGeometry scatter_geometry(const char* op, const at::Tensor& grad_output, const at::Tensor& indices,
+                              at::IntArrayRef input_size) {
+  check_dtype(op, grad_output, "grad_output");
+  TORCH_CHECK(indices.scalar_type() == at::kLong, "cnn_ops.", op, ": indices must be int64, got ",
+              indices.scalar_type());
+  check_same_shape(op, grad_output, "grad_output", indices, "indices");
+  TORCH_CHECK(grad_output.device() == indices.device(), "cnn_ops.", op, ": grad_output (",
+              grad_output.device(), ") and indices (", indices.device(), ") must be on the same device");
+  const size_t nd = input_size.size() - 2;
+  TORCH_CHECK(input_size.size() >= 3 && input_size.size() <= 5 &&
+                  grad_output.dim() == static_cast<int64_t>(input_size.size()) &&
+                  grad_output.size(0) == input_size[0] && grad_output.size(1) == input_size[1],
+              "cnn_ops.", op, ": grad_output of shape ", shape_str(grad_output.sizes()),
+              " does not match input_size ", shape_str(input_size));
+  PoolGeometry g;
+  g.planes = input_size[0] * input_size[1];
+  for (size_t i = 0; i < nd; ++i) {
+    const size_t d = 3 - nd + i;
+    g.in_size[d] = input_size[2 + i];
+    g.out_size[d] = grad_output.size(2 + i);
+  }
+  return g;
+}
+
+void set_divisor(const char* op, PoolGeometry& g, bool count_include_pad,
+                 std::optional<int64_t> divisor_override) {
+  g.count_include_pad = count_include_pad;
+  if (divisor_override.has_value()) {
+    TORCH_CHECK(*divisor_override != 0, "cnn_ops.", op, ": divisor_override must be non-zero");
+    TORCH_CHECK(*divisor_override > 0, "cnn_ops.", op, ": divisor_override must be positive, got ",
+                *divisor_override);
+    g.divisor_override = *divisor_override;
+  }
+}
+
+void check_norm_type(const char* op, double norm_type) {
+  TORCH_CHECK(norm_type > 0, "cnn_ops.", op, ": norm_type must be positive, got ", norm_type);
+}
+
+void check_same_shape(const char* op, const at::Tensor& a, const char* a_name, const at::Tensor& b,
+                      const char* b_name) {
+  TORCH_CHECK(a.sizes() == b.sizes(), "cnn_ops.", op, ": ", a_name, " of shape ", shape_str(a.sizes()),
+              " and ", b_name, " of shape ", shape_str(b.sizes()), " must have the same shape");
+}
+
+std::tuple<at::Tensor, at::Tensor> kmax_pool_forward_impl(const at::Tensor& input, int64_t k, int64_t dim) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  check_dtype("kmax_pool", input, "input");
+  TORCH_CHECK(input.dim() >= 1, "cnn_ops.kmax_pool: input must have at least one dimension");
+  const int64_t d = c10::maybe_wrap_dim(dim, input.dim());
+  TORCH_CHECK(k >= 1 && k <= input.size(d), "cnn_ops.kmax_pool: k must be between 1 and the size of dimension ",
+              dim, " (", input.size(d), ") of the input of shape ", shape_str(input.sizes()), ", got k = ", k);
+  const at::Tensor top = std::get<1>(at::topk(input, k, d, /*largest=*/true, /*sorted=*/false));
+  const at::Tensor positions = std::get<0>(at::sort(top, d)).contiguous();
+  return {at::gather(input, d, positions).contiguous(), positions};
+}
+
+at::Tensor kmax_pool_backward_impl(const at::Tensor& grad_output, const at::Tensor& indices, int64_t dim,
+                                   at::IntArrayRef input_size) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  check_dtype("kmax_pool_backward", grad_output, "grad_output");
+  check_same_shape("kmax_pool_backward", grad_output, "grad_output", indices, "indices");
+  TORCH_CHECK(indices.scalar_type() == at::kLong, "cnn_ops.kmax_pool_backward: indices must be int64, got ",
+              indices.scalar_type());
+  TORCH_CHECK(static_cast<int64_t>(input_size.size()) == grad_output.dim(), "cnn_ops.kmax_pool_backward: input_size ",
+              shape_str(input_size), " and grad_output of shape ", shape_str(grad_output.sizes()),
+              " must have the same number of dimensions");
+  const int64_t d = c10::maybe_wrap_dim(dim, grad_output.dim());
+  at::Tensor grad_input = at::zeros(input_size, grad_output.options());
+  grad_input.scatter_(d, indices, grad_output);
+  return grad_input;
+}
+
+bool use_channels_last(const at::Tensor& t) {
+  return t.dim() == 4 && t.is_contiguous(at::MemoryFormat::ChannelsLast) && !t.is_contiguous();
+}
+
+std::vector<int64_t> pool_output_shape(int64_t batch, int64_t channels, const PoolGeometry& g, int64_t nd) {
+  std::vector<int64_t> shape{batch, channels};
+  for (int64_t d = 3 - nd; d < 3; ++d) shape.push_back(g.out_size[d]);
+  return shape;
+}
+
+}  // namespace tco

@@ -1,0 +1,920 @@
+// CPU kernels of the pool family.
+//
+// One engine for 1-d, 2-d and 3-d pooling (all seen as 3-d, see pool_geometry.h), with a
+// reducer per mode: max / min (value and flat index of the winner), sum (avg), sum of
+// powers (lp). Work is split over (batch, channel) planes with at::parallel_for; a task owns
+// its output plane and, in the backward passes, its input-gradient plane, so nothing races
+// and nothing needs atomics.
+//
+// Regular windows (kernel, stride, padding, dilation) run row by row: for one output row
+// (fixed depth and height index) every kernel tap updates the whole row of outputs at once,
+// reading the input with the stride (kernel widths 2 and 3: all width taps of an input row
+// at once); the taps come in the window's scan order, so ties and NaNs resolve exactly as in
+// torch's per-output loop (max: first maximum wins; a NaN wins, and a later NaN replaces an
+// earlier one). These row loops are the hot loops and are marked TCO_POOL_VECTORIZE.
+// Adaptive windows differ per output and use a plain per-output loop.
+//
+// channels_last 2-d inputs are pooled in that layout, the inner loops running along the
+// channels (see the channels_last section), and give channels_last results.
+//
+// float16 and bfloat16 compute in float32.
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include "../cpu_vectorize.h"
+#include "pool_common.h"
+
+// The hot row loops are compiled for AVX-512, AVX2 and the baseline, chosen at load time by
+// the CPU's features. (Clones named "arch=<cpu>", as TCO_VECTORIZE uses, are chosen by CPU
+// model, and an AMD EPYC with AVX-512 would run the baseline clone.)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define TCO_POOL_VECTORIZE __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define TCO_POOL_VECTORIZE TCO_VECTORIZE
+#endif
+
+namespace tco {
+namespace {
+
+// Per output index along each dimension, its clipped window; per width tap, the outputs it
+// reaches (regular windows only).
+struct Tables {
+  std::vector<PoolWindow> win[3];
+  std::vector<PoolRange> tap_w;
+  PoolRange inner{0, 0};  // outputs along the width that every tap reaches
+};
+
+Tables make_tables(const PoolGeometry& g) {
+  Tables t;
+  for (int d = 0; d < 3; ++d) {
+    t.win[d].resize(g.out_size[d]);
+    for (int64_t o = 0; o < g.out_size[d]; ++o) t.win[d][o] = pool_window(g, d, o);
+  }
+  if (!g.adaptive) {
+    t.tap_w.resize(g.kernel[2]);
+    t.inner = {0, g.out_size[2]};
+    for (int64_t k = 0; k < g.kernel[2]; ++k) {
+      t.tap_w[k] = pool_tap_outputs(g, 2, k);
+      t.inner.lo = std::max(t.inner.lo, t.tap_w[k].lo);
+      t.inner.hi = std::min(t.inner.hi, t.tap_w[k].hi);
+    }
+  }
+  return t;
+}
+
+int64_t grain_for(int64_t plane_elems) {
+  return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(plane_elems, 1));
+}
+
+// ---------------------------------------------------------------------------------------
+// Row kernels.
+
+// Max (kMin = false) or min reduction of one tap row into (best, idx):
+// for ow in [lo, hi): v = src[ow * step]; replace when v beats best or v is NaN.
+template <bool kMin, typename acc_t, typename scalar_t, typename idx_t>
+TCO_POOL_VECTORIZE void extreme_row(acc_t* __restrict best, idx_t* __restrict idx,
+                               const scalar_t* __restrict src, idx_t src_idx, int64_t lo,
+                               int64_t hi, int64_t step) {
+#define TCO_EXTREME_BODY(STEP)                                                      \
+  for (int64_t o = lo; o < hi; ++o) {                                               \
+    const acc_t v = static_cast<acc_t>(src[o * (STEP)]);                            \
+    const bool take = (kMin ? (v < best[o]) : (v > best[o])) || (v != v);          \
+    best[o] = take ? v : best[o];                                                   \
+    idx[o] = take ? static_cast<idx_t>(src_idx + o * (STEP)) : idx[o];              \
+  }
+  if (step == 1) {
+    TCO_EXTREME_BODY(1)
+  } else if (step == 2) {
+    TCO_EXTREME_BODY(2)
+  } else {
+    TCO_EXTREME_BODY(step)
+  }
+#undef TCO_EXTREME_BODY
+}
+
+// Powers of the lp reduction: kPow 1 is x, 2 is x * x, 0 is pow(x, p).
+template <int kPow, typename acc_t>
+inline acc_t power(acc_t x, acc_t p) {
+  if constexpr (kPow == 1) {
+    return x;
+  } else if constexpr (kPow == 2) {
+    return x * x;
+  } else {
+    return std::pow(x, p);
+  }
+}
+
+// acc[o] += src[o * step]^kPow for o in [lo, hi).
+template <int kPow, typename acc_t, typename scalar_t>
+TCO_POOL_VECTORIZE void sum_row(acc_t* __restrict acc, const scalar_t* __restrict src, int64_t lo,
+                           int64_t hi, int64_t step, acc_t p) {
+  if (step == 1) {
+    for (int64_t o = lo; o < hi; ++o) acc[o] += power<kPow>(static_cast<acc_t>(src[o]), p);
+  } else if (step == 2) {
+    for (int64_t o = lo; o < hi; ++o) acc[o] += power<kPow>(static_cast<acc_t>(src[o * 2]), p);
+  } else {
+    for (int64_t o = lo; o < hi; ++o) acc[o] += power<kPow>(static_cast<acc_t>(src[o * step]), p);
+  }
+}
+
+// dst[o * step] += coef[o] * d(src[o * step]) for o in [lo, hi), where d is 1 (kPow 1: avg
+// and lp with p = 1), x (kPow 2) or pow(x, p - 1) (kPow 0). src is unused for kPow 1.
+template <int kPow, typename acc_t, typename scalar_t>
+TCO_POOL_VECTORIZE void scatter_row(acc_t* __restrict dst, const acc_t* __restrict coef,
+                               const scalar_t* __restrict src, int64_t lo, int64_t hi,
+                               int64_t step, acc_t p) {
+#define TCO_SCATTER_BODY(STEP)                                                               \
+  for (int64_t o = lo; o < hi; ++o) {                                                        \
+    if constexpr (kPow == 1) {                                                               \
+      dst[o * (STEP)] += coef[o];                                                            \
+    } else if constexpr (kPow == 2) {                                                        \
+      dst[o * (STEP)] += coef[o] * static_cast<acc_t>(src[o * (STEP)]);                      \
+    } else {                                                                                 \
+      dst[o * (STEP)] += coef[o] * std::pow(static_cast<acc_t>(src[o * (STEP)]), p - 1);     \
+    }                                                                                        \
+  }
+  if (step == 1) {
+    TCO_SCATTER_BODY(1)
+  } else if (step == 2) {
+    TCO_SCATTER_BODY(2)
+  } else {
+    TCO_SCATTER_BODY(step)
+  }
+#undef TCO_SCATTER_BODY
+}
+
+// ---------------------------------------------------------------------------------------
+// Fused row kernels: all KW taps of one input row at once, for the outputs every tap
+// reaches, so that each output is loaded and stored once per row instead of once per tap.
+// S is the stride along the width (0: the runtime `step`). The taps still come in scan order.
+
+template <int KW, int S, bool kMin, typename acc_t, typename scalar_t, typename idx_t>
+TCO_POOL_VECTORIZE void extreme_row_fused(acc_t* __restrict best, idx_t* __restrict idx,
+                                     const scalar_t* __restrict src, idx_t src_idx, int64_t lo,
+                                     int64_t hi, int64_t step_rt, int64_t dil) {
+  const int64_t step = S ? S : step_rt;
+  for (int64_t o = lo; o < hi; ++o) {
+    acc_t b = best[o];
+    idx_t ix = idx[o];
+#pragma GCC unroll 4
+    for (int k = 0; k < KW; ++k) {
+      const int64_t q = o * step + k * dil;
+      const acc_t v = static_cast<acc_t>(src[q]);
+      const bool take = (kMin ? (v < b) : (v > b)) || (v != v);
+      b = take ? v : b;
+      ix = take ? static_cast<idx_t>(src_idx + q) : ix;
+    }
+    best[o] = b;
+    idx[o] = ix;
+  }
+}
+
+// acc[o] += sum over the KW taps (dilation 1) of src^kPow.
+template <int KW, int S, int kPow, typename acc_t, typename scalar_t>
+TCO_POOL_VECTORIZE void sum_row_fused(acc_t* __restrict acc, const scalar_t* __restrict src, int64_t lo,
+                                 int64_t hi, int64_t step_rt, acc_t p) {
+  const int64_t step = S ? S : step_rt;
+  for (int64_t o = lo; o < hi; ++o) {
+    acc_t s = 0;
+#pragma GCC unroll 4
+    for (int k = 0; k < KW; ++k) s += power<kPow>(static_cast<acc_t>(src[o * step + k]), p);
+    acc[o] += s;
+  }
+}
+
+// dst[o * step + k] += coef[o] * d(src[o * step + k]) for the KW taps (dilation 1).
+template <int KW, int S, int kPow, typename acc_t, typename scalar_t>
+TCO_POOL_VECTORIZE void scatter_row_fused(acc_t* __restrict dst, const acc_t* __restrict coef,
+                                     const scalar_t* __restrict src, int64_t lo, int64_t hi,
+                                     int64_t step_rt, acc_t p) {
+  const int64_t step = S ? S : step_rt;
+  for (int64_t o = lo; o < hi; ++o) {
+    const acc_t c = coef[o];
+#pragma GCC unroll 4
+    for (int k = 0; k < KW; ++k) {
+      const int64_t q = o * step + k;
+      if constexpr (kPow == 1) {
+        dst[q] += c;
+      } else if constexpr (kPow == 2) {
+        dst[q] += c * static_cast<acc_t>(src[q]);
+      } else {
+        dst[q] += c * std::pow(static_cast<acc_t>(src[q]), p - 1);
+      }
+    }
+  }
+}
+
+// Calls fn(std::integral_constant<int, KW>, std::integral_constant<int, S>) for the width
+// kernel and stride of `g` when a fused kernel exists for that kernel width (2 or 3), and
+// returns whether it did.
+template <typename Fn>
+inline bool with_fused(const PoolGeometry& g, Fn&& fn) {
+  using std::integral_constant;
+  const int64_t k = g.kernel[2], s = g.stride[2];
+  if (k == 2) {
+    if (s == 1) fn(integral_constant<int, 2>{}, integral_constant<int, 1>{});
+    else if (s == 2) fn(integral_constant<int, 2>{}, integral_constant<int, 2>{});
+    else fn(integral_constant<int, 2>{}, integral_constant<int, 0>{});
+    return true;
+  }
+  if (k == 3) {
+    if (s == 1) fn(integral_constant<int, 3>{}, integral_constant<int, 1>{});
+    else if (s == 2) fn(integral_constant<int, 3>{}, integral_constant<int, 2>{});
+    else fn(integral_constant<int, 3>{}, integral_constant<int, 0>{});
+    return true;
+  }
+  return false;
+}
+
+// The width taps of one input row (flat offset `row` of input row (id, ih, 0)) over one
+// output row: per_tap(kw, lo, hi, off) runs tap kw for outputs [lo, hi) (reading src + off
+// at o * stride), fused(lo, hi, off) all taps at once for [lo, hi), the outputs every tap
+// reaches. Each output sees its taps in scan order either way.
+template <typename PerTap, typename Fused>
+inline void for_row_taps(const PoolGeometry& g, const Tables& t, int64_t row, bool fusable,
+                         PerTap&& per_tap, Fused&& fused) {
+  const int64_t K = g.kernel[2];
+  const int64_t base = row - g.pad[2];
+  const bool fuse = fusable && t.inner.lo < t.inner.hi;
+  for (int64_t kw = 0; kw < K; ++kw) {
+    const PoolRange r = t.tap_w[kw];
+    const int64_t off = base + kw * g.dilation[2];
+    if (!fuse) {
+      if (r.lo < r.hi) per_tap(kw, r.lo, r.hi, off);
+      continue;
+    }
+    const int64_t a = std::min(r.hi, t.inner.lo), b = std::max(r.lo, t.inner.hi);
+    if (r.lo < a) per_tap(kw, r.lo, a, off);
+    if (b < r.hi) per_tap(kw, b, r.hi, off);
+  }
+  if (fuse) fused(t.inner.lo, t.inner.hi, base);
+}
+
+// Visits the taps of the (od, oh) window rows: fn(row_offset) with row_offset the flat index
+// of input row (id, ih, 0), in scan order.
+template <typename Fn>
+inline void for_each_window_row(const PoolGeometry& g, const PoolWindow& wd, const PoolWindow& wh, Fn&& fn) {
+  const int64_t H = g.in_size[1], W = g.in_size[2];
+  for (int64_t kd = 0; kd < wd.count; ++kd) {
+    const int64_t id = wd.start + kd * wd.step;
+    for (int64_t kh = 0; kh < wh.count; ++kh) {
+      const int64_t ih = wh.start + kh * wh.step;
+      fn((id * H + ih) * W);
+    }
+  }
+}
+
+// Visits the taps of a 3-d window in scan order: fn(flat input index).
+template <typename Fn>
+inline void for_each_tap(const PoolGeometry& g, const PoolWindow& wd, const PoolWindow& wh,
+                         const PoolWindow& ww, Fn&& fn) {
+  for_each_window_row(g, wd, wh, [&](int64_t row) {
+    for (int64_t kw = 0; kw < ww.count; ++kw) fn(row + ww.start + kw * ww.step);
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Max / min.
+
+// Start of an output row: no value yet, and the index of the first tap inside the input.
+template <typename acc_t, typename idx_t>
+TCO_POOL_VECTORIZE void init_row(acc_t* __restrict best, idx_t* __restrict idx, const idx_t* __restrict start_w,
+                                 idx_t first_row, acc_t init, int64_t n) {
+  for (int64_t o = 0; o < n; ++o) {
+    best[o] = init;
+    idx[o] = first_row + start_w[o];
+  }
+}
+
+template <typename scalar_t, typename acc_t, typename idx_t>
+TCO_POOL_VECTORIZE void store_row(scalar_t* __restrict out, int64_t* __restrict ind, const acc_t* __restrict best,
+                                  const idx_t* __restrict idx, int64_t n) {
+  for (int64_t o = 0; o < n; ++o) {
+    out[o] = static_cast<scalar_t>(best[o]);
+    ind[o] = static_cast<int64_t>(idx[o]);
+  }
+}
+
+template <bool kMin, typename scalar_t, typename idx_t>
+void extreme_forward(const scalar_t* in, scalar_t* out, int64_t* ind, const PoolGeometry& g) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const Tables t = make_tables(g);
+  const int64_t H = g.in_size[1], W = g.in_size[2], oH = g.out_size[1], oW = g.out_size[2];
+  const int64_t in_plane = g.in_plane(), out_plane = g.out_plane();
+  const acc_t init = kMin ? std::numeric_limits<acc_t>::infinity() : -std::numeric_limits<acc_t>::infinity();
+  std::vector<idx_t> start_w(oW);
+  for (int64_t ow = 0; ow < oW; ++ow) start_w[ow] = static_cast<idx_t>(t.win[2][ow].start);
+  at::parallel_for(0, g.planes, grain_for(in_plane), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> best(oW);
+    std::vector<idx_t> idx(oW);
+    for (int64_t plane = begin; plane < end; ++plane) {
+      const scalar_t* src = in + plane * in_plane;
+      for (int64_t od = 0; od < g.out_size[0]; ++od) {
+        const PoolWindow& wd = t.win[0][od];
+        for (int64_t oh = 0; oh < oH; ++oh) {
+          const PoolWindow& wh = t.win[1][oh];
+          init_row<acc_t, idx_t>(best.data(), idx.data(), start_w.data(),
+                                 static_cast<idx_t>((wd.start * H + wh.start) * W), init, oW);
+          if (!g.adaptive) {
+            for_each_window_row(g, wd, wh, [&](int64_t row) {
+              for_row_taps(
+                  g, t, row, g.kernel[2] == 2 || g.kernel[2] == 3,
+                  [&](int64_t, int64_t lo, int64_t hi, int64_t off) {
+                    extreme_row<kMin, acc_t, scalar_t, idx_t>(best.data(), idx.data(), src + off,
+                                                              static_cast<idx_t>(off), lo, hi, g.stride[2]);
+                  },
+                  [&](int64_t lo, int64_t hi, int64_t off) {
+                    with_fused(g, [&](auto kw, auto s) {
+                      extreme_row_fused<decltype(kw)::value, decltype(s)::value, kMin, acc_t, scalar_t, idx_t>(
+                          best.data(), idx.data(), src + off, static_cast<idx_t>(off), lo, hi, g.stride[2],
+                          g.dilation[2]);
+                    });
+                  });
+            });
+          } else {
+            for (int64_t ow = 0; ow < oW; ++ow) {
+              for_each_tap(g, wd, wh, t.win[2][ow], [&](int64_t i) {
+                const acc_t v = static_cast<acc_t>(src[i]);
+                if ((kMin ? (v < best[ow]) : (v > best[ow])) || std::isnan(v)) {
+                  best[ow] = v;
+                  idx[ow] = static_cast<idx_t>(i);
+                }
+              });
+            }
+          }
+          const int64_t o0 = plane * out_plane + (od * oH + oh) * oW;
+          store_row<scalar_t, acc_t, idx_t>(out + o0, ind + o0, best.data(), idx.data(), oW);
+        }
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void scatter_backward(const scalar_t* gout, const int64_t* ind, scalar_t* gin, const PoolGeometry& g) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t in_plane = g.in_plane(), out_plane = g.out_plane();
+  at::parallel_for(0, g.planes, grain_for(in_plane), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> buf(std::is_same_v<acc_t, scalar_t> ? 0 : in_plane);
+    for (int64_t plane = begin; plane < end; ++plane) {
+      const scalar_t* gy = gout + plane * out_plane;
+      const int64_t* ix = ind + plane * out_plane;
+      scalar_t* gx = gin + plane * in_plane;
+      acc_t* acc = std::is_same_v<acc_t, scalar_t> ? reinterpret_cast<acc_t*>(gx) : buf.data();
+      std::fill(acc, acc + in_plane, acc_t(0));
+      for (int64_t o = 0; o < out_plane; ++o) {
+        const int64_t i = ix[o];
+        TORCH_CHECK(i >= 0 && i < in_plane, "cnn_ops.max_pool_backward: index ", i,
+                    " is outside the input plane of ", in_plane, " elements");
+        acc[i] += static_cast<acc_t>(gy[o]);
+      }
+      if constexpr (!std::is_same_v<acc_t, scalar_t>) {
+        for (int64_t i = 0; i < in_plane; ++i) gx[i] = static_cast<scalar_t>(acc[i]);
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// channels_last (NHWC, 2-d pooling only): the channels of one position are contiguous, so
+// the inner loops run along the channels, whatever the window. Forward tasks are (sample,
+// output row) pairs; backward tasks are samples, each owning its input-gradient sample.
+
+template <bool kMin, typename acc_t, typename scalar_t, typename idx_t>
+TCO_POOL_VECTORIZE void extreme_channels(acc_t* __restrict best, idx_t* __restrict idx,
+                                         const scalar_t* __restrict src, idx_t pos, int64_t C) {
+  for (int64_t c = 0; c < C; ++c) {
+    const acc_t v = static_cast<acc_t>(src[c]);
+    const bool take = (kMin ? (v < best[c]) : (v > best[c])) || (v != v);
+    best[c] = take ? v : best[c];
+    idx[c] = take ? pos : idx[c];
+  }
+}
+
+template <int kPow, typename acc_t, typename scalar_t>
+TCO_POOL_VECTORIZE void sum_channels(acc_t* __restrict acc, const scalar_t* __restrict src, int64_t C, acc_t p) {
+  for (int64_t c = 0; c < C; ++c) acc[c] += power<kPow>(static_cast<acc_t>(src[c]), p);
+}
+
+template <int kPow, typename acc_t, typename scalar_t>
+TCO_POOL_VECTORIZE void scatter_channels(acc_t* __restrict dst, const acc_t* __restrict coef,
+                                         const scalar_t* __restrict src, int64_t C, acc_t p) {
+  for (int64_t c = 0; c < C; ++c) {
+    if constexpr (kPow == 1) {
+      dst[c] += coef[c];
+    } else if constexpr (kPow == 2) {
+      dst[c] += coef[c] * static_cast<acc_t>(src[c]);
+    } else {
+      dst[c] += coef[c] * std::pow(static_cast<acc_t>(src[c]), p - 1);
+    }
+  }
+}
+
+// Visits the taps of the (oh, ow) window of a 2-d pooling: fn(flat spatial position).
+template <typename Fn>
+inline void for_each_tap_2d(const PoolGeometry& g, const PoolWindow& wh, const PoolWindow& ww, Fn&& fn) {
+  for (int64_t kh = 0; kh < wh.count; ++kh) {
+    const int64_t row = (wh.start + kh * wh.step) * g.in_size[2];
+    for (int64_t kw = 0; kw < ww.count; ++kw) fn(row + ww.start + kw * ww.step);
+  }
+}
+
+template <bool kMin, typename scalar_t, typename idx_t>
+void extreme_forward_cl(const scalar_t* in, scalar_t* out, int64_t* ind, const PoolGeometry& g, int64_t C) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const Tables t = make_tables(g);
+  const int64_t N = g.planes / C, HW = g.in_plane(), oH = g.out_size[1], oW = g.out_size[2];
+  const acc_t init = kMin ? std::numeric_limits<acc_t>::infinity() : -std::numeric_limits<acc_t>::infinity();
+  at::parallel_for(0, N * oH, grain_for(oW * C * g.kernel_volume()), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> best(C);
+    std::vector<idx_t> idx(C);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / oH, oh = task % oH;
+      const PoolWindow& wh = t.win[1][oh];
+      const scalar_t* src = in + n * HW * C;
+      for (int64_t ow = 0; ow < oW; ++ow) {
+        const PoolWindow& ww = t.win[2][ow];
+        std::fill(best.begin(), best.end(), init);
+        std::fill(idx.begin(), idx.end(), static_cast<idx_t>(wh.start * g.in_size[2] + ww.start));
+        for_each_tap_2d(g, wh, ww, [&](int64_t pos) {
+          extreme_channels<kMin, acc_t, scalar_t, idx_t>(best.data(), idx.data(), src + pos * C,
+                                                         static_cast<idx_t>(pos), C);
+        });
+        const int64_t o0 = (task * oW + ow) * C;
+        store_row<scalar_t, acc_t, idx_t>(out + o0, ind + o0, best.data(), idx.data(), C);
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void scatter_backward_cl(const scalar_t* gout, const int64_t* ind, scalar_t* gin, const PoolGeometry& g, int64_t C) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t N = g.planes / C, HW = g.in_plane(), oHW = g.out_plane();
+  at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> buf(std::is_same_v<acc_t, scalar_t> ? 0 : HW * C);
+    for (int64_t n = begin; n < end; ++n) {
+      scalar_t* gx = gin + n * HW * C;
+      acc_t* acc = std::is_same_v<acc_t, scalar_t> ? reinterpret_cast<acc_t*>(gx) : buf.data();
+      std::fill(acc, acc + HW * C, acc_t(0));
+      const scalar_t* gy = gout + n * oHW * C;
+      const int64_t* ix = ind + n * oHW * C;
+      for (int64_t o = 0; o < oHW; ++o) {
+        for (int64_t c = 0; c < C; ++c) {
+          const int64_t i = ix[o * C + c];
+          TORCH_CHECK(i >= 0 && i < HW, "cnn_ops.max_pool_backward: index ", i,
+                      " is outside the input plane of ", HW, " elements");
+          acc[i * C + c] += static_cast<acc_t>(gy[o * C + c]);
+        }
+      }
+      if constexpr (!std::is_same_v<acc_t, scalar_t>) {
+        for (int64_t i = 0; i < HW * C; ++i) gx[i] = static_cast<scalar_t>(acc[i]);
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Sums: avg (kPow 1, lp false), lp (any kPow, lp true).
+//
+// avg: out = sum / divisor (0 for a window entirely in the padding), torch's divisor rule.
+// lp:  out = (sum(x^p) / divisor * kernel_volume)^(1/p), as torch's
+//      sign(avg) * relu(|avg|) * kernel_volume then ^(1/p).
+
+template <typename acc_t>
+struct SumFinish {
+  bool lp;
+  acc_t p;
+  acc_t kvol;
+  // The value of the output from the window sum and divisor.
+  acc_t value(acc_t sum, int64_t div) const {
+    const acc_t avg = sum / static_cast<acc_t>(div);
+    if (!lp) return avg;
+    const acc_t base = avg * kvol;
+    return p == acc_t(2) ? std::sqrt(base) : std::pow(base, acc_t(1) / p);
+  }
+  // d out / d sum-term times the upstream gradient: what each tap's power derivative is
+  // multiplied by. avg: gy / divisor. lp: gy * base^(1/p - 1) * kvol / divisor (0 where the
+  // sum is 0, as torch's relu gives), the factor p of d(x^p) cancelling the 1/p of the root.
+  acc_t coef(acc_t gy, acc_t sum, int64_t div) const {
+    if (!lp) return gy / static_cast<acc_t>(div);
+    const acc_t base = sum / static_cast<acc_t>(div) * kvol;
+    if (base == acc_t(0)) return acc_t(0);
+    const acc_t scale = p == acc_t(2) ? acc_t(1) / std::sqrt(base) : std::pow(base, acc_t(1) / p - acc_t(1));
+    return gy * scale * kvol / static_cast<acc_t>(div);
+  }
+};
+
+// Window sums of one output row into acc[0, oW).
+template <int kPow, typename scalar_t, typename acc_t>
+inline void row_sums(const scalar_t* src, acc_t* acc, const PoolGeometry& g, const Tables& t,
+                     const PoolWindow& wd, const PoolWindow& wh, acc_t p) {
+  const int64_t oW = g.out_size[2];
+  std::fill(acc, acc + oW, acc_t(0));
+  if (!g.adaptive) {
+    const bool fusable = g.dilation[2] == 1 && (g.kernel[2] == 2 || g.kernel[2] == 3);
+    for_each_window_row(g, wd, wh, [&](int64_t row) {
+      for_row_taps(
+          g, t, row, fusable,
+          [&](int64_t, int64_t lo, int64_t hi, int64_t off) {
+            sum_row<kPow, acc_t, scalar_t>(acc, src + off, lo, hi, g.stride[2], p);
+          },
+          [&](int64_t lo, int64_t hi, int64_t off) {
+            with_fused(g, [&](auto kw, auto s) {
+              sum_row_fused<decltype(kw)::value, decltype(s)::value, kPow, acc_t, scalar_t>(acc, src + off, lo, hi,
+                                                                                           g.stride[2], p);
+            });
+          });
+    });
+  } else {
+    for (int64_t ow = 0; ow < oW; ++ow) {
+      acc_t s = 0;
+      for_each_tap(g, wd, wh, t.win[2][ow], [&](int64_t i) { s += power<kPow>(static_cast<acc_t>(src[i]), p); });
+      acc[ow] = s;
+    }
+  }
+}
+
+template <int kPow, typename scalar_t>
+void sum_forward(const scalar_t* in, scalar_t* out, const PoolGeometry& g, const SumFinish<at::opmath_type<scalar_t>>& fin) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const Tables t = make_tables(g);
+  const int64_t oH = g.out_size[1], oW = g.out_size[2];
+  const int64_t in_plane = g.in_plane(), out_plane = g.out_plane();
+  at::parallel_for(0, g.planes, grain_for(in_plane), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(oW);
+    for (int64_t plane = begin; plane < end; ++plane) {
+      const scalar_t* src = in + plane * in_plane;
+      for (int64_t od = 0; od < g.out_size[0]; ++od) {
+        const PoolWindow& wd = t.win[0][od];
+        for (int64_t oh = 0; oh < oH; ++oh) {
+          const PoolWindow& wh = t.win[1][oh];
+          row_sums<kPow>(src, acc.data(), g, t, wd, wh, fin.p);
+          scalar_t* dst = out + plane * out_plane + (od * oH + oh) * oW;
+          for (int64_t ow = 0; ow < oW; ++ow) {
+            const PoolWindow& ww = t.win[2][ow];
+            const bool empty = wd.count == 0 || wh.count == 0 || ww.count == 0;
+            dst[ow] = empty ? scalar_t(0) : static_cast<scalar_t>(fin.value(acc[ow], pool_divisor(g, wd, wh, ww)));
+          }
+        }
+      }
+    }
+  });
+}
+
+// Input gradient of avg (input may be null) and lp (input needed to recompute the sums).
+template <int kPow, typename scalar_t>
+void sum_backward(const scalar_t* gout, const scalar_t* in, scalar_t* gin, const PoolGeometry& g,
+                  const SumFinish<at::opmath_type<scalar_t>>& fin) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const Tables t = make_tables(g);
+  const int64_t oH = g.out_size[1], oW = g.out_size[2];
+  const int64_t in_plane = g.in_plane(), out_plane = g.out_plane();
+  at::parallel_for(0, g.planes, grain_for(in_plane), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> buf(std::is_same_v<acc_t, scalar_t> ? 0 : in_plane);
+    std::vector<acc_t> sums(oW), coef(oW);
+    for (int64_t plane = begin; plane < end; ++plane) {
+      const scalar_t* src = in ? in + plane * in_plane : nullptr;
+      scalar_t* gx = gin + plane * in_plane;
+      acc_t* acc = std::is_same_v<acc_t, scalar_t> ? reinterpret_cast<acc_t*>(gx) : buf.data();
+      std::fill(acc, acc + in_plane, acc_t(0));
+      for (int64_t od = 0; od < g.out_size[0]; ++od) {
+        const PoolWindow& wd = t.win[0][od];
+        for (int64_t oh = 0; oh < oH; ++oh) {
+          const PoolWindow& wh = t.win[1][oh];
+          if (fin.lp) row_sums<kPow>(src, sums.data(), g, t, wd, wh, fin.p);
+          const scalar_t* gy = gout + plane * out_plane + (od * oH + oh) * oW;
+          for (int64_t ow = 0; ow < oW; ++ow) {
+            const PoolWindow& ww = t.win[2][ow];
+            const bool empty = wd.count == 0 || wh.count == 0 || ww.count == 0;
+            coef[ow] = empty ? acc_t(0) : fin.coef(static_cast<acc_t>(gy[ow]), fin.lp ? sums[ow] : acc_t(0),
+                                                   pool_divisor(g, wd, wh, ww));
+          }
+          if (!g.adaptive) {
+            const bool fusable = g.dilation[2] == 1 && (g.kernel[2] == 2 || g.kernel[2] == 3);
+            for_each_window_row(g, wd, wh, [&](int64_t row) {
+              for_row_taps(
+                  g, t, row, fusable,
+                  [&](int64_t, int64_t lo, int64_t hi, int64_t off) {
+                    scatter_row<kPow, acc_t, scalar_t>(acc + off, coef.data(), src ? src + off : nullptr, lo, hi,
+                                                       g.stride[2], fin.p);
+                  },
+                  [&](int64_t lo, int64_t hi, int64_t off) {
+                    with_fused(g, [&](auto kw, auto s) {
+                      scatter_row_fused<decltype(kw)::value, decltype(s)::value, kPow, acc_t, scalar_t>(
+                          acc + off, coef.data(), src ? src + off : nullptr, lo, hi, g.stride[2], fin.p);
+                    });
+                  });
+            });
+          } else {
+            for (int64_t ow = 0; ow < oW; ++ow) {
+              for_each_tap(g, wd, wh, t.win[2][ow], [&](int64_t i) {
+                acc_t d = coef[ow];
+                if constexpr (kPow == 2) d *= static_cast<acc_t>(src[i]);
+                if constexpr (kPow == 0) d *= std::pow(static_cast<acc_t>(src[i]), fin.p - 1);
+                acc[i] += d;
+              });
+            }
+          }
+        }
+      }
+      if constexpr (!std::is_same_v<acc_t, scalar_t>) {
+        for (int64_t i = 0; i < in_plane; ++i) gx[i] = static_cast<scalar_t>(acc[i]);
+      }
+    }
+  });
+}
+
+template <int kPow, typename scalar_t>
+void sum_forward_cl(const scalar_t* in, scalar_t* out, const PoolGeometry& g, int64_t C,
+                    const SumFinish<at::opmath_type<scalar_t>>& fin) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const Tables t = make_tables(g);
+  const int64_t N = g.planes / C, HW = g.in_plane(), oH = g.out_size[1], oW = g.out_size[2];
+  const PoolWindow& wd = t.win[0][0];
+  at::parallel_for(0, N * oH, grain_for(oW * C * g.kernel_volume()), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(C);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / oH, oh = task % oH;
+      const PoolWindow& wh = t.win[1][oh];
+      const scalar_t* src = in + n * HW * C;
+      for (int64_t ow = 0; ow < oW; ++ow) {
+        const PoolWindow& ww = t.win[2][ow];
+        scalar_t* dst = out + (task * oW + ow) * C;
+        if (wh.count == 0 || ww.count == 0) {
+          std::fill(dst, dst + C, scalar_t(0));
+          continue;
+        }
+        std::fill(acc.begin(), acc.end(), acc_t(0));
+        for_each_tap_2d(g, wh, ww, [&](int64_t pos) { sum_channels<kPow, acc_t, scalar_t>(acc.data(), src + pos * C, C, fin.p); });
+        const int64_t div = pool_divisor(g, wd, wh, ww);
+        for (int64_t c = 0; c < C; ++c) dst[c] = static_cast<scalar_t>(fin.value(acc[c], div));
+      }
+    }
+  });
+}
+
+template <int kPow, typename scalar_t>
+void sum_backward_cl(const scalar_t* gout, const scalar_t* in, scalar_t* gin, const PoolGeometry& g, int64_t C,
+                     const SumFinish<at::opmath_type<scalar_t>>& fin) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const Tables t = make_tables(g);
+  const int64_t N = g.planes / C, HW = g.in_plane(), oH = g.out_size[1], oW = g.out_size[2];
+  const PoolWindow& wd = t.win[0][0];
+  at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> buf(std::is_same_v<acc_t, scalar_t> ? 0 : HW * C);
+    std::vector<acc_t> sums(C), coef(C);
+    for (int64_t n = begin; n < end; ++n) {
+      scalar_t* gx = gin + n * HW * C;
+      acc_t* acc = std::is_same_v<acc_t, scalar_t> ? reinterpret_cast<acc_t*>(gx) : buf.data();
+      std::fill(acc, acc + HW * C, acc_t(0));
+      const scalar_t* src = in ? in + n * HW * C : nullptr;
+      for (int64_t oh = 0; oh < oH; ++oh) {
+        const PoolWindow& wh = t.win[1][oh];
+        for (int64_t ow = 0; ow < oW; ++ow) {
+          const PoolWindow& ww = t.win[2][ow];
+          if (wh.count == 0 || ww.count == 0) continue;
+          const int64_t div = pool_divisor(g, wd, wh, ww);
+          const scalar_t* gy = gout + ((n * oH + oh) * oW + ow) * C;
+          if (fin.lp) {
+            std::fill(sums.begin(), sums.end(), acc_t(0));
+            for_each_tap_2d(g, wh, ww, [&](int64_t pos) { sum_channels<kPow, acc_t, scalar_t>(sums.data(), src + pos * C, C, fin.p); });
+          }
+          for (int64_t c = 0; c < C; ++c) coef[c] = fin.coef(static_cast<acc_t>(gy[c]), sums[c], div);
+          for_each_tap_2d(g, wh, ww, [&](int64_t pos) {
+            scatter_channels<kPow, acc_t, scalar_t>(acc + pos * C, coef.data(), src ? src + pos * C : nullptr, C, fin.p);
+          });
+        }
+      }
+      if constexpr (!std::is_same_v<acc_t, scalar_t>) {
+        for (int64_t i = 0; i < HW * C; ++i) gx[i] = static_cast<scalar_t>(acc[i]);
+      }
+    }
+  });
+}
+
+// Runs fn.template operator()<kPow>() with the power kind of norm_type.
+template <typename Fn>
+void with_power(double norm_type, Fn&& fn) {
+  if (norm_type == 1.0) {
+    fn(std::integral_constant<int, 1>{});
+  } else if (norm_type == 2.0) {
+    fn(std::integral_constant<int, 2>{});
+  } else {
+    fn(std::integral_constant<int, 0>{});
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Op entry points (CPU dispatch key).
+
+#define TCO_POOL_DISPATCH(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
+
+std::tuple<at::Tensor, at::Tensor> extreme_forward_entry(const at::Tensor& input, const PoolGeometry& g,
+                                                         int64_t nd, bool minimum) {
+  const bool cl = use_channels_last(input);
+  const auto format = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const at::Tensor x = input.contiguous(format);
+  const auto shape = pool_output_shape(input.size(0), input.size(1), g, nd);
+  at::Tensor out = at::empty(shape, x.options().memory_format(format));
+  at::Tensor ind = at::empty(shape, x.options().dtype(at::kLong).memory_format(format));
+  if (g.planes == 0 || g.out_plane() == 0) return {out, ind};
+  const bool small = g.in_plane() < std::numeric_limits<int32_t>::max();
+  const int64_t C = input.size(1);
+  TCO_POOL_DISPATCH(x.scalar_type(), "cnn_ops_max_pool_forward", [&] {
+    const scalar_t* src = x.const_data_ptr<scalar_t>();
+    scalar_t* dst = out.data_ptr<scalar_t>();
+    int64_t* ix = ind.data_ptr<int64_t>();
+    auto run = [&](auto is_min, auto idx_tag) {
+      constexpr bool kMin = decltype(is_min)::value;
+      using idx_t = decltype(idx_tag);
+      if (cl) {
+        extreme_forward_cl<kMin, scalar_t, idx_t>(src, dst, ix, g, C);
+      } else {
+        extreme_forward<kMin, scalar_t, idx_t>(src, dst, ix, g);
+      }
+    };
+    using yes = std::true_type;
+    using no = std::false_type;
+    if (minimum) {
+      if (small) run(yes{}, int32_t{}); else run(yes{}, int64_t{});
+    } else {
+      if (small) run(no{}, int32_t{}); else run(no{}, int64_t{});
+    }
+  });
+  return {out, ind};
+}
+
+std::tuple<at::Tensor, at::Tensor> max_pool_forward_cpu(const at::Tensor& input, at::IntArrayRef kernel_size,
+                                                        at::IntArrayRef stride, at::IntArrayRef padding,
+                                                        at::IntArrayRef dilation, bool ceil_mode, bool minimum) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const char* op = minimum ? "min_pool" : "max_pool";
+  const PoolGeometry g = window_geometry(op, input, kernel_size, stride, padding, dilation, ceil_mode);
+  return extreme_forward_entry(input, g, static_cast<int64_t>(kernel_size.size()), minimum);
+}
+
+std::tuple<at::Tensor, at::Tensor> adaptive_max_pool_forward_cpu(const at::Tensor& input,
+                                                                 at::IntArrayRef output_size, bool minimum) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const char* op = minimum ? "adaptive_min_pool" : "adaptive_max_pool";
+  const PoolGeometry g = adaptive_geometry(op, input, output_size);
+  return extreme_forward_entry(input, g, static_cast<int64_t>(output_size.size()), minimum);
+}
+
+at::Tensor max_pool_backward_cpu(const at::Tensor& grad_output, const at::Tensor& indices,
+                                 at::IntArrayRef input_size) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const PoolGeometry g = scatter_geometry("max_pool_backward", grad_output, indices, input_size);
+  // The layout of the forward (remembered by the indices) is the layout of the gradient.
+  const bool cl = use_channels_last(indices);
+  const auto format = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const at::Tensor gy = grad_output.contiguous(format), ix = indices.contiguous(format);
+  at::Tensor gin = at::empty(input_size, gy.options().memory_format(format));
+  if (g.planes == 0 || g.in_plane() == 0) return gin;
+  TCO_POOL_DISPATCH(gy.scalar_type(), "cnn_ops_max_pool_backward", [&] {
+    if (cl) {
+      scatter_backward_cl<scalar_t>(gy.const_data_ptr<scalar_t>(), ix.const_data_ptr<int64_t>(),
+                                    gin.data_ptr<scalar_t>(), g, input_size[1]);
+    } else {
+      scatter_backward<scalar_t>(gy.const_data_ptr<scalar_t>(), ix.const_data_ptr<int64_t>(),
+                                 gin.data_ptr<scalar_t>(), g);
+    }
+  });
+  return gin;
+}
+
+at::Tensor sum_forward_entry(const at::Tensor& input, const PoolGeometry& g, int64_t nd, bool lp, double norm_type) {
+  const bool cl = use_channels_last(input);
+  const auto format = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const at::Tensor x = input.contiguous(format);
+  at::Tensor out = at::empty(pool_output_shape(input.size(0), input.size(1), g, nd), x.options().memory_format(format));
+  if (g.planes == 0 || g.out_plane() == 0) return out;
+  TCO_POOL_DISPATCH(x.scalar_type(), "cnn_ops_sum_pool_forward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const SumFinish<acc_t> fin{lp, static_cast<acc_t>(norm_type), static_cast<acc_t>(g.kernel_volume())};
+    with_power(lp ? norm_type : 1.0, [&](auto pow_kind) {
+      constexpr int kPow = decltype(pow_kind)::value;
+      if (cl) {
+        sum_forward_cl<kPow, scalar_t>(x.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), g, input.size(1), fin);
+      } else {
+        sum_forward<kPow, scalar_t>(x.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), g, fin);
+      }
+    });
+  });
+  return out;
+}
+
+// `layout` decides the memory format of the gradient: the input for lp, grad_output for avg
+// (whose autograd formula passes grad_output in the layout of the forward's input).
+at::Tensor sum_backward_entry(const at::Tensor& grad_output, const at::Tensor* input, const PoolGeometry& g,
+                              at::IntArrayRef input_size, bool lp, double norm_type) {
+  const bool cl = use_channels_last(input ? *input : grad_output);
+  const auto format = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const at::Tensor gy = grad_output.contiguous(format);
+  const at::Tensor x = input ? input->contiguous(format) : at::Tensor();
+  at::Tensor gin = at::empty(input_size, gy.options().memory_format(format));
+  if (g.planes == 0 || g.in_plane() == 0) return gin;
+  TCO_POOL_DISPATCH(gy.scalar_type(), "cnn_ops_sum_pool_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const SumFinish<acc_t> fin{lp, static_cast<acc_t>(norm_type), static_cast<acc_t>(g.kernel_volume())};
+    const scalar_t* src = x.defined() ? x.const_data_ptr<scalar_t>() : nullptr;
+    with_power(lp ? norm_type : 1.0, [&](auto pow_kind) {
+      constexpr int kPow = decltype(pow_kind)::value;
+      if (cl) {
+        sum_backward_cl<kPow, scalar_t>(gy.const_data_ptr<scalar_t>(), src, gin.data_ptr<scalar_t>(), g,
+                                        input_size[1], fin);
+      } else {
+        sum_backward<kPow, scalar_t>(gy.const_data_ptr<scalar_t>(), src, gin.data_ptr<scalar_t>(), g, fin);
+      }
+    });
+  });
+  return gin;
+}
+
+std::vector<int64_t> ones(size_t n) { return std::vector<int64_t>(n, 1); }
+
+at::Tensor avg_pool_forward_cpu(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
+                                std::optional<int64_t> divisor_override) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  PoolGeometry g = window_geometry("avg_pool", input, kernel_size, stride, padding, ones(kernel_size.size()), ceil_mode);
+  set_divisor("avg_pool", g, count_include_pad, divisor_override);
+  return sum_forward_entry(input, g, static_cast<int64_t>(kernel_size.size()), false, 1.0);
+}
+
+at::Tensor avg_pool_backward_cpu(const at::Tensor& grad_output, at::IntArrayRef input_size,
+                                 at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                                 bool ceil_mode, bool count_include_pad, std::optional<int64_t> divisor_override) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  PoolGeometry g = window_backward_geometry("avg_pool_backward", grad_output, input_size, kernel_size, stride,
+                                            padding, ones(kernel_size.size()), ceil_mode);
+  set_divisor("avg_pool_backward", g, count_include_pad, divisor_override);
+  return sum_backward_entry(grad_output, nullptr, g, input_size, false, 1.0);
+}
+
+at::Tensor adaptive_avg_pool_forward_cpu(const at::Tensor& input, at::IntArrayRef output_size) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const PoolGeometry g = adaptive_geometry("adaptive_avg_pool", input, output_size);
+  return sum_forward_entry(input, g, static_cast<int64_t>(output_size.size()), false, 1.0);
+}
+
+at::Tensor adaptive_avg_pool_backward_cpu(const at::Tensor& grad_output, at::IntArrayRef input_size) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const PoolGeometry g = adaptive_backward_geometry("adaptive_avg_pool_backward", grad_output, input_size);
+  return sum_backward_entry(grad_output, nullptr, g, input_size, false, 1.0);
+}
+
+at::Tensor lp_pool_forward_cpu(const at::Tensor& input, double norm_type, at::IntArrayRef kernel_size,
+                               at::IntArrayRef stride, bool ceil_mode) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  check_norm_type("lp_pool", norm_type);
+  const size_t nd = kernel_size.size();
+  const PoolGeometry g = window_geometry("lp_pool", input, kernel_size, stride, std::vector<int64_t>(nd, 0),
+                                         ones(nd), ceil_mode);
+  return sum_forward_entry(input, g, static_cast<int64_t>(nd), true, norm_type);
+}
+
+at::Tensor lp_pool_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input, double norm_type,
+                                at::IntArrayRef kernel_size, at::IntArrayRef stride, bool ceil_mode) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  check_norm_type("lp_pool_backward", norm_type);
+  const size_t nd = kernel_size.size();
+  TORCH_CHECK(input.scalar_type() == grad_output.scalar_type(), "cnn_ops.lp_pool_backward: input (",
+              input.scalar_type(), ") and grad_output (", grad_output.scalar_type(), ") must have the same dtype");
+  const PoolGeometry g = window_backward_geometry("lp_pool_backward", grad_output, input.sizes(), kernel_size,
+                                                  stride, std::vector<int64_t>(nd, 0), ones(nd), ceil_mode);
+  return sum_backward_entry(grad_output, &input, g, input.sizes(), true, norm_type);
+}
+
+}  // namespace
+}  // namespace tco
+
+TORCH_LIBRARY_IMPL(cnn_ops, CPU, m) {
+  m.impl("max_pool_forward", &tco::max_pool_forward_cpu);
+  m.impl("adaptive_max_pool_forward", &tco::adaptive_max_pool_forward_cpu);
+  m.impl("max_pool_backward", &tco::max_pool_backward_cpu);
+  m.impl("avg_pool_forward", &tco::avg_pool_forward_cpu);
+  m.impl("avg_pool_backward", &tco::avg_pool_backward_cpu);
+  m.impl("adaptive_avg_pool_forward", &tco::adaptive_avg_pool_forward_cpu);
+  m.impl("adaptive_avg_pool_backward", &tco::adaptive_avg_pool_backward_cpu);
+  m.impl("lp_pool_forward", &tco::lp_pool_forward_cpu);
+  m.impl("lp_pool_backward", &tco::lp_pool_backward_cpu);
+  m.impl("kmax_pool_forward", &tco::kmax_pool_forward_impl);
+  m.impl("kmax_pool_backward", &tco::kmax_pool_backward_impl);
+}

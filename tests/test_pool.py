@@ -1,0 +1,625 @@
+"""Tests of the pool family: tco.functional max/min/avg/lp pooling and their adaptive variants
+in 1d/2d/3d, the modules of tco.nn, and the raw ops torch.ops.cnn_ops.*pool*.
+
+References are torch.nn.functional's pooling functions (in float64 on the CPU); min pooling
+is checked against -max_pool(-x), which it must equal in values, indices and gradients.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import LOW_PRECISION_DTYPES, as_reference, assert_close_to_reference, randn, tolerances
+
+import torch_cnn_ops as tco
+
+TF = tco.functional
+ops = torch.ops.cnn_ops
+BAD_INPUT = (RuntimeError, ValueError)
+
+
+def _f(kind, nd):
+    return getattr(TF, f"{kind}_pool{nd}d")
+
+
+def _torch(kind, nd):
+    return getattr(F, f"{kind}_pool{nd}d")
+
+
+def _shape(nd, size, batch=2, channels=3):
+    if isinstance(size, int):
+        size = (size,) * nd
+    return (batch, channels, *size)
+
+
+def _min_reference(nd, x, *args, **kwargs):
+    """min pooling as -max_pool(-x), with the indices when asked."""
+    out = _torch("max", nd)(-x, *args, **kwargs)
+    if isinstance(out, tuple):
+        return -out[0], out[1]
+    return -out
+
+
+# ---- max and min -----------------------------------------------------------------------------------
+# (nd, spatial size, kernel, stride, padding, dilation, ceil_mode)
+EXTREME_CASES = [
+    (1, 11, 3, 2, 1, 1, False),
+    (1, 10, 2, None, 0, 1, True),
+    (1, 12, 3, 1, 1, 3, False),
+    (2, (9, 11), 3, 2, 1, 1, False),
+    (2, (8, 8), 2, None, 0, 1, False),
+    (2, (10, 7), (3, 2), (2, 1), (1, 0), (2, 1), True),
+    (2, (7, 9), 3, 3, 1, 1, True),
+    (2, (6, 6), 4, 3, 2, 1, True),
+    (3, (5, 6, 7), 2, 2, 0, 1, True),
+    (3, (6, 5, 7), (3, 2, 3), (2, 1, 2), (1, 1, 0), (1, 2, 1), False),
+]
+EXTREME_IDS = [f"{c[0]}d-k{c[2]}-s{c[3]}-p{c[4]}-d{c[5]}-{'ceil' if c[6] else 'floor'}" for c in EXTREME_CASES]
+
+
+@pytest.mark.parametrize("kind", ["max", "min"])
+@pytest.mark.parametrize("case", EXTREME_CASES, ids=EXTREME_IDS)
+def test_max_min_match_torch(case, kind, device):
+    nd, size, k, s, p, d, ceil = case
+    x = randn(*_shape(nd, size), device=device, requires_grad=True)
+    out, idx = _f(kind, nd)(x, k, s, p, d, ceil, return_indices=True)
+    xr = as_reference(x)
+    if kind == "max":
+        ref, ref_idx = _torch("max", nd)(xr, k, s, p, d, ceil, return_indices=True)
+    else:
+        ref, ref_idx = _min_reference(nd, xr, k, s, p, d, ceil, return_indices=True)
+    assert_close_to_reference(out, ref, msg="values")
+    assert idx.dtype == torch.int64 and torch.equal(idx.cpu(), ref_idx), "indices"
+    gy = randn(*out.shape, device=device)
+    out.backward(gy)
+    ref.backward(gy.cpu())
+    assert_close_to_reference(x.grad, xr.grad, msg="gradient")
+
+
+@pytest.mark.parametrize("kind", ["max", "min"])
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_ties_pick_torch_index(nd, kind, device):
+    """Integer-valued inputs tie often; the first maximum (minimum) in scan order wins, as in torch."""
+    x = torch.randint(-2, 3, _shape(nd, 7), dtype=torch.float64).to(device)
+    out, idx = _f(kind, nd)(x, 3, 2, 1, return_indices=True)
+    ref, ref_idx = (_torch("max", nd)(x.cpu(), 3, 2, 1, return_indices=True) if kind == "max"
+                    else _min_reference(nd, x.cpu(), 3, 2, 1, return_indices=True))
+    assert torch.equal(out.cpu(), ref) and torch.equal(idx.cpu(), ref_idx)
+
+
+@pytest.mark.parametrize("kind", ["max", "min"])
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_nan_propagates_like_torch(nd, kind, device):
+    x = randn(*_shape(nd, 8), device=device)
+    mask = torch.rand(x.shape) < 0.15
+    x[mask.to(device)] = float("nan")
+    out, idx = _f(kind, nd)(x, 3, 2, 1, return_indices=True)
+    ref, ref_idx = (_torch("max", nd)(x.cpu(), 3, 2, 1, return_indices=True) if kind == "max"
+                    else _min_reference(nd, x.cpu(), 3, 2, 1, return_indices=True))
+    torch.testing.assert_close(out.cpu(), ref, equal_nan=True)
+    assert torch.equal(idx.cpu(), ref_idx)
+    assert out.isnan().any()
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION_DTYPES)
+@pytest.mark.parametrize("kind", ["max", "min", "avg", "lp"])
+def test_low_precision(kind, dtype, device):
+    x = randn(2, 4, 13, 12, dtype=dtype, device=device, requires_grad=True)
+    if kind == "lp":
+        args = (2.0, 3, 2)
+    elif kind == "avg":
+        args = (3, 2, 1)
+    else:
+        args = (3, 2, 1, 1, True)
+    out = _f(kind, 2)(x, *args)
+    xr = as_reference(x)
+    ref = _min_reference(2, xr, *args) if kind == "min" else _torch(kind, 2)(xr, *args)
+    assert out.dtype == dtype
+    assert_close_to_reference(out, ref, msg="values")
+    gy = randn(*out.shape, dtype=dtype, device=device)
+    out.backward(gy)
+    ref.backward(as_reference(gy))
+    # the gradient of x^(1/2) amplifies rounding of the low-precision forward
+    scale = 4.0 if kind == "lp" and dtype != torch.float32 else 1.0
+    rtol, atol = tolerances(dtype)
+    torch.testing.assert_close(x.grad.double().cpu(), xr.grad, rtol=rtol * scale,
+                               atol=atol * scale * max(1.0, xr.grad.abs().max().item()))
+
+
+# ---- avg ------------------------------------------------------------------------------------------------
+# (nd, size, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
+AVG_CASES = [
+    (1, 11, 3, 2, 1, False, True, None),
+    (1, 10, 4, 3, 2, True, False, None),
+    (1, 9, 3, 1, 1, False, False, None),
+    (2, (9, 11), 3, 2, 1, False, True, None),
+    (2, (9, 11), 3, 2, 1, True, False, None),
+    (2, (8, 8), 2, None, 0, False, True, None),
+    (2, (7, 10), (3, 2), (2, 3), (1, 1), True, True, 5),
+    (2, (6, 6), 4, 3, 2, True, False, 3),
+    (3, (5, 6, 7), 2, 2, 1, True, True, None),
+    (3, (6, 5, 7), (3, 2, 3), (2, 1, 2), (1, 1, 0), False, False, 7),
+]
+AVG_IDS = [f"{c[0]}d-k{c[2]}-s{c[3]}-p{c[4]}-{'ceil' if c[5] else 'floor'}-{'incl' if c[6] else 'excl'}-div{c[7]}"
+           for c in AVG_CASES]
+
+
+def _avg_args(case):
+    nd, size, k, s, p, ceil, cip, div = case
+    return (k, s, p, ceil, cip) if nd == 1 else (k, s, p, ceil, cip, div)
+
+
+@pytest.mark.parametrize("case", AVG_CASES, ids=AVG_IDS)
+def test_avg_matches_torch(case, device):
+    nd, size = case[:2]
+    x = randn(*_shape(nd, size), device=device, requires_grad=True)
+    out = _f("avg", nd)(x, *_avg_args(case))
+    xr = as_reference(x)
+    ref = _torch("avg", nd)(xr, *_avg_args(case))
+    assert_close_to_reference(out, ref, msg="values")
+    gy = randn(*out.shape, device=device)
+    out.backward(gy)
+    ref.backward(gy.cpu())
+    assert_close_to_reference(x.grad, xr.grad, msg="gradient")
+
+
+# ---- lp -------------------------------------------------------------------------------------------------
+# (nd, size, norm_type, kernel, stride, ceil_mode)
+LP_CASES = [
+    (1, 11, 2.0, 3, 2, False),
+    (1, 10, 1.0, 3, None, True),
+    (1, 9, 2.0, 3, 1, False),
+    (1, 9, 2.0, 2, 1, True),
+    (2, (9, 11), 2.0, 3, 2, False),
+    (2, (8, 8), 2, 2, None, False),
+    (2, (9, 10), 3.0, (3, 2), (2, 3), True),
+    (2, (7, 7), 1.5, 2, 2, True),
+    (3, (5, 6, 7), 2.0, 2, 2, True),
+    (3, (5, 6, 7), 4.0, (2, 3, 2), (1, 2, 2), False),
+]
+LP_IDS = [f"{c[0]}d-p{c[2]}-k{c[3]}-s{c[4]}-{'ceil' if c[5] else 'floor'}" for c in LP_CASES]
+
+
+@pytest.mark.parametrize("case", LP_CASES, ids=LP_IDS)
+def test_lp_matches_torch(case, device):
+    nd, size, p, k, s, ceil = case
+    x = randn(*_shape(nd, size), device=device)
+    if p != int(p) or p % 2 == 1:  # roots of negative window sums are NaN, in torch as here
+        x = x.abs()
+    x.requires_grad_()
+    out = _f("lp", nd)(x, p, k, s, ceil)
+    xr = as_reference(x)
+    ref = _torch("lp", nd)(xr, p, k, s, ceil)
+    assert_close_to_reference(out, ref, msg="values")
+    gy = randn(*out.shape, device=device)
+    out.backward(gy)
+    ref.backward(gy.cpu())
+    assert_close_to_reference(x.grad, xr.grad, msg="gradient")
+
+
+def test_lp_zero_window_has_zero_gradient(device):
+    x = randn(1, 2, 6, 6, device=device)
+    x[..., :2, :2] = 0
+    x.requires_grad_()
+    out = TF.lp_pool2d(x, 2, 2)
+    out.sum().backward()
+    xr = as_reference(x)
+    F.lp_pool2d(xr, 2, 2).sum().backward()
+    assert torch.all(x.grad[..., :2, :2] == 0)
+    assert_close_to_reference(x.grad, xr.grad)
+
+
+# ---- adaptive ------------------------------------------------------------------------------------------
+ADAPTIVE_CASES = [
+    (1, 11, 4),
+    (1, 5, 8),
+    (2, (9, 11), (4, 5)),
+    (2, (7, 7), 3),
+    (2, (10, 9), (None, 4)),
+    (3, (5, 6, 7), (2, 3, 4)),
+    (3, (4, 5, 6), (4, None, 1)),
+]
+ADAPTIVE_IDS = [f"{c[0]}d-{c[1]}-to-{c[2]}" for c in ADAPTIVE_CASES]
+
+
+@pytest.mark.parametrize("kind", ["max", "min", "avg"])
+@pytest.mark.parametrize("case", ADAPTIVE_CASES, ids=ADAPTIVE_IDS)
+def test_adaptive_matches_torch(case, kind, device):
+    nd, size, out_size = case
+    x = randn(*_shape(nd, size), device=device, requires_grad=True)
+    xr = as_reference(x)
+    fn = getattr(TF, f"adaptive_{kind}_pool{nd}d")
+    ref_fn = getattr(F, f"adaptive_{'avg' if kind == 'avg' else 'max'}_pool{nd}d")
+    if kind == "avg":
+        out, ref = fn(x, out_size), ref_fn(xr, out_size)
+    else:
+        out, idx = fn(x, out_size, return_indices=True)
+        if kind == "max":
+            ref, ref_idx = ref_fn(xr, out_size, return_indices=True)
+        else:
+            ref, ref_idx = ref_fn(-xr, out_size, return_indices=True)
+            ref = -ref
+        assert torch.equal(idx.cpu(), ref_idx), "indices"
+    assert_close_to_reference(out, ref, msg="values")
+    gy = randn(*out.shape, device=device)
+    out.backward(gy)
+    ref.backward(gy.cpu())
+    assert_close_to_reference(x.grad, xr.grad, msg="gradient")
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_unbatched_input(nd, device):
+    x = randn(3, *([7] * nd), device=device)
+    xr = x.cpu()
+    assert_close_to_reference(_f("max", nd)(x, 2), _torch("max", nd)(xr, 2))
+    out, idx = _f("min", nd)(x, 3, 2, 1, return_indices=True)
+    ref, ref_idx = _min_reference(nd, xr, 3, 2, 1, return_indices=True)
+    assert_close_to_reference(out, ref)
+    assert torch.equal(idx.cpu(), ref_idx)
+    assert_close_to_reference(_f("avg", nd)(x, 3, 2, 1), _torch("avg", nd)(xr, 3, 2, 1))
+    assert_close_to_reference(_f("lp", nd)(x, 2, 2), _torch("lp", nd)(xr, 2, 2))
+    size = [3] * nd
+    assert_close_to_reference(getattr(TF, f"adaptive_avg_pool{nd}d")(x, size),
+                              getattr(F, f"adaptive_avg_pool{nd}d")(xr, size))
+
+
+def test_noncontiguous_inputs(device):
+    x = randn(2, 9, 10, 3, device=device).permute(0, 3, 1, 2)  # channels-last strides
+    xr = x.cpu()
+    assert_close_to_reference(TF.max_pool2d(x, 3, 2, 1), F.max_pool2d(xr, 3, 2, 1))
+    assert_close_to_reference(TF.avg_pool2d(x, 2), F.avg_pool2d(xr, 2))
+    assert_close_to_reference(TF.lp_pool2d(x, 2, 2), F.lp_pool2d(xr, 2, 2))
+    xt = randn(2, 3, 10, 9, device=device).transpose(2, 3)
+    assert_close_to_reference(TF.min_pool2d(xt, 2), _min_reference(2, xt.cpu(), 2))
+
+
+# ---- channels_last --------------------------------------------------------------------------------------
+CL = torch.channels_last
+CL_CASES = {
+    "max": (lambda x: TF.max_pool2d(x, 3, 2, 1, return_indices=True),
+            lambda x: F.max_pool2d(x, 3, 2, 1, return_indices=True)),
+    "max-dilated-ceil": (lambda x: TF.max_pool2d(x, (3, 2), (2, 1), (1, 0), (2, 1), True, return_indices=True),
+                         lambda x: F.max_pool2d(x, (3, 2), (2, 1), (1, 0), (2, 1), True, return_indices=True)),
+    "min": (lambda x: TF.min_pool2d(x, 2, return_indices=True), lambda x: _min_reference(2, x, 2, return_indices=True)),
+    "avg": (lambda x: TF.avg_pool2d(x, 3, 2, 1, True, False), lambda x: F.avg_pool2d(x, 3, 2, 1, True, False)),
+    "avg-divisor": (lambda x: TF.avg_pool2d(x, 2, 1, 1, divisor_override=3),
+                    lambda x: F.avg_pool2d(x, 2, 1, 1, divisor_override=3)),
+    "lp": (lambda x: TF.lp_pool2d(x, 2, 3, 2, True), lambda x: F.lp_pool2d(x, 2, 3, 2, True)),
+    "lp-p3": (lambda x: TF.lp_pool2d(x.abs(), 3, 2), lambda x: F.lp_pool2d(x.abs(), 3, 2)),
+    "adaptive-max": (lambda x: TF.adaptive_max_pool2d(x, (3, 4), True), lambda x: F.adaptive_max_pool2d(x, (3, 4), True)),
+    "adaptive-min": (lambda x: TF.adaptive_min_pool2d(x, 4), lambda x: -F.adaptive_max_pool2d(-x, 4)),
+    "adaptive-avg": (lambda x: TF.adaptive_avg_pool2d(x, (4, 3)), lambda x: F.adaptive_avg_pool2d(x, (4, 3))),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("name", list(CL_CASES))
+def test_channels_last_matches_torch(name, dtype, device):
+    """channels_last inputs are pooled in that layout: values, indices and gradients equal torch's,
+    and outputs and input gradients come back channels_last, as torch's do."""
+    ours_fn, ref_fn = CL_CASES[name]
+    x = randn(2, 5, 9, 11, dtype=dtype, device=device).contiguous(memory_format=CL).requires_grad_()
+    out = ours_fn(x)
+    xr = as_reference(x)
+    ref = ref_fn(xr)
+    if isinstance(out, tuple):
+        assert torch.equal(out[1].cpu(), ref[1]) and out[1].is_contiguous(memory_format=CL), "indices"
+        out, ref = out[0], ref[0]
+    assert out.is_contiguous(memory_format=CL)
+    assert_close_to_reference(out, ref, msg="values")
+    gy = randn(*out.shape, dtype=dtype, device=device)
+    out.backward(gy)
+    ref.backward(as_reference(gy))
+    assert x.grad.is_contiguous(memory_format=CL)
+    assert_close_to_reference(x.grad, xr.grad, msg="gradient")
+
+
+# ---- gradcheck / gradgradcheck -------------------------------------------------------------------------
+GRAD_FNS = {
+    "max2d": lambda x: TF.max_pool2d(x, 3, 2, 1, 2, True),
+    "min1d": lambda x: TF.min_pool1d(x.flatten(2), 3, 2, 1),
+    "max3d": lambda x: TF.max_pool3d(x.unsqueeze(2).expand(-1, -1, 2, -1, -1), 2, 1),
+    "avg2d": lambda x: TF.avg_pool2d(x, 3, 2, 1, True, False),
+    "avg2d-div": lambda x: TF.avg_pool2d(x, 2, 1, 1, divisor_override=3),
+    "avg3d": lambda x: TF.avg_pool3d(x.unsqueeze(2), (1, 3, 3), 2, (0, 1, 1)),
+    "lp2d": lambda x: TF.lp_pool2d(x, 2, 3, 2),
+    "lp1d-p3": lambda x: TF.lp_pool1d((x.flatten(2) / 5).exp(), 3, 3, 2, True),
+    "adaptive-max2d": lambda x: TF.adaptive_max_pool2d(x, (3, 4)),
+    "adaptive-min2d": lambda x: TF.adaptive_min_pool2d(x, (4, None)),
+    "adaptive-avg2d": lambda x: TF.adaptive_avg_pool2d(x, (3, 4)),
+    "adaptive-avg3d": lambda x: TF.adaptive_avg_pool3d(x.unsqueeze(2), (1, 4, 3)),
+}
+
+
+@pytest.mark.parametrize("name", list(GRAD_FNS))
+def test_gradcheck_and_gradgradcheck(name, device):
+    # distinct values keep max/min away from ties, where the gradient is not defined
+    x = (torch.randperm(2 * 2 * 7 * 7, dtype=torch.float64) / 10 - 5).view(2, 2, 7, 7).to(device)
+    x.requires_grad_()
+    fn = GRAD_FNS[name]
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+# ---- opcheck of the raw ops ---------------------------------------------------------------------------
+def _opcheck_cases(device):
+    x = randn(2, 3, 7, 8, device=device, requires_grad=True)
+    x1 = randn(2, 3, 9, device=device, requires_grad=True)
+    x3 = randn(1, 2, 4, 5, 6, device=device, requires_grad=True)
+    out, idx = ops.max_pool_forward(x.detach(), [3, 3], [2, 2], [1, 1], [1, 1], True, False)
+    gy = randn(*out.shape, device=device, requires_grad=True)
+    a_gy = randn(2, 3, 4, 4, device=device, requires_grad=True)
+    avg_args = ([2, 3], [2, 2], [1, 1], True, False, None)
+    avg_gy = randn(*ops.avg_pool_forward(x.detach(), *avg_args).shape, device=device, requires_grad=True)
+    lp_gy = randn(*ops.lp_pool_forward(x.detach(), 2.0, [2, 2], [2, 2], True).shape, device=device,
+                  requires_grad=True)
+    cases = [
+        ("max_pool_forward", (x, [3, 3], [2, 2], [1, 1], [1, 1], True, False)),
+        ("max_pool_forward", (x1, [3], [2], [1], [2], False, True)),
+        ("max_pool_forward", (x3, [2, 2, 3], [1, 2, 2], [1, 0, 1], [1, 1, 1], False, False)),
+        ("adaptive_max_pool_forward", (x, [3, 5], True)),
+        ("max_pool_backward", (gy, idx, list(x.shape))),
+        ("avg_pool_forward", (x, *avg_args)),
+        ("avg_pool_forward", (x3, [2, 2, 2], [2, 1, 2], [1, 1, 0], False, True, 5)),
+        ("avg_pool_backward", (avg_gy, list(x.shape), *avg_args)),
+        ("adaptive_avg_pool_forward", (x1, [4])),
+        ("adaptive_avg_pool_backward", (a_gy, list(x.shape))),
+        ("lp_pool_forward", (x, 2.0, [2, 2], [2, 2], True)),
+        ("lp_pool_backward", (lp_gy, x, 2.0, [2, 2], [2, 2], True)),
+    ]
+
+
+    xc = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    out_c, idx_c = ops.max_pool_forward(xc.detach(), [3, 3], [2, 2], [1, 1], [1, 1], False, True)
+    gy_c = randn(*out_c.shape, device=device).contiguous(memory_format=torch.channels_last).requires_grad_()
+    avg_gy_c = avg_gy.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    cases += [
+        ("max_pool_forward", (xc, [3, 3], [2, 2], [1, 1], [1, 1], False, True)),
+        ("max_pool_backward", (gy_c, idx_c, list(x.shape))),
+        ("adaptive_max_pool_forward", (xc, [3, 5], False)),
+        ("avg_pool_forward", (xc, *avg_args)),
+        ("avg_pool_backward", (avg_gy_c, list(x.shape), *avg_args)),
+        ("adaptive_avg_pool_forward", (xc, [3, 2])),
+        ("lp_pool_forward", (xc, 2.0, [3, 2], [2, 1], True)),
+        ("lp_pool_backward", (lp_gy, xc, 2.0, [2, 2], [2, 2], True)),
+    ]
+    return cases
+
+
+OPCHECK_IDS = ["max", "min-1d", "max-3d", "adaptive-min", "max-backward", "avg", "avg-3d-divisor", "avg-backward",
+               "adaptive-avg", "adaptive-avg-backward", "lp", "lp-backward",
+               "cl-min", "cl-max-backward", "cl-adaptive-max", "cl-avg", "cl-avg-backward", "cl-adaptive-avg",
+               "cl-lp", "cl-lp-backward"]
+
+
+@pytest.mark.parametrize("i", range(len(OPCHECK_IDS)), ids=OPCHECK_IDS)
+def test_opcheck(i, device):
+    name, args = _opcheck_cases(device)[i]
+    torch.library.opcheck(getattr(ops, name).default, args)
+
+
+# ---- torch.compile -------------------------------------------------------------------------------------
+class SmallNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = tco.nn.Conv2d(3, 4, 3, padding=1)
+        self.max = tco.nn.MaxPool2d(3, 2, 1)
+        self.min = tco.nn.MinPool2d(2, ceil_mode=True)
+        self.lp = tco.nn.LPPool2d(2, 2, 1)
+        self.avg = tco.nn.AdaptiveAvgPool2d(2)
+
+    def forward(self, x):
+        y = self.max(torch.relu(self.conv(x)))
+        return self.avg(self.lp(y + self.min(y).repeat_interleave(2, -1).repeat_interleave(2, -2)[..., :y.shape[-2], :y.shape[-1]]))
+
+
+def test_compile_fullgraph_matches_eager():
+    torch._dynamo.reset()
+    model = SmallNet().double()
+    compiled = torch.compile(model, fullgraph=True)
+    x = randn(2, 3, 12, 12, requires_grad=True)
+    xc = x.detach().clone().requires_grad_()
+    eager = model(x)
+    eager.sum().backward()
+    out = compiled(xc)
+    out.sum().backward()
+    assert_close_to_reference(out, eager, torch.float64, "compiled forward")
+    assert_close_to_reference(xc.grad, x.grad, torch.float64, "compiled backward")
+
+
+# ---- modules --------------------------------------------------------------------------------------------
+MODULE_CASES = [
+    ("MaxPool2d", (3, 2, 1), {"ceil_mode": True}),
+    ("MaxPool1d", (2,), {"return_indices": True}),
+    ("MaxPool3d", (2, 1), {"dilation": 2}),
+    ("AvgPool1d", (3, 2, 1), {"count_include_pad": False}),
+    ("AvgPool2d", (3, 2, 1), {"divisor_override": 4}),
+    ("AvgPool3d", (2,), {"ceil_mode": True}),
+    ("LPPool1d", (2, 3), {}),
+    ("LPPool2d", (3, 2), {"ceil_mode": True}),
+    ("LPPool3d", (2, 2), {}),
+    ("AdaptiveMaxPool2d", ((3, None),), {"return_indices": True}),
+    ("AdaptiveAvgPool1d", (4,), {}),
+    ("AdaptiveAvgPool3d", (2,), {}),
+]
+
+
+@pytest.mark.parametrize("name,args,kwargs", MODULE_CASES, ids=[c[0] for c in MODULE_CASES])
+def test_modules_match_torch(name, args, kwargs, device):
+    ours, theirs = getattr(tco.nn, name)(*args, **kwargs), getattr(torch.nn, name)(*args, **kwargs)
+    assert isinstance(ours, type(theirs)) and repr(ours) == repr(theirs)
+    nd = int(name[-2])
+    x = randn(*_shape(nd, 8), device=device).abs()
+    out, ref = ours(x), theirs(x.cpu())
+    if isinstance(ref, tuple):
+        assert torch.equal(out[1].cpu(), ref[1])
+        out, ref = out[0], ref[0]
+    assert_close_to_reference(out, ref)
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_min_modules(nd, device):
+    x = randn(*_shape(nd, 8), device=device)
+    m = getattr(tco.nn, f"MinPool{nd}d")(3, 2, 1, return_indices=True)
+    assert repr(m).startswith(f"MinPool{nd}d(kernel_size=3, stride=2, padding=1")
+    out, idx = m(x)
+    ref, ref_idx = _min_reference(nd, x.cpu(), 3, 2, 1, return_indices=True)
+    assert_close_to_reference(out, ref)
+    assert torch.equal(idx.cpu(), ref_idx)
+    a = getattr(tco.nn, f"AdaptiveMinPool{nd}d")(3)
+    assert repr(a) == f"AdaptiveMinPool{nd}d(output_size=3)"
+    assert_close_to_reference(a(x), -getattr(F, f"adaptive_max_pool{nd}d")(-x.cpu(), 3))
+
+
+# ---- bad input ------------------------------------------------------------------------------------------
+def _bad_cases():
+    x = torch.randn(2, 3, 6, 6)
+    return [
+        ("kernel-larger-than-padded-input", lambda: TF.max_pool2d(x, 9), r"kernel.*larger.*padded input"),
+        ("avg-kernel-larger", lambda: TF.avg_pool2d(x, (7, 2)), r"kernel.*larger"),
+        ("dilated-kernel-larger", lambda: TF.min_pool2d(x, 3, dilation=3), r"kernel.*dilation"),
+        ("stride-zero", lambda: TF.max_pool2d(x, 2, 0), r"stride"),
+        ("avg-stride-zero", lambda: TF.avg_pool1d(x[:, :, 0], 2, 0), r"stride"),
+        ("lp-stride-zero", lambda: TF.lp_pool2d(x, 2, 2, 0), r"stride"),
+        ("kernel-zero", lambda: TF.max_pool2d(x, 0), r"kernel_size"),
+        ("dilation-zero", lambda: TF.max_pool2d(x, 2, dilation=0), r"dilation"),
+        ("padding-more-than-half", lambda: TF.max_pool2d(x, 3, padding=2), r"padding.*half.*kernel_size"),
+        ("avg-padding-more-than-half", lambda: TF.avg_pool3d(x[None], 2, padding=(0, 0, 2)), r"padding.*half"),
+        ("padding-negative", lambda: TF.max_pool2d(x, 3, padding=-1), r"padding"),
+        ("norm-type-zero", lambda: TF.lp_pool2d(x, 0, 2), r"norm_type"),
+        ("norm-type-negative", lambda: TF.lp_pool1d(x[:, :, 0], -1.0, 2), r"norm_type"),
+        ("raw-norm-type", lambda: ops.lp_pool_forward(x, -2.0, [2, 2], [2, 2], False), r"norm_type"),
+        ("divisor-zero", lambda: TF.avg_pool2d(x, 2, divisor_override=0), r"divisor_override"),
+        ("raw-divisor-zero", lambda: ops.avg_pool_forward(x, [2, 2], [2, 2], [0, 0], False, True, 0),
+         r"divisor_override"),
+        ("input-rank", lambda: TF.max_pool2d(x[0, 0, 0], 2), r"input"),
+        ("raw-input-rank", lambda: ops.max_pool_forward(x, [2], [2], [0], [1], False, False), r"input"),
+        ("kernel-wrong-length", lambda: TF.max_pool2d(x, (2, 2, 2)), r"kernel_size"),
+        ("integer-input", lambda: TF.max_pool2d(x.long(), 2), r"float"),
+        ("adaptive-output-zero", lambda: TF.adaptive_avg_pool2d(x, 0), r"output_size"),
+        ("adaptive-output-wrong-length", lambda: TF.adaptive_max_pool2d(x, (2, 2, 2)), r"output_size"),
+        ("backward-shape", lambda: ops.avg_pool_backward(torch.randn(2, 3, 4, 4), list(x.shape), [2, 2], [2, 2],
+                                                         [0, 0], False, True, None), r"grad_output.*shape"),
+        ("backward-index-range",
+         lambda: ops.max_pool_backward(torch.randn(2, 3, 3, 3), torch.full((2, 3, 3, 3), 99), list(x.shape)),
+         r"index"),
+    ]
+
+
+BAD_CASES = _bad_cases()
+
+
+@pytest.mark.parametrize("call,pattern", [c[1:] for c in BAD_CASES], ids=[c[0] for c in BAD_CASES])
+def test_bad_input_raises(call, pattern):
+    with pytest.raises(BAD_INPUT, match=f"(?i){pattern}"):
+        call()
+
+
+def test_functional_names_exist():
+    for kind in ("max", "min", "avg", "lp"):
+        for nd in (1, 2, 3):
+            assert callable(getattr(tco.F, f"{kind}_pool{nd}d"))
+            assert callable(getattr(tco.nn, f"{'LP' if kind == 'lp' else kind.capitalize()}Pool{nd}d"))
+    for kind in ("max", "min", "avg"):
+        for nd in (1, 2, 3):
+            assert callable(getattr(tco.F, f"adaptive_{kind}_pool{nd}d"))
+            assert callable(getattr(tco.nn, f"Adaptive{kind.capitalize()}Pool{nd}d"))
+    for name in ("kmax_pool1d", "dynamic_kmax_pool1d", "channel_max_pool"):
+        assert callable(getattr(tco.F, name))
+    for name in ("KMaxPool1d", "DynamicKMaxPool1d", "Maxout"):
+        assert callable(getattr(tco.nn, name))
+
+
+# ---- k-max and channel pooling --------------------------------------------------------------------------
+def _kmax_reference(x, k, dim):
+    positions = x.topk(k, dim).indices.sort(dim).values
+    return x.gather(dim, positions)
+
+
+@pytest.mark.parametrize("shape,k,dim", [((2, 3, 10), 4, -1), ((2, 7, 5), 3, 1), ((9,), 9, 0), ((3, 4, 6, 5), 1, 2)])
+def test_kmax_matches_topk_in_original_order(shape, k, dim, device):
+    x = randn(*shape, device=device, requires_grad=True)
+    out = TF.kmax_pool1d(x, k, dim)
+    xr = as_reference(x)
+    ref = _kmax_reference(xr, k, dim)
+    assert_close_to_reference(out, ref, msg="values")
+    gy = randn(*out.shape, device=device)
+    out.backward(gy)
+    ref.backward(gy.cpu())
+    assert_close_to_reference(x.grad, xr.grad, msg="gradient")
+
+
+def test_kmax_ties_and_nan_as_topk(device):
+    x = torch.randint(0, 3, (4, 3, 12), dtype=torch.float64).to(device)
+    assert torch.equal(TF.kmax_pool1d(x, 5).cpu(), _kmax_reference(x, 5, -1).cpu())
+    x[0, 0, 3] = float("nan")
+    torch.testing.assert_close(TF.kmax_pool1d(x, 5).cpu(), _kmax_reference(x, 5, -1).cpu(), equal_nan=True)
+
+
+@pytest.mark.parametrize("layer,num_layers,k_top,length,expected", [(1, 3, 3, 18, 12), (2, 3, 3, 18, 6), (3, 3, 3, 18, 3),
+                                                                      (1, 2, 5, 7, 5), (1, 4, 1, 10, 8)])
+def test_dynamic_kmax(layer, num_layers, k_top, length, expected, device):
+    x = randn(2, 3, length, device=device)
+    out = TF.dynamic_kmax_pool1d(x, layer, num_layers, k_top)
+    assert out.shape[-1] == expected
+    assert_close_to_reference(out, _kmax_reference(x.cpu(), expected, -1))
+    m = tco.nn.DynamicKMaxPool1d(layer, num_layers, k_top)
+    assert_close_to_reference(m(x), out)
+    assert repr(m) == f"DynamicKMaxPool1d(layer={layer}, num_layers={num_layers}, k_top={k_top}, dim=-1)"
+
+
+@pytest.mark.parametrize("shape,pool_size,dim", [((2, 6, 5, 4), 2, 1), ((2, 6, 5, 4), 3, 1), ((3, 8), 4, -1),
+                                                 ((2, 4, 9), 3, 2), ((2, 6, 3, 2, 2), 6, 1)])
+def test_channel_max_pool_matches_torch(shape, pool_size, dim, device):
+    x = randn(*shape, device=device, requires_grad=True)
+    out = TF.channel_max_pool(x, pool_size, dim)
+    xr = as_reference(x)
+    d = dim % xr.dim()
+    ref = xr.unflatten(d, (xr.shape[d] // pool_size, pool_size)).amax(d + 1)
+    assert_close_to_reference(out, ref, msg="values")
+    gy = randn(*out.shape, device=device)
+    out.backward(gy)
+    ref.backward(gy.cpu())
+    assert_close_to_reference(x.grad, xr.grad, msg="gradient")
+    assert_close_to_reference(tco.nn.Maxout(pool_size, dim)(x), ref)
+
+
+def test_kmax_gradcheck_opcheck(device):
+    x = (torch.randperm(2 * 3 * 9, dtype=torch.float64) / 7).view(2, 3, 9).to(device).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: TF.kmax_pool1d(t, 4), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: TF.kmax_pool1d(t, 2, 1), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: TF.channel_max_pool(t, 3, 1), (x,))
+    torch.library.opcheck(ops.kmax_pool_forward.default, (x, 4, -1))
+    values, positions = ops.kmax_pool_forward(x.detach(), 2, 1)
+    gy = randn(*values.shape, device=device, requires_grad=True)
+    torch.library.opcheck(ops.kmax_pool_backward.default, (gy, positions, 1, list(x.shape)))
+
+
+def test_kmax_modules_and_compile():
+    torch._dynamo.reset()
+    model = torch.nn.Sequential(tco.nn.Maxout(2), tco.nn.KMaxPool1d(3), tco.nn.DynamicKMaxPool1d(1, 2, 2)).double()
+    assert repr(model[1]) == "KMaxPool1d(k=3, dim=-1)" and repr(model[0]) == "Maxout(pool_size=2, dim=1)"
+    x = randn(2, 6, 8, requires_grad=True)
+    xc = x.detach().clone().requires_grad_()
+    eager = model(x)
+    eager.sum().backward()
+    out = torch.compile(model, fullgraph=True, backend="aot_eager")(xc)
+    out.sum().backward()
+    assert_close_to_reference(out, eager)
+    assert_close_to_reference(xc.grad, x.grad)
+
+
+KMAX_BAD_CASES = [
+    ("k-too-large", lambda: TF.kmax_pool1d(torch.randn(2, 5), 6), r"\bk\b"),
+    ("k-zero", lambda: TF.kmax_pool1d(torch.randn(2, 5), 0), r"\bk\b"),
+    ("k-not-int", lambda: TF.kmax_pool1d(torch.randn(2, 5), 2.5), r"\bk\b"),
+    ("layer-out-of-range", lambda: TF.dynamic_kmax_pool1d(torch.randn(2, 5), 4, 3, 1), r"layer"),
+    ("k-top-zero", lambda: TF.dynamic_kmax_pool1d(torch.randn(2, 5), 1, 3, 0), r"k_top"),
+    ("pool-size-not-dividing", lambda: TF.channel_max_pool(torch.randn(2, 5, 3), 2), r"divisible.*pool_size"),
+    ("pool-size-zero", lambda: tco.nn.Maxout(0), r"pool_size"),
+]
+
+
+@pytest.mark.parametrize("call,pattern", [c[1:] for c in KMAX_BAD_CASES], ids=[c[0] for c in KMAX_BAD_CASES])
+def test_kmax_bad_input_raises(call, pattern):
+    with pytest.raises((RuntimeError, ValueError, TypeError), match=f"(?i){pattern}"):
+        call()

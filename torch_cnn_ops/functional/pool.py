@@ -1,0 +1,272 @@
+"""Pooling: max, min, avg and lp pooling over windows, and adaptive max, min and avg pooling,
+each in 1d, 2d and 3d; k-max pooling (static and dynamic) and channel max pooling (maxout).
+
+Names, arguments and defaults follow ``torch.nn.functional`` (``min_pool*`` and
+``adaptive_min_pool*`` take the arguments of their max twins). Inputs are batched
+``(N, C, *spatial)`` or unbatched ``(C, *spatial)``. Indices (``return_indices=True``) are
+flat positions in each input plane, as torch's.
+"""
+
+from typing import Optional, Sequence, Union
+
+import math
+
+import torch
+from torch import Tensor
+
+from .._utils import IntOrTuple, ntuple
+
+ops = torch.ops.cnn_ops
+
+
+def _batched(name: str, nd: int, input: Tensor):
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{name}: input must be a tensor, got {type(input).__name__}")
+    if input.dim() == nd + 1:
+        return input.unsqueeze(0), True
+    if input.dim() != nd + 2:
+        raise ValueError(
+            f"{name}: expected a {nd + 1}-d (unbatched) or {nd + 2}-d (batched) input, "
+            f"got input of shape {tuple(input.shape)}"
+        )
+    return input, False
+
+
+def _stride(stride, kernel_size, nd):
+    if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0):
+        return kernel_size
+    return ntuple(stride, nd, "stride")
+
+
+def _unbatch(result, unbatched):
+    if not unbatched:
+        return result
+    if isinstance(result, tuple):
+        return tuple(r.squeeze(0) for r in result)
+    return result.squeeze(0)
+
+
+def _extreme_pool(name, nd, minimum, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    x, unbatched = _batched(name, nd, input)
+    kernel_size = ntuple(kernel_size, nd, "kernel_size")
+    stride = _stride(stride, kernel_size, nd)
+    out, indices = ops.max_pool_forward(x, list(kernel_size), list(stride), list(ntuple(padding, nd, "padding")),
+                                        list(ntuple(dilation, nd, "dilation")), bool(ceil_mode), minimum)
+    return _unbatch((out, indices) if return_indices else out, unbatched)
+
+
+def max_pool1d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
+               dilation: IntOrTuple = 1, ceil_mode: bool = False, return_indices: bool = False):
+    return _extreme_pool("max_pool1d", 1, False, input, kernel_size, stride, padding, dilation, ceil_mode,
+                         return_indices)
+
+
+def max_pool2d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
+               dilation: IntOrTuple = 1, ceil_mode: bool = False, return_indices: bool = False):
+    return _extreme_pool("max_pool2d", 2, False, input, kernel_size, stride, padding, dilation, ceil_mode,
+                         return_indices)
+
+
+def max_pool3d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
+               dilation: IntOrTuple = 1, ceil_mode: bool = False, return_indices: bool = False):
+    return _extreme_pool("max_pool3d", 3, False, input, kernel_size, stride, padding, dilation, ceil_mode,
+                         return_indices)
+
+
+def min_pool1d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
+               dilation: IntOrTuple = 1, ceil_mode: bool = False, return_indices: bool = False):
+    """Minimum over each window; equals ``-max_pool1d(-input)`` (values, indices, gradients)."""
+    return _extreme_pool("min_pool1d", 1, True, input, kernel_size, stride, padding, dilation, ceil_mode,
+                         return_indices)
+
+
+def min_pool2d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
+               dilation: IntOrTuple = 1, ceil_mode: bool = False, return_indices: bool = False):
+    """Minimum over each window; equals ``-max_pool2d(-input)`` (values, indices, gradients)."""
+    return _extreme_pool("min_pool2d", 2, True, input, kernel_size, stride, padding, dilation, ceil_mode,
+                         return_indices)
+
+
+def min_pool3d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
+               dilation: IntOrTuple = 1, ceil_mode: bool = False, return_indices: bool = False):
+    """Minimum over each window; equals ``-max_pool3d(-input)`` (values, indices, gradients)."""
+    return _extreme_pool("min_pool3d", 3, True, input, kernel_size, stride, padding, dilation, ceil_mode,
+                         return_indices)
+
+
+def _avg_pool(name, nd, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    x, unbatched = _batched(name, nd, input)
+    kernel_size = ntuple(kernel_size, nd, "kernel_size")
+    stride = _stride(stride, kernel_size, nd)
+    if divisor_override is not None and (isinstance(divisor_override, bool) or divisor_override <= 0):
+        raise ValueError(f"{name}: divisor_override must be a positive int, got {divisor_override!r}")
+    out = ops.avg_pool_forward(x, list(kernel_size), list(stride), list(ntuple(padding, nd, "padding")),
+                               bool(ceil_mode), bool(count_include_pad),
+                               None if divisor_override is None else int(divisor_override))
+    return _unbatch(out, unbatched)
+
+
+def avg_pool1d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
+               ceil_mode: bool = False, count_include_pad: bool = True) -> Tensor:
+    return _avg_pool("avg_pool1d", 1, input, kernel_size, stride, padding, ceil_mode, count_include_pad, None)
+
+
+def avg_pool2d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
+               ceil_mode: bool = False, count_include_pad: bool = True,
+               divisor_override: Optional[int] = None) -> Tensor:
+    return _avg_pool("avg_pool2d", 2, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override)
+
+
+def avg_pool3d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
+               ceil_mode: bool = False, count_include_pad: bool = True,
+               divisor_override: Optional[int] = None) -> Tensor:
+    return _avg_pool("avg_pool3d", 3, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override)
+
+
+def _lp_pool(name, nd, input, norm_type, kernel_size, stride, ceil_mode):
+    x, unbatched = _batched(name, nd, input)
+    norm_type = float(norm_type)
+    if not norm_type > 0:
+        raise ValueError(f"{name}: norm_type must be positive, got {norm_type}")
+    kernel_size = ntuple(kernel_size, nd, "kernel_size")
+    stride = _stride(stride, kernel_size, nd)
+    return _unbatch(ops.lp_pool_forward(x, norm_type, list(kernel_size), list(stride), bool(ceil_mode)), unbatched)
+
+
+def lp_pool1d(input: Tensor, norm_type: Union[int, float], kernel_size: IntOrTuple,
+              stride: Optional[IntOrTuple] = None, ceil_mode: bool = False) -> Tensor:
+    """``(sum over the window of x^p)^(1/p)``, computed as torch's ``F.lp_pool1d``."""
+    return _lp_pool("lp_pool1d", 1, input, norm_type, kernel_size, stride, ceil_mode)
+
+
+def lp_pool2d(input: Tensor, norm_type: Union[int, float], kernel_size: IntOrTuple,
+              stride: Optional[IntOrTuple] = None, ceil_mode: bool = False) -> Tensor:
+    """``(sum over the window of x^p)^(1/p)``, computed as torch's ``F.lp_pool2d``."""
+    return _lp_pool("lp_pool2d", 2, input, norm_type, kernel_size, stride, ceil_mode)
+
+
+def lp_pool3d(input: Tensor, norm_type: Union[int, float], kernel_size: IntOrTuple,
+              stride: Optional[IntOrTuple] = None, ceil_mode: bool = False) -> Tensor:
+    """``(sum over the window of x^p)^(1/p)``, computed as torch's ``F.lp_pool3d``."""
+    return _lp_pool("lp_pool3d", 3, input, norm_type, kernel_size, stride, ceil_mode)
+
+
+# ---- adaptive ---------------------------------------------------------------------------------------
+
+
+def _output_size(name, nd, x, output_size) -> list:
+    if isinstance(output_size, int) or output_size is None:
+        output_size = (output_size,) * nd
+    sizes = list(output_size)
+    if len(sizes) == 1 and nd > 1:
+        sizes = sizes * nd
+    if len(sizes) != nd:
+        raise ValueError(f"{name}: output_size must be an int or a tuple of {nd} entries, got {output_size!r}")
+    return [x.shape[2 + i] if s is None else int(s) for i, s in enumerate(sizes)]
+
+
+def _adaptive_extreme(name, nd, minimum, input, output_size, return_indices):
+    x, unbatched = _batched(name, nd, input)
+    out, indices = ops.adaptive_max_pool_forward(x, _output_size(name, nd, x, output_size), minimum)
+    return _unbatch((out, indices) if return_indices else out, unbatched)
+
+
+def adaptive_max_pool1d(input: Tensor, output_size, return_indices: bool = False):
+    return _adaptive_extreme("adaptive_max_pool1d", 1, False, input, output_size, return_indices)
+
+
+def adaptive_max_pool2d(input: Tensor, output_size, return_indices: bool = False):
+    return _adaptive_extreme("adaptive_max_pool2d", 2, False, input, output_size, return_indices)
+
+
+def adaptive_max_pool3d(input: Tensor, output_size, return_indices: bool = False):
+    return _adaptive_extreme("adaptive_max_pool3d", 3, False, input, output_size, return_indices)
+
+
+def adaptive_min_pool1d(input: Tensor, output_size, return_indices: bool = False):
+    return _adaptive_extreme("adaptive_min_pool1d", 1, True, input, output_size, return_indices)
+
+
+def adaptive_min_pool2d(input: Tensor, output_size, return_indices: bool = False):
+    return _adaptive_extreme("adaptive_min_pool2d", 2, True, input, output_size, return_indices)
+
+
+def adaptive_min_pool3d(input: Tensor, output_size, return_indices: bool = False):
+    return _adaptive_extreme("adaptive_min_pool3d", 3, True, input, output_size, return_indices)
+
+
+def _adaptive_avg(name, nd, input, output_size):
+    x, unbatched = _batched(name, nd, input)
+    return _unbatch(ops.adaptive_avg_pool_forward(x, _output_size(name, nd, x, output_size)), unbatched)
+
+
+def adaptive_avg_pool1d(input: Tensor, output_size) -> Tensor:
+    return _adaptive_avg("adaptive_avg_pool1d", 1, input, output_size)
+
+
+def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
+    return _adaptive_avg("adaptive_avg_pool2d", 2, input, output_size)
+
+
+def adaptive_avg_pool3d(input: Tensor, output_size) -> Tensor:
+    return _adaptive_avg("adaptive_avg_pool3d", 3, input, output_size)
+
+
+# ---- k-max and channel pooling ---------------------------------------------------------------------------
+
+
+def kmax_pool1d(input: Tensor, k: int, dim: int = -1) -> Tensor:
+    """The ``k`` largest values along ``dim``, kept in their original order (Kalchbrenner et al.
+    2014). The values chosen are those ``torch.topk`` picks, ties included."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"kmax_pool1d: input must be a tensor, got {type(input).__name__}")
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"kmax_pool1d: k must be an int, got {k!r}")
+    return ops.kmax_pool_forward(input, k, dim)[0]
+
+
+def dynamic_k(layer: int, num_layers: int, k_top: int, length: int) -> int:
+    """``max(k_top, ceil((num_layers - layer) / num_layers * length))``, the k of dynamic k-max pooling."""
+    if num_layers < 1 or not 1 <= layer <= num_layers:
+        raise ValueError(f"dynamic_kmax_pool1d: need 1 <= layer <= num_layers, got layer={layer}, "
+                         f"num_layers={num_layers}")
+    if k_top < 1:
+        raise ValueError(f"dynamic_kmax_pool1d: k_top must be at least 1, got {k_top}")
+    return max(k_top, math.ceil((num_layers - layer) / num_layers * length))
+
+
+def dynamic_kmax_pool1d(input: Tensor, layer: int, num_layers: int, k_top: int, dim: int = -1) -> Tensor:
+    """k-max pooling with ``k = max(k_top, ceil((num_layers - layer) / num_layers * s))``, ``s`` the
+    length of ``input`` along ``dim`` (layer ``layer`` of ``num_layers`` convolutional layers)."""
+    return kmax_pool1d(input, dynamic_k(layer, num_layers, k_top, input.shape[dim]), dim)
+
+
+def channel_max_pool(input: Tensor, pool_size: int, dim: int = 1) -> Tensor:
+    """Maxout: the maximum over groups of ``pool_size`` consecutive entries along ``dim``
+    (channels by default); that dimension shrinks by a factor ``pool_size``."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"channel_max_pool: input must be a tensor, got {type(input).__name__}")
+    if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+        raise ValueError(f"channel_max_pool: pool_size must be a positive int, got {pool_size!r}")
+    if input.dim() == 0:
+        raise ValueError("channel_max_pool: input must have at least one dimension")
+    dim = dim % input.dim()
+    channels = input.shape[dim]
+    if channels % pool_size != 0:
+        raise ValueError(f"channel_max_pool: the size of dimension {dim} ({channels}) must be divisible by "
+                         f"pool_size ({pool_size}); input of shape {tuple(input.shape)}")
+    outer = math.prod(input.shape[:dim])
+    inner = math.prod(input.shape[dim + 1:])
+    # max pooling with a (pool_size, 1) window and the same stride over a (channels, inner) plane
+    planes = input.reshape(outer, 1, channels, inner)
+    out = ops.max_pool_forward(planes, [pool_size, 1], [pool_size, 1], [0, 0], [1, 1], False, False)[0]
+    return out.reshape(*input.shape[:dim], channels // pool_size, *input.shape[dim + 1:])
+
+
+__all__ = [
+    *(f"{kind}_pool{nd}d" for kind in ("max", "min", "avg", "lp") for nd in (1, 2, 3)),
+    *(f"adaptive_{kind}_pool{nd}d" for kind in ("max", "min", "avg") for nd in (1, 2, 3)),
+    "kmax_pool1d", "dynamic_kmax_pool1d", "channel_max_pool",
+]

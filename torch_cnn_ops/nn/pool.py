@@ -1,0 +1,198 @@
+"""Pooling layers running our kernels.
+
+The twins of torch.nn's pooling layers subclass them, so constructor, attributes, ``repr``
+and ``isinstance(m, torch.nn.MaxPool2d)`` are torch's own. The min pooling layers, which
+torch lacks, subclass torch's private bases of the max layers, so they take the same
+arguments and print alike (``MinPool2d(kernel_size=2, stride=2, ...)``).
+"""
+
+import torch.nn as torch_nn
+from torch import nn
+from torch import Tensor
+from torch.nn.modules.pooling import _AdaptiveMaxPoolNd, _MaxPoolNd
+
+from .. import functional as F
+
+
+class MaxPool1d(torch_nn.MaxPool1d):
+    def forward(self, input: Tensor):
+        return F.max_pool1d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                            ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+
+
+class MaxPool2d(torch_nn.MaxPool2d):
+    def forward(self, input: Tensor):
+        return F.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                            ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+
+
+class MaxPool3d(torch_nn.MaxPool3d):
+    def forward(self, input: Tensor):
+        return F.max_pool3d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                            ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+
+
+class MinPool1d(_MaxPoolNd):
+    """Minimum over each window: ``-MaxPool1d(...)(-x)``; the arguments of ``torch.nn.MaxPool1d``."""
+
+    def forward(self, input: Tensor):
+        return F.min_pool1d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                            ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+
+
+class MinPool2d(_MaxPoolNd):
+    """Minimum over each window: ``-MaxPool2d(...)(-x)``; the arguments of ``torch.nn.MaxPool2d``."""
+
+    def forward(self, input: Tensor):
+        return F.min_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                            ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+
+
+class MinPool3d(_MaxPoolNd):
+    """Minimum over each window: ``-MaxPool3d(...)(-x)``; the arguments of ``torch.nn.MaxPool3d``."""
+
+    def forward(self, input: Tensor):
+        return F.min_pool3d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                            ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+
+
+class AvgPool1d(torch_nn.AvgPool1d):
+    def forward(self, input: Tensor) -> Tensor:
+        return F.avg_pool1d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad)
+
+
+class AvgPool2d(torch_nn.AvgPool2d):
+    def forward(self, input: Tensor) -> Tensor:
+        return F.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad, self.divisor_override)
+
+
+class AvgPool3d(torch_nn.AvgPool3d):
+    def forward(self, input: Tensor) -> Tensor:
+        return F.avg_pool3d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad, self.divisor_override)
+
+
+class LPPool1d(torch_nn.LPPool1d):
+    def forward(self, input: Tensor) -> Tensor:
+        return F.lp_pool1d(input, float(self.norm_type), self.kernel_size, self.stride, self.ceil_mode)
+
+
+class LPPool2d(torch_nn.LPPool2d):
+    def forward(self, input: Tensor) -> Tensor:
+        return F.lp_pool2d(input, float(self.norm_type), self.kernel_size, self.stride, self.ceil_mode)
+
+
+class LPPool3d(torch_nn.LPPool3d):
+    def forward(self, input: Tensor) -> Tensor:
+        return F.lp_pool3d(input, float(self.norm_type), self.kernel_size, self.stride, self.ceil_mode)
+
+
+class AdaptiveMaxPool1d(torch_nn.AdaptiveMaxPool1d):
+    def forward(self, input: Tensor):
+        return F.adaptive_max_pool1d(input, self.output_size, self.return_indices)
+
+
+class AdaptiveMaxPool2d(torch_nn.AdaptiveMaxPool2d):
+    def forward(self, input: Tensor):
+        return F.adaptive_max_pool2d(input, self.output_size, self.return_indices)
+
+
+class AdaptiveMaxPool3d(torch_nn.AdaptiveMaxPool3d):
+    def forward(self, input: Tensor):
+        return F.adaptive_max_pool3d(input, self.output_size, self.return_indices)
+
+
+class AdaptiveMinPool1d(_AdaptiveMaxPoolNd):
+    """Minimum over adaptive windows; the arguments of ``torch.nn.AdaptiveMaxPool1d``."""
+
+    def forward(self, input: Tensor):
+        return F.adaptive_min_pool1d(input, self.output_size, self.return_indices)
+
+
+class AdaptiveMinPool2d(_AdaptiveMaxPoolNd):
+    """Minimum over adaptive windows; the arguments of ``torch.nn.AdaptiveMaxPool2d``."""
+
+    def forward(self, input: Tensor):
+        return F.adaptive_min_pool2d(input, self.output_size, self.return_indices)
+
+
+class AdaptiveMinPool3d(_AdaptiveMaxPoolNd):
+    """Minimum over adaptive windows; the arguments of ``torch.nn.AdaptiveMaxPool3d``."""
+
+    def forward(self, input: Tensor):
+        return F.adaptive_min_pool3d(input, self.output_size, self.return_indices)
+
+
+class AdaptiveAvgPool1d(torch_nn.AdaptiveAvgPool1d):
+    def forward(self, input: Tensor) -> Tensor:
+        return F.adaptive_avg_pool1d(input, self.output_size)
+
+
+class AdaptiveAvgPool2d(torch_nn.AdaptiveAvgPool2d):
+    def forward(self, input: Tensor) -> Tensor:
+        return F.adaptive_avg_pool2d(input, self.output_size)
+
+
+class AdaptiveAvgPool3d(torch_nn.AdaptiveAvgPool3d):
+    def forward(self, input: Tensor) -> Tensor:
+        return F.adaptive_avg_pool3d(input, self.output_size)
+
+
+class KMaxPool1d(nn.Module):
+    """The ``k`` largest values along ``dim``, in their original order (see ``kmax_pool1d``)."""
+
+    def __init__(self, k: int, dim: int = -1) -> None:
+        super().__init__()
+        self.k = k
+        self.dim = dim
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.kmax_pool1d(input, self.k, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}, dim={self.dim}"
+
+
+class DynamicKMaxPool1d(nn.Module):
+    """k-max pooling with ``k = max(k_top, ceil((num_layers - layer) / num_layers * s))``, ``s`` the
+    input's length along ``dim`` (see ``dynamic_kmax_pool1d``)."""
+
+    def __init__(self, layer: int, num_layers: int, k_top: int, dim: int = -1) -> None:
+        super().__init__()
+        F.pool.dynamic_k(layer, num_layers, k_top, 1)  # validates the arguments
+        self.layer = layer
+        self.num_layers = num_layers
+        self.k_top = k_top
+        self.dim = dim
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.dynamic_kmax_pool1d(input, self.layer, self.num_layers, self.k_top, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"layer={self.layer}, num_layers={self.num_layers}, k_top={self.k_top}, dim={self.dim}"
+
+
+class Maxout(nn.Module):
+    """Maximum over groups of ``pool_size`` consecutive channels (see ``channel_max_pool``)."""
+
+    def __init__(self, pool_size: int, dim: int = 1) -> None:
+        super().__init__()
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+            raise ValueError(f"Maxout: pool_size must be a positive int, got {pool_size!r}")
+        self.pool_size = pool_size
+        self.dim = dim
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.channel_max_pool(input, self.pool_size, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"pool_size={self.pool_size}, dim={self.dim}"
+
+
+__all__ = [
+    *(f"{kind}Pool{nd}d" for kind in ("Max", "Min", "Avg", "LP") for nd in (1, 2, 3)),
+    *(f"Adaptive{kind}Pool{nd}d" for kind in ("Max", "Min", "Avg") for nd in (1, 2, 3)),
+    "KMaxPool1d", "DynamicKMaxPool1d", "Maxout",
+]

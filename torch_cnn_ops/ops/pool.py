@@ -1,0 +1,316 @@
+"""Fake kernels and autograd of the pool family.
+
+The backward passes are ops themselves, each with its own autograd formula, so double
+backward is the autograd of the backward ops and ``torch.compile`` sees every step:
+
+* ``max_pool_backward(gy, indices)`` scatters ``gy`` to the saved indices; it is linear in
+  ``gy`` and its adjoint gathers at the indices.
+* ``avg_pool_backward(gy)`` spreads ``gy`` over each window divided by its divisor; its
+  adjoint is ``avg_pool_forward`` with the same arguments (likewise for the adaptive pair).
+* ``lp_pool_backward(gy, x)`` is linear in ``gy`` with adjoint the directional derivative of
+  lp pooling; its derivative in ``x`` is taken by differentiating lp pooling written with
+  the avg op (``(avg_pool(x^p) * kernel_volume)^(1/p)``, torch's formula).
+"""
+
+import math
+
+import torch
+
+ops = torch.ops.cnn_ops
+
+
+def _out_size(in_size, pad, k, stride, dilation, ceil_mode):
+    span = in_size + 2 * pad - dilation * (k - 1) - 1 + (stride - 1 if ceil_mode else 0)
+    out = span // stride + 1
+    if ceil_mode and (out - 1) * stride >= in_size + pad:
+        out = out - 1
+    return out
+
+
+def _channels_last(t):
+    """The layout rule of the kernels (use_channels_last in csrc/pool/pool_common.cpp): a 4-d
+    tensor dense in channels_last strides and not NCHW-contiguous is pooled in that layout,
+    and its results (outputs, indices, gradients) come back channels_last."""
+    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
+def _empty(like, shape, layout_of, dtype=None):
+    fmt = torch.channels_last if _channels_last(layout_of) else torch.contiguous_format
+    return like.new_empty(shape, dtype=dtype).contiguous(memory_format=fmt) if fmt != torch.contiguous_format \
+        else like.new_empty(shape, dtype=dtype)
+
+
+def _window_shape(input_shape, kernel_size, stride, padding, dilation, ceil_mode):
+    nd = len(kernel_size)
+    torch._check(len(input_shape) == nd + 2, lambda: f"pool: expected a {nd + 2}-d input, got {len(input_shape)}-d")
+    spatial = [
+        _out_size(input_shape[2 + i], padding[i], kernel_size[i], stride[i], dilation[i], ceil_mode)
+        for i in range(nd)
+    ]
+    return [input_shape[0], input_shape[1], *spatial]
+
+
+# --- fake kernels ------------------------------------------------------------------------------
+
+
+@torch.library.register_fake("cnn_ops::max_pool_forward")
+def _max_pool_forward_fake(input, kernel_size, stride, padding, dilation, ceil_mode, minimum):
+    shape = _window_shape(input.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    return _empty(input, shape, input), _empty(input, shape, input, torch.long)
+
+
+@torch.library.register_fake("cnn_ops::adaptive_max_pool_forward")
+def _adaptive_max_pool_forward_fake(input, output_size, minimum):
+    shape = [input.shape[0], input.shape[1], *output_size]
+    return _empty(input, shape, input), _empty(input, shape, input, torch.long)
+
+
+@torch.library.register_fake("cnn_ops::max_pool_backward")
+def _max_pool_backward_fake(grad_output, indices, input_size):
+    return _empty(grad_output, input_size, indices)
+
+
+@torch.library.register_fake("cnn_ops::avg_pool_forward")
+def _avg_pool_forward_fake(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    ones = [1] * len(kernel_size)
+    return _empty(input, _window_shape(input.shape, kernel_size, stride, padding, ones, ceil_mode), input)
+
+
+@torch.library.register_fake("cnn_ops::avg_pool_backward")
+def _avg_pool_backward_fake(grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                            divisor_override):
+    return _empty(grad_output, input_size, grad_output)
+
+
+@torch.library.register_fake("cnn_ops::adaptive_avg_pool_forward")
+def _adaptive_avg_pool_forward_fake(input, output_size):
+    return _empty(input, [input.shape[0], input.shape[1], *output_size], input)
+
+
+@torch.library.register_fake("cnn_ops::adaptive_avg_pool_backward")
+def _adaptive_avg_pool_backward_fake(grad_output, input_size):
+    return _empty(grad_output, input_size, grad_output)
+
+
+@torch.library.register_fake("cnn_ops::lp_pool_forward")
+def _lp_pool_forward_fake(input, norm_type, kernel_size, stride, ceil_mode):
+    nd = len(kernel_size)
+    return _empty(input, _window_shape(input.shape, kernel_size, stride, [0] * nd, [1] * nd, ceil_mode), input)
+
+
+@torch.library.register_fake("cnn_ops::lp_pool_backward")
+def _lp_pool_backward_fake(grad_output, input, norm_type, kernel_size, stride, ceil_mode):
+    return _empty(grad_output, input.shape, input)
+
+
+# --- max / min -----------------------------------------------------------------------------------
+
+
+def _gather(values, indices):
+    """values (N, C, *in) read at indices (N, C, *out): the adjoint of the scatter."""
+    flat = values.flatten(2)
+    return flat.gather(2, indices.flatten(2)).view(indices.shape)
+
+
+def _max_setup(ctx, inputs, output):
+    ctx.input_shape = list(inputs[0].shape)
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(output[1])
+
+
+def _max_backward(ctx, grad_output, grad_indices):
+    (indices,) = ctx.saved_tensors
+    grad_input = None
+    if ctx.needs_input_grad[0]:
+        grad_input = ops.max_pool_backward(grad_output, indices, ctx.input_shape)
+    return (grad_input,) + (None,) * 6
+
+
+def _adaptive_max_backward(ctx, grad_output, grad_indices):
+    (indices,) = ctx.saved_tensors
+    grad_input = ops.max_pool_backward(grad_output, indices, ctx.input_shape) if ctx.needs_input_grad[0] else None
+    return grad_input, None, None
+
+
+torch.library.register_autograd("cnn_ops::max_pool_forward", _max_backward, setup_context=_max_setup)
+torch.library.register_autograd("cnn_ops::adaptive_max_pool_forward", _adaptive_max_backward,
+                                setup_context=_max_setup)
+
+
+def _scatter_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[1])
+
+
+def _scatter_backward(ctx, gg_input):
+    (indices,) = ctx.saved_tensors
+    return _gather(gg_input, indices), None, None
+
+
+torch.library.register_autograd("cnn_ops::max_pool_backward", _scatter_backward, setup_context=_scatter_setup)
+
+
+# --- avg -------------------------------------------------------------------------------------------
+
+
+def _avg_setup(ctx, inputs, output):
+    input, *args = inputs
+    ctx.input_shape = list(input.shape)
+    ctx.args = args
+    ctx.channels_last = _channels_last(input)
+
+
+def _in_layout(ctx, grad):
+    """grad in the layout of the forward's input (the backward kernels follow grad_output's)."""
+    return grad.contiguous(memory_format=torch.channels_last) if ctx.channels_last else grad
+
+
+def _avg_backward(ctx, grad_output):
+    grad_input = None
+    if ctx.needs_input_grad[0]:
+        grad_input = ops.avg_pool_backward(_in_layout(ctx, grad_output), ctx.input_shape, *ctx.args)
+    return (grad_input,) + (None,) * 6
+
+
+torch.library.register_autograd("cnn_ops::avg_pool_forward", _avg_backward, setup_context=_avg_setup)
+
+
+def _avg_backward_setup(ctx, inputs, output):
+    grad_output, input_size, *args = inputs
+    ctx.args = args
+
+
+def _avg_backward_backward(ctx, gg_input):
+    return (ops.avg_pool_forward(gg_input, *ctx.args),) + (None,) * 7
+
+
+torch.library.register_autograd("cnn_ops::avg_pool_backward", _avg_backward_backward,
+                                setup_context=_avg_backward_setup)
+
+
+def _adaptive_avg_setup(ctx, inputs, output):
+    ctx.input_shape = list(inputs[0].shape)
+    ctx.channels_last = _channels_last(inputs[0])
+
+
+def _adaptive_avg_backward(ctx, grad_output):
+    grad_input = None
+    if ctx.needs_input_grad[0]:
+        grad_input = ops.adaptive_avg_pool_backward(_in_layout(ctx, grad_output), ctx.input_shape)
+    return grad_input, None
+
+
+torch.library.register_autograd("cnn_ops::adaptive_avg_pool_forward", _adaptive_avg_backward,
+                                setup_context=_adaptive_avg_setup)
+
+
+def _adaptive_avg_backward_setup(ctx, inputs, output):
+    ctx.output_size = list(inputs[0].shape[2:])
+
+
+def _adaptive_avg_backward_backward(ctx, gg_input):
+    return ops.adaptive_avg_pool_forward(gg_input, ctx.output_size), None
+
+
+torch.library.register_autograd("cnn_ops::adaptive_avg_pool_backward", _adaptive_avg_backward_backward,
+                                setup_context=_adaptive_avg_backward_setup)
+
+
+# --- lp ----------------------------------------------------------------------------------------------
+
+
+def _lp_setup(ctx, inputs, output):
+    input, norm_type, kernel_size, stride, ceil_mode = inputs
+    ctx.save_for_backward(input)
+    ctx.args = (norm_type, kernel_size, stride, ceil_mode)
+
+
+def _lp_backward(ctx, grad_output):
+    (input,) = ctx.saved_tensors
+    grad_input = None
+    if ctx.needs_input_grad[0]:
+        grad_input = ops.lp_pool_backward(grad_output, input, *ctx.args)
+    return grad_input, None, None, None, None
+
+
+torch.library.register_autograd("cnn_ops::lp_pool_forward", _lp_backward, setup_context=_lp_setup)
+
+
+def lp_pool_composite(input, norm_type, kernel_size, stride, ceil_mode):
+    """lp pooling built from differentiable pieces (torch's formula on the avg op)."""
+    nd = len(kernel_size)
+    avg = ops.avg_pool_forward(input.pow(norm_type), kernel_size, stride, [0] * nd, ceil_mode, True, None)
+    volume = math.prod(kernel_size)
+    return (torch.sign(avg) * torch.relu(avg.abs()) * volume).pow(1.0 / norm_type)
+
+
+def _lp_backward_setup(ctx, inputs, output):
+    grad_output, input, *args = inputs
+    ctx.save_for_backward(grad_output, input)
+    ctx.args = args
+
+
+def _lp_backward_backward(ctx, gg_input):
+    grad_output, input = ctx.saved_tensors
+    with torch.enable_grad():
+        gy = grad_output.detach().requires_grad_()
+        x = input.detach().requires_grad_()
+        out = lp_pool_composite(x, *ctx.args)
+        (gx,) = torch.autograd.grad(out, x, gy, create_graph=True)
+        d_gy, d_x = torch.autograd.grad(gx, (gy, x), gg_input, allow_unused=True,
+                                        create_graph=torch.is_grad_enabled())
+    if d_x is None:
+        d_x = torch.zeros_like(input)
+    return d_gy, d_x, None, None, None, None
+
+
+torch.library.register_autograd("cnn_ops::lp_pool_backward", _lp_backward_backward,
+                                setup_context=_lp_backward_setup)
+
+
+# --- k-max ---------------------------------------------------------------------------------------
+
+
+@torch.library.register_fake("cnn_ops::kmax_pool_forward")
+def _kmax_pool_forward_fake(input, k, dim):
+    shape = list(input.shape)
+    shape[dim] = k
+    return input.new_empty(shape), input.new_empty(shape, dtype=torch.long)
+
+
+@torch.library.register_fake("cnn_ops::kmax_pool_backward")
+def _kmax_pool_backward_fake(grad_output, indices, dim, input_size):
+    return grad_output.new_empty(input_size)
+
+
+def _kmax_setup(ctx, inputs, output):
+    input, k, dim = inputs
+    ctx.input_shape = list(input.shape)
+    ctx.dim = dim
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(output[1])
+
+
+def _kmax_backward(ctx, grad_output, grad_indices):
+    (indices,) = ctx.saved_tensors
+    grad_input = None
+    if ctx.needs_input_grad[0]:
+        grad_input = ops.kmax_pool_backward(grad_output, indices, ctx.dim, ctx.input_shape)
+    return grad_input, None, None
+
+
+torch.library.register_autograd("cnn_ops::kmax_pool_forward", _kmax_backward, setup_context=_kmax_setup)
+
+
+def _kmax_backward_setup(ctx, inputs, output):
+    grad_output, indices, dim, input_size = inputs
+    ctx.dim = dim
+    ctx.save_for_backward(indices)
+
+
+def _kmax_backward_backward(ctx, gg_input):
+    (indices,) = ctx.saved_tensors
+    return gg_input.gather(ctx.dim, indices), None, None, None
+
+
+torch.library.register_autograd("cnn_ops::kmax_pool_backward", _kmax_backward_backward,
+                                setup_context=_kmax_backward_setup)
