@@ -23,6 +23,20 @@ TORCH_LIBRARY(cnn_ops, m) {
   m.def(
       "conv_weight_backward(Tensor grad_output, Tensor input, SymInt[] weight_size, int[] stride, "
       "int[] padding, int[] dilation, int groups, str algorithm) -> Tensor");
+
+  // ---- local family (csrc/local): tiled and unshared (locally connected) convolution ----
+  // weight: (*grid, out_channels, in_channels, *kernel); output position p uses the kernel
+  // weight[p % grid] (per dimension). Tiled: grid = tile size. Unshared: grid = output size.
+  // bias: (out_channels) or (out_channels, *output_size).
+  m.def(
+      "local_forward(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[] padding, "
+      "int[] padding_end, int[] dilation) -> Tensor");
+  m.def(
+      "local_input_backward(Tensor grad_output, Tensor weight, SymInt[] input_size, int[] stride, "
+      "int[] padding, int[] dilation) -> Tensor");
+  m.def(
+      "local_weight_backward(Tensor grad_output, Tensor input, SymInt[] weight_size, int[] stride, "
+      "int[] padding, int[] dilation) -> Tensor");
 }
 
 // The extension is loaded as a Python module only to run the registrations above and the
