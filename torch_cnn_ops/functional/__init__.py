@@ -5,5 +5,9 @@ One module per op family; everything public is re-exported here.
 """
 
 from .conv import conv1d, conv2d, conv3d, conv_padding
+from .local import tiled_conv1d, tiled_conv2d, unshared_conv1d, unshared_conv2d
 
-__all__ = ["conv1d", "conv2d", "conv3d", "conv_padding"]
+__all__ = [
+    "conv1d", "conv2d", "conv3d", "conv_padding",
+    "tiled_conv1d", "tiled_conv2d", "unshared_conv1d", "unshared_conv2d",
+]
