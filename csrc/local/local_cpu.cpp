@@ -41,12 +41,17 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdint>
 #include <type_traits>
 #include <cstring>
 #include <vector>
 
 #include "../conv/im2col_cpu.h"
 #include "local_common.h"
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 // The Fortran GEMMs of the BLAS inside libtorch (MKL on x86 wheels, OpenBLAS elsewhere).
 // Weak, so that the extension still loads against a torch that does not export them; then
@@ -131,6 +136,28 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t
 
 // Slabs are sized to stay in a core's L2 cache while they are multiplied.
 constexpr int64_t kSlabBytes = int64_t(1) << 20;
+
+// at::empty, advising the kernel to back large tensors with transparent huge pages. The
+// unshared weight gradient is the size of the weight (116 MB for 64 -> 64 channels, 3x3, on
+// 28x28 positions); measured on 4 KiB pages, first touching such a fresh tensor costs three
+// times as long as writing it (page faults), with huge pages about the same.
+at::Tensor empty_large(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  at::Tensor t = at::empty(sizes, options);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t(1) << 21;
+  const size_t bytes = t.nbytes();
+  if (bytes >= 4 * kHuge) {
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data_ptr());
+    const uintptr_t lo = (begin + kHuge - 1) & ~(kHuge - 1), hi = (begin + bytes) & ~(kHuge - 1);
+    if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);  // advice only: errors are harmless
+  }
+#endif
+  return t;
+}
+
+at::Tensor zeros_large(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  return empty_large(sizes, options).zero_();
+}
 
 at::ScalarType compute_type(at::ScalarType t) {
   return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
@@ -293,18 +320,107 @@ void cells_weight_backward(const scalar_t* gout, const scalar_t* x, acc_t* parti
 
 // ---------------------------------------------------------------------------------------
 // By positions. Tensors here are "sample-innermost": (channels, position, batch), in the
-// compute type.
+// compute type. Each position's GEMM has only `batch` columns, too narrow for BLAS to run
+// near memory speed (measured: batched 64 x 576 @ 576 x 8 products at a third of the
+// bandwidth of reading the weight once), so these paths use their own micro-kernels,
+// vectorised over groups of kLanes samples: the weight, the large operand, is read once
+// per position and pass from memory (again from cache for further groups of samples).
 
-struct PositionBlocks {
-  int64_t samples;    // samples per chunk
-  int64_t positions;  // positions per block
-};
+constexpr int64_t kLanes = 8;
 
-PositionBlocks position_blocks(const LocalGeometry& g, int64_t elem_size) {
-  const int64_t row = std::max<int64_t>(g.conv.col_rows() * elem_size, 1);
-  const int64_t samples = std::clamp<int64_t>(kSlabBytes / row, 1, std::max<int64_t>(g.conv.batch, 1));
-  const int64_t positions = std::max<int64_t>(1, kSlabBytes / (row * samples));
-  return {samples, positions};
+int64_t padded_batch(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
+
+// y[o * ldy + l] = sum_k w[o * CK + k] * x[k * ldx + l] for l < kLanes: the forward
+// product of one position's (O x CK) kernel and kLanes unfolded samples.
+template <typename T>
+TCO_VECTORIZE void lanes_forward(const T* __restrict w, int64_t O, int64_t CK, const T* __restrict x,
+                                 int64_t ldx, T* __restrict y, int64_t ldy) {
+  constexpr int R = 4;  // output rows per pass over x: each x load feeds R FMAs
+  int64_t o = 0;
+  for (; o + R <= O; o += R) {
+    T acc[R][kLanes] = {};
+    const T* wo = w + o * CK;
+    for (int64_t k = 0; k < CK; ++k) {
+      const T* xk = x + k * ldx;
+      for (int r = 0; r < R; ++r) {
+        const T wr = wo[r * CK + k];
+        for (int l = 0; l < kLanes; ++l) acc[r][l] += wr * xk[l];
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int l = 0; l < kLanes; ++l) y[(o + r) * ldy + l] = acc[r][l];
+  }
+  for (; o < O; ++o) {
+    T acc[kLanes] = {};
+    for (int64_t k = 0; k < CK; ++k) {
+      const T wk = w[o * CK + k];
+      for (int l = 0; l < kLanes; ++l) acc[l] += wk * x[k * ldx + l];
+    }
+    for (int l = 0; l < kLanes; ++l) y[o * ldy + l] = acc[l];
+  }
+}
+
+// g[k * ldg + l] = sum_o w[o * CK + k] * gy[o * kLanes + l]: the transposed product (the
+// input gradient's unfolded columns) of one position's kernel and kLanes samples' gradients.
+template <typename T>
+TCO_VECTORIZE void lanes_input_backward(const T* __restrict w, int64_t O, int64_t CK, const T* __restrict gy,
+                                        T* __restrict g, int64_t ldg) {
+  constexpr int KB = 8;  // kernel rows per pass over gy; each reads 32 contiguous bytes of a weight row
+  int64_t k = 0;
+  for (; k + KB <= CK; k += KB) {
+    T acc[KB][kLanes] = {};
+    for (int64_t o = 0; o < O; ++o) {
+      const T* wk = w + o * CK + k;
+      const T* gv = gy + o * kLanes;
+      for (int kk = 0; kk < KB; ++kk) {
+        const T wv = wk[kk];
+        for (int l = 0; l < kLanes; ++l) acc[kk][l] += wv * gv[l];
+      }
+    }
+    for (int kk = 0; kk < KB; ++kk)
+      for (int l = 0; l < kLanes; ++l) g[(k + kk) * ldg + l] = acc[kk][l];
+  }
+  for (; k < CK; ++k) {
+    T acc[kLanes] = {};
+    for (int64_t o = 0; o < O; ++o) {
+      const T wv = w[o * CK + k];
+      for (int l = 0; l < kLanes; ++l) acc[l] += wv * gy[o * kLanes + l];
+    }
+    for (int l = 0; l < kLanes; ++l) g[k * ldg + l] = acc[l];
+  }
+}
+
+// gw[o * CK + k] (+)= sum_l gy[o * kLanes + l] * xT[l * ldt + k]: one position's kernel
+// gradient from kLanes samples (xT: their unfolded columns, transposed).
+template <typename T>
+TCO_VECTORIZE void lanes_weight_backward(const T* __restrict gy, int64_t O, int64_t CK, const T* __restrict xT,
+                                         int64_t ldt, T* __restrict gw, bool accumulate) {
+  constexpr int V = 8;  // kernel entries per step
+  for (int64_t o = 0; o < O; ++o) {
+    T b[kLanes];
+    for (int l = 0; l < kLanes; ++l) b[l] = gy[o * kLanes + l];
+    T* row = gw + o * CK;
+    int64_t k = 0;
+    for (; k + V <= CK; k += V) {
+      T acc[V];
+      for (int v = 0; v < V; ++v) acc[v] = accumulate ? row[k + v] : T(0);
+      for (int l = 0; l < kLanes; ++l)
+        for (int v = 0; v < V; ++v) acc[v] += b[l] * xT[l * ldt + k + v];
+      for (int v = 0; v < V; ++v) row[k + v] = acc[v];
+    }
+    for (; k < CK; ++k) {
+      T a = accumulate ? row[k] : T(0);
+      for (int l = 0; l < kLanes; ++l) a += b[l] * xT[l * ldt + k];
+      row[k] = a;
+    }
+  }
+}
+
+// Positions per block: the unfolded block (CK x positions x padded batch) stays under
+// kSlabBytes, with at least one position.
+int64_t position_block(const LocalGeometry& g, int64_t elem_size) {
+  const int64_t per_position = std::max<int64_t>(g.conv.col_rows() * padded_batch(g.conv.batch) * elem_size, 1);
+  return std::max<int64_t>(1, kSlabBytes / per_position);
 }
 
 // Flat weight cell of flat output position q.
@@ -317,7 +433,7 @@ int64_t cell_of_position(const LocalGeometry& g, int64_t q) {
 // and every output row segment [a, b) of positions [q0, q1): slab entries
 // (r, position q0 + dst_offset + ow) for ow in [a, b) read input position
 // src_offset + ow * stride[2] (within channel r / kernel_volume) when ow is in [lo, hi), and
-// padding otherwise. src_offset < 0 marks a segment whose whole row lies in the padding.
+// padding otherwise (lo == hi == a when the whole segment reads padding).
 template <typename Fn>
 void for_each_position_row(const LocalGeometry& g, int64_t q0, int64_t q1, Fn&& fn) {
   const ConvGeometry& c = g.conv;
@@ -332,7 +448,7 @@ void for_each_position_row(const LocalGeometry& g, int64_t q0, int64_t q1, Fn&& 
       const int64_t id = od * c.stride[0] + off_d, ih = oh * c.stride[1] + off_h;
       const int64_t dst = col - q0 - a;
       if (id < 0 || id >= D || ih < 0 || ih >= H) {
-        fn(r, dst, int64_t(-1), a, a, a, b);
+        fn(r, dst, int64_t(0), a, a, a, b);
         return;
       }
       const int64_t lo = std::clamp(rw.lo, a, b), hi = std::clamp(rw.hi, lo, b);
@@ -341,67 +457,88 @@ void for_each_position_row(const LocalGeometry& g, int64_t q0, int64_t q1, Fn&& 
   }
 }
 
-// Unfolds positions [q0, q1) x samples [n0, n0 + ns) of xt (C, plane, N) into slab
-// (CK, q1 - q0, ns). Every slab entry is written.
+// Unfolds positions [q0, q1) of xt (C, plane, N) into slab (CK, q1 - q0, NP), NP the batch
+// padded to whole groups of lanes; every slab entry is written (zeros for padding and for
+// the lanes past the batch).
 template <typename acc_t>
-void fill_positions(const acc_t* xt, acc_t* slab, int64_t q0, int64_t q1, int64_t n0, int64_t ns,
-                    const LocalGeometry& g) {
+void fill_positions(const acc_t* xt, acc_t* slab, int64_t q0, int64_t q1, const LocalGeometry& g) {
   const ConvGeometry& c = g.conv;
-  const int64_t N = c.batch, K = c.kernel_volume(), plane = c.in_plane(), P = q1 - q0, sw = c.stride[2];
+  const int64_t N = c.batch, NP = padded_batch(N), K = c.kernel_volume(), plane = c.in_plane();
+  const int64_t P = q1 - q0, sw = c.stride[2];
   for_each_position_row(g, q0, q1, [&](int64_t r, int64_t dst_off, int64_t src_off, int64_t lo, int64_t hi,
                                        int64_t a, int64_t b) {
-    acc_t* dst = slab + (r * P + dst_off) * ns;  // dst + ow * ns: position ow of this segment
-    std::fill(dst + a * ns, dst + lo * ns, acc_t(0));
-    std::fill(dst + hi * ns, dst + b * ns, acc_t(0));
+    acc_t* dst = slab + (r * P + dst_off) * NP;  // dst + ow * NP: position ow of this segment
+    std::fill(dst + a * NP, dst + lo * NP, acc_t(0));
+    std::fill(dst + hi * NP, dst + b * NP, acc_t(0));
     if (lo >= hi) return;
-    const acc_t* src = xt + ((r / K) * plane + src_off) * N + n0;
-    if (sw == 1 && ns == N) {
-      std::memcpy(dst + lo * ns, src + lo * N, (hi - lo) * ns * sizeof(acc_t));
-    } else {
-      for (int64_t ow = lo; ow < hi; ++ow) std::memcpy(dst + ow * ns, src + ow * sw * N, ns * sizeof(acc_t));
+    const acc_t* src = xt + ((r / K) * plane + src_off) * N;
+    if (sw == 1 && N == NP) {
+      std::memcpy(dst + lo * NP, src + lo * N, (hi - lo) * N * sizeof(acc_t));
+      return;
+    }
+    for (int64_t ow = lo; ow < hi; ++ow) {
+      std::memcpy(dst + ow * NP, src + ow * sw * N, N * sizeof(acc_t));
+      std::fill(dst + ow * NP + N, dst + (ow + 1) * NP, acc_t(0));
     }
   });
 }
 
-// The adjoint of fill_positions: gint (C, plane, N) += slab.
+// The adjoint of fill_positions: gint (C, plane, N) += slab (lanes past the batch ignored).
 template <typename acc_t>
-void unfill_positions(const acc_t* slab, acc_t* gint, int64_t q0, int64_t q1, int64_t n0, int64_t ns,
-                      const LocalGeometry& g) {
+void unfill_positions(const acc_t* slab, acc_t* gint, int64_t q0, int64_t q1, const LocalGeometry& g) {
   const ConvGeometry& c = g.conv;
-  const int64_t N = c.batch, K = c.kernel_volume(), plane = c.in_plane(), P = q1 - q0, sw = c.stride[2];
+  const int64_t N = c.batch, NP = padded_batch(N), K = c.kernel_volume(), plane = c.in_plane();
+  const int64_t P = q1 - q0, sw = c.stride[2];
   for_each_position_row(g, q0, q1, [&](int64_t r, int64_t dst_off, int64_t src_off, int64_t lo, int64_t hi,
                                        int64_t, int64_t) {
     if (lo >= hi) return;
-    const acc_t* src = slab + (r * P + dst_off) * ns;
-    acc_t* dst = gint + ((r / K) * plane + src_off) * N + n0;
-    if (sw == 1 && ns == N) {
-      axpy_scatter<acc_t, acc_t>(dst + lo * N, src + lo * ns, acc_t(1), (hi - lo) * ns, 1);
-    } else {
-      for (int64_t ow = lo; ow < hi; ++ow) {
-        axpy_scatter<acc_t, acc_t>(dst + ow * sw * N, src + ow * ns, acc_t(1), ns, 1);
-      }
+    const acc_t* src = slab + (r * P + dst_off) * NP;
+    acc_t* dst = gint + ((r / K) * plane + src_off) * N;
+    if (sw == 1 && N == NP) {
+      axpy_scatter<acc_t, acc_t>(dst + lo * N, src + lo * NP, acc_t(1), (hi - lo) * N, 1);
+      return;
+    }
+    for (int64_t ow = lo; ow < hi; ++ow) {
+      axpy_scatter<acc_t, acc_t>(dst + ow * sw * N, src + ow * NP, acc_t(1), N, 1);
     }
   });
+}
+
+// The gradient of position q from gyt (O, L, N) as groups of lanes: gy[(grp * O + o) * kLanes + l]
+// is sample grp * kLanes + l (zero past the batch).
+template <typename acc_t>
+void gather_position_grad(const acc_t* gyt, int64_t q, acc_t* gy, const LocalGeometry& g) {
+  const int64_t N = g.conv.batch, O = g.conv.out_channels, L = g.conv.out_plane();
+  for (int64_t grp = 0; grp * kLanes < N; ++grp) {
+    const int64_t lanes = std::min(kLanes, N - grp * kLanes);
+    for (int64_t o = 0; o < O; ++o) {
+      const acc_t* src = gyt + (o * L + q) * N + grp * kLanes;
+      acc_t* dst = gy + (grp * O + o) * kLanes;
+      std::copy(src, src + lanes, dst);
+      std::fill(dst + lanes, dst + kLanes, acc_t(0));
+    }
+  }
 }
 
 // yt (O, L, N) = per position q: weight[cell(q)] @ unfolded input of q.
 template <typename acc_t>
 void positions_forward(const acc_t* xt, const acc_t* w, acc_t* yt, const LocalGeometry& g) {
   const ConvGeometry& c = g.conv;
-  const int64_t N = c.batch, O = c.out_channels, CK = c.col_rows(), L = c.out_plane();
-  const PositionBlocks pb = position_blocks(g, sizeof(acc_t));
-  const int64_t blocks = (L + pb.positions - 1) / pb.positions;
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    std::vector<acc_t> slab(CK * pb.positions * pb.samples);
+  const int64_t N = c.batch, NP = padded_batch(N), O = c.out_channels, CK = c.col_rows(), L = c.out_plane();
+  const int64_t block = position_block(g, sizeof(acc_t));
+  at::parallel_for(0, (L + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> slab(CK * block * NP), y(O * kLanes);
     for (int64_t blk = begin; blk < end; ++blk) {
-      const int64_t q0 = blk * pb.positions, q1 = std::min(L, q0 + pb.positions), P = q1 - q0;
-      for (int64_t n0 = 0; n0 < N; n0 += pb.samples) {
-        const int64_t ns = std::min(pb.samples, N - n0);
-        fill_positions(xt, slab.data(), q0, q1, n0, ns, g);
-        for (int64_t q = q0; q < q1; ++q) {
-          gemm<acc_t>(false, false, O, ns, CK, w + cell_of_position(g, q) * O * CK, CK,
-                      slab.data() + (q - q0) * ns, P * ns, 0, yt + q * N + n0, L * N);
+      const int64_t q0 = blk * block, q1 = std::min(L, q0 + block), P = q1 - q0;
+      fill_positions(xt, slab.data(), q0, q1, g);
+      for (int64_t q = q0; q < q1; ++q) {
+        const acc_t* wq = w + cell_of_position(g, q) * O * CK;
+        for (int64_t n0 = 0; n0 < N; n0 += kLanes) {
+          lanes_forward<acc_t>(wq, O, CK, slab.data() + (q - q0) * NP + n0, P * NP, y.data(), kLanes);
+          const int64_t lanes = std::min(kLanes, N - n0);
+          for (int64_t o = 0; o < O; ++o) {
+            std::copy(y.data() + o * kLanes, y.data() + o * kLanes + lanes, yt + (o * L + q) * N + n0);
+          }
         }
       }
     }
@@ -412,7 +549,7 @@ void positions_forward(const acc_t* xt, const acc_t* w, acc_t* yt, const LocalGe
 // dimension of size > 1. The inputs read by band i and band i + 2 are disjoint, so all even
 // bands can scatter in parallel, then all odd ones.
 struct Bands {
-  int64_t dim, height, count, inner;  // inner: positions per index along `dim`
+  int64_t height, count, inner;  // inner: positions per index along the banded dimension
 };
 
 Bands output_bands(const ConvGeometry& c) {
@@ -430,7 +567,7 @@ Bands output_bands(const ConvGeometry& c) {
   const int64_t height = std::max<int64_t>(1, reach / c.stride[dim]);
   int64_t inner = 1;
   for (int d = dim + 1; d < 3; ++d) inner *= c.out_size[d];
-  return {dim, height, (c.out_size[dim] + height - 1) / height, inner};
+  return {height, (c.out_size[dim] + height - 1) / height, inner};
 }
 
 // gint (C, plane, N, zero on entry) += per position q: weight[cell(q)]^T @ grad_output of q,
@@ -438,28 +575,27 @@ Bands output_bands(const ConvGeometry& c) {
 template <typename acc_t>
 void positions_input_backward(const acc_t* gyt, const acc_t* w, acc_t* gint, const LocalGeometry& g) {
   const ConvGeometry& c = g.conv;
-  const int64_t N = c.batch, O = c.out_channels, CK = c.col_rows(), L = c.out_plane();
-  const PositionBlocks pb = position_blocks(g, sizeof(acc_t));
+  const int64_t N = c.batch, NP = padded_batch(N), O = c.out_channels, CK = c.col_rows(), L = c.out_plane();
+  const int64_t block = position_block(g, sizeof(acc_t));
   const Bands bands = output_bands(c);
   const int64_t band_positions = bands.height * bands.inner;
   for (int64_t parity = 0; parity < 2; ++parity) {
     const int64_t count = (bands.count - parity + 1) / 2;  // bands parity, parity + 2, ...
     at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
-      at::AutoDispatchBelowADInplaceOrView below_autograd;
-      std::vector<acc_t> slab(CK * pb.positions * pb.samples);
+      std::vector<acc_t> slab(CK * block * NP), gy(O * NP);
       for (int64_t i = begin; i < end; ++i) {
         const int64_t band = 2 * i + parity;
         const int64_t band_end = std::min(L, (band + 1) * band_positions);
-        for (int64_t q0 = band * band_positions; q0 < band_end; q0 += pb.positions) {
-          const int64_t q1 = std::min(band_end, q0 + pb.positions), P = q1 - q0;
-          for (int64_t n0 = 0; n0 < N; n0 += pb.samples) {
-            const int64_t ns = std::min(pb.samples, N - n0);
-            for (int64_t q = q0; q < q1; ++q) {
-              gemm<acc_t>(true, false, CK, ns, O, w + cell_of_position(g, q) * O * CK, CK, gyt + q * N + n0,
-                          L * N, 0, slab.data() + (q - q0) * ns, P * ns);
+        for (int64_t q0 = band * band_positions; q0 < band_end; q0 += block) {
+          const int64_t q1 = std::min(band_end, q0 + block), P = q1 - q0;
+          for (int64_t q = q0; q < q1; ++q) {
+            gather_position_grad(gyt, q, gy.data(), g);
+            const acc_t* wq = w + cell_of_position(g, q) * O * CK;
+            for (int64_t n0 = 0; n0 < N; n0 += kLanes) {
+              lanes_input_backward<acc_t>(wq, O, CK, gy.data() + n0 * O, slab.data() + (q - q0) * NP + n0, P * NP);
             }
-            unfill_positions(slab.data(), gint, q0, q1, n0, ns, g);
           }
+          unfill_positions(slab.data(), gint, q0, q1, g);
         }
       }
     });
@@ -472,20 +608,22 @@ void positions_input_backward(const acc_t* gyt, const acc_t* w, acc_t* gint, con
 template <typename acc_t>
 void positions_weight_backward(const acc_t* gyt, const acc_t* xt, acc_t* gw, const LocalGeometry& g) {
   const ConvGeometry& c = g.conv;
-  const int64_t N = c.batch, O = c.out_channels, CK = c.col_rows(), L = c.out_plane();
-  const PositionBlocks pb = position_blocks(g, sizeof(acc_t));
-  const int64_t blocks = (L + pb.positions - 1) / pb.positions;
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    std::vector<acc_t> slab(CK * pb.positions * pb.samples);
+  const int64_t N = c.batch, NP = padded_batch(N), O = c.out_channels, CK = c.col_rows(), L = c.out_plane();
+  const int64_t block = position_block(g, sizeof(acc_t));
+  at::parallel_for(0, (L + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> slab(CK * block * NP), gy(O * NP), xT(kLanes * CK);
     for (int64_t blk = begin; blk < end; ++blk) {
-      const int64_t q0 = blk * pb.positions, q1 = std::min(L, q0 + pb.positions), P = q1 - q0;
-      for (int64_t n0 = 0; n0 < N; n0 += pb.samples) {
-        const int64_t ns = std::min(pb.samples, N - n0);
-        fill_positions(xt, slab.data(), q0, q1, n0, ns, g);
-        for (int64_t q = q0; q < q1; ++q) {
-          gemm<acc_t>(false, true, O, CK, ns, gyt + q * N + n0, L * N, slab.data() + (q - q0) * ns, P * ns,
-                      n0 == 0 ? acc_t(0) : acc_t(1), gw + cell_of_position(g, q) * O * CK, CK);
+      const int64_t q0 = blk * block, q1 = std::min(L, q0 + block), P = q1 - q0;
+      fill_positions(xt, slab.data(), q0, q1, g);
+      for (int64_t q = q0; q < q1; ++q) {
+        gather_position_grad(gyt, q, gy.data(), g);
+        acc_t* gwq = gw + cell_of_position(g, q) * O * CK;
+        for (int64_t n0 = 0; n0 < N; n0 += kLanes) {
+          // This group's unfolded columns, transposed to (lanes x CK) so the kernel runs along CK.
+          const acc_t* x = slab.data() + (q - q0) * NP + n0;
+          for (int64_t r = 0; r < CK; ++r)
+            for (int64_t l = 0; l < kLanes; ++l) xT[l * CK + r] = x[r * P * NP + l];
+          lanes_weight_backward<acc_t>(gy.data() + n0 * O, O, CK, xT.data(), CK, gwq, n0 > 0);
         }
       }
     }
@@ -494,14 +632,14 @@ void positions_weight_backward(const acc_t* gyt, const acc_t* xt, acc_t* gw, con
 
 // (N, channels, plane) -> (channels, plane, N) in the compute type.
 at::Tensor sample_innermost(const at::Tensor& t, int64_t channels, int64_t plane, at::ScalarType ct) {
-  at::Tensor out = at::empty({channels, plane, t.size(0)}, t.options().dtype(ct));
+  at::Tensor out = empty_large({channels, plane, t.size(0)}, t.options().dtype(ct));
   out.permute({2, 0, 1}).copy_(t.reshape({t.size(0), channels, plane}));
   return out;
 }
 
 // (channels, plane, N) -> (N, channels, *spatial) in `dtype`.
 at::Tensor sample_outermost(const at::Tensor& t, at::IntArrayRef shape, at::ScalarType dtype) {
-  at::Tensor out = at::empty(shape, t.options().dtype(dtype));
+  at::Tensor out = empty_large(shape, t.options().dtype(dtype));
   out.view({shape[0], t.size(0), t.size(1)}).copy_(t.permute({2, 0, 1}));
   return out;
 }
@@ -532,7 +670,7 @@ at::Tensor local_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
 
   if (by_positions(g)) {
     const at::Tensor xt = sample_innermost(input, c.in_channels, c.in_plane(), ct);
-    at::Tensor yt = at::empty({c.out_channels, c.out_plane(), c.batch}, xt.options());
+    at::Tensor yt = empty_large({c.out_channels, c.out_plane(), c.batch}, xt.options());
     AT_DISPATCH_FLOATING_TYPES(ct, "cnn_ops_local_forward", [&] {
       positions_forward<scalar_t>(xt.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
                                   yt.data_ptr<scalar_t>(), g);
@@ -541,7 +679,7 @@ at::Tensor local_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
     return sample_outermost(yt, shape, st);
   }
   const at::Tensor x = input.contiguous();
-  at::Tensor out = at::empty(shape, input.options());
+  at::Tensor out = empty_large(shape, input.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, st, "cnn_ops_local_forward", [&] {
     using acc_t = at::opmath_type<scalar_t>;  // the compute type
     BiasRef<acc_t> bref;
@@ -566,7 +704,7 @@ at::Tensor local_input_backward_cpu(const at::Tensor& grad_output, const at::Ten
   const at::Tensor w = weight.to(ct).contiguous();
   if (by_positions(g)) {
     const at::Tensor gyt = sample_innermost(grad_output, c.out_channels, c.out_plane(), ct);
-    at::Tensor gint = at::zeros({c.in_channels, c.in_plane(), c.batch}, gyt.options());
+    at::Tensor gint = zeros_large({c.in_channels, c.in_plane(), c.batch}, gyt.options());
     AT_DISPATCH_FLOATING_TYPES(ct, "cnn_ops_local_input_backward", [&] {
       positions_input_backward<scalar_t>(gyt.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
                                          gint.data_ptr<scalar_t>(), g);
@@ -574,7 +712,7 @@ at::Tensor local_input_backward_cpu(const at::Tensor& grad_output, const at::Ten
     return sample_outermost(gint, input_size, st);
   }
   const at::Tensor gout = grad_output.contiguous();
-  at::Tensor gin = at::zeros(input_size, gout.options().dtype(ct));
+  at::Tensor gin = zeros_large(input_size, gout.options().dtype(ct));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, st, "cnn_ops_local_input_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     cells_input_backward<scalar_t, acc_t>(gout.const_data_ptr<scalar_t>(), w.const_data_ptr<acc_t>(),
@@ -598,7 +736,7 @@ at::Tensor local_weight_backward_cpu(const at::Tensor& grad_output, const at::Te
     const at::Tensor gyt = sample_innermost(grad_output, c.out_channels, c.out_plane(), ct);
     // Cells beyond the output (a grid larger than it) get no position and stay zero.
     const bool all_cells_used = g.cells() == c.out_plane();
-    at::Tensor gw = all_cells_used ? at::empty(weight_size, ct_options) : at::zeros(weight_size, ct_options);
+    at::Tensor gw = all_cells_used ? empty_large(weight_size, ct_options) : zeros_large(weight_size, ct_options);
     AT_DISPATCH_FLOATING_TYPES(ct, "cnn_ops_local_weight_backward", [&] {
       positions_weight_backward<scalar_t>(gyt.const_data_ptr<scalar_t>(), xt.const_data_ptr<scalar_t>(),
                                           gw.data_ptr<scalar_t>(), g);
@@ -610,7 +748,7 @@ at::Tensor local_weight_backward_cpu(const at::Tensor& grad_output, const at::Te
   const int64_t splits = std::clamp<int64_t>((threads + g.cells() - 1) / g.cells(), 1, c.batch);
   std::vector<int64_t> partial_shape{splits};
   partial_shape.insert(partial_shape.end(), weight_size.begin(), weight_size.end());
-  at::Tensor partial = at::zeros(partial_shape, ct_options);
+  at::Tensor partial = zeros_large(partial_shape, ct_options);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, st, "cnn_ops_local_weight_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     cells_weight_backward<scalar_t, acc_t>(gout.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),

@@ -10,9 +10,10 @@
 Peak extra memory: the growth of the process's peak resident set size (VmHWM, reset through
 /proc/self/clear_refs before each measured call) over its resident size before the call, so
 it counts every byte touched: ATen tensors, our per-thread slabs, BLAS buffers, and the
-results (outputs and gradients, allocated afresh). glibc's malloc is told to serve every
-block of 64 KiB or more by mmap (mallopt M_MMAP_THRESHOLD), so freed buffers go back to the
-system and a later call cannot hide its memory in blocks an earlier one left behind.
+results (outputs and gradients, allocated afresh). glibc's malloc is told (when this module is imported)
+to serve every block of 64 KiB or more by mmap (mallopt M_MMAP_THRESHOLD), and free memory
+is handed back before each measurement (malloc_trim), so that a call cannot hide its memory
+in blocks an earlier one left behind.
 "workspace" is that peak minus the bytes of the results (output, and in fwd+bwd the input,
 weight and bias gradients): the memory an implementation needs beyond what it returns.
 Linux only; elsewhere the memory columns are left empty.
@@ -21,7 +22,7 @@ Linux only; elsewhere the memory columns are left empty.
 import ctypes
 import gc
 import os
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple  # noqa: F401
 
 import torch
 import torch.nn.functional as torch_F
@@ -39,24 +40,22 @@ TILE = 2
 
 
 # ---- memory -----------------------------------------------------------------------------
-_MEMORY_READY: Optional[bool] = None
+def _setup_memory():
+    """glibc handle with large blocks served by mmap, or None where peak RSS cannot be reset."""
+    if not os.path.exists("/proc/self/clear_refs"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        M_MMAP_THRESHOLD = -3
+        libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return libc
+    except (OSError, AttributeError):
+        return None
 
 
-def _memory_supported() -> bool:
-    global _MEMORY_READY
-    if _MEMORY_READY is None:
-        _MEMORY_READY = False
-        if os.path.exists("/proc/self/clear_refs"):
-            try:
-                libc = ctypes.CDLL("libc.so.6")
-                M_MMAP_THRESHOLD = -3
-                libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
-                with open("/proc/self/clear_refs", "w") as f:
-                    f.write("5")
-                _MEMORY_READY = True
-            except OSError:
-                pass
-    return _MEMORY_READY
+_LIBC = _setup_memory()
 
 
 def _status_kb(field: str) -> int:
@@ -69,9 +68,10 @@ def _status_kb(field: str) -> int:
 
 def peak_extra_bytes(fn: Callable[[], object]) -> Optional[float]:
     """Growth of the peak resident set size during one call of ``fn`` (None where unsupported)."""
-    if not _memory_supported():
+    if _LIBC is None:
         return None
     gc.collect()
+    _LIBC.malloc_trim(0)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # peak RSS := current RSS
     before = _status_kb("VmRSS")
