@@ -319,94 +319,146 @@ void cells_weight_backward(const scalar_t* gout, const scalar_t* x, acc_t* parti
 }
 
 // ---------------------------------------------------------------------------------------
-// By positions. Tensors here are "sample-innermost": (channels, position, batch), in the
-// compute type. Each position's GEMM has only `batch` columns, too narrow for BLAS to run
-// near memory speed (measured: batched 64 x 576 @ 576 x 8 products at a third of the
-// bandwidth of reading the weight once), so these paths use their own micro-kernels,
-// vectorised over groups of kLanes samples: the weight, the large operand, is read once
-// per position and pass from memory (again from cache for further groups of samples).
+// By positions (unshared convolution). A GEMM per position has only `batch` columns, too
+// narrow for BLAS to run near memory speed (measured: batched 64 x 576 @ 576 x 8 products
+// at a third of the bandwidth of reading the weight once), so this path has its own
+// micro-kernels. For each position, the unfolded input of every sample is gathered into a
+// per-thread (samples x CK) buffer straight from the input, and the kernels run along the
+// rows of the position's (O x CK) weight, which is read once per position and pass, front
+// to back. Samples go in groups of kLanes; the gradient of the output is used transposed to
+// (O, position, sample) so that a position's gradients are contiguous.
 
 constexpr int64_t kLanes = 8;
 
 int64_t padded_batch(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
 
-// y[o * ldy + l] = sum_k w[o * CK + k] * x[k * ldx + l] for l < kLanes: the forward
-// product of one position's (O x CK) kernel and kLanes unfolded samples.
+// kLanes values as one vector (GCC vector extension: each TCO_VECTORIZE clone lowers it to
+// its own registers, e.g. one AVX register of 8 floats). Writing the micro-kernels with it
+// fixes the axis of vectorisation, which the auto-vectoriser picks badly for these loops.
 template <typename T>
-TCO_VECTORIZE void lanes_forward(const T* __restrict w, int64_t O, int64_t CK, const T* __restrict x,
-                                 int64_t ldx, T* __restrict y, int64_t ldy) {
-  constexpr int R = 4;  // output rows per pass over x: each x load feeds R FMAs
-  int64_t o = 0;
-  for (; o + R <= O; o += R) {
-    T acc[R][kLanes] = {};
+struct LaneVector {
+  typedef T type __attribute__((vector_size(kLanes * sizeof(T))));
+};
+template <typename T>
+using lanes_t = typename LaneVector<T>::type;
+
+// (By reference rather than by value: a vector return value's ABI differs between clones.)
+template <typename T>
+inline void load_lanes(lanes_t<T>& v, const T* p) {
+  std::memcpy(&v, p, sizeof(v));
+}
+
+template <typename T>
+inline void store_lanes(T* p, const lanes_t<T>& v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+template <typename T>
+inline T sum_lanes(const lanes_t<T>& v) {
+  T s = 0;
+  for (int i = 0; i < kLanes; ++i) s += v[i];
+  return s;
+}
+
+// The micro-kernels keep kLanes independent accumulators in flight (one per sample): a
+// multiply-add waits for the previous one into the same accumulator (about 4 cycles on
+// current x86 cores), so fewer chains would leave the FMA units idle.
+
+// y[o * ldy + l] = sum_k w[o * CK + k] * xT[l * ldt + k] for l < kLanes: one position's
+// forward product for kLanes samples (xT: their unfolded columns, one row per sample).
+template <typename T>
+TCO_VECTORIZE void lanes_forward(const T* __restrict w, int64_t O, int64_t CK, const T* __restrict xT,
+                                 int64_t ldt, T* __restrict y, int64_t ldy) {
+  using V = lanes_t<T>;
+  for (int64_t o = 0; o < O; ++o) {
     const T* wo = w + o * CK;
-    for (int64_t k = 0; k < CK; ++k) {
-      const T* xk = x + k * ldx;
-      for (int r = 0; r < R; ++r) {
-        const T wr = wo[r * CK + k];
-        for (int l = 0; l < kLanes; ++l) acc[r][l] += wr * xk[l];
+    V a[kLanes] = {};
+    int64_t k = 0;
+    for (; k + kLanes <= CK; k += kLanes) {
+      V wv;
+      load_lanes(wv, wo + k);
+#pragma GCC unroll 8
+      for (int l = 0; l < kLanes; ++l) {
+        V xv;
+        load_lanes(xv, xT + l * ldt + k);
+        a[l] += wv * xv;
       }
     }
-    for (int r = 0; r < R; ++r)
-      for (int l = 0; l < kLanes; ++l) y[(o + r) * ldy + l] = acc[r][l];
-  }
-  for (; o < O; ++o) {
-    T acc[kLanes] = {};
-    for (int64_t k = 0; k < CK; ++k) {
-      const T wk = w[o * CK + k];
-      for (int l = 0; l < kLanes; ++l) acc[l] += wk * x[k * ldx + l];
+    for (int l = 0; l < kLanes; ++l) {
+      T s = sum_lanes<T>(a[l]);
+      for (int64_t kk = k; kk < CK; ++kk) s += wo[kk] * xT[l * ldt + kk];
+      y[o * ldy + l] = s;
     }
-    for (int l = 0; l < kLanes; ++l) y[o * ldy + l] = acc[l];
   }
 }
 
-// g[k * ldg + l] = sum_o w[o * CK + k] * gy[o * kLanes + l]: the transposed product (the
-// input gradient's unfolded columns) of one position's kernel and kLanes samples' gradients.
+// gT[l * ldg + k] = sum_o w[o * CK + k] * gy[o * kLanes + l]: one position's input-gradient
+// columns for kLanes samples (gT: one row per sample), from their output gradients gy.
 template <typename T>
 TCO_VECTORIZE void lanes_input_backward(const T* __restrict w, int64_t O, int64_t CK, const T* __restrict gy,
-                                        T* __restrict g, int64_t ldg) {
-  constexpr int KB = 8;  // kernel rows per pass over gy; each reads 32 contiguous bytes of a weight row
+                                        T* __restrict gT, int64_t ldg) {
+  using V = lanes_t<T>;
   int64_t k = 0;
-  for (; k + KB <= CK; k += KB) {
-    T acc[KB][kLanes] = {};
+  for (; k + kLanes <= CK; k += kLanes) {
+    V a[kLanes] = {};
     for (int64_t o = 0; o < O; ++o) {
-      const T* wk = w + o * CK + k;
-      const T* gv = gy + o * kLanes;
-      for (int kk = 0; kk < KB; ++kk) {
-        const T wv = wk[kk];
-        for (int l = 0; l < kLanes; ++l) acc[kk][l] += wv * gv[l];
-      }
+      V wv;
+      load_lanes(wv, w + o * CK + k);
+      const T* g = gy + o * kLanes;
+#pragma GCC unroll 8
+      for (int l = 0; l < kLanes; ++l) a[l] += g[l] * wv;
     }
-    for (int kk = 0; kk < KB; ++kk)
-      for (int l = 0; l < kLanes; ++l) g[(k + kk) * ldg + l] = acc[kk][l];
+#pragma GCC unroll 8
+    for (int l = 0; l < kLanes; ++l) store_lanes(gT + l * ldg + k, a[l]);
   }
   for (; k < CK; ++k) {
-    T acc[kLanes] = {};
-    for (int64_t o = 0; o < O; ++o) {
-      const T wv = w[o * CK + k];
-      for (int l = 0; l < kLanes; ++l) acc[l] += wv * gy[o * kLanes + l];
+    for (int l = 0; l < kLanes; ++l) {
+      T s = 0;
+      for (int64_t o = 0; o < O; ++o) s += w[o * CK + k] * gy[o * kLanes + l];
+      gT[l * ldg + k] = s;
     }
-    for (int l = 0; l < kLanes; ++l) g[k * ldg + l] = acc[l];
   }
 }
 
 // gw[o * CK + k] (+)= sum_l gy[o * kLanes + l] * xT[l * ldt + k]: one position's kernel
-// gradient from kLanes samples (xT: their unfolded columns, transposed).
+// gradient from kLanes samples.
 template <typename T>
 TCO_VECTORIZE void lanes_weight_backward(const T* __restrict gy, int64_t O, int64_t CK, const T* __restrict xT,
                                          int64_t ldt, T* __restrict gw, bool accumulate) {
-  constexpr int V = 8;  // kernel entries per step
+  using V = lanes_t<T>;
+  constexpr int kChains = 8;                   // independent accumulators, as above
+  constexpr int64_t kStep = kChains * kLanes;  // kernel entries per pass
   for (int64_t o = 0; o < O; ++o) {
-    T b[kLanes];
-    for (int l = 0; l < kLanes; ++l) b[l] = gy[o * kLanes + l];
+    const T* b = gy + o * kLanes;
     T* row = gw + o * CK;
     int64_t k = 0;
-    for (; k + V <= CK; k += V) {
-      T acc[V];
-      for (int v = 0; v < V; ++v) acc[v] = accumulate ? row[k + v] : T(0);
-      for (int l = 0; l < kLanes; ++l)
-        for (int v = 0; v < V; ++v) acc[v] += b[l] * xT[l * ldt + k + v];
-      for (int v = 0; v < V; ++v) row[k + v] = acc[v];
+    for (; k + kStep <= CK; k += kStep) {
+      V a[kChains] = {};
+      if (accumulate) {
+#pragma GCC unroll 8
+        for (int r = 0; r < kChains; ++r) load_lanes(a[r], row + k + r * kLanes);
+      }
+      for (int l = 0; l < kLanes; ++l) {
+        const T* xl = xT + l * ldt + k;
+#pragma GCC unroll 8
+        for (int r = 0; r < kChains; ++r) {
+          V xv;
+          load_lanes(xv, xl + r * kLanes);
+          a[r] += b[l] * xv;
+        }
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < kChains; ++r) store_lanes(row + k + r * kLanes, a[r]);
+    }
+    for (; k + kLanes <= CK; k += kLanes) {
+      V a = {};
+      if (accumulate) load_lanes(a, row + k);
+      for (int l = 0; l < kLanes; ++l) {
+        V xv;
+        load_lanes(xv, xT + l * ldt + k);
+        a += b[l] * xv;
+      }
+      store_lanes(row + k, a);
     }
     for (; k < CK; ++k) {
       T a = accumulate ? row[k] : T(0);
@@ -416,11 +468,60 @@ TCO_VECTORIZE void lanes_weight_backward(const T* __restrict gy, int64_t O, int6
   }
 }
 
-// Positions per block: the unfolded block (CK x positions x padded batch) stays under
-// kSlabBytes, with at least one position.
-int64_t position_block(const LocalGeometry& g, int64_t elem_size) {
-  const int64_t per_position = std::max<int64_t>(g.conv.col_rows() * padded_batch(g.conv.batch) * elem_size, 1);
-  return std::max<int64_t>(1, kSlabBytes / per_position);
+// The kernel taps of output position q that read inside the input: (tap, input position
+// within a channel plane). Taps in the padding are left out.
+struct TapRef {
+  int64_t tap, pos;
+};
+
+void position_taps(const ConvGeometry& c, int64_t q, std::vector<TapRef>& taps) {
+  taps.clear();
+  const int64_t ow = q % c.out_size[2], oh = (q / c.out_size[2]) % c.out_size[1],
+                od = q / (c.out_size[2] * c.out_size[1]);
+  for (int64_t kd = 0; kd < c.kernel[0]; ++kd) {
+    const int64_t id = od * c.stride[0] + tap_offset(c, 0, kd);
+    if (id < 0 || id >= c.in_size[0]) continue;
+    for (int64_t kh = 0; kh < c.kernel[1]; ++kh) {
+      const int64_t ih = oh * c.stride[1] + tap_offset(c, 1, kh);
+      if (ih < 0 || ih >= c.in_size[1]) continue;
+      for (int64_t kw = 0; kw < c.kernel[2]; ++kw) {
+        const int64_t iw = ow * c.stride[2] + tap_offset(c, 2, kw);
+        if (iw < 0 || iw >= c.in_size[2]) continue;
+        taps.push_back({(kd * c.kernel[1] + kh) * c.kernel[2] + kw, (id * c.in_size[1] + ih) * c.in_size[2] + iw});
+      }
+    }
+  }
+}
+
+// xT[n * CK + c * K + tap] = input[n, c, window tap of position q] (zero in the padding), for
+// n < batch; rows past the batch stay as they are (zero).
+template <typename scalar_t, typename acc_t>
+void gather_position_columns(const scalar_t* x, const std::vector<TapRef>& taps, acc_t* xT,
+                             const ConvGeometry& c) {
+  const int64_t C = c.in_channels, K = c.kernel_volume(), plane = c.in_plane();
+  const bool whole_window = static_cast<int64_t>(taps.size()) == K;
+  for (int64_t n = 0; n < c.batch; ++n) {
+    for (int64_t ic = 0; ic < C; ++ic) {
+      const scalar_t* src = x + (n * C + ic) * plane;
+      acc_t* dst = xT + (n * C + ic) * K;
+      if (!whole_window) std::fill(dst, dst + K, acc_t(0));
+      for (const TapRef& t : taps) dst[t.tap] = static_cast<acc_t>(src[t.pos]);
+    }
+  }
+}
+
+// The adjoint: gin[n, c, window tap of position q] += gT[n * CK + c * K + tap].
+template <typename acc_t>
+void scatter_position_columns(const acc_t* gT, const std::vector<TapRef>& taps, acc_t* gin,
+                              const ConvGeometry& c) {
+  const int64_t C = c.in_channels, K = c.kernel_volume(), plane = c.in_plane();
+  for (int64_t n = 0; n < c.batch; ++n) {
+    for (int64_t ic = 0; ic < C; ++ic) {
+      acc_t* dst = gin + (n * C + ic) * plane;
+      const acc_t* src = gT + (n * C + ic) * K;
+      for (const TapRef& t : taps) dst[t.pos] += src[t.tap];
+    }
+  }
 }
 
 // Flat weight cell of flat output position q.
@@ -429,83 +530,8 @@ int64_t cell_of_position(const LocalGeometry& g, int64_t q) {
   return g.cell_of(q / (oW * oH), (q / oW) % oH, q % oW);
 }
 
-// Calls fn(r, dst_offset, src_offset, lo, hi, a, b) for every slab row r = (channel, tap)
-// and every output row segment [a, b) of positions [q0, q1): slab entries
-// (r, position q0 + dst_offset + ow) for ow in [a, b) read input position
-// src_offset + ow * stride[2] (within channel r / kernel_volume) when ow is in [lo, hi), and
-// padding otherwise (lo == hi == a when the whole segment reads padding).
-template <typename Fn>
-void for_each_position_row(const LocalGeometry& g, int64_t q0, int64_t q1, Fn&& fn) {
-  const ConvGeometry& c = g.conv;
-  const int64_t K = c.kernel_volume(), D = c.in_size[0], H = c.in_size[1], W = c.in_size[2];
-  for (int64_t r = 0; r < c.col_rows(); ++r) {
-    const int64_t tap = r % K;
-    const int64_t kw = tap % c.kernel[2], kh = (tap / c.kernel[2]) % c.kernel[1],
-                  kd = tap / (c.kernel[2] * c.kernel[1]);
-    const int64_t off_d = tap_offset(c, 0, kd), off_h = tap_offset(c, 1, kh), off_w = tap_offset(c, 2, kw);
-    const IndexRange rw = valid_outputs(c, 2, off_w);
-    for_each_row_segment(c, q0, q1, [&](int64_t od, int64_t oh, int64_t a, int64_t b, int64_t col) {
-      const int64_t id = od * c.stride[0] + off_d, ih = oh * c.stride[1] + off_h;
-      const int64_t dst = col - q0 - a;
-      if (id < 0 || id >= D || ih < 0 || ih >= H) {
-        fn(r, dst, int64_t(0), a, a, a, b);
-        return;
-      }
-      const int64_t lo = std::clamp(rw.lo, a, b), hi = std::clamp(rw.hi, lo, b);
-      fn(r, dst, (id * H + ih) * W + off_w, lo, hi, a, b);
-    });
-  }
-}
-
-// Unfolds positions [q0, q1) of xt (C, plane, N) into slab (CK, q1 - q0, NP), NP the batch
-// padded to whole groups of lanes; every slab entry is written (zeros for padding and for
-// the lanes past the batch).
-template <typename acc_t>
-void fill_positions(const acc_t* xt, acc_t* slab, int64_t q0, int64_t q1, const LocalGeometry& g) {
-  const ConvGeometry& c = g.conv;
-  const int64_t N = c.batch, NP = padded_batch(N), K = c.kernel_volume(), plane = c.in_plane();
-  const int64_t P = q1 - q0, sw = c.stride[2];
-  for_each_position_row(g, q0, q1, [&](int64_t r, int64_t dst_off, int64_t src_off, int64_t lo, int64_t hi,
-                                       int64_t a, int64_t b) {
-    acc_t* dst = slab + (r * P + dst_off) * NP;  // dst + ow * NP: position ow of this segment
-    std::fill(dst + a * NP, dst + lo * NP, acc_t(0));
-    std::fill(dst + hi * NP, dst + b * NP, acc_t(0));
-    if (lo >= hi) return;
-    const acc_t* src = xt + ((r / K) * plane + src_off) * N;
-    if (sw == 1 && N == NP) {
-      std::memcpy(dst + lo * NP, src + lo * N, (hi - lo) * N * sizeof(acc_t));
-      return;
-    }
-    for (int64_t ow = lo; ow < hi; ++ow) {
-      std::memcpy(dst + ow * NP, src + ow * sw * N, N * sizeof(acc_t));
-      std::fill(dst + ow * NP + N, dst + (ow + 1) * NP, acc_t(0));
-    }
-  });
-}
-
-// The adjoint of fill_positions: gint (C, plane, N) += slab (lanes past the batch ignored).
-template <typename acc_t>
-void unfill_positions(const acc_t* slab, acc_t* gint, int64_t q0, int64_t q1, const LocalGeometry& g) {
-  const ConvGeometry& c = g.conv;
-  const int64_t N = c.batch, NP = padded_batch(N), K = c.kernel_volume(), plane = c.in_plane();
-  const int64_t P = q1 - q0, sw = c.stride[2];
-  for_each_position_row(g, q0, q1, [&](int64_t r, int64_t dst_off, int64_t src_off, int64_t lo, int64_t hi,
-                                       int64_t, int64_t) {
-    if (lo >= hi) return;
-    const acc_t* src = slab + (r * P + dst_off) * NP;
-    acc_t* dst = gint + ((r / K) * plane + src_off) * N;
-    if (sw == 1 && N == NP) {
-      axpy_scatter<acc_t, acc_t>(dst + lo * N, src + lo * NP, acc_t(1), (hi - lo) * N, 1);
-      return;
-    }
-    for (int64_t ow = lo; ow < hi; ++ow) {
-      axpy_scatter<acc_t, acc_t>(dst + ow * sw * N, src + ow * NP, acc_t(1), N, 1);
-    }
-  });
-}
-
-// The gradient of position q from gyt (O, L, N) as groups of lanes: gy[(grp * O + o) * kLanes + l]
-// is sample grp * kLanes + l (zero past the batch).
+// The output gradient of position q from gyt (O, L, N) in groups of lanes:
+// gy[(grp * O + o) * kLanes + l] is sample grp * kLanes + l (zero past the batch).
 template <typename acc_t>
 void gather_position_grad(const acc_t* gyt, int64_t q, acc_t* gy, const LocalGeometry& g) {
   const int64_t N = g.conv.batch, O = g.conv.out_channels, L = g.conv.out_plane();
@@ -521,24 +547,22 @@ void gather_position_grad(const acc_t* gyt, int64_t q, acc_t* gy, const LocalGeo
 }
 
 // yt (O, L, N) = per position q: weight[cell(q)] @ unfolded input of q.
-template <typename acc_t>
-void positions_forward(const acc_t* xt, const acc_t* w, acc_t* yt, const LocalGeometry& g) {
+template <typename scalar_t, typename acc_t>
+void positions_forward(const scalar_t* x, const acc_t* w, acc_t* yt, const LocalGeometry& g) {
   const ConvGeometry& c = g.conv;
   const int64_t N = c.batch, NP = padded_batch(N), O = c.out_channels, CK = c.col_rows(), L = c.out_plane();
-  const int64_t block = position_block(g, sizeof(acc_t));
-  at::parallel_for(0, (L + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> slab(CK * block * NP), y(O * kLanes);
-    for (int64_t blk = begin; blk < end; ++blk) {
-      const int64_t q0 = blk * block, q1 = std::min(L, q0 + block), P = q1 - q0;
-      fill_positions(xt, slab.data(), q0, q1, g);
-      for (int64_t q = q0; q < q1; ++q) {
-        const acc_t* wq = w + cell_of_position(g, q) * O * CK;
-        for (int64_t n0 = 0; n0 < N; n0 += kLanes) {
-          lanes_forward<acc_t>(wq, O, CK, slab.data() + (q - q0) * NP + n0, P * NP, y.data(), kLanes);
-          const int64_t lanes = std::min(kLanes, N - n0);
-          for (int64_t o = 0; o < O; ++o) {
-            std::copy(y.data() + o * kLanes, y.data() + o * kLanes + lanes, yt + (o * L + q) * N + n0);
-          }
+  at::parallel_for(0, L, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> xT(NP * CK, acc_t(0)), y(O * kLanes);
+    std::vector<TapRef> taps;
+    for (int64_t q = begin; q < end; ++q) {
+      position_taps(c, q, taps);
+      gather_position_columns(x, taps, xT.data(), c);
+      const acc_t* wq = w + cell_of_position(g, q) * O * CK;
+      for (int64_t n0 = 0; n0 < N; n0 += kLanes) {
+        lanes_forward<acc_t>(wq, O, CK, xT.data() + n0 * CK, CK, y.data(), kLanes);
+        const int64_t lanes = std::min(kLanes, N - n0);
+        for (int64_t o = 0; o < O; ++o) {
+          std::copy(y.data() + o * kLanes, y.data() + o * kLanes + lanes, yt + (o * L + q) * N + n0);
         }
       }
     }
@@ -570,32 +594,29 @@ Bands output_bands(const ConvGeometry& c) {
   return {height, (c.out_size[dim] + height - 1) / height, inner};
 }
 
-// gint (C, plane, N, zero on entry) += per position q: weight[cell(q)]^T @ grad_output of q,
-// folded back onto the input positions it came from.
+// gin (N, C, plane, compute type, zero on entry) += per position q: weight[cell(q)]^T @
+// grad_output of q, folded back onto the input positions it came from.
 template <typename acc_t>
-void positions_input_backward(const acc_t* gyt, const acc_t* w, acc_t* gint, const LocalGeometry& g) {
+void positions_input_backward(const acc_t* gyt, const acc_t* w, acc_t* gin, const LocalGeometry& g) {
   const ConvGeometry& c = g.conv;
   const int64_t N = c.batch, NP = padded_batch(N), O = c.out_channels, CK = c.col_rows(), L = c.out_plane();
-  const int64_t block = position_block(g, sizeof(acc_t));
   const Bands bands = output_bands(c);
   const int64_t band_positions = bands.height * bands.inner;
   for (int64_t parity = 0; parity < 2; ++parity) {
     const int64_t count = (bands.count - parity + 1) / 2;  // bands parity, parity + 2, ...
     at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> slab(CK * block * NP), gy(O * NP);
+      std::vector<acc_t> gT(NP * CK), gy(O * NP);
+      std::vector<TapRef> taps;
       for (int64_t i = begin; i < end; ++i) {
         const int64_t band = 2 * i + parity;
-        const int64_t band_end = std::min(L, (band + 1) * band_positions);
-        for (int64_t q0 = band * band_positions; q0 < band_end; q0 += block) {
-          const int64_t q1 = std::min(band_end, q0 + block), P = q1 - q0;
-          for (int64_t q = q0; q < q1; ++q) {
-            gather_position_grad(gyt, q, gy.data(), g);
-            const acc_t* wq = w + cell_of_position(g, q) * O * CK;
-            for (int64_t n0 = 0; n0 < N; n0 += kLanes) {
-              lanes_input_backward<acc_t>(wq, O, CK, gy.data() + n0 * O, slab.data() + (q - q0) * NP + n0, P * NP);
-            }
+        for (int64_t q = band * band_positions; q < std::min(L, (band + 1) * band_positions); ++q) {
+          position_taps(c, q, taps);
+          gather_position_grad(gyt, q, gy.data(), g);
+          const acc_t* wq = w + cell_of_position(g, q) * O * CK;
+          for (int64_t n0 = 0; n0 < N; n0 += kLanes) {
+            lanes_input_backward<acc_t>(wq, O, CK, gy.data() + n0 * O, gT.data() + n0 * CK, CK);
           }
-          unfill_positions(slab.data(), gint, q0, q1, g);
+          scatter_position_columns(gT.data(), taps, gin, c);
         }
       }
     });
@@ -605,26 +626,20 @@ void positions_input_backward(const acc_t* gyt, const acc_t* w, acc_t* gint, con
 // gw (cells x O x CK) = per position q: grad_output of q @ (unfolded input of q)^T. Each
 // cell has at most one position here, so tasks write disjoint cells; cells without a
 // position must be zero on entry.
-template <typename acc_t>
-void positions_weight_backward(const acc_t* gyt, const acc_t* xt, acc_t* gw, const LocalGeometry& g) {
+template <typename scalar_t, typename acc_t>
+void positions_weight_backward(const acc_t* gyt, const scalar_t* x, acc_t* gw, const LocalGeometry& g) {
   const ConvGeometry& c = g.conv;
   const int64_t N = c.batch, NP = padded_batch(N), O = c.out_channels, CK = c.col_rows(), L = c.out_plane();
-  const int64_t block = position_block(g, sizeof(acc_t));
-  at::parallel_for(0, (L + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> slab(CK * block * NP), gy(O * NP), xT(kLanes * CK);
-    for (int64_t blk = begin; blk < end; ++blk) {
-      const int64_t q0 = blk * block, q1 = std::min(L, q0 + block), P = q1 - q0;
-      fill_positions(xt, slab.data(), q0, q1, g);
-      for (int64_t q = q0; q < q1; ++q) {
-        gather_position_grad(gyt, q, gy.data(), g);
-        acc_t* gwq = gw + cell_of_position(g, q) * O * CK;
-        for (int64_t n0 = 0; n0 < N; n0 += kLanes) {
-          // This group's unfolded columns, transposed to (lanes x CK) so the kernel runs along CK.
-          const acc_t* x = slab.data() + (q - q0) * NP + n0;
-          for (int64_t r = 0; r < CK; ++r)
-            for (int64_t l = 0; l < kLanes; ++l) xT[l * CK + r] = x[r * P * NP + l];
-          lanes_weight_backward<acc_t>(gy.data() + n0 * O, O, CK, xT.data(), CK, gwq, n0 > 0);
-        }
+  at::parallel_for(0, L, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> xT(NP * CK, acc_t(0)), gy(O * NP);
+    std::vector<TapRef> taps;
+    for (int64_t q = begin; q < end; ++q) {
+      position_taps(c, q, taps);
+      gather_position_columns(x, taps, xT.data(), c);
+      gather_position_grad(gyt, q, gy.data(), g);
+      acc_t* gwq = gw + cell_of_position(g, q) * O * CK;
+      for (int64_t n0 = 0; n0 < N; n0 += kLanes) {
+        lanes_weight_backward<acc_t>(gy.data() + n0 * O, O, CK, xT.data() + n0 * CK, CK, gwq, n0 > 0);
       }
     }
   });
@@ -669,11 +684,12 @@ at::Tensor local_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
   if (bias.has_value() && bias->defined()) b = bias->to(ct).contiguous();
 
   if (by_positions(g)) {
-    const at::Tensor xt = sample_innermost(input, c.in_channels, c.in_plane(), ct);
-    at::Tensor yt = empty_large({c.out_channels, c.out_plane(), c.batch}, xt.options());
-    AT_DISPATCH_FLOATING_TYPES(ct, "cnn_ops_local_forward", [&] {
-      positions_forward<scalar_t>(xt.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-                                  yt.data_ptr<scalar_t>(), g);
+    const at::Tensor x = input.contiguous();
+    at::Tensor yt = empty_large({c.out_channels, c.out_plane(), c.batch}, input.options().dtype(ct));
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, st, "cnn_ops_local_forward", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      positions_forward<scalar_t, acc_t>(x.const_data_ptr<scalar_t>(), w.const_data_ptr<acc_t>(),
+                                         yt.data_ptr<acc_t>(), g);
     });
     if (b) yt.add_(b->view({c.out_channels, bias_per_position(*b) ? c.out_plane() : 1, 1}));
     return sample_outermost(yt, shape, st);
@@ -704,12 +720,12 @@ at::Tensor local_input_backward_cpu(const at::Tensor& grad_output, const at::Ten
   const at::Tensor w = weight.to(ct).contiguous();
   if (by_positions(g)) {
     const at::Tensor gyt = sample_innermost(grad_output, c.out_channels, c.out_plane(), ct);
-    at::Tensor gint = zeros_large({c.in_channels, c.in_plane(), c.batch}, gyt.options());
+    at::Tensor gin = zeros_large(input_size, gyt.options());
     AT_DISPATCH_FLOATING_TYPES(ct, "cnn_ops_local_input_backward", [&] {
       positions_input_backward<scalar_t>(gyt.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-                                         gint.data_ptr<scalar_t>(), g);
+                                         gin.data_ptr<scalar_t>(), g);
     });
-    return sample_outermost(gint, input_size, st);
+    return gin.to(st);
   }
   const at::Tensor gout = grad_output.contiguous();
   at::Tensor gin = zeros_large(input_size, gout.options().dtype(ct));
@@ -732,14 +748,15 @@ at::Tensor local_weight_backward_cpu(const at::Tensor& grad_output, const at::Te
   if (c.batch == 0 || c.out_plane() == 0) return at::zeros(weight_size, grad_output.options());
   const at::TensorOptions ct_options = grad_output.options().dtype(ct);
   if (by_positions(g)) {
-    const at::Tensor xt = sample_innermost(input, c.in_channels, c.in_plane(), ct);
+    const at::Tensor x = input.contiguous();
     const at::Tensor gyt = sample_innermost(grad_output, c.out_channels, c.out_plane(), ct);
     // Cells beyond the output (a grid larger than it) get no position and stay zero.
     const bool all_cells_used = g.cells() == c.out_plane();
     at::Tensor gw = all_cells_used ? empty_large(weight_size, ct_options) : zeros_large(weight_size, ct_options);
-    AT_DISPATCH_FLOATING_TYPES(ct, "cnn_ops_local_weight_backward", [&] {
-      positions_weight_backward<scalar_t>(gyt.const_data_ptr<scalar_t>(), xt.const_data_ptr<scalar_t>(),
-                                          gw.data_ptr<scalar_t>(), g);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, st, "cnn_ops_local_weight_backward", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      positions_weight_backward<scalar_t, acc_t>(gyt.const_data_ptr<acc_t>(), x.const_data_ptr<scalar_t>(),
+                                                 gw.data_ptr<acc_t>(), g);
     });
     return gw.to(st);
   }
