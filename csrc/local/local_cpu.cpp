@@ -8,24 +8,25 @@
 //    the conv family's column-blocked im2col + GEMM: unfold a block of the cell's output
 //    columns into a slab that fits in L2, multiply by the cell's kernel, scatter the result
 //    to the cell's output positions.
-//  * by positions (unshared convolution: one kernel per position). A GEMM per position has
-//    only `batch` columns, so the unfolded slab holds a block of positions for a chunk of
-//    samples, laid out (rows, position, sample), and each position's GEMM reads its own
-//    (rows x samples) piece. Input, output and their gradients are transposed once to
-//    (channels, position, sample) so that a slab row is filled by contiguous copies and
-//    each position's output or gradient is directly a GEMM operand. The weight (the large
-//    tensor here, out_channels x in_channels x kernel per position) is streamed once per
-//    pass.
+//  * by positions (unshared convolution: one kernel per position, or a tile at least as
+//    large as the output). The weight, out_channels x in_channels x kernel per position,
+//    is the large tensor here and a GEMM per position would have only `batch` columns, so
+//    each position's unfolded columns (all samples) are gathered into a small per-thread
+//    buffer and vectorised micro-kernels run along the rows of the position's weight, which
+//    is read once per pass, front to back (see "By positions" below). The input gradient
+//    of neighbouring positions overlaps, so positions run in bands of output rows: all even
+//    bands in parallel, then all odd ones.
 //
-// Memory: besides the result, the extra memory is one slab of about kSlabBytes per thread,
-// one transposed copy of the input and of the output in the by-positions path, and, for the
-// weight gradient of the by-cells path when there are fewer cells than threads, one partial
-// weight gradient per extra thread. Never the unfolded input of the whole batch.
+// Memory: besides the result, the extra memory is a buffer of about kSlabBytes (by cells)
+// or of batch x in_channels x kernel_volume values (by positions) per thread, an
+// (out_channels, position, sample) copy of the output or its gradient in the by-positions
+// path, a float32 copy of the weight and of the input gradient for float16 / bfloat16, and,
+// for the weight gradient of the by-cells path when there are fewer cells than threads, one
+// partial weight gradient per extra thread. Never the unfolded input of the whole batch.
 //
-// The GEMMs run single-threaded inside at::parallel_for tasks, on the BLAS that libtorch
-// links (its Fortran sgemm_/dgemm_), which costs a fraction of a microsecond per call where
-// at::mm costs several: the by-positions path makes one call per output position and pass.
-// float16 and bfloat16 are computed in float32 (slabs, GEMMs and accumulators).
+// The by-cells GEMMs run single-threaded inside at::parallel_for tasks, on the BLAS that
+// libtorch links (its Fortran sgemm_/dgemm_, at::mm where not exported).
+// float16 and bfloat16 are computed in float32 (buffers, products and accumulators).
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>

@@ -5,9 +5,10 @@ Both are convolutions whose kernel depends on the output position: tiled convolu
 connected layer) has one kernel per output position. PyTorch has neither; the usual
 workaround unfolds the input for every position and sample and multiplies it with a
 per-position weight, which holds the whole unfolded input in memory. These kernels never
-do: they work on blocks of positions and samples whose unfolded copy fits in a bounded
-per-thread buffer (about 1 MiB), so that the extra memory beyond the inputs and results is
-that buffer plus at most a copy of the input and of the output (see csrc/local/local_cpu.cpp).
+do: they unfold one block of output columns, or one position for all samples, at a time
+into a bounded per-thread buffer, so that the extra memory beyond the inputs and results is
+that buffer plus at most one reordered copy of the output or its gradient (and float32
+copies for float16 / bfloat16); see csrc/local/local_cpu.cpp.
 """
 
 from typing import List, Optional, Tuple, Union
@@ -119,9 +120,9 @@ Shapes: weight ``({odims}, C_out, C_in, {kdims})`` (output size first), bias ``(
 a weight whose leading sizes differ from the output size raises a ValueError.
 
 Memory: unlike the unfold + einsum workaround, the unfolded input of all positions and
-samples is never held at once: the kernels work on blocks of positions and samples whose
-unfolded copy fits in a per-thread buffer of about 1 MiB, plus one sample-innermost copy of
-the input and of the output.
+samples is never held at once: the kernels unfold one position (all samples) at a time into
+a per-thread buffer, and keep one (C_out, position, sample) copy of the output or of its
+gradient.
 
 Example::
 
