@@ -160,6 +160,15 @@ at::Tensor zeros_large(at::IntArrayRef sizes, const at::TensorOptions& options) 
   return empty_large(sizes, options).zero_();
 }
 
+// at::parallel_for grain: tasks of less than kMinParallelWork multiply-adds in all run on
+// the calling thread. Waking a team of threads costs more than small problems take, and far
+// more when a core is busy with another process and a worker waits for it.
+constexpr int64_t kMinParallelWork = int64_t(1) << 18;
+
+int64_t grain_for(int64_t work_per_task) {
+  return std::max<int64_t>(1, kMinParallelWork / std::max<int64_t>(work_per_task, 1));
+}
+
 at::ScalarType compute_type(at::ScalarType t) {
   return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
 }
@@ -213,7 +222,8 @@ void cells_forward(const scalar_t* x, const acc_t* w, BiasRef<acc_t> bias, scala
   const ConvGeometry& c = g.conv;
   const int64_t N = c.batch, O = c.out_channels, CK = c.col_rows(), L = c.out_plane();
   const int64_t cells = g.cells(), in_sample = c.in_channels * c.in_plane();
-  at::parallel_for(0, N * cells, 1, [&](int64_t begin, int64_t end) {
+  const int64_t work = O * CK * g.positions_per_cell();
+  at::parallel_for(0, N * cells, grain_for(work), [&](int64_t begin, int64_t end) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;  // worker threads start without it
     std::vector<acc_t> slab, y;
     for (int64_t task = begin; task < end; ++task) {
@@ -263,7 +273,7 @@ void cells_input_backward(const scalar_t* gout, const acc_t* w, acc_t* gin, cons
   const ConvGeometry& c = g.conv;
   const int64_t O = c.out_channels, CK = c.col_rows(), L = c.out_plane();
   const int64_t cells = g.cells(), in_sample = c.in_channels * c.in_plane();
-  at::parallel_for(0, c.batch, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, c.batch, grain_for(O * CK * L), [&](int64_t begin, int64_t end) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     std::vector<acc_t> slab, gy;
     for (int64_t n = begin; n < end; ++n) {
@@ -295,7 +305,8 @@ void cells_weight_backward(const scalar_t* gout, const scalar_t* x, acc_t* parti
   const ConvGeometry& c = g.conv;
   const int64_t N = c.batch, O = c.out_channels, CK = c.col_rows(), L = c.out_plane();
   const int64_t cells = g.cells(), in_sample = c.in_channels * c.in_plane();
-  at::parallel_for(0, cells * splits, 1, [&](int64_t begin, int64_t end) {
+  const int64_t work = O * CK * g.positions_per_cell() * N / splits;
+  at::parallel_for(0, cells * splits, grain_for(work), [&](int64_t begin, int64_t end) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     std::vector<acc_t> slab, gy;
     for (int64_t task = begin; task < end; ++task) {
@@ -552,7 +563,7 @@ template <typename scalar_t, typename acc_t>
 void positions_forward(const scalar_t* x, const acc_t* w, acc_t* yt, const LocalGeometry& g) {
   const ConvGeometry& c = g.conv;
   const int64_t N = c.batch, NP = padded_batch(N), O = c.out_channels, CK = c.col_rows(), L = c.out_plane();
-  at::parallel_for(0, L, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, L, grain_for(O * CK * NP), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> xT(NP * CK, acc_t(0)), y(O * kLanes);
     std::vector<TapRef> taps;
     for (int64_t q = begin; q < end; ++q) {
@@ -605,7 +616,7 @@ void positions_input_backward(const acc_t* gyt, const acc_t* w, acc_t* gin, cons
   const int64_t band_positions = bands.height * bands.inner;
   for (int64_t parity = 0; parity < 2; ++parity) {
     const int64_t count = (bands.count - parity + 1) / 2;  // bands parity, parity + 2, ...
-    at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, count, grain_for(O * CK * NP * band_positions), [&](int64_t begin, int64_t end) {
       std::vector<acc_t> gT(NP * CK), gy(O * NP);
       std::vector<TapRef> taps;
       for (int64_t i = begin; i < end; ++i) {
@@ -631,7 +642,7 @@ template <typename scalar_t, typename acc_t>
 void positions_weight_backward(const acc_t* gyt, const scalar_t* x, acc_t* gw, const LocalGeometry& g) {
   const ConvGeometry& c = g.conv;
   const int64_t N = c.batch, NP = padded_batch(N), O = c.out_channels, CK = c.col_rows(), L = c.out_plane();
-  at::parallel_for(0, L, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, L, grain_for(O * CK * NP), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> xT(NP * CK, acc_t(0)), gy(O * NP);
     std::vector<TapRef> taps;
     for (int64_t q = begin; q < end; ++q) {
