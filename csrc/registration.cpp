@@ -24,6 +24,20 @@ TORCH_LIBRARY(cnn_ops, m) {
       "conv_weight_backward(Tensor grad_output, Tensor input, SymInt[] weight_size, int[] stride, "
       "int[] padding, int[] dilation, int groups, str algorithm) -> Tensor");
 
+  // ---- local family (csrc/local): tiled and unshared (locally connected) convolution ----
+  // weight: (*grid, out_channels, in_channels, *kernel); output position p uses the kernel
+  // weight[p % grid] (per dimension). Tiled: grid = tile size. Unshared: grid = output size.
+  // bias: (out_channels) or (out_channels, *output_size).
+  m.def(
+      "local_forward(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[] padding, "
+      "int[] padding_end, int[] dilation) -> Tensor");
+  m.def(
+      "local_input_backward(Tensor grad_output, Tensor weight, SymInt[] input_size, int[] stride, "
+      "int[] padding, int[] dilation) -> Tensor");
+  m.def(
+      "local_weight_backward(Tensor grad_output, Tensor input, SymInt[] weight_size, int[] stride, "
+      "int[] padding, int[] dilation) -> Tensor");
+
   // ---- pool family (csrc/pool) ----
   // Window pooling: kernel_size, stride, padding and dilation have one entry per spatial
   // dimension (1 to 3). Indices are flat positions in the input's spatial plane (int64), as

@@ -10,7 +10,7 @@ def main(argv=None) -> int:
     check = sub.add_parser("check", help="parity of every op against its built-in twin; exit 1 on any failure")
     check.add_argument("--seed", type=int, default=0)
     bench = sub.add_parser("bench", help="benchmark tables: ours against the built-ins")
-    bench.add_argument("family", nargs="?", default="all", help="an op family (conv, pool) or 'all'")
+    bench.add_argument("family", nargs="?", default="all", help="an op family (conv, local, pool) or 'all'")
     bench.add_argument("--json", help="also write the results to this JSON file")
     bench.add_argument("--quick", action="store_true", help="tiny shapes, for a smoke test")
     args = parser.parse_args(argv)

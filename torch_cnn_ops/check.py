@@ -12,6 +12,7 @@ import torch.nn.grad as torch_grad
 
 from . import functional as F
 from . import grad
+from .benchmark.local import tiled_grouped, unshared_einsum
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4}
 
@@ -49,6 +50,46 @@ def _conv_cases() -> List[Tuple[str, str, Callable[[torch.dtype], Tuple[torch.Te
 
         cases.append((f"grad.conv{nd}d_input", "auto", input_grad))
         cases.append((f"grad.conv{nd}d_weight", "auto", weight_grad))
+    return cases
+
+
+def _local_cases() -> List[Tuple[str, str, Callable[[torch.dtype], Tuple[torch.Tensor, torch.Tensor]]]]:
+    """Tiled convolution with tile 1 against conv, tiled 2x2 and unshared against the
+    pure-PyTorch unfold + einsum formulations (forward, and the input and weight gradients)."""
+    cases = []
+
+    def tile_one_1d(dtype):
+        x, w, b = torch.randn(2, 3, 17, dtype=dtype), torch.randn(4, 3, 3, dtype=dtype), torch.randn(4, dtype=dtype)
+        return F.tiled_conv1d(x, w[None], b, 2, 1, 2), torch_F.conv1d(x, w, b, 2, 1, 2)
+
+    def tile_one_2d(dtype):
+        x, w, b = torch.randn(2, 3, 11, 9, dtype=dtype), torch.randn(4, 3, 3, 2, dtype=dtype), torch.randn(4, dtype=dtype)
+        return F.tiled_conv2d(x, w[None, None], b, 1, (1, 2), (2, 1)), torch_F.conv2d(x, w, b, 1, (1, 2), (2, 1))
+
+    def with_grads(ours_fn, ref_fn, x, w, b):
+        outs = []
+        for fn in (ours_fn, ref_fn):
+            xs, ws = x.clone().requires_grad_(), w.clone().requires_grad_()
+            y = fn(xs, ws, b)
+            weights = 1 + torch.arange(y.numel(), dtype=y.dtype).view_as(y) % 3  # a cotangent that is not all ones
+            gx, gw = torch.autograd.grad(y, (xs, ws), weights)
+            outs.append(torch.cat([y.detach().flatten(), gx.flatten(), gw.flatten()]))
+        return outs[0], outs[1]
+
+    def tiled_2x2(dtype):
+        x, w, b = torch.randn(2, 3, 8, 10, dtype=dtype), torch.randn(2, 2, 4, 3, 3, 3, dtype=dtype), torch.randn(4, dtype=dtype)
+        return with_grads(lambda x, w, b: F.tiled_conv2d(x, w, b, padding=1),
+                          lambda x, w, b: tiled_grouped(x, w, b, 3, 1), x, w, b)
+
+    def unshared(dtype):
+        x, w, b = torch.randn(2, 3, 7, 6, dtype=dtype), torch.randn(7, 6, 4, 3, 3, 3, dtype=dtype), torch.randn(4, 7, 6, dtype=dtype)
+        return with_grads(lambda x, w, b: F.unshared_conv2d(x, w, b, padding=1),
+                          lambda x, w, b: unshared_einsum(x, w, b, 3, 1), x, w, b)
+
+    cases.append(("tiled_conv1d", "tile 1 vs conv1d", tile_one_1d))
+    cases.append(("tiled_conv2d", "tile 1 vs conv2d", tile_one_2d))
+    cases.append(("tiled_conv2d", "2x2 fwd+grads vs einsum", tiled_2x2))
+    cases.append(("unshared_conv2d", "fwd+grads vs unfold+einsum", unshared))
     return cases
 
 
@@ -120,7 +161,7 @@ def _pool_cases() -> List[Tuple[str, str, Callable[[torch.dtype], Tuple[torch.Te
 def run_check(seed: int = 0) -> List[Dict[str, object]]:
     torch.manual_seed(seed)
     rows = []
-    for name, variant, case in _conv_cases() + _pool_cases():
+    for name, variant, case in _conv_cases() + _local_cases() + _pool_cases():
         for dtype in (torch.float64, torch.float32):
             ours, ref = case(dtype)
             error = ((ours - ref).abs().max() / ref.abs().max().clamp_min(1)).item() if ref.numel() else 0.0

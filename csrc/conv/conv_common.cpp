@@ -9,7 +9,6 @@
 #include <vector>
 
 namespace tco {
-namespace {
 
 std::string shape_str(at::IntArrayRef sizes) {
   std::ostringstream s;
@@ -19,43 +18,44 @@ std::string shape_str(at::IntArrayRef sizes) {
   return s.str();
 }
 
-void check_dtype(const at::Tensor& t, const char* name) {
+void check_dtype(const at::Tensor& t, const char* name, const char* op) {
   const auto st = t.scalar_type();
   TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
-              "cnn_ops.conv: ", name, " must be float32, float64, float16 or bfloat16, got ", st);
+              op, ": ", name, " must be float32, float64, float16 or bfloat16, got ", st);
 }
 
 void check_same_kind(const at::Tensor& a, const char* a_name, const at::Tensor& b,
-                     const char* b_name) {
-  TORCH_CHECK(a.scalar_type() == b.scalar_type(), "cnn_ops.conv: ", a_name, " (", a.scalar_type(),
+                     const char* b_name, const char* op) {
+  TORCH_CHECK(a.scalar_type() == b.scalar_type(), op, ": ", a_name, " (", a.scalar_type(),
               ") and ", b_name, " (", b.scalar_type(), ") must have the same dtype");
-  TORCH_CHECK(a.device() == b.device(), "cnn_ops.conv: ", a_name, " (", a.device(), ") and ",
+  TORCH_CHECK(a.device() == b.device(), op, ": ", a_name, " (", a.device(), ") and ",
               b_name, " (", b.device(), ") must be on the same device");
 }
 
-// Checks the per-dimension arguments and fills stride, pad, dilation and groups.
 void fill_spatial_args(ConvGeometry& g, at::IntArrayRef stride, at::IntArrayRef padding,
-                       at::IntArrayRef dilation, int64_t groups) {
+                       at::IntArrayRef dilation, int64_t groups, const char* op) {
   const size_t nd = stride.size();
-  TORCH_CHECK(nd >= 1 && nd <= 3, "cnn_ops.conv: stride must have 1, 2 or 3 entries, got ",
+  TORCH_CHECK(nd >= 1 && nd <= 3, op, ": stride must have 1, 2 or 3 entries, got ",
               shape_str(stride));
   TORCH_CHECK(padding.size() == nd && dilation.size() == nd,
-              "cnn_ops.conv: stride ", shape_str(stride), ", padding ", shape_str(padding),
+              op, ": stride ", shape_str(stride), ", padding ", shape_str(padding),
               " and dilation ", shape_str(dilation), " must have one entry per spatial dimension");
-  TORCH_CHECK(groups >= 1, "cnn_ops.conv: groups must be at least 1, got ", groups);
+  TORCH_CHECK(groups >= 1, op, ": groups must be at least 1, got ", groups);
   g.groups = groups;
   const size_t first = 3 - nd;  // 1-d and 2-d map onto the trailing dimensions
   for (size_t i = 0; i < nd; ++i) {
-    TORCH_CHECK(stride[i] >= 1, "cnn_ops.conv: stride must be at least 1, got ", shape_str(stride));
-    TORCH_CHECK(dilation[i] >= 1, "cnn_ops.conv: dilation must be at least 1, got ",
+    TORCH_CHECK(stride[i] >= 1, op, ": stride must be at least 1, got ", shape_str(stride));
+    TORCH_CHECK(dilation[i] >= 1, op, ": dilation must be at least 1, got ",
                 shape_str(dilation));
-    TORCH_CHECK(padding[i] >= 0, "cnn_ops.conv: padding must be non-negative, got ",
+    TORCH_CHECK(padding[i] >= 0, op, ": padding must be non-negative, got ",
                 shape_str(padding));
     g.stride[first + i] = stride[i];
     g.dilation[first + i] = dilation[i];
     g.pad[first + i] = padding[i];
   }
 }
+
+namespace {
 
 void fill_weight(ConvGeometry& g, at::IntArrayRef wsize, int64_t in_channels, const char* what) {
   const size_t nd = wsize.size() - 2;

@@ -6,11 +6,27 @@
 #include <c10/util/ArrayRef.h>
 
 #include <optional>
+#include <string>
 #include <string_view>
 
 #include "conv_geometry.h"
 
 namespace tco {
+
+// Helpers of the argument checks, shared with the families built on ConvGeometry (local).
+// `op` prefixes every message ("cnn_ops.conv", ...).
+
+// "[2, 3, 4]"
+std::string shape_str(at::IntArrayRef sizes);
+// t is float32, float64, float16 or bfloat16.
+void check_dtype(const at::Tensor& t, const char* name, const char* op = "cnn_ops.conv");
+// a and b have the same dtype and device.
+void check_same_kind(const at::Tensor& a, const char* a_name, const at::Tensor& b,
+                     const char* b_name, const char* op = "cnn_ops.conv");
+// Checks the per-dimension arguments (one entry each per spatial dimension, 1 to 3 of them)
+// and fills g's stride, pad, dilation and groups; 1-d and 2-d map onto the trailing dimensions.
+void fill_spatial_args(ConvGeometry& g, at::IntArrayRef stride, at::IntArrayRef padding,
+                       at::IntArrayRef dilation, int64_t groups, const char* op = "cnn_ops.conv");
 
 enum class ConvAlgorithm { Direct, Im2col, Shifted };
 

@@ -11,7 +11,7 @@
 // reading the input with the stride (kernel widths 2 and 3: all width taps of an input row
 // at once); the taps come in the window's scan order, so ties and NaNs resolve exactly as in
 // torch's per-output loop (max: first maximum wins; a NaN wins, and a later NaN replaces an
-// earlier one). These row loops are the hot loops and are marked TCO_POOL_VECTORIZE.
+// earlier one). These row loops are the hot loops and are marked TCO_VECTORIZE.
 // Adaptive windows differ per output and use a plain per-output loop.
 //
 // channels_last 2-d inputs are pooled in that layout, the inner loops running along the
@@ -38,14 +38,6 @@
 #include "../cpu_vectorize.h"
 #include "pool_common.h"
 
-// The hot row loops are compiled for AVX-512, AVX2 and the baseline, chosen at load time by
-// the CPU's features. (Clones named "arch=<cpu>", as TCO_VECTORIZE uses, are chosen by CPU
-// model, and an AMD EPYC with AVX-512 would run the baseline clone.)
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define TCO_POOL_VECTORIZE __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define TCO_POOL_VECTORIZE TCO_VECTORIZE
-#endif
 
 namespace tco {
 namespace {
@@ -86,7 +78,7 @@ int64_t grain_for(int64_t plane_elems) {
 // Max (kMin = false) or min reduction of one tap row into (best, idx):
 // for ow in [lo, hi): v = src[ow * step]; replace when v beats best or v is NaN.
 template <bool kMin, typename acc_t, typename scalar_t, typename idx_t>
-TCO_POOL_VECTORIZE void extreme_row(acc_t* __restrict best, idx_t* __restrict idx,
+TCO_VECTORIZE void extreme_row(acc_t* __restrict best, idx_t* __restrict idx,
                                const scalar_t* __restrict src, idx_t src_idx, int64_t lo,
                                int64_t hi, int64_t step) {
 #define TCO_EXTREME_BODY(STEP)                                                      \
@@ -120,7 +112,7 @@ inline acc_t power(acc_t x, acc_t p) {
 
 // acc[o] += src[o * step]^kPow for o in [lo, hi).
 template <int kPow, typename acc_t, typename scalar_t>
-TCO_POOL_VECTORIZE void sum_row(acc_t* __restrict acc, const scalar_t* __restrict src, int64_t lo,
+TCO_VECTORIZE void sum_row(acc_t* __restrict acc, const scalar_t* __restrict src, int64_t lo,
                            int64_t hi, int64_t step, acc_t p) {
   if (step == 1) {
     for (int64_t o = lo; o < hi; ++o) acc[o] += power<kPow>(static_cast<acc_t>(src[o]), p);
@@ -134,7 +126,7 @@ TCO_POOL_VECTORIZE void sum_row(acc_t* __restrict acc, const scalar_t* __restric
 // dst[o * step] += coef[o] * d(src[o * step]) for o in [lo, hi), where d is 1 (kPow 1: avg
 // and lp with p = 1), x (kPow 2) or pow(x, p - 1) (kPow 0). src is unused for kPow 1.
 template <int kPow, typename acc_t, typename scalar_t>
-TCO_POOL_VECTORIZE void scatter_row(acc_t* __restrict dst, const acc_t* __restrict coef,
+TCO_VECTORIZE void scatter_row(acc_t* __restrict dst, const acc_t* __restrict coef,
                                const scalar_t* __restrict src, int64_t lo, int64_t hi,
                                int64_t step, acc_t p) {
 #define TCO_SCATTER_BODY(STEP)                                                               \
@@ -163,7 +155,7 @@ TCO_POOL_VECTORIZE void scatter_row(acc_t* __restrict dst, const acc_t* __restri
 // S is the stride along the width (0: the runtime `step`). The taps still come in scan order.
 
 template <int KW, int S, bool kMin, typename acc_t, typename scalar_t, typename idx_t>
-TCO_POOL_VECTORIZE void extreme_row_fused(acc_t* __restrict best, idx_t* __restrict idx,
+TCO_VECTORIZE void extreme_row_fused(acc_t* __restrict best, idx_t* __restrict idx,
                                      const scalar_t* __restrict src, idx_t src_idx, int64_t lo,
                                      int64_t hi, int64_t step_rt, int64_t dil) {
   const int64_t step = S ? S : step_rt;
@@ -185,7 +177,7 @@ TCO_POOL_VECTORIZE void extreme_row_fused(acc_t* __restrict best, idx_t* __restr
 
 // acc[o] += sum over the KW taps (dilation 1) of src^kPow.
 template <int KW, int S, int kPow, typename acc_t, typename scalar_t>
-TCO_POOL_VECTORIZE void sum_row_fused(acc_t* __restrict acc, const scalar_t* __restrict src, int64_t lo,
+TCO_VECTORIZE void sum_row_fused(acc_t* __restrict acc, const scalar_t* __restrict src, int64_t lo,
                                  int64_t hi, int64_t step_rt, acc_t p) {
   const int64_t step = S ? S : step_rt;
   for (int64_t o = lo; o < hi; ++o) {
@@ -198,7 +190,7 @@ TCO_POOL_VECTORIZE void sum_row_fused(acc_t* __restrict acc, const scalar_t* __r
 
 // dst[o * step + k] += coef[o] * d(src[o * step + k]) for the KW taps (dilation 1).
 template <int KW, int S, int kPow, typename acc_t, typename scalar_t>
-TCO_POOL_VECTORIZE void scatter_row_fused(acc_t* __restrict dst, const acc_t* __restrict coef,
+TCO_VECTORIZE void scatter_row_fused(acc_t* __restrict dst, const acc_t* __restrict coef,
                                      const scalar_t* __restrict src, int64_t lo, int64_t hi,
                                      int64_t step_rt, acc_t p) {
   const int64_t step = S ? S : step_rt;
@@ -292,7 +284,7 @@ inline void for_each_tap(const PoolGeometry& g, const PoolWindow& wd, const Pool
 
 // Start of an output row: no value yet, and the index of the first tap inside the input.
 template <typename acc_t, typename idx_t>
-TCO_POOL_VECTORIZE void init_row(acc_t* __restrict best, idx_t* __restrict idx, const idx_t* __restrict start_w,
+TCO_VECTORIZE void init_row(acc_t* __restrict best, idx_t* __restrict idx, const idx_t* __restrict start_w,
                                  idx_t first_row, acc_t init, int64_t n) {
   for (int64_t o = 0; o < n; ++o) {
     best[o] = init;
@@ -301,7 +293,7 @@ TCO_POOL_VECTORIZE void init_row(acc_t* __restrict best, idx_t* __restrict idx, 
 }
 
 template <typename scalar_t, typename acc_t, typename idx_t>
-TCO_POOL_VECTORIZE void store_row(scalar_t* __restrict out, int64_t* __restrict ind, const acc_t* __restrict best,
+TCO_VECTORIZE void store_row(scalar_t* __restrict out, int64_t* __restrict ind, const acc_t* __restrict best,
                                   const idx_t* __restrict idx, int64_t n) {
   for (int64_t o = 0; o < n; ++o) {
     out[o] = static_cast<scalar_t>(best[o]);
@@ -395,7 +387,7 @@ void scatter_backward(const scalar_t* gout, const int64_t* ind, scalar_t* gin, c
 // output row) pairs; backward tasks are samples, each owning its input-gradient sample.
 
 template <bool kMin, typename acc_t, typename scalar_t, typename idx_t>
-TCO_POOL_VECTORIZE void extreme_channels(acc_t* __restrict best, idx_t* __restrict idx,
+TCO_VECTORIZE void extreme_channels(acc_t* __restrict best, idx_t* __restrict idx,
                                          const scalar_t* __restrict src, idx_t pos, int64_t C) {
   for (int64_t c = 0; c < C; ++c) {
     const acc_t v = static_cast<acc_t>(src[c]);
@@ -406,12 +398,12 @@ TCO_POOL_VECTORIZE void extreme_channels(acc_t* __restrict best, idx_t* __restri
 }
 
 template <int kPow, typename acc_t, typename scalar_t>
-TCO_POOL_VECTORIZE void sum_channels(acc_t* __restrict acc, const scalar_t* __restrict src, int64_t C, acc_t p) {
+TCO_VECTORIZE void sum_channels(acc_t* __restrict acc, const scalar_t* __restrict src, int64_t C, acc_t p) {
   for (int64_t c = 0; c < C; ++c) acc[c] += power<kPow>(static_cast<acc_t>(src[c]), p);
 }
 
 template <int kPow, typename acc_t, typename scalar_t>
-TCO_POOL_VECTORIZE void scatter_channels(acc_t* __restrict dst, const acc_t* __restrict coef,
+TCO_VECTORIZE void scatter_channels(acc_t* __restrict dst, const acc_t* __restrict coef,
                                          const scalar_t* __restrict src, int64_t C, acc_t p) {
   for (int64_t c = 0; c < C; ++c) {
     if constexpr (kPow == 1) {

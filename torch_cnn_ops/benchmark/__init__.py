@@ -11,7 +11,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-FAMILIES = ("conv", "pool")
+FAMILIES = ("conv", "local", "pool")
 
 
 def median_time(fn: Callable[[], object], min_repeat: int = 5, max_repeat: int = 50, budget_s: float = 1.0) -> float:

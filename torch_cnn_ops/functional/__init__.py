@@ -5,6 +5,7 @@ One module per op family; everything public is re-exported here.
 """
 
 from .conv import conv1d, conv2d, conv3d, conv_padding
+from .local import tiled_conv1d, tiled_conv2d, unshared_conv1d, unshared_conv2d
 from .pool import (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d, adaptive_max_pool1d,
                    adaptive_max_pool2d, adaptive_max_pool3d, adaptive_min_pool1d, adaptive_min_pool2d,
                    adaptive_min_pool3d, avg_pool1d, avg_pool2d, avg_pool3d, channel_max_pool,
@@ -12,4 +13,8 @@ from .pool import (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d
                    max_pool1d, max_pool2d, max_pool3d, min_pool1d, min_pool2d, min_pool3d)
 from .pool import __all__ as _pool_all
 
-__all__ = ["conv1d", "conv2d", "conv3d", "conv_padding", *_pool_all]
+__all__ = [
+    "conv1d", "conv2d", "conv3d", "conv_padding",
+    "tiled_conv1d", "tiled_conv2d", "unshared_conv1d", "unshared_conv2d",
+    *_pool_all,
+]

@@ -1,0 +1,148 @@
+#include "local_common.h"
+
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "../conv/conv_common.h"
+
+namespace tco {
+namespace {
+
+constexpr const char* kOp = "cnn_ops.local";
+
+// Checks the weight's shape (*grid, out_channels, in_channels, *kernel) and fills grid,
+// out_channels, in_channels and kernel.
+void fill_weight(LocalGeometry& g, at::IntArrayRef wsize, int64_t nd, int64_t in_channels,
+                 const char* what) {
+  TORCH_CHECK(static_cast<int64_t>(wsize.size()) == 2 * nd + 2, kOp, ": expected a ", 2 * nd + 2,
+              "-d weight (", nd, " tile or output sizes, out_channels, in_channels, ", nd,
+              " kernel sizes) for a ", nd, "-d convolution, got weight of shape ", shape_str(wsize));
+  ConvGeometry& c = g.conv;
+  for (int64_t i = 0; i < nd; ++i) {
+    TORCH_CHECK(wsize[i] >= 1, kOp, ": the weight's leading ", nd,
+                " sizes (tile size, or output size for unshared) must be at least 1, got weight of shape ",
+                shape_str(wsize));
+    g.grid[3 - nd + i] = wsize[i];
+  }
+  c.out_channels = wsize[nd];
+  c.in_channels = in_channels;
+  c.groups = 1;
+  TORCH_CHECK(c.out_channels >= 1, kOp, ": out_channels (weight.size(", nd,
+              ")) must be positive, got weight of shape ", shape_str(wsize));
+  TORCH_CHECK(wsize[nd + 1] == in_channels, kOp, ": weight of shape ", shape_str(wsize), " expects ",
+              wsize[nd + 1], " input channels (weight.size(", nd + 1, ")), but the ", what, " has ",
+              in_channels);
+  for (int64_t i = 0; i < nd; ++i) {
+    TORCH_CHECK(wsize[nd + 2 + i] >= 1, kOp, ": kernel sizes must be positive, got weight of shape ",
+                shape_str(wsize));
+    c.kernel[3 - nd + i] = wsize[nd + 2 + i];
+  }
+}
+
+int64_t spatial_dims(at::IntArrayRef stride) { return static_cast<int64_t>(stride.size()); }
+
+}  // namespace
+
+bool bias_per_position(const at::Tensor& bias) { return bias.dim() > 1; }
+
+LocalGeometry local_forward_geometry(const at::Tensor& input, const at::Tensor& weight,
+                                     const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                     at::IntArrayRef padding, at::IntArrayRef padding_end,
+                                     at::IntArrayRef dilation) {
+  LocalGeometry g;
+  ConvGeometry& c = g.conv;
+  fill_spatial_args(c, stride, padding, dilation, 1, kOp);
+  const int64_t nd = spatial_dims(stride);
+  TORCH_CHECK(padding_end.size() == stride.size(), kOp, ": padding_end ", shape_str(padding_end),
+              " must have one entry per spatial dimension");
+  TORCH_CHECK(input.dim() == nd + 2, kOp, ": expected a ", nd + 2, "-d input (batch, channels, ", nd,
+              " spatial) for a ", nd, "-d convolution, got input of shape ", shape_str(input.sizes()));
+  check_dtype(input, "input", kOp);
+  check_same_kind(input, "input", weight, "weight", kOp);
+  c.batch = input.size(0);
+  fill_weight(g, weight.sizes(), nd, input.size(1), "input");
+  for (int64_t i = 0; i < nd; ++i) {
+    const int64_t d = 3 - nd + i;
+    TORCH_CHECK(padding_end[i] >= 0, kOp, ": padding must be non-negative, got padding_end ",
+                shape_str(padding_end));
+    c.in_size[d] = input.size(2 + i);
+    const int64_t padded = c.in_size[d] + c.pad[d] + padding_end[i];
+    const int64_t span = c.dilation[d] * (c.kernel[d] - 1) + 1;
+    TORCH_CHECK(padded >= span, kOp, ": the (dilated) kernel is larger than the padded input in spatial dimension ",
+                i, ": kernel size ", c.kernel[d], " with dilation ", c.dilation[d], " spans ", span,
+                " but the input of shape ", shape_str(input.sizes()), " padded by (", c.pad[d], ", ",
+                padding_end[i], ") is only ", padded, " long");
+    c.out_size[d] = conv_out_size(c.in_size[d], c.pad[d], padding_end[i], c.kernel[d], c.stride[d],
+                                  c.dilation[d]);
+  }
+  if (bias.has_value() && bias->defined()) {
+    check_same_kind(input, "input", *bias, "bias", kOp);
+    std::vector<int64_t> per_position{c.out_channels};
+    for (int64_t d = 3 - nd; d < 3; ++d) per_position.push_back(c.out_size[d]);
+    TORCH_CHECK(bias->sizes() == at::IntArrayRef{c.out_channels} || bias->sizes() == at::IntArrayRef(per_position),
+                kOp, ": bias must have shape [", c.out_channels, "] (out_channels) or ",
+                shape_str(per_position), " (out_channels, *output_size), got ", shape_str(bias->sizes()));
+  }
+  return g;
+}
+
+LocalGeometry local_input_backward_geometry(const at::Tensor& grad_output, const at::Tensor& weight,
+                                            at::IntArrayRef input_size, at::IntArrayRef stride,
+                                            at::IntArrayRef padding, at::IntArrayRef dilation) {
+  LocalGeometry g;
+  ConvGeometry& c = g.conv;
+  fill_spatial_args(c, stride, padding, dilation, 1, kOp);
+  const int64_t nd = spatial_dims(stride);
+  TORCH_CHECK(static_cast<int64_t>(input_size.size()) == nd + 2 && grad_output.dim() == nd + 2,
+              "cnn_ops.local_input_backward: input_size ", shape_str(input_size), " and grad_output ",
+              shape_str(grad_output.sizes()), " must have ", nd + 2, " dimensions");
+  check_dtype(grad_output, "grad_output", kOp);
+  check_same_kind(grad_output, "grad_output", weight, "weight", kOp);
+  c.batch = input_size[0];
+  fill_weight(g, weight.sizes(), nd, input_size[1], "input");
+  TORCH_CHECK(grad_output.size(0) == c.batch && grad_output.size(1) == c.out_channels,
+              "cnn_ops.local_input_backward: grad_output of shape ", shape_str(grad_output.sizes()),
+              " does not match batch ", c.batch, " and out_channels ", c.out_channels);
+  for (int64_t i = 0; i < nd; ++i) {
+    const int64_t d = 3 - nd + i;
+    c.in_size[d] = input_size[2 + i];
+    c.out_size[d] = grad_output.size(2 + i);
+    // As for conv: the trailing pad is implied by the output size; refuse more outputs than
+    // the largest trailing pad of any padding mode would give.
+    const int64_t max_pad_end = std::max(c.pad[d], c.dilation[d] * (c.kernel[d] - 1));
+    TORCH_CHECK(c.in_size[d] >= 0 && c.out_size[d] <= conv_out_size(c.in_size[d], c.pad[d], max_pad_end,
+                                                                     c.kernel[d], c.stride[d], c.dilation[d]),
+                "cnn_ops.local_input_backward: grad_output of shape ", shape_str(grad_output.sizes()),
+                " is too large for input_size ", shape_str(input_size), " with this kernel, stride and padding");
+  }
+  return g;
+}
+
+LocalGeometry local_weight_backward_geometry(const at::Tensor& grad_output, const at::Tensor& input,
+                                             at::IntArrayRef weight_size, at::IntArrayRef stride,
+                                             at::IntArrayRef padding, at::IntArrayRef dilation) {
+  LocalGeometry g;
+  ConvGeometry& c = g.conv;
+  fill_spatial_args(c, stride, padding, dilation, 1, kOp);
+  const int64_t nd = spatial_dims(stride);
+  TORCH_CHECK(grad_output.dim() == nd + 2 && input.dim() == nd + 2,
+              "cnn_ops.local_weight_backward: grad_output ", shape_str(grad_output.sizes()), " and input ",
+              shape_str(input.sizes()), " must have ", nd + 2, " dimensions");
+  check_dtype(grad_output, "grad_output", kOp);
+  check_same_kind(grad_output, "grad_output", input, "input", kOp);
+  c.batch = input.size(0);
+  fill_weight(g, weight_size, nd, input.size(1), "input");
+  TORCH_CHECK(grad_output.size(0) == c.batch && grad_output.size(1) == c.out_channels,
+              "cnn_ops.local_weight_backward: grad_output of shape ", shape_str(grad_output.sizes()),
+              " does not match batch ", c.batch, " and out_channels ", c.out_channels);
+  for (int64_t i = 0; i < nd; ++i) {
+    const int64_t d = 3 - nd + i;
+    c.in_size[d] = input.size(2 + i);
+    c.out_size[d] = grad_output.size(2 + i);
+  }
+  return g;
+}
+
+}  // namespace tco

@@ -1,0 +1,164 @@
+"""Locally connected convolutions: ``tiled_conv1d/2d`` and ``unshared_conv1d/2d``.
+
+Both are convolutions whose kernel depends on the output position: tiled convolution
+(Ngiam et al., 2010) cycles through a small tile of kernels, unshared convolution (a locally
+connected layer) has one kernel per output position. PyTorch has neither; the usual
+workaround unfolds the input for every position and sample and multiplies it with a
+per-position weight, which holds the whole unfolded input in memory. These kernels never
+do: they unfold one block of output columns, or one position for all samples, at a time
+into a bounded per-thread buffer, so that the extra memory beyond the inputs and results is
+that buffer plus at most one reordered copy of the output or its gradient (and float32
+copies for float16 / bfloat16); see csrc/local/local_cpu.cpp.
+"""
+
+from typing import List, Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from .._utils import IntOrTuple, ntuple
+from .conv import conv_padding
+
+Padding = Union[str, IntOrTuple]
+
+
+def local_output_size(
+    input_size: Tuple[int, ...], kernel_size: Tuple[int, ...], stride: Tuple[int, ...],
+    pad_lo: List[int], pad_hi: List[int], dilation: Tuple[int, ...],
+) -> Tuple[int, ...]:
+    """Spatial output size of a convolution with these (already normalised) arguments."""
+    return tuple(
+        (i + lo + hi - d * (k - 1) - 1) // s + 1
+        for i, k, s, lo, hi, d in zip(input_size, kernel_size, stride, pad_lo, pad_hi, dilation)
+    )
+
+
+def _shape(t) -> Tuple[int, ...]:
+    return tuple(int(s) for s in t)
+
+
+def _localnd(name, nd, unshared, input, weight, bias, stride, padding, dilation) -> Tensor:
+    if not isinstance(input, Tensor) or not isinstance(weight, Tensor):
+        raise TypeError(f"{name}: input and weight must be tensors")
+    grid_name = "output size" if unshared else "tile size"
+    if weight.dim() != 2 * nd + 2:
+        raise ValueError(
+            f"{name}: weight must have {2 * nd + 2} dimensions ({nd} {grid_name}, out_channels, in_channels, "
+            f"{nd} kernel sizes), got shape {_shape(weight.shape)}"
+        )
+    unbatched = input.dim() == nd + 1
+    if unbatched:
+        input = input.unsqueeze(0)
+    elif input.dim() != nd + 2:
+        raise ValueError(
+            f"{name}: expected a {nd + 1}-d (unbatched) or {nd + 2}-d (batched) input, "
+            f"got input of shape {_shape(input.shape)}"
+        )
+    grid = _shape(weight.shape[:nd])
+    out_channels, in_channels = int(weight.shape[nd]), int(weight.shape[nd + 1])
+    kernel_size = _shape(weight.shape[nd + 2 :])
+    if not unshared and any(t < 1 for t in grid):
+        raise ValueError(f"{name}: the tile size (weight.shape[:{nd}]) must be at least 1, got weight of shape "
+                         f"{_shape(weight.shape)}")
+    if input.shape[1] != in_channels:
+        raise ValueError(
+            f"{name}: input has {int(input.shape[1])} channels (shape {_shape(input.shape)}) but weight of shape "
+            f"{_shape(weight.shape)} expects in_channels = {in_channels} (weight.shape[{nd + 1}])"
+        )
+    stride = ntuple(stride, nd, "stride")
+    dilation = ntuple(dilation, nd, "dilation")
+    for arg, values in (("stride", stride), ("dilation", dilation)):
+        if any(v < 1 for v in values):
+            raise ValueError(f"{name}: {arg} must be at least 1, got {values}")
+    pad_lo, pad_hi = conv_padding(padding, kernel_size, stride, dilation)
+    out_size = local_output_size(_shape(input.shape[2:]), kernel_size, stride, pad_lo, pad_hi, dilation)
+    if unshared and grid != out_size:
+        raise ValueError(
+            f"{name}: weight of shape {_shape(weight.shape)} has kernels for {grid} output positions, but the "
+            f"output of input {_shape(input.shape)} with kernel {kernel_size}, stride {stride}, padding {padding!r} "
+            f"and dilation {dilation} has size {out_size}: weight must have shape "
+            f"{(*out_size, out_channels, in_channels, *kernel_size)}"
+        )
+    if bias is not None:
+        allowed = [(out_channels,), (out_channels, *out_size)] if unshared else [(out_channels,)]
+        if _shape(bias.shape) not in allowed:
+            raise ValueError(f"{name}: bias must have shape {' or '.join(map(str, allowed))}, "
+                             f"got {_shape(bias.shape)}")
+    out = torch.ops.cnn_ops.local_forward(input, weight, bias, list(stride), pad_lo, pad_hi, list(dilation))
+    return out.squeeze(0) if unbatched else out
+
+
+_TILED_DOC = """
+Tiled {nd}-d convolution (Ngiam et al., 2010) over an input of shape ``(N, C_in, {dims})`` or
+``(C_in, {dims})``: output position ``({idx})`` uses the kernel ``weight[{mod}]``, so
+neighbouring outputs use different kernels that repeat every tile. A tile size of 1 is an
+ordinary convolution.
+
+Shapes: weight ``({tdims}, C_out, C_in, {kdims})`` (tile size first), bias ``(C_out,)``,
+output ``(N, C_out, {odims})``. ``stride``, ``padding`` (int, tuple, ``"valid"``,
+``"same"``, ``"full"``) and ``dilation`` as for :func:`conv{nd}d`.
+
+Memory: the kernels work on blocks of output columns whose unfolded input fits in a
+per-thread buffer of about 1 MiB, never on the unfolded input of the whole batch.
+
+Example::
+
+    >>> x = torch.randn(2, 3, {example})
+    >>> w = torch.randn({texample}, 8, 3, {kexample})
+    >>> tco.functional.tiled_conv{nd}d(x, w, padding=1).shape
+    torch.Size([2, 8, {example}])
+"""
+
+_UNSHARED_DOC = """
+Unshared (locally connected) {nd}-d convolution over an input of shape ``(N, C_in, {dims})``
+or ``(C_in, {dims})``: every output position has its own kernel, output position ``({idx})``
+uses ``weight[{idx}]``.
+
+Shapes: weight ``({odims}, C_out, C_in, {kdims})`` (output size first), bias ``(C_out,)`` or
+``(C_out, {odims})`` (per position), output ``(N, C_out, {odims})``. ``stride``, ``padding``
+(int, tuple, ``"valid"``, ``"same"``, ``"full"``) and ``dilation`` as for :func:`conv{nd}d`;
+a weight whose leading sizes differ from the output size raises a ValueError.
+
+Memory: unlike the unfold + einsum workaround, the unfolded input of all positions and
+samples is never held at once: the kernels unfold one position (all samples) at a time into
+a per-thread buffer, and keep one (C_out, position, sample) copy of the output or of its
+gradient.
+
+Example::
+
+    >>> x = torch.randn(2, 3, {example})
+    >>> w = torch.randn({example}, 8, 3, {kexample})
+    >>> tco.functional.unshared_conv{nd}d(x, w, padding="same").shape
+    torch.Size([2, 8, {example}])
+"""
+
+
+def tiled_conv1d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrTuple = 1,
+                 padding: Padding = 0, dilation: IntOrTuple = 1) -> Tensor:
+    return _localnd("tiled_conv1d", 1, False, input, weight, bias, stride, padding, dilation)
+
+
+def tiled_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrTuple = 1,
+                 padding: Padding = 0, dilation: IntOrTuple = 1) -> Tensor:
+    return _localnd("tiled_conv2d", 2, False, input, weight, bias, stride, padding, dilation)
+
+
+def unshared_conv1d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrTuple = 1,
+                    padding: Padding = 0, dilation: IntOrTuple = 1) -> Tensor:
+    return _localnd("unshared_conv1d", 1, True, input, weight, bias, stride, padding, dilation)
+
+
+def unshared_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrTuple = 1,
+                    padding: Padding = 0, dilation: IntOrTuple = 1) -> Tensor:
+    return _localnd("unshared_conv2d", 2, True, input, weight, bias, stride, padding, dilation)
+
+
+tiled_conv1d.__doc__ = _TILED_DOC.format(nd=1, dims="L", idx="i", mod="i % tL", tdims="tL", kdims="kL",
+                                         odims="L_out", example="10", texample="2", kexample="3")
+tiled_conv2d.__doc__ = _TILED_DOC.format(nd=2, dims="H, W", idx="i, j", mod="i % tH, j % tW", tdims="tH, tW",
+                                         kdims="kH, kW", odims="H_out, W_out", example="10, 10", texample="2, 2",
+                                         kexample="3, 3")
+unshared_conv1d.__doc__ = _UNSHARED_DOC.format(nd=1, dims="L", idx="i", kdims="kL", odims="L_out", example="10",
+                                               kexample="3")
+unshared_conv2d.__doc__ = _UNSHARED_DOC.format(nd=2, dims="H, W", idx="i, j", kdims="kH, kW", odims="H_out, W_out",
+                                               example="10, 10", kexample="3, 3")
