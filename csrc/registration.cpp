@@ -77,6 +77,17 @@ TORCH_LIBRARY(cnn_ops, m) {
   m.def(
       "gaussian_pool_backward(Tensor grad_output, SymInt[] input_size, int[] kernel_size, "
       "int[] stride, int[] padding, float sigma) -> Tensor");
+  // Stochastic pooling of a non-negative input (Zeiler & Fergus 2013). Training: per window,
+  // the first element whose cumulative sum exceeds uniform * (window sum), uniform of the
+  // output's shape in [0, 1) (drawn by the caller); values and flat indices, whose gradient is
+  // max_pool_backward. Eval: sum(x^2) / sum(x) per window (0 for an all-zero window).
+  m.def(
+      "stochastic_pool_forward(Tensor input, Tensor uniform, int[] kernel_size, int[] stride) "
+      "-> (Tensor, Tensor)");
+  m.def("stochastic_pool_eval_forward(Tensor input, int[] kernel_size, int[] stride) -> Tensor");
+  m.def(
+      "stochastic_pool_eval_backward(Tensor grad_output, Tensor input, int[] kernel_size, "
+      "int[] stride) -> Tensor");
 }
 
 // The extension is loaded as a Python module only to run the registrations above and the

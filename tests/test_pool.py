@@ -717,3 +717,156 @@ GAUSSIAN_BAD_CASES = [
 def test_gaussian_bad_input_raises(call, pattern):
     with pytest.raises(BAD_INPUT, match=f"(?i){pattern}"):
         call()
+
+
+# ---- stochastic pooling ----------------------------------------------------------------------------------
+def _windows(x, kernel_size, stride):
+    """(N, C, kernel volume, number of windows) of a 4-d input."""
+    n, c = x.shape[:2]
+    volume = kernel_size[0] * kernel_size[1]
+    return F.unfold(x.reshape(n * c, 1, *x.shape[2:]), kernel_size, stride=stride).view(n, c, volume, -1)
+
+
+def _stochastic_eval_reference(x, kernel_size, stride):
+    w = _windows(x, kernel_size, stride)
+    s1, s2 = w.sum(2), (w * w).sum(2)
+    return torch.where(s1 > 0, s2 / torch.where(s1 > 0, s1, torch.ones_like(s1)), torch.zeros_like(s1))
+
+
+def _positive(*shape, device="cpu", dtype=torch.float64, zero_window=False):
+    x = torch.rand(*shape, dtype=torch.float64) * (torch.rand(*shape, dtype=torch.float64) > 0.3)
+    if zero_window:
+        x[..., :2, :2] = 0
+    return x.to(dtype).to(device)
+
+
+# (spatial size, kernel, stride)
+STOCHASTIC_CASES = [((8, 8), 2, None), ((9, 11), 3, 2), ((7, 6), (3, 2), (1, 2))]
+
+
+@pytest.mark.parametrize("case", STOCHASTIC_CASES, ids=[f"k{c[1]}-s{c[2]}" for c in STOCHASTIC_CASES])
+def test_stochastic_training_picks_from_window(case, device):
+    size, k, s = case
+    kk = (k, k) if isinstance(k, int) else k
+    ss = kk if s is None else ((s, s) if isinstance(s, int) else s)
+    x = _positive(2, 3, *size, device=device, zero_window=True)
+    u = torch.rand(TF.stochastic_pool2d(x, k, s, training=False).shape, dtype=x.dtype).to(device)
+    values, indices = ops.stochastic_pool_forward(x, u, list(kk), list(ss))
+    # the value is the input at the picked index, and the index lies in the window
+    assert torch.equal(values, x.flatten(2).gather(2, indices.flatten(2)).view_as(values))
+    plane_index = torch.arange(x[0, 0].numel(), dtype=torch.float64).view(1, 1, *size).to(device)
+    window_idx = _windows(plane_index, kk, ss).long()
+    assert (window_idx.expand(*x.shape[:2], -1, -1) == indices.flatten(2).unsqueeze(2)).any(2).all()
+    # a picked element is positive unless its whole window is zero (then the value is 0)
+    window_sum = _windows(x, kk, ss).sum(2).view_as(values)
+    assert ((values > 0) | (window_sum == 0)).all() and (values[window_sum == 0] == 0).all()
+    # the pick is the first element whose cumulative share exceeds u
+    w = _windows(x, kk, ss)
+    cum = w.cumsum(2) / w.sum(2, keepdim=True)
+    first = (cum > u.flatten(2).unsqueeze(2)).float().argmax(2)
+    expected = window_idx.expand(*x.shape[:2], -1, -1).gather(2, first.unsqueeze(2)).squeeze(2)
+    nonzero = window_sum.flatten(2) > 0
+    assert torch.equal(indices.flatten(2)[nonzero], expected[nonzero])
+
+
+def test_stochastic_reproducible_with_generator(device):
+    x = _positive(2, 3, 8, 8, device=device) + 0.1
+    runs = [TF.stochastic_pool2d(x, 2, generator=torch.Generator(device=device).manual_seed(seed))
+            for seed in (7, 7, 8)]
+    assert torch.equal(runs[0], runs[1])
+    assert not torch.equal(runs[0], runs[2])
+
+
+def test_stochastic_frequencies_follow_probabilities(device):
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0]], device=device).expand(1, 20000, 2, 2)
+    out = TF.stochastic_pool2d(x, 2, generator=torch.Generator(device=device).manual_seed(0)).flatten()
+    for value in (1.0, 2.0, 3.0, 4.0):
+        assert abs((out == value).double().mean().item() - value / 10) < 0.02, value
+
+
+@pytest.mark.parametrize("case", STOCHASTIC_CASES, ids=[f"k{c[1]}-s{c[2]}" for c in STOCHASTIC_CASES])
+def test_stochastic_eval_is_weighted_average(case, device):
+    size, k, s = case
+    kk = (k, k) if isinstance(k, int) else k
+    ss = kk if s is None else ((s, s) if isinstance(s, int) else s)
+    x = _positive(2, 3, *size, device=device, zero_window=True)
+    out = TF.stochastic_pool2d(x, k, s, training=False)
+    ref = _stochastic_eval_reference(x.cpu(), kk, ss).view(out.shape)
+    assert_close_to_reference(out, ref)
+    module = tco.nn.StochasticPool2d(k, s).eval()
+    assert_close_to_reference(module(x), ref)
+    assert_close_to_reference(TF.stochastic_pool2d(x[0], k, s, training=False), ref[0])
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION_DTYPES)
+def test_stochastic_low_precision(dtype, device):
+    x = _positive(2, 3, 8, 8, dtype=dtype, device=device)
+    ref = _stochastic_eval_reference(as_reference(x), (2, 2), (2, 2)).view(2, 3, 4, 4)
+    assert_close_to_reference(TF.stochastic_pool2d(x, 2, training=False), ref)
+    out = TF.stochastic_pool2d(x, 2, generator=torch.Generator(device=device).manual_seed(0))
+    assert out.dtype == dtype and out.shape == (2, 3, 4, 4)
+
+
+def test_stochastic_gradient_goes_to_picked_element(device):
+    x = _positive(2, 3, 9, 8, device=device).requires_grad_()
+    u = torch.rand(2, 3, 4, 3, dtype=x.dtype, device=device)
+    values, indices = ops.stochastic_pool_forward(x, u, [3, 2], [2, 3])
+    gy = randn(*values.shape, device=device)
+    (grad,) = torch.autograd.grad(values, x, gy)
+    manual = torch.zeros(2, 3, 72, dtype=x.dtype, device=device).scatter_add_(2, indices.flatten(2), gy.flatten(2))
+    assert torch.equal(grad, manual.view_as(x))
+    # through the functional API with a generator: the same picks as a second, identical draw
+    g = lambda: torch.Generator(device=device).manual_seed(3)  # noqa: E731
+    out = TF.stochastic_pool2d(x, 2, generator=g())
+    (grad,) = torch.autograd.grad(out, x, torch.ones_like(out))
+    _, idx = ops.stochastic_pool_forward(x.detach(), torch.rand(out.shape, generator=g(), device=device,
+                                                                 dtype=x.dtype), [2, 2], [2, 2])
+    manual = torch.zeros(2, 3, 72, dtype=x.dtype, device=device).scatter_add_(2, idx.flatten(2),
+                                                                                torch.ones_like(out).flatten(2))
+    assert torch.equal(grad, manual.view_as(x))
+
+
+def test_stochastic_eval_gradcheck_and_opcheck(device):
+    x = (torch.rand(2, 2, 7, 6, dtype=torch.float64) + 0.1).to(device).requires_grad_()
+    fn = lambda t: TF.stochastic_pool2d(t, (3, 2), (2, 1), training=False)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,))
+    torch.library.opcheck(ops.stochastic_pool_eval_forward.default, (x, [2, 2], [1, 2]))
+    u = torch.rand(2, 2, 3, 3, dtype=torch.float64, device=device)
+    torch.library.opcheck(ops.stochastic_pool_forward.default, (x, u, [3, 2], [2, 2]))
+    gy = randn(2, 2, 6, 3, device=device, requires_grad=True)
+    torch.library.opcheck(ops.stochastic_pool_eval_backward.default, (gy, x, [2, 2], [1, 2]))
+
+
+def test_stochastic_module_and_compile():
+    torch._dynamo.reset()
+    module = tco.nn.StochasticPool2d(2)
+    assert repr(module) == "StochasticPool2d(kernel_size=2, stride=2)"
+    x = (torch.rand(2, 3, 6, 4, dtype=torch.float64) + 0.1).requires_grad_()
+    out = module(x)
+    assert out.shape == (2, 3, 3, 2)
+    module.eval()
+    xc = x.detach().clone().requires_grad_()
+    eager = module(x)
+    eager.sum().backward()
+    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")(xc)
+    compiled.sum().backward()
+    assert_close_to_reference(compiled, eager)
+    assert_close_to_reference(xc.grad, x.grad)
+    assert callable(tco.F.stochastic_pool2d) and "StochasticPool2d" in tco.nn.__all__
+
+
+STOCHASTIC_BAD_CASES = [
+    ("negative-train", lambda: TF.stochastic_pool2d(-torch.rand(1, 2, 4, 4) - 0.1, 2), r"non-negative"),
+    ("negative-eval", lambda: TF.stochastic_pool2d(-torch.rand(1, 2, 4, 4) - 0.1, 2, training=False),
+     r"non-negative"),
+    ("kernel-too-large", lambda: TF.stochastic_pool2d(torch.rand(1, 2, 3, 3), 4), r"larger than the padded"),
+    ("uniform-shape", lambda: ops.stochastic_pool_forward(torch.rand(1, 2, 4, 4), torch.rand(1, 2, 3, 3), [2, 2],
+                                                         [2, 2]), r"uniform"),
+]
+
+
+@pytest.mark.parametrize("call,pattern", [c[1:] for c in STOCHASTIC_BAD_CASES], ids=[c[0] for c in STOCHASTIC_BAD_CASES])
+def test_stochastic_bad_input_raises(call, pattern):
+    with pytest.raises(BAD_INPUT, match=f"(?i){pattern}"):
+        call()

@@ -157,7 +157,17 @@ def _pool_cases() -> List[Tuple[str, str, Callable[[torch.dtype], Tuple[torch.Te
         lambda x: x.unflatten(1, (x.shape[1] // 3, 3)).amax(2), 2)
     add("gaussian_pool2d", "k3 s2 p1 sigma 1.5", lambda x: F.gaussian_pool2d(x, 3, 2, 1, 1.5),
         lambda x: torch_F.conv2d(x, _gaussian_kernel(3, 1.5, x), stride=2, padding=1, groups=x.shape[1]), 2)
+    add("stochastic_pool2d", "eval k3 s2", lambda x: F.stochastic_pool2d(x, 3, 2, training=False),
+        lambda x: _stochastic_eval(x, 3, 2), 2, positive=True)
     return cases
+
+
+def _stochastic_eval(x, k, s):
+    """Eval-mode stochastic pooling by unfold: sum(x^2) / sum(x) per window."""
+    n, c, h, w = x.shape
+    windows = torch_F.unfold(x.reshape(n * c, 1, h, w), k, stride=s)
+    out = (windows * windows).sum(1) / windows.sum(1)
+    return out.view(n, c, (h - k) // s + 1, (w - k) // s + 1)
 
 
 def _gaussian_kernel(k, sigma, x):

@@ -2,6 +2,7 @@
 
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/ops/gather.h>
+#include <ATen/ops/min.h>
 #include <ATen/ops/sort.h>
 #include <ATen/ops/topk.h>
 #include <ATen/ops/zeros.h>
@@ -187,6 +188,28 @@ void check_norm_type(const char* op, double norm_type) {
 
 void check_sigma(const char* op, double sigma) {
   TORCH_CHECK(sigma > 0 && std::isfinite(sigma), "cnn_ops.", op, ": sigma must be positive and finite, got ", sigma);
+}
+
+void check_non_negative(const char* op, const at::Tensor& input) {
+  if (input.numel() == 0) return;
+  const double lowest = at::min(input).item<double>();
+  TORCH_CHECK(lowest >= 0, "cnn_ops.", op,
+              ": the input must be non-negative (stochastic pooling samples with probabilities "
+              "proportional to the activations), got a minimum of ", lowest);
+}
+
+void check_uniform(const char* op, const at::Tensor& uniform, const at::Tensor& input, at::IntArrayRef output_shape) {
+  TORCH_CHECK(uniform.sizes() == output_shape, "cnn_ops.", op, ": uniform of shape ", shape_str(uniform.sizes()),
+              " must have the output's shape ", shape_str(output_shape));
+  TORCH_CHECK(uniform.scalar_type() == input.scalar_type() && uniform.device() == input.device(), "cnn_ops.", op,
+              ": uniform (", uniform.scalar_type(), ", ", uniform.device(), ") must have the dtype and device of "
+              "the input (", input.scalar_type(), ", ", input.device(), ")");
+}
+
+void check_same_dtype_device(const char* op, const at::Tensor& grad_output, const at::Tensor& input) {
+  TORCH_CHECK(input.scalar_type() == grad_output.scalar_type() && input.device() == grad_output.device(),
+              "cnn_ops.", op, ": input (", input.scalar_type(), ", ", input.device(), ") and grad_output (",
+              grad_output.scalar_type(), ", ", grad_output.device(), ") must have the same dtype and device");
 }
 
 void check_same_shape(const char* op, const at::Tensor& a, const char* a_name, const at::Tensor& b,

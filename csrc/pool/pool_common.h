@@ -44,6 +44,11 @@ void set_divisor(const char* op, PoolGeometry& g, bool count_include_pad,
 void check_norm_type(const char* op, double norm_type);
 // Gaussian pooling: sigma must be positive and finite.
 void check_sigma(const char* op, double sigma);
+// Stochastic pooling: the input must be non-negative (no NaN either); the uniform numbers
+// must have the output's shape, and the input's dtype and device.
+void check_non_negative(const char* op, const at::Tensor& input);
+void check_uniform(const char* op, const at::Tensor& uniform, const at::Tensor& input, at::IntArrayRef output_shape);
+void check_same_dtype_device(const char* op, const at::Tensor& grad_output, const at::Tensor& input);
 void check_same_shape(const char* op, const at::Tensor& a, const char* a_name, const at::Tensor& b,
                       const char* b_name);
 

@@ -1,7 +1,8 @@
 """Pooling benchmark: forward + backward of ours against torch's built-ins (or, where torch has
 no twin, the pure-PyTorch workaround: ``-max_pool2d(-x)`` for min pooling, topk + sort +
 gather for k-max pooling, unflatten + amax for maxout, the depthwise ``F.conv2d`` with the
-normalised Gaussian kernel for Gaussian pooling), NCHW and channels_last.
+normalised Gaussian kernel for Gaussian pooling, unfold + sums for eval-mode stochastic
+pooling), NCHW and channels_last.
 
 GB/s is the input read once (its size in bytes) over the median time of ours: a floor on
 the memory traffic, to compare against the machine's copy bandwidth.
@@ -28,6 +29,15 @@ def _cases(x):
         ("min k2", "-max_pool(-x)", lambda: -torch_F.max_pool2d(-x, 2), lambda: F.min_pool2d(x, 2)),
         ("lp p=2 k2", "torch", lambda: torch_F.lp_pool2d(x, 2, 2), lambda: F.lp_pool2d(x, 2, 2)),
     ]
+
+
+def _stochastic_eval_unfold(x, k):
+    """Eval-mode stochastic pooling in pure PyTorch: sum(x^2) / sum(x) over unfolded windows."""
+    n, c, h, w = x.shape
+    windows = torch_F.unfold(x.reshape(n * c, 1, h, w), k, stride=k)
+    s1 = windows.sum(1)
+    out = (windows * windows).sum(1) / torch.where(s1 > 0, s1, torch.ones_like(s1))
+    return out.view(n, c, h // k, w // k)
 
 
 def _with_backward(fn):
@@ -74,6 +84,9 @@ def run(quick: bool = False) -> Tuple[List[Dict[str, object]], List[str]]:
     extra.append(("gaussian k3 s1 p1 sigma 1", "depthwise conv2d", gx,
                   lambda: torch_F.conv2d(gx, gk, stride=1, padding=1, groups=gx.shape[1]),
                   lambda: F.gaussian_pool2d(gx, 3, 1, 1, 1.0)))
+    sx = torch.rand(shape).add_(0.01).requires_grad_()
+    extra.append(("stochastic eval k2", "unfold sum(x^2)/sum(x)", sx,
+                  lambda: _stochastic_eval_unfold(sx, 2), lambda: F.stochastic_pool2d(sx, 2, training=False)))
     for name, baseline, x, ref, ours in extra:
         steps = {"baseline": _with_backward(ref), "ours": _with_backward(ours)}
         times, ratios = compare_times(steps, "baseline", budget_s=0.3 if quick else 3.0)

@@ -1,5 +1,5 @@
 """Pooling: max, min, avg and lp pooling over windows, and adaptive max, min and avg pooling,
-each in 1d, 2d and 3d; Gaussian-weighted pooling (2d); k-max pooling (static and dynamic) and channel max pooling (maxout).
+each in 1d, 2d and 3d; Gaussian-weighted and stochastic pooling (2d); k-max pooling (static and dynamic) and channel max pooling (maxout).
 
 Names, arguments and defaults follow ``torch.nn.functional`` (``min_pool*`` and
 ``adaptive_min_pool*`` take the arguments of their max twins). Inputs are batched
@@ -281,8 +281,30 @@ def gaussian_pool2d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[Int
     return _unbatch(out, unbatched)
 
 
+def stochastic_pool2d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None,
+                      training: bool = True, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Stochastic pooling (Zeiler & Fergus 2013) of a non-negative input. In training, each
+    window gives one of its elements, picked with probability proportional to its value (an
+    all-zero window gives 0), and the gradient flows to the picked element; the uniform numbers
+    are drawn with ``torch.rand(..., generator=generator)``, so a seeded generator reproduces the
+    picks. In eval (``training=False``), the probability-weighted average ``sum(x^2) / sum(x)``
+    (0 for an all-zero window)."""
+    x, unbatched = _batched("stochastic_pool2d", 2, input)
+    kernel_size = list(ntuple(kernel_size, 2, "kernel_size"))
+    stride = list(_stride(stride, kernel_size, 2))
+    if not training:
+        return _unbatch(ops.stochastic_pool_eval_forward(x, kernel_size, stride), unbatched)
+    # out-of-range sizes give an empty draw; the op then reports the bad geometry
+    out_shape = [x.shape[0], x.shape[1]] + [
+        max(0, (x.shape[2 + i] - kernel_size[i]) // stride[i] + 1) if stride[i] > 0 else 0 for i in range(2)]
+    uniform = torch.rand(out_shape, generator=generator, device=x.device, dtype=x.dtype)
+    out, _ = ops.stochastic_pool_forward(x, uniform, kernel_size, stride)
+    return _unbatch(out, unbatched)
+
+
 __all__ = [
     *(f"{kind}_pool{nd}d" for kind in ("max", "min", "avg", "lp") for nd in (1, 2, 3)),
     *(f"adaptive_{kind}_pool{nd}d" for kind in ("max", "min", "avg") for nd in (1, 2, 3)),
     "kmax_pool1d", "dynamic_kmax_pool1d", "channel_max_pool", "gaussian_pool2d",
+    "stochastic_pool2d",
 ]

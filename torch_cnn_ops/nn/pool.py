@@ -211,8 +211,25 @@ class GaussianPool2d(nn.Module):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, sigma={self.sigma}"
 
 
+class StochasticPool2d(nn.Module):
+    """Stochastic pooling (Zeiler & Fergus 2013) of a non-negative input: in training mode a
+    sample per window with probabilities proportional to the activations, in eval mode the
+    probability-weighted average (see ``stochastic_pool2d``)."""
+
+    def __init__(self, kernel_size, stride=None) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.stochastic_pool2d(input, self.kernel_size, self.stride, training=self.training)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}"
+
+
 __all__ = [
     *(f"{kind}Pool{nd}d" for kind in ("Max", "Min", "Avg", "LP") for nd in (1, 2, 3)),
     *(f"Adaptive{kind}Pool{nd}d" for kind in ("Max", "Min", "Avg") for nd in (1, 2, 3)),
-    "KMaxPool1d", "DynamicKMaxPool1d", "Maxout", "GaussianPool2d",
+    "KMaxPool1d", "DynamicKMaxPool1d", "Maxout", "GaussianPool2d", "StochasticPool2d",
 ]

@@ -359,3 +359,98 @@ def _gaussian_backward_backward(ctx, gg_input):
 
 torch.library.register_autograd("cnn_ops::gaussian_pool_backward", _gaussian_backward_backward,
                                 setup_context=_gaussian_backward_setup)
+
+
+# --- stochastic ----------------------------------------------------------------------------------
+# Training: the gradient goes to the picked elements, max_pool_backward's scatter through the
+# indices. Eval: stochastic_pool_eval_backward(gy, x) is linear in gy; its derivatives are
+# taken by differentiating eval-mode stochastic pooling written with the avg op
+# (avg_pool(x^2) / avg_pool(x), 0 where the window sums to 0).
+
+
+@torch.library.register_fake("cnn_ops::stochastic_pool_forward")
+def _stochastic_pool_forward_fake(input, uniform, kernel_size, stride):
+    nd = len(kernel_size)
+    shape = _window_shape(input.shape, kernel_size, stride, [0] * nd, [1] * nd, False)
+    return input.new_empty(shape), input.new_empty(shape, dtype=torch.long)
+
+
+@torch.library.register_fake("cnn_ops::stochastic_pool_eval_forward")
+def _stochastic_pool_eval_forward_fake(input, kernel_size, stride):
+    nd = len(kernel_size)
+    return input.new_empty(_window_shape(input.shape, kernel_size, stride, [0] * nd, [1] * nd, False))
+
+
+@torch.library.register_fake("cnn_ops::stochastic_pool_eval_backward")
+def _stochastic_pool_eval_backward_fake(grad_output, input, kernel_size, stride):
+    return input.new_empty(input.shape)
+
+
+def _stochastic_setup(ctx, inputs, output):
+    ctx.input_shape = list(inputs[0].shape)
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(output[1])
+
+
+def _stochastic_backward(ctx, grad_output, grad_indices):
+    (indices,) = ctx.saved_tensors
+    grad_input = None
+    if ctx.needs_input_grad[0]:
+        grad_input = ops.max_pool_backward(grad_output, indices, ctx.input_shape)
+    return grad_input, None, None, None
+
+
+torch.library.register_autograd("cnn_ops::stochastic_pool_forward", _stochastic_backward,
+                                setup_context=_stochastic_setup)
+
+
+def _stochastic_eval_setup(ctx, inputs, output):
+    input, kernel_size, stride = inputs
+    ctx.save_for_backward(input)
+    ctx.args = (kernel_size, stride)
+
+
+def _stochastic_eval_backward(ctx, grad_output):
+    (input,) = ctx.saved_tensors
+    grad_input = None
+    if ctx.needs_input_grad[0]:
+        grad_input = ops.stochastic_pool_eval_backward(grad_output, input, *ctx.args)
+    return grad_input, None, None
+
+
+torch.library.register_autograd("cnn_ops::stochastic_pool_eval_forward", _stochastic_eval_backward,
+                                setup_context=_stochastic_eval_setup)
+
+
+def stochastic_eval_composite(input, kernel_size, stride):
+    """Eval-mode stochastic pooling built from differentiable pieces: avg(x^2) / avg(x)."""
+    nd = len(kernel_size)
+    args = (kernel_size, stride, [0] * nd, False, True, None)
+    s1 = ops.avg_pool_forward(input, *args)
+    s2 = ops.avg_pool_forward(input * input, *args)
+    positive = s1 > 0
+    return torch.where(positive, s2 / torch.where(positive, s1, torch.ones_like(s1)), torch.zeros_like(s1))
+
+
+def _stochastic_eval_backward_setup(ctx, inputs, output):
+    grad_output, input, *args = inputs
+    ctx.save_for_backward(grad_output, input)
+    ctx.args = args
+
+
+def _stochastic_eval_backward_backward(ctx, gg_input):
+    grad_output, input = ctx.saved_tensors
+    with torch.enable_grad():
+        gy = grad_output.detach().requires_grad_()
+        x = input.detach().requires_grad_()
+        out = stochastic_eval_composite(x, *ctx.args)
+        (gx,) = torch.autograd.grad(out, x, gy, create_graph=True)
+        d_gy, d_x = torch.autograd.grad(gx, (gy, x), gg_input, allow_unused=True,
+                                        create_graph=torch.is_grad_enabled())
+    if d_x is None:
+        d_x = torch.zeros_like(input)
+    return d_gy, d_x, None, None
+
+
+torch.library.register_autograd("cnn_ops::stochastic_pool_eval_backward", _stochastic_eval_backward_backward,
+                                setup_context=_stochastic_eval_backward_setup)

@@ -1,0 +1,226 @@
+// CPU kernels of stochastic pooling (Zeiler & Fergus 2013) over non-negative inputs.
+//
+// Training: each window picks one element with probability proportional to its value. The
+// uniform numbers come in as a tensor of the output's shape (drawn by the caller from its
+// generator), so the op itself is deterministic: the pick is the first element whose
+// cumulative sum exceeds u * (window sum); an all-zero window gives 0 (its first element).
+// The values and the picked flat indices come back; the gradient is max_pool_backward's
+// scatter through the indices.
+// Eval: the probability-weighted average sum(x^2) / sum(x) (0 for an all-zero window), with
+// gradient (2 x_i S1 - S2) / S1^2 summed over the windows that contain x_i (a gather).
+// Work is split over (batch, channel) planes; float16 and bfloat16 compute in float32.
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <tuple>
+#include <vector>
+
+#include "pool_common.h"
+
+namespace tco {
+namespace {
+
+int64_t grain_for(int64_t plane_elems) {
+  return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(plane_elems, 1));
+}
+
+template <typename scalar_t>
+void stochastic_train(const scalar_t* in, const scalar_t* uniform, scalar_t* out, int64_t* ind,
+                      const PoolGeometry& g) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t H = g.in_size[1], W = g.in_size[2];
+  at::parallel_for(0, g.planes, grain_for(g.out_plane() * g.kernel_volume()), [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const scalar_t* src = in + p * g.in_plane();
+      for (int64_t od = 0; od < g.out_size[0]; ++od) {
+        const PoolWindow wd = pool_window(g, 0, od);
+        for (int64_t oh = 0; oh < g.out_size[1]; ++oh) {
+          const PoolWindow wh = pool_window(g, 1, oh);
+          for (int64_t ow = 0; ow < g.out_size[2]; ++ow) {
+            const PoolWindow ww = pool_window(g, 2, ow);
+            const int64_t o = p * g.out_plane() + (od * g.out_size[1] + oh) * g.out_size[2] + ow;
+            acc_t sum = 0;
+            for (int64_t id = wd.start; id < wd.start + wd.count; ++id)
+              for (int64_t ih = wh.start; ih < wh.start + wh.count; ++ih)
+                for (int64_t iw = ww.start; iw < ww.start + ww.count; ++iw)
+                  sum += static_cast<acc_t>(src[(id * H + ih) * W + iw]);
+            const acc_t threshold = static_cast<acc_t>(uniform[o]) * sum;
+            int64_t pick = (wd.start * H + wh.start) * W + ww.start;
+            int64_t last_positive = -1;
+            bool found = false;
+            acc_t cum = 0;
+            for (int64_t id = wd.start; id < wd.start + wd.count && !found; ++id)
+              for (int64_t ih = wh.start; ih < wh.start + wh.count && !found; ++ih)
+                for (int64_t iw = ww.start; iw < ww.start + ww.count; ++iw) {
+                  const int64_t i = (id * H + ih) * W + iw;
+                  const acc_t v = static_cast<acc_t>(src[i]);
+                  if (v > 0) last_positive = i;
+                  cum += v;
+                  if (cum > threshold && v > 0) {
+                    pick = i;
+                    found = true;
+                    break;
+                  }
+                }
+            // rounding can leave the cumulative sum at or below u * sum: take the last positive
+            if (!found && last_positive >= 0) pick = last_positive;
+            out[o] = src[pick];
+            ind[o] = pick;
+          }
+        }
+      }
+    }
+  });
+}
+
+// Window sums S1 = sum(x), S2 = sum(x^2) of output o of a plane.
+template <typename acc_t, typename scalar_t>
+inline void window_sums(const scalar_t* src, const PoolGeometry& g, int64_t od, int64_t oh, int64_t ow, acc_t& s1,
+                        acc_t& s2) {
+  const PoolWindow wd = pool_window(g, 0, od), wh = pool_window(g, 1, oh), ww = pool_window(g, 2, ow);
+  const int64_t H = g.in_size[1], W = g.in_size[2];
+  s1 = 0;
+  s2 = 0;
+  for (int64_t id = wd.start; id < wd.start + wd.count; ++id)
+    for (int64_t ih = wh.start; ih < wh.start + wh.count; ++ih)
+      for (int64_t iw = ww.start; iw < ww.start + ww.count; ++iw) {
+        const acc_t v = static_cast<acc_t>(src[(id * H + ih) * W + iw]);
+        s1 += v;
+        s2 += v * v;
+      }
+}
+
+template <typename scalar_t>
+void stochastic_eval(const scalar_t* in, scalar_t* out, const PoolGeometry& g) {
+  using acc_t = at::opmath_type<scalar_t>;
+  at::parallel_for(0, g.planes, grain_for(g.out_plane() * g.kernel_volume()), [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const scalar_t* src = in + p * g.in_plane();
+      scalar_t* dst = out + p * g.out_plane();
+      for (int64_t od = 0; od < g.out_size[0]; ++od)
+        for (int64_t oh = 0; oh < g.out_size[1]; ++oh)
+          for (int64_t ow = 0; ow < g.out_size[2]; ++ow) {
+            acc_t s1, s2;
+            window_sums(src, g, od, oh, ow, s1, s2);
+            dst[(od * g.out_size[1] + oh) * g.out_size[2] + ow] = static_cast<scalar_t>(s1 > 0 ? s2 / s1 : acc_t(0));
+          }
+    }
+  });
+}
+
+// grad_input[i] = x_i * sum_o a_o - sum_o b_o over the windows o containing i, with
+// a = 2 gy / S1 and b = gy S2 / S1^2 (both 0 where S1 = 0).
+template <typename scalar_t>
+void stochastic_eval_backward(const scalar_t* gout, const scalar_t* in, scalar_t* gin, const PoolGeometry& g) {
+  using acc_t = at::opmath_type<scalar_t>;
+  at::parallel_for(0, g.planes, grain_for(g.in_plane() * g.kernel_volume()), [&](int64_t p0, int64_t p1) {
+    std::vector<acc_t> a(g.out_plane()), b(g.out_plane());
+    for (int64_t p = p0; p < p1; ++p) {
+      const scalar_t* src = in + p * g.in_plane();
+      const scalar_t* gy = gout + p * g.out_plane();
+      scalar_t* dst = gin + p * g.in_plane();
+      for (int64_t od = 0; od < g.out_size[0]; ++od)
+        for (int64_t oh = 0; oh < g.out_size[1]; ++oh)
+          for (int64_t ow = 0; ow < g.out_size[2]; ++ow) {
+            const int64_t o = (od * g.out_size[1] + oh) * g.out_size[2] + ow;
+            acc_t s1, s2;
+            window_sums(src, g, od, oh, ow, s1, s2);
+            const acc_t y = static_cast<acc_t>(gy[o]);
+            a[o] = s1 > 0 ? 2 * y / s1 : acc_t(0);
+            b[o] = s1 > 0 ? y * s2 / (s1 * s1) : acc_t(0);
+          }
+      for (int64_t id = 0; id < g.in_size[0]; ++id) {
+        const PoolRange rd = pool_outputs_near(g, 0, id);
+        for (int64_t ih = 0; ih < g.in_size[1]; ++ih) {
+          const PoolRange rh = pool_outputs_near(g, 1, ih);
+          for (int64_t iw = 0; iw < g.in_size[2]; ++iw) {
+            const PoolRange rw = pool_outputs_near(g, 2, iw);
+            acc_t sa = 0, sb = 0;
+            for (int64_t od = rd.lo; od < rd.hi; ++od)
+              for (int64_t oh = rh.lo; oh < rh.hi; ++oh)
+                for (int64_t ow = rw.lo; ow < rw.hi; ++ow) {
+                  const int64_t o = (od * g.out_size[1] + oh) * g.out_size[2] + ow;
+                  sa += a[o];
+                  sb += b[o];
+                }
+            const int64_t i = (id * g.in_size[1] + ih) * g.in_size[2] + iw;
+            dst[i] = static_cast<scalar_t>(static_cast<acc_t>(src[i]) * sa - sb);
+          }
+        }
+      }
+    }
+  });
+}
+
+PoolGeometry stochastic_geometry(const char* op, const at::Tensor& input, at::IntArrayRef kernel_size,
+                                 at::IntArrayRef stride) {
+  const std::vector<int64_t> zeros(kernel_size.size(), 0), ones(kernel_size.size(), 1);
+  const PoolGeometry g = window_geometry(op, input, kernel_size, stride, zeros, ones, false);
+  check_non_negative(op, input);
+  return g;
+}
+
+std::tuple<at::Tensor, at::Tensor> stochastic_pool_forward_cpu(const at::Tensor& input, const at::Tensor& uniform,
+                                                               at::IntArrayRef kernel_size, at::IntArrayRef stride) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const PoolGeometry g = stochastic_geometry("stochastic_pool", input, kernel_size, stride);
+  const auto shape = pool_output_shape(input.size(0), input.size(1), g, kernel_size.size());
+  check_uniform("stochastic_pool", uniform, input, shape);
+  const at::Tensor x = input.contiguous(), u = uniform.contiguous();
+  at::Tensor out = at::empty(shape, x.options());
+  at::Tensor ind = at::empty(shape, x.options().dtype(at::kLong));
+  if (out.numel() == 0) return {out, ind};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "cnn_ops_stochastic_pool", [&] {
+    stochastic_train<scalar_t>(x.const_data_ptr<scalar_t>(), u.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                               ind.data_ptr<int64_t>(), g);
+  });
+  return {out, ind};
+}
+
+at::Tensor stochastic_pool_eval_forward_cpu(const at::Tensor& input, at::IntArrayRef kernel_size,
+                                            at::IntArrayRef stride) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const PoolGeometry g = stochastic_geometry("stochastic_pool", input, kernel_size, stride);
+  const at::Tensor x = input.contiguous();
+  at::Tensor out = at::empty(pool_output_shape(input.size(0), input.size(1), g, kernel_size.size()), x.options());
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "cnn_ops_stochastic_pool_eval", [&] {
+    stochastic_eval<scalar_t>(x.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), g);
+  });
+  return out;
+}
+
+at::Tensor stochastic_pool_eval_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
+                                             at::IntArrayRef kernel_size, at::IntArrayRef stride) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const std::vector<int64_t> zeros(kernel_size.size(), 0), ones(kernel_size.size(), 1);
+  const PoolGeometry g = window_backward_geometry("stochastic_pool_eval_backward", grad_output, input.sizes(),
+                                                  kernel_size, stride, zeros, ones, false);
+  check_same_dtype_device("stochastic_pool_eval_backward", grad_output, input);
+  const at::Tensor gy = grad_output.contiguous(), x = input.contiguous();
+  at::Tensor gin = at::empty(input.sizes(), x.options());
+  if (gin.numel() == 0) return gin;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "cnn_ops_stochastic_pool_eval_backward",
+                                  [&] {
+                                    stochastic_eval_backward<scalar_t>(gy.const_data_ptr<scalar_t>(),
+                                                                       x.const_data_ptr<scalar_t>(),
+                                                                       gin.data_ptr<scalar_t>(), g);
+                                  });
+  return gin;
+}
+
+}  // namespace
+}  // namespace tco
+
+TORCH_LIBRARY_IMPL(cnn_ops, CPU, m) {
+  m.impl("stochastic_pool_forward", &tco::stochastic_pool_forward_cpu);
+  m.impl("stochastic_pool_eval_forward", &tco::stochastic_pool_eval_forward_cpu);
+  m.impl("stochastic_pool_eval_backward", &tco::stochastic_pool_eval_backward_cpu);
+}

@@ -1,0 +1,216 @@
+// CUDA kernels of stochastic pooling. No torch header here (see stochastic_pool_cuda.h);
+// the glue is stochastic_pool_cuda_ops.cpp. Same window math and pick rule as the CPU
+// kernels, in grid-stride loops with 64-bit indices.
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+#include "pool_geometry.h"
+#include "stochastic_pool_cuda.h"
+
+namespace tco::cuda_pool {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kMaxBlocks = int64_t(1) << 20;
+
+unsigned blocks_for(int64_t work) {
+  return static_cast<unsigned>(std::min((work + kThreads - 1) / kThreads, kMaxBlocks));
+}
+
+#define TCO_GRID_STRIDE_LOOP(i, n) \
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += int64_t(blockDim.x) * gridDim.x)
+
+template <typename T>
+struct Num {
+  using acc = T;
+  static __device__ __forceinline__ acc widen(T x) { return x; }
+  static __device__ __forceinline__ T narrow(acc x) { return x; }
+};
+template <>
+struct Num<__half> {
+  using acc = float;
+  static __device__ __forceinline__ float widen(__half x) { return __half2float(x); }
+  static __device__ __forceinline__ __half narrow(float x) { return __float2half_rn(x); }
+};
+template <>
+struct Num<__nv_bfloat16> {
+  using acc = float;
+  static __device__ __forceinline__ float widen(__nv_bfloat16 x) { return __bfloat162float(x); }
+  static __device__ __forceinline__ __nv_bfloat16 narrow(float x) { return __float2bfloat16_rn(x); }
+};
+
+__device__ __forceinline__ void split(int64_t flat, const int64_t* size, int64_t& p, int64_t& d, int64_t& h,
+                                      int64_t& w) {
+  w = flat % size[2];
+  flat /= size[2];
+  h = flat % size[1];
+  flat /= size[1];
+  d = flat % size[0];
+  p = flat / size[0];
+}
+
+// S1 = sum(x), S2 = sum(x^2) over the window of output (od, oh, ow) of a plane.
+template <typename T, typename A>
+__device__ __forceinline__ void window_sums(const PoolGeometry& g, const T* src, int64_t od, int64_t oh, int64_t ow,
+                                            A& s1, A& s2) {
+  const PoolWindow wd = pool_window(g, 0, od), wh = pool_window(g, 1, oh), ww = pool_window(g, 2, ow);
+  const int64_t H = g.in_size[1], W = g.in_size[2];
+  s1 = 0;
+  s2 = 0;
+  for (int64_t id = wd.start; id < wd.start + wd.count; ++id)
+    for (int64_t ih = wh.start; ih < wh.start + wh.count; ++ih)
+      for (int64_t iw = ww.start; iw < ww.start + ww.count; ++iw) {
+        const A v = Num<T>::widen(src[(id * H + ih) * W + iw]);
+        s1 += v;
+        s2 += v * v;
+      }
+}
+
+template <typename T>
+__global__ void train_kernel(PoolGeometry g, const T* __restrict__ in, const T* __restrict__ uniform,
+                             T* __restrict__ out, int64_t* __restrict__ ind) {
+  using A = typename Num<T>::acc;
+  const int64_t total = g.planes * g.out_plane();
+  const int64_t H = g.in_size[1], W = g.in_size[2];
+  TCO_GRID_STRIDE_LOOP(o, total) {
+    int64_t p, od, oh, ow;
+    split(o, g.out_size, p, od, oh, ow);
+    const PoolWindow wd = pool_window(g, 0, od), wh = pool_window(g, 1, oh), ww = pool_window(g, 2, ow);
+    const T* src = in + p * g.in_plane();
+    A s1, s2;
+    window_sums(g, src, od, oh, ow, s1, s2);
+    const A threshold = Num<T>::widen(uniform[o]) * s1;
+    int64_t pick = (wd.start * H + wh.start) * W + ww.start, last_positive = -1;
+    bool found = false;
+    A cum = 0;
+    for (int64_t id = wd.start; id < wd.start + wd.count && !found; ++id)
+      for (int64_t ih = wh.start; ih < wh.start + wh.count && !found; ++ih)
+        for (int64_t iw = ww.start; iw < ww.start + ww.count; ++iw) {
+          const int64_t i = (id * H + ih) * W + iw;
+          const A v = Num<T>::widen(src[i]);
+          if (v > A(0)) last_positive = i;
+          cum += v;
+          if (cum > threshold && v > A(0)) {
+            pick = i;
+            found = true;
+            break;
+          }
+        }
+    if (!found && last_positive >= 0) pick = last_positive;
+    out[o] = src[pick];
+    ind[o] = pick;
+  }
+}
+
+template <typename T>
+__global__ void eval_kernel(PoolGeometry g, const T* __restrict__ in, T* __restrict__ out) {
+  using A = typename Num<T>::acc;
+  const int64_t total = g.planes * g.out_plane();
+  TCO_GRID_STRIDE_LOOP(o, total) {
+    int64_t p, od, oh, ow;
+    split(o, g.out_size, p, od, oh, ow);
+    A s1, s2;
+    window_sums(g, in + p * g.in_plane(), od, oh, ow, s1, s2);
+    out[o] = Num<T>::narrow(s1 > A(0) ? s2 / s1 : A(0));
+  }
+}
+
+template <typename T>
+__global__ void eval_coef_kernel(PoolGeometry g, const T* __restrict__ gout, const T* __restrict__ in,
+                                 typename Num<T>::acc* __restrict__ a, typename Num<T>::acc* __restrict__ b) {
+  using A = typename Num<T>::acc;
+  const int64_t total = g.planes * g.out_plane();
+  TCO_GRID_STRIDE_LOOP(o, total) {
+    int64_t p, od, oh, ow;
+    split(o, g.out_size, p, od, oh, ow);
+    A s1, s2;
+    window_sums(g, in + p * g.in_plane(), od, oh, ow, s1, s2);
+    const A y = Num<T>::widen(gout[o]);
+    a[o] = s1 > A(0) ? A(2) * y / s1 : A(0);
+    b[o] = s1 > A(0) ? y * s2 / (s1 * s1) : A(0);
+  }
+}
+
+template <typename T>
+__global__ void eval_gather_kernel(PoolGeometry g, const typename Num<T>::acc* __restrict__ a,
+                                   const typename Num<T>::acc* __restrict__ b, const T* __restrict__ in,
+                                   T* __restrict__ gin) {
+  using A = typename Num<T>::acc;
+  const int64_t total = g.planes * g.in_plane();
+  const int64_t oH = g.out_size[1], oW = g.out_size[2];
+  TCO_GRID_STRIDE_LOOP(i, total) {
+    int64_t p, id, ih, iw;
+    split(i, g.in_size, p, id, ih, iw);
+    const PoolRange rd = pool_outputs_near(g, 0, id), rh = pool_outputs_near(g, 1, ih),
+                    rw = pool_outputs_near(g, 2, iw);
+    const int64_t base = p * g.out_plane();
+    A sa = 0, sb = 0;
+    for (int64_t od = rd.lo; od < rd.hi; ++od)
+      for (int64_t oh = rh.lo; oh < rh.hi; ++oh)
+        for (int64_t ow = rw.lo; ow < rw.hi; ++ow) {
+          const int64_t o = base + (od * oH + oh) * oW + ow;
+          sa += a[o];
+          sb += b[o];
+        }
+    gin[i] = Num<T>::narrow(Num<T>::widen(in[i]) * sa - sb);
+  }
+}
+
+template <typename F>
+cudaError_t dispatch(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::Float: f(float{}); break;
+    case DType::Double: f(double{}); break;
+    case DType::Half: f(__half{}); break;
+    case DType::BFloat16: f(__nv_bfloat16{}); break;
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t stochastic_train(DType dtype, const PoolGeometry& g, const void* input, const void* uniform,
+                             void* output, int64_t* indices, cudaStream_t stream) {
+  const int64_t total = g.planes * g.out_plane();
+  if (total == 0) return cudaSuccess;
+  return dispatch(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    train_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(
+        g, static_cast<const T*>(input), static_cast<const T*>(uniform), static_cast<T*>(output), indices);
+  });
+}
+
+cudaError_t stochastic_eval(DType dtype, const PoolGeometry& g, const void* input, void* output,
+                            cudaStream_t stream) {
+  const int64_t total = g.planes * g.out_plane();
+  if (total == 0) return cudaSuccess;
+  return dispatch(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    eval_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(g, static_cast<const T*>(input),
+                                                               static_cast<T*>(output));
+  });
+}
+
+cudaError_t stochastic_eval_backward(DType dtype, const PoolGeometry& g, const void* grad_output, const void* input,
+                                     void* coef_scratch, void* grad_input, cudaStream_t stream) {
+  const int64_t outs = g.planes * g.out_plane(), ins = g.planes * g.in_plane();
+  if (ins == 0) return cudaSuccess;
+  return dispatch(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    using A = typename Num<T>::acc;
+    A* a = static_cast<A*>(coef_scratch);
+    A* b = a + outs;
+    if (outs > 0) {
+      eval_coef_kernel<T><<<blocks_for(outs), kThreads, 0, stream>>>(g, static_cast<const T*>(grad_output),
+                                                                     static_cast<const T*>(input), a, b);
+    }
+    eval_gather_kernel<T><<<blocks_for(ins), kThreads, 0, stream>>>(g, a, b, static_cast<const T*>(input),
+                                                                    static_cast<T*>(grad_input));
+  });
+}
+
+}  // namespace tco::cuda_pool
