@@ -1,10 +1,10 @@
 // CPU kernels of Gaussian pooling (see gaussian_pool.h for the weights).
 //
-// Forward: one output at a time, a weighted sum over its window clipped to the input (the
-// padding adds zeros). Backward: the transposed weighted window, as a gather: each input
-// element sums grad_output times the weight it had in every window that contains it, so a
-// task owns its input-gradient plane and nothing races. Work is split over (batch, channel)
-// planes; float16 and bfloat16 compute in float32.
+// Forward: row by row, each tap of the window adding its weighted input row to a whole
+// output row (the padding adds zeros). Backward: the transposed weighted window, each output
+// row's gradient added back to its taps' input rows. Work is split over (batch, channel)
+// planes, a task owning its output and input-gradient planes, so nothing races; float16 and
+// bfloat16 compute in float32.
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "../cpu_vectorize.h"
 #include "gaussian_pool.h"
 #include "pool_common.h"
 
@@ -27,6 +28,30 @@ int64_t grain_for(int64_t plane_elems) {
   return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(plane_elems, 1));
 }
 
+// acc[o] += c * src[o * step] for o in [lo, hi) (one width tap of one output row).
+template <typename acc_t, typename scalar_t>
+TCO_VECTORIZE void axpy_row(acc_t* __restrict acc, const scalar_t* __restrict src, int64_t lo, int64_t hi,
+                            int64_t step, acc_t c) {
+  if (step == 1) {
+    for (int64_t o = lo; o < hi; ++o) acc[o] += c * static_cast<acc_t>(src[o]);
+  } else {
+    for (int64_t o = lo; o < hi; ++o) acc[o] += c * static_cast<acc_t>(src[o * step]);
+  }
+}
+
+// dst[o * step] += c * src[o] for o in [lo, hi) (the transpose of axpy_row).
+template <typename acc_t, typename scalar_t>
+TCO_VECTORIZE void scatter_row(acc_t* __restrict dst, const scalar_t* __restrict src, int64_t lo, int64_t hi,
+                               int64_t step, acc_t c) {
+  if (step == 1) {
+    for (int64_t o = lo; o < hi; ++o) dst[o] += c * static_cast<acc_t>(src[o]);
+  } else {
+    for (int64_t o = lo; o < hi; ++o) dst[o * step] += c * static_cast<acc_t>(src[o]);
+  }
+}
+
+// Row by row, as the sum pooling of pool_cpu.cpp: for one output row every tap (kd, kh, kw)
+// whose input row lies inside adds its weighted, strided input row to the whole output row.
 template <typename scalar_t>
 void gaussian_forward(const scalar_t* in, scalar_t* out, const PoolGeometry& g, const std::vector<double>& weights) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -34,8 +59,11 @@ void gaussian_forward(const scalar_t* in, scalar_t* out, const PoolGeometry& g, 
   const acc_t* wd_tab = w.data();
   const acc_t* wh_tab = wd_tab + g.kernel[0];
   const acc_t* ww_tab = wh_tab + g.kernel[1];
-  const int64_t H = g.in_size[1], W = g.in_size[2];
+  const int64_t H = g.in_size[1], W = g.in_size[2], oW = g.out_size[2], sw = g.stride[2];
+  std::vector<PoolRange> tap_w(g.kernel[2]);
+  for (int64_t k = 0; k < g.kernel[2]; ++k) tap_w[k] = pool_tap_outputs(g, 2, k);
   at::parallel_for(0, g.planes, grain_for(g.out_plane() * g.kernel_volume()), [&](int64_t p0, int64_t p1) {
+    std::vector<acc_t> acc(oW);
     for (int64_t p = p0; p < p1; ++p) {
       const scalar_t* src = in + p * g.in_plane();
       scalar_t* dst = out + p * g.out_plane();
@@ -45,29 +73,28 @@ void gaussian_forward(const scalar_t* in, scalar_t* out, const PoolGeometry& g, 
         for (int64_t oh = 0; oh < g.out_size[1]; ++oh) {
           const PoolWindow wh = pool_window(g, 1, oh);
           const int64_t rh = oh * g.stride[1] - g.pad[1];
-          for (int64_t ow = 0; ow < g.out_size[2]; ++ow) {
-            const PoolWindow ww = pool_window(g, 2, ow);
-            const int64_t rw = ow * g.stride[2] - g.pad[2];
-            acc_t acc = 0;
-            for (int64_t id = wd.start; id < wd.start + wd.count; ++id) {
-              for (int64_t ih = wh.start; ih < wh.start + wh.count; ++ih) {
-                const scalar_t* row = src + (id * H + ih) * W;
-                const acc_t* wrow = ww_tab - rw;
-                acc_t racc = 0;
-                for (int64_t iw = ww.start; iw < ww.start + ww.count; ++iw) {
-                  racc += wrow[iw] * static_cast<acc_t>(row[iw]);
-                }
-                acc += wd_tab[id - rd] * wh_tab[ih - rh] * racc;
+          std::fill(acc.begin(), acc.end(), acc_t(0));
+          for (int64_t id = wd.start; id < wd.start + wd.count; ++id) {
+            for (int64_t ih = wh.start; ih < wh.start + wh.count; ++ih) {
+              const acc_t c = wd_tab[id - rd] * wh_tab[ih - rh];
+              const scalar_t* row = src + (id * H + ih) * W;
+              for (int64_t kw = 0; kw < g.kernel[2]; ++kw) {
+                const PoolRange r = tap_w[kw];
+                // input column of output o: o * sw - pad + kw
+                axpy_row(acc.data(), row + kw - g.pad[2], r.lo, r.hi, sw, c * ww_tab[kw]);
               }
             }
-            dst[(od * g.out_size[1] + oh) * g.out_size[2] + ow] = static_cast<scalar_t>(acc);
           }
+          scalar_t* out_row = dst + (od * g.out_size[1] + oh) * oW;
+          for (int64_t o = 0; o < oW; ++o) out_row[o] = static_cast<scalar_t>(acc[o]);
         }
       }
     }
   });
 }
 
+// The transpose, row by row: each output row's gradient, weighted, is added back to the
+// input rows of its taps. A task owns its input-gradient plane (accumulated in acc_t).
 template <typename scalar_t>
 void gaussian_backward(const scalar_t* gout, scalar_t* gin, const PoolGeometry& g, const std::vector<double>& weights) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -75,32 +102,35 @@ void gaussian_backward(const scalar_t* gout, scalar_t* gin, const PoolGeometry& 
   const acc_t* wd_tab = w.data();
   const acc_t* wh_tab = wd_tab + g.kernel[0];
   const acc_t* ww_tab = wh_tab + g.kernel[1];
-  const int64_t oH = g.out_size[1], oW = g.out_size[2];
+  const int64_t H = g.in_size[1], W = g.in_size[2], oW = g.out_size[2], sw = g.stride[2];
+  std::vector<PoolRange> tap_w(g.kernel[2]);
+  for (int64_t k = 0; k < g.kernel[2]; ++k) tap_w[k] = pool_tap_outputs(g, 2, k);
   at::parallel_for(0, g.planes, grain_for(g.in_plane() * g.kernel_volume()), [&](int64_t p0, int64_t p1) {
+    std::vector<acc_t> acc(g.in_plane());
     for (int64_t p = p0; p < p1; ++p) {
       const scalar_t* src = gout + p * g.out_plane();
-      scalar_t* dst = gin + p * g.in_plane();
-      for (int64_t id = 0; id < g.in_size[0]; ++id) {
-        const PoolRange rd = pool_outputs_near(g, 0, id);
-        for (int64_t ih = 0; ih < g.in_size[1]; ++ih) {
-          const PoolRange rh = pool_outputs_near(g, 1, ih);
-          for (int64_t iw = 0; iw < g.in_size[2]; ++iw) {
-            const PoolRange rw = pool_outputs_near(g, 2, iw);
-            acc_t acc = 0;
-            for (int64_t od = rd.lo; od < rd.hi; ++od) {
-              const acc_t a = wd_tab[id + g.pad[0] - od * g.stride[0]];
-              for (int64_t oh = rh.lo; oh < rh.hi; ++oh) {
-                const acc_t b = a * wh_tab[ih + g.pad[1] - oh * g.stride[1]];
-                const scalar_t* row = src + (od * oH + oh) * oW;
-                for (int64_t ow = rw.lo; ow < rw.hi; ++ow) {
-                  acc += b * ww_tab[iw + g.pad[2] - ow * g.stride[2]] * static_cast<acc_t>(row[ow]);
-                }
+      std::fill(acc.begin(), acc.end(), acc_t(0));
+      for (int64_t od = 0; od < g.out_size[0]; ++od) {
+        const PoolWindow wd = pool_window(g, 0, od);
+        const int64_t rd = od * g.stride[0] - g.pad[0];
+        for (int64_t oh = 0; oh < g.out_size[1]; ++oh) {
+          const PoolWindow wh = pool_window(g, 1, oh);
+          const int64_t rh = oh * g.stride[1] - g.pad[1];
+          const scalar_t* gy_row = src + (od * g.out_size[1] + oh) * oW;
+          for (int64_t id = wd.start; id < wd.start + wd.count; ++id) {
+            for (int64_t ih = wh.start; ih < wh.start + wh.count; ++ih) {
+              const acc_t c = wd_tab[id - rd] * wh_tab[ih - rh];
+              acc_t* row = acc.data() + (id * H + ih) * W;
+              for (int64_t kw = 0; kw < g.kernel[2]; ++kw) {
+                const PoolRange r = tap_w[kw];
+                scatter_row(row + kw - g.pad[2], gy_row, r.lo, r.hi, sw, c * ww_tab[kw]);
               }
             }
-            dst[(id * g.in_size[1] + ih) * g.in_size[2] + iw] = static_cast<scalar_t>(acc);
           }
         }
       }
+      scalar_t* dst = gin + p * g.in_plane();
+      for (int64_t i = 0; i < g.in_plane(); ++i) dst[i] = static_cast<scalar_t>(acc[i]);
     }
   });
 }
