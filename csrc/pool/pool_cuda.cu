@@ -13,40 +13,14 @@
 
 #include <algorithm>
 
+#include "../cuda_common.cuh"
 #include "pool_cuda.h"
 #include "pool_geometry.h"
 
 namespace tco::cuda_pool {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = int64_t(1) << 20;
-
-unsigned blocks_for(int64_t work) {
-  return static_cast<unsigned>(std::min((work + kThreads - 1) / kThreads, kMaxBlocks));
-}
-
-#define TCO_GRID_STRIDE_LOOP(i, n) \
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += int64_t(blockDim.x) * gridDim.x)
-
-template <typename T>
-struct Num {
-  using acc = T;
-  static __device__ __forceinline__ acc widen(T x) { return x; }
-  static __device__ __forceinline__ T narrow(acc x) { return x; }
-};
-template <>
-struct Num<__half> {
-  using acc = float;
-  static __device__ __forceinline__ float widen(__half x) { return __half2float(x); }
-  static __device__ __forceinline__ __half narrow(float x) { return __float2half_rn(x); }
-};
-template <>
-struct Num<__nv_bfloat16> {
-  using acc = float;
-  static __device__ __forceinline__ float widen(__nv_bfloat16 x) { return __bfloat162float(x); }
-  static __device__ __forceinline__ __nv_bfloat16 narrow(float x) { return __float2bfloat16_rn(x); }
-};
+using namespace tco::cuda;
 
 template <typename A>
 __device__ __forceinline__ bool is_nan(A v) { return v != v; }
