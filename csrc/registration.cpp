@@ -68,6 +68,15 @@ TORCH_LIBRARY(cnn_ops, m) {
   // positions along `dim` (the set topk picks, ties included).
   m.def("kmax_pool_forward(Tensor input, int k, int dim) -> (Tensor, Tensor)");
   m.def("kmax_pool_backward(Tensor grad_output, Tensor indices, int dim, SymInt[] input_size) -> Tensor");
+  // Gaussian pooling: each window weighted by the normalised Gaussian of the distance to its
+  // centre (a depthwise convolution with that kernel; the padding counts as zeros).
+  m.def(
+      "gaussian_pool_forward(Tensor input, int[] kernel_size, int[] stride, int[] padding, "
+      "float sigma) -> Tensor");
+  // Its input gradient: grad_output spread back through the weighted windows (the transpose).
+  m.def(
+      "gaussian_pool_backward(Tensor grad_output, SymInt[] input_size, int[] kernel_size, "
+      "int[] stride, int[] padding, float sigma) -> Tensor");
 }
 
 // The extension is loaded as a Python module only to run the registrations above and the

@@ -623,3 +623,97 @@ KMAX_BAD_CASES = [
 def test_kmax_bad_input_raises(call, pattern):
     with pytest.raises((RuntimeError, ValueError, TypeError), match=f"(?i){pattern}"):
         call()
+
+
+# ---- Gaussian pooling ------------------------------------------------------------------------------------
+def _gaussian_reference(x, kernel_size, stride, padding, sigma):
+    """The depthwise convolution with the normalised Gaussian kernel."""
+    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+
+    def one(k):
+        d = torch.arange(k, dtype=torch.float64) - (k - 1) / 2
+        w = torch.exp(-d * d / (2 * sigma**2))
+        return w / w.sum()
+
+    kernel = torch.outer(one(kh), one(kw)).to(x.dtype)
+    channels = x.shape[1]
+    return F.conv2d(x, kernel.expand(channels, 1, kh, kw), stride=stride, padding=padding, groups=channels)
+
+
+# (spatial size, kernel, stride, padding, sigma)
+GAUSSIAN_CASES = [
+    ((9, 11), 3, 1, 1, 1.0),
+    ((8, 8), 2, None, 0, 0.5),
+    ((10, 7), (5, 3), (2, 1), (2, 1), 1.7),
+    ((7, 9), 4, 3, 2, 3.0),
+    ((5, 6), (1, 3), 1, (0, 1), 0.8),
+]
+GAUSSIAN_IDS = [f"k{c[1]}-s{c[2]}-p{c[3]}-sigma{c[4]}" for c in GAUSSIAN_CASES]
+
+
+@pytest.mark.parametrize("case", GAUSSIAN_CASES, ids=GAUSSIAN_IDS)
+def test_gaussian_matches_depthwise_conv(case, device):
+    size, k, s, p, sigma = case
+    x = randn(2, 3, *size, device=device, requires_grad=True)
+    out = TF.gaussian_pool2d(x, k, s, p, sigma)
+    xr = as_reference(x)
+    ref = _gaussian_reference(xr, k, k if s is None else s, p, sigma)
+    assert_close_to_reference(out, ref, msg="values")
+    gy = randn(*ref.shape, device=device)
+    out.backward(gy)
+    ref.backward(gy.cpu())
+    assert_close_to_reference(x.grad, xr.grad, msg="gradient")
+    module = tco.nn.GaussianPool2d(k, s, p, sigma)
+    assert_close_to_reference(module(x), ref, msg="module")
+    assert_close_to_reference(TF.gaussian_pool2d(x[0], k, s, p, sigma), ref[0], msg="unbatched")
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION_DTYPES)
+def test_gaussian_low_precision(dtype, device):
+    x = randn(2, 3, 9, 8, dtype=dtype, device=device)
+    ref = _gaussian_reference(as_reference(x), 3, 2, 1, 1.2)
+    assert TF.gaussian_pool2d(x, 3, 2, 1, 1.2).dtype == dtype
+    assert_close_to_reference(TF.gaussian_pool2d(x, 3, 2, 1, 1.2), ref)
+
+
+def test_gaussian_gradcheck_gradgradcheck_opcheck(device):
+    x = randn(2, 2, 7, 6, device=device, requires_grad=True)
+    fn = lambda t: TF.gaussian_pool2d(t, (3, 2), (2, 1), (1, 1), 0.9)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,))
+    torch.library.opcheck(ops.gaussian_pool_forward.default, (x, [3, 3], [2, 2], [1, 1], 1.5))
+    out = ops.gaussian_pool_forward(x.detach(), [3, 3], [2, 2], [1, 1], 1.5)
+    gy = randn(*out.shape, device=device, requires_grad=True)
+    torch.library.opcheck(ops.gaussian_pool_backward.default, (gy, list(x.shape), [3, 3], [2, 2], [1, 1], 1.5))
+
+
+def test_gaussian_module_and_compile():
+    torch._dynamo.reset()
+    module = tco.nn.GaussianPool2d(3, 1, 1, sigma=2.0)
+    assert repr(module) == "GaussianPool2d(kernel_size=3, stride=1, padding=1, sigma=2.0)"
+    x = randn(2, 3, 6, 5, requires_grad=True)
+    xc = x.detach().clone().requires_grad_()
+    eager = module(x)
+    eager.sum().backward()
+    out = torch.compile(module, fullgraph=True, backend="aot_eager")(xc)
+    out.sum().backward()
+    assert_close_to_reference(out, eager)
+    assert_close_to_reference(xc.grad, x.grad)
+    assert callable(tco.F.gaussian_pool2d) and "GaussianPool2d" in tco.nn.__all__
+
+
+GAUSSIAN_BAD_CASES = [
+    ("sigma-zero", lambda: TF.gaussian_pool2d(torch.randn(1, 2, 5, 5), 3, sigma=0.0), r"sigma"),
+    ("sigma-negative", lambda: TF.gaussian_pool2d(torch.randn(1, 2, 5, 5), 3, sigma=-1.0), r"sigma"),
+    ("sigma-op", lambda: ops.gaussian_pool_forward(torch.randn(1, 2, 5, 5), [3, 3], [1, 1], [0, 0], 0.0), r"sigma"),
+    ("module-sigma", lambda: tco.nn.GaussianPool2d(3, sigma=-2.0), r"sigma"),
+    ("kernel-too-large", lambda: TF.gaussian_pool2d(torch.randn(1, 2, 4, 4), 7, padding=1), r"larger than the padded"),
+    ("padding-too-large", lambda: TF.gaussian_pool2d(torch.randn(1, 2, 6, 6), 3, padding=2), r"padding"),
+    ("stride-zero", lambda: TF.gaussian_pool2d(torch.randn(1, 2, 6, 6), 3, stride=0), r"stride"),
+]
+
+
+@pytest.mark.parametrize("call,pattern", [c[1:] for c in GAUSSIAN_BAD_CASES], ids=[c[0] for c in GAUSSIAN_BAD_CASES])
+def test_gaussian_bad_input_raises(call, pattern):
+    with pytest.raises(BAD_INPUT, match=f"(?i){pattern}"):
+        call()

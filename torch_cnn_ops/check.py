@@ -155,7 +155,18 @@ def _pool_cases() -> List[Tuple[str, str, Callable[[torch.dtype], Tuple[torch.Te
         lambda x: x.gather(-1, x.topk(12, -1).indices.sort(-1).values), 1)
     add("channel_max_pool", "pool_size=3", lambda x: F.channel_max_pool(x, 3),
         lambda x: x.unflatten(1, (x.shape[1] // 3, 3)).amax(2), 2)
+    add("gaussian_pool2d", "k3 s2 p1 sigma 1.5", lambda x: F.gaussian_pool2d(x, 3, 2, 1, 1.5),
+        lambda x: torch_F.conv2d(x, _gaussian_kernel(3, 1.5, x), stride=2, padding=1, groups=x.shape[1]), 2)
     return cases
+
+
+def _gaussian_kernel(k, sigma, x):
+    """The depthwise (C, 1, k, k) kernel equal to Gaussian pooling: the normalised Gaussian of
+    the distance to the window's centre."""
+    d = torch.arange(k, dtype=torch.float64) - (k - 1) / 2
+    w = torch.exp(-d * d / (2 * sigma**2))
+    w = w / w.sum()
+    return torch.outer(w, w).to(x.dtype).expand(x.shape[1], 1, k, k)
 
 
 def run_check(seed: int = 0) -> List[Dict[str, object]]:

@@ -8,6 +8,7 @@
 #include <c10/core/WrapDimMinimal.h>
 #include <c10/util/Exception.h>
 
+#include <cmath>
 #include <sstream>
 #include <string>
 
@@ -182,6 +183,10 @@ void set_divisor(const char* op, PoolGeometry& g, bool count_include_pad,
 
 void check_norm_type(const char* op, double norm_type) {
   TORCH_CHECK(norm_type > 0, "cnn_ops.", op, ": norm_type must be positive, got ", norm_type);
+}
+
+void check_sigma(const char* op, double sigma) {
+  TORCH_CHECK(sigma > 0 && std::isfinite(sigma), "cnn_ops.", op, ": sigma must be positive and finite, got ", sigma);
 }
 
 void check_same_shape(const char* op, const at::Tensor& a, const char* a_name, const at::Tensor& b,

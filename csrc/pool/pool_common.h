@@ -42,6 +42,8 @@ void set_divisor(const char* op, PoolGeometry& g, bool count_include_pad,
                  std::optional<int64_t> divisor_override);
 
 void check_norm_type(const char* op, double norm_type);
+// Gaussian pooling: sigma must be positive and finite.
+void check_sigma(const char* op, double sigma);
 void check_same_shape(const char* op, const at::Tensor& a, const char* a_name, const at::Tensor& b,
                       const char* b_name);
 

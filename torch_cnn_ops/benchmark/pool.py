@@ -1,6 +1,7 @@
 """Pooling benchmark: forward + backward of ours against torch's built-ins (or, where torch has
 no twin, the pure-PyTorch workaround: ``-max_pool2d(-x)`` for min pooling, topk + sort +
-gather for k-max pooling, unflatten + amax for maxout), NCHW and channels_last.
+gather for k-max pooling, unflatten + amax for maxout, the depthwise ``F.conv2d`` with the
+normalised Gaussian kernel for Gaussian pooling), NCHW and channels_last.
 
 GB/s is the input read once (its size in bytes) over the median time of ours: a floor on
 the memory traffic, to compare against the machine's copy bandwidth.
@@ -65,6 +66,14 @@ def run(quick: bool = False) -> Tuple[List[Dict[str, object]], List[str]]:
         ("maxout 2", "unflatten+amax", mx,
          lambda: mx.unflatten(1, (mx.shape[1] // 2, 2)).amax(2), lambda: F.channel_max_pool(mx, 2)),
     ]
+    gx = torch.randn(shape, requires_grad=True)
+    d = torch.arange(3, dtype=torch.float64) - 1
+    g1 = torch.exp(-d * d / 2)
+    gk = torch.outer(g1, g1) / g1.sum() ** 2
+    gk = gk.float().expand(shape[1], 1, 3, 3).contiguous()
+    extra.append(("gaussian k3 s1 p1 sigma 1", "depthwise conv2d", gx,
+                  lambda: torch_F.conv2d(gx, gk, stride=1, padding=1, groups=gx.shape[1]),
+                  lambda: F.gaussian_pool2d(gx, 3, 1, 1, 1.0)))
     for name, baseline, x, ref, ours in extra:
         steps = {"baseline": _with_backward(ref), "ours": _with_backward(ours)}
         times, ratios = compare_times(steps, "baseline", budget_s=0.3 if quick else 3.0)

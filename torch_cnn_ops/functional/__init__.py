@@ -9,7 +9,7 @@ from .local import tiled_conv1d, tiled_conv2d, unshared_conv1d, unshared_conv2d
 from .pool import (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d, adaptive_max_pool1d,
                    adaptive_max_pool2d, adaptive_max_pool3d, adaptive_min_pool1d, adaptive_min_pool2d,
                    adaptive_min_pool3d, avg_pool1d, avg_pool2d, avg_pool3d, channel_max_pool,
-                   dynamic_kmax_pool1d, kmax_pool1d, lp_pool1d, lp_pool2d, lp_pool3d,
+                   dynamic_kmax_pool1d, gaussian_pool2d, kmax_pool1d, lp_pool1d, lp_pool2d, lp_pool3d,
                    max_pool1d, max_pool2d, max_pool3d, min_pool1d, min_pool2d, min_pool3d)
 from .pool import __all__ as _pool_all
 

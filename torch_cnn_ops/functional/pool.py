@@ -1,5 +1,5 @@
 """Pooling: max, min, avg and lp pooling over windows, and adaptive max, min and avg pooling,
-each in 1d, 2d and 3d; k-max pooling (static and dynamic) and channel max pooling (maxout).
+each in 1d, 2d and 3d; Gaussian-weighted pooling (2d); k-max pooling (static and dynamic) and channel max pooling (maxout).
 
 Names, arguments and defaults follow ``torch.nn.functional`` (``min_pool*`` and
 ``adaptive_min_pool*`` take the arguments of their max twins). Inputs are batched
@@ -265,8 +265,24 @@ def channel_max_pool(input: Tensor, pool_size: int, dim: int = 1) -> Tensor:
     return out.reshape(*input.shape[:dim], channels // pool_size, *input.shape[dim + 1:])
 
 
+def gaussian_pool2d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None,
+                    padding: IntOrTuple = 0, sigma: float = 1.0) -> Tensor:
+    """Average over each window weighted by ``exp(-d^2 / (2 sigma^2))``, ``d`` the distance of a
+    tap from the window's centre (``(k - 1) / 2`` per dimension), the weights normalised to sum 1
+    over the full kernel; the padding counts as zeros. Equals the depthwise convolution with that
+    kernel: ``F.conv2d(input, kernel.expand(C, 1, kh, kw), stride=stride, padding=padding, groups=C)``."""
+    x, unbatched = _batched("gaussian_pool2d", 2, input)
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not (0 < float(sigma) < math.inf):
+        raise ValueError(f"gaussian_pool2d: sigma must be a positive finite number, got {sigma!r}")
+    kernel_size = ntuple(kernel_size, 2, "kernel_size")
+    stride = _stride(stride, kernel_size, 2)
+    out = ops.gaussian_pool_forward(x, list(kernel_size), list(stride), list(ntuple(padding, 2, "padding")),
+                                    float(sigma))
+    return _unbatch(out, unbatched)
+
+
 __all__ = [
     *(f"{kind}_pool{nd}d" for kind in ("max", "min", "avg", "lp") for nd in (1, 2, 3)),
     *(f"adaptive_{kind}_pool{nd}d" for kind in ("max", "min", "avg") for nd in (1, 2, 3)),
-    "kmax_pool1d", "dynamic_kmax_pool1d", "channel_max_pool",
+    "kmax_pool1d", "dynamic_kmax_pool1d", "channel_max_pool", "gaussian_pool2d",
 ]

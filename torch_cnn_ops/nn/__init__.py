@@ -4,7 +4,7 @@ from .conv import Conv1d, Conv2d, Conv3d
 from .local import LocallyConnected1d, LocallyConnected2d, TiledConv1d, TiledConv2d, UnsharedConv1d, UnsharedConv2d
 from .pool import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveAvgPool3d, AdaptiveMaxPool1d, AdaptiveMaxPool2d,
                    AdaptiveMaxPool3d, AdaptiveMinPool1d, AdaptiveMinPool2d, AdaptiveMinPool3d, AvgPool1d, AvgPool2d,
-                   AvgPool3d, DynamicKMaxPool1d, KMaxPool1d, LPPool1d, LPPool2d, LPPool3d, Maxout, MaxPool1d,
+                   AvgPool3d, DynamicKMaxPool1d, GaussianPool2d, KMaxPool1d, LPPool1d, LPPool2d, LPPool3d, Maxout, MaxPool1d,
                    MaxPool2d, MaxPool3d, MinPool1d, MinPool2d, MinPool3d)
 from .pool import __all__ as _pool_all
 

@@ -191,8 +191,28 @@ class Maxout(nn.Module):
         return f"pool_size={self.pool_size}, dim={self.dim}"
 
 
+class GaussianPool2d(nn.Module):
+    """Average over each window weighted by the normalised Gaussian of the distance to the
+    window's centre (see ``gaussian_pool2d``)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, sigma: float = 1.0) -> None:
+        super().__init__()
+        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
+            raise ValueError(f"GaussianPool2d: sigma must be a positive number, got {sigma!r}")
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding = padding
+        self.sigma = float(sigma)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.gaussian_pool2d(input, self.kernel_size, self.stride, self.padding, self.sigma)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, sigma={self.sigma}"
+
+
 __all__ = [
     *(f"{kind}Pool{nd}d" for kind in ("Max", "Min", "Avg", "LP") for nd in (1, 2, 3)),
     *(f"Adaptive{kind}Pool{nd}d" for kind in ("Max", "Min", "Avg") for nd in (1, 2, 3)),
-    "KMaxPool1d", "DynamicKMaxPool1d", "Maxout",
+    "KMaxPool1d", "DynamicKMaxPool1d", "Maxout", "GaussianPool2d",
 ]

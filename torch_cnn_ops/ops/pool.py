@@ -314,3 +314,48 @@ def _kmax_backward_backward(ctx, gg_input):
 
 torch.library.register_autograd("cnn_ops::kmax_pool_backward", _kmax_backward_backward,
                                 setup_context=_kmax_backward_setup)
+
+
+# --- gaussian ------------------------------------------------------------------------------------
+# gaussian_pool_backward(gy) is the transposed weighted window, linear in gy; its adjoint is
+# gaussian_pool_forward with the same arguments.
+
+
+@torch.library.register_fake("cnn_ops::gaussian_pool_forward")
+def _gaussian_pool_forward_fake(input, kernel_size, stride, padding, sigma):
+    ones = [1] * len(kernel_size)
+    return input.new_empty(_window_shape(input.shape, kernel_size, stride, padding, ones, False))
+
+
+@torch.library.register_fake("cnn_ops::gaussian_pool_backward")
+def _gaussian_pool_backward_fake(grad_output, input_size, kernel_size, stride, padding, sigma):
+    return grad_output.new_empty(input_size)
+
+
+def _gaussian_setup(ctx, inputs, output):
+    input, *args = inputs
+    ctx.input_shape = list(input.shape)
+    ctx.args = args
+
+
+def _gaussian_backward(ctx, grad_output):
+    grad_input = None
+    if ctx.needs_input_grad[0]:
+        grad_input = ops.gaussian_pool_backward(grad_output, ctx.input_shape, *ctx.args)
+    return grad_input, None, None, None, None
+
+
+torch.library.register_autograd("cnn_ops::gaussian_pool_forward", _gaussian_backward, setup_context=_gaussian_setup)
+
+
+def _gaussian_backward_setup(ctx, inputs, output):
+    grad_output, input_size, *args = inputs
+    ctx.args = args
+
+
+def _gaussian_backward_backward(ctx, gg_input):
+    return ops.gaussian_pool_forward(gg_input, *ctx.args), None, None, None, None, None
+
+
+torch.library.register_autograd("cnn_ops::gaussian_pool_backward", _gaussian_backward_backward,
+                                setup_context=_gaussian_backward_setup)

@@ -1,0 +1,152 @@
+// CUDA kernels of Gaussian pooling. No torch header here (see gaussian_pool_cuda.h); the glue
+// is gaussian_pool_cuda_ops.cpp. Same window math as the CPU kernels (pool_geometry.h), in
+// grid-stride loops with 64-bit indices.
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+#include "gaussian_pool_cuda.h"
+#include "pool_geometry.h"
+
+namespace tco::cuda_pool {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kMaxBlocks = int64_t(1) << 20;
+
+unsigned blocks_for(int64_t work) {
+  return static_cast<unsigned>(std::min((work + kThreads - 1) / kThreads, kMaxBlocks));
+}
+
+#define TCO_GRID_STRIDE_LOOP(i, n) \
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += int64_t(blockDim.x) * gridDim.x)
+
+template <typename T>
+struct Num {
+  using acc = T;
+  static __device__ __forceinline__ acc widen(T x) { return x; }
+  static __device__ __forceinline__ T narrow(acc x) { return x; }
+};
+template <>
+struct Num<__half> {
+  using acc = float;
+  static __device__ __forceinline__ float widen(__half x) { return __half2float(x); }
+  static __device__ __forceinline__ __half narrow(float x) { return __float2half_rn(x); }
+};
+template <>
+struct Num<__nv_bfloat16> {
+  using acc = float;
+  static __device__ __forceinline__ float widen(__nv_bfloat16 x) { return __bfloat162float(x); }
+  static __device__ __forceinline__ __nv_bfloat16 narrow(float x) { return __float2bfloat16_rn(x); }
+};
+
+__device__ __forceinline__ void split(int64_t flat, const int64_t* size, int64_t& p, int64_t& d, int64_t& h,
+                                      int64_t& w) {
+  w = flat % size[2];
+  flat /= size[2];
+  h = flat % size[1];
+  flat /= size[1];
+  d = flat % size[0];
+  p = flat / size[0];
+}
+
+template <typename T>
+__global__ void gaussian_forward_kernel(PoolGeometry g, const typename Num<T>::acc* __restrict__ w,
+                                        const T* __restrict__ in, T* __restrict__ out) {
+  using A = typename Num<T>::acc;
+  const A* wd_tab = w;
+  const A* wh_tab = wd_tab + g.kernel[0];
+  const A* ww_tab = wh_tab + g.kernel[1];
+  const int64_t total = g.planes * g.out_plane();
+  const int64_t H = g.in_size[1], W = g.in_size[2];
+  TCO_GRID_STRIDE_LOOP(o, total) {
+    int64_t p, od, oh, ow;
+    split(o, g.out_size, p, od, oh, ow);
+    const PoolWindow wd = pool_window(g, 0, od), wh = pool_window(g, 1, oh), ww = pool_window(g, 2, ow);
+    const int64_t rd = od * g.stride[0] - g.pad[0], rh = oh * g.stride[1] - g.pad[1],
+                  rw = ow * g.stride[2] - g.pad[2];
+    const T* src = in + p * g.in_plane();
+    A acc = 0;
+    for (int64_t id = wd.start; id < wd.start + wd.count; ++id) {
+      for (int64_t ih = wh.start; ih < wh.start + wh.count; ++ih) {
+        const T* row = src + (id * H + ih) * W;
+        A racc = 0;
+        for (int64_t iw = ww.start; iw < ww.start + ww.count; ++iw) racc += ww_tab[iw - rw] * Num<T>::widen(row[iw]);
+        acc += wd_tab[id - rd] * wh_tab[ih - rh] * racc;
+      }
+    }
+    out[o] = Num<T>::narrow(acc);
+  }
+}
+
+template <typename T>
+__global__ void gaussian_backward_kernel(PoolGeometry g, const typename Num<T>::acc* __restrict__ w,
+                                         const T* __restrict__ gout, T* __restrict__ gin) {
+  using A = typename Num<T>::acc;
+  const A* wd_tab = w;
+  const A* wh_tab = wd_tab + g.kernel[0];
+  const A* ww_tab = wh_tab + g.kernel[1];
+  const int64_t total = g.planes * g.in_plane();
+  const int64_t oH = g.out_size[1], oW = g.out_size[2];
+  TCO_GRID_STRIDE_LOOP(i, total) {
+    int64_t p, id, ih, iw;
+    split(i, g.in_size, p, id, ih, iw);
+    const PoolRange rd = pool_outputs_near(g, 0, id), rh = pool_outputs_near(g, 1, ih),
+                    rw = pool_outputs_near(g, 2, iw);
+    const T* src = gout + p * g.out_plane();
+    A acc = 0;
+    for (int64_t od = rd.lo; od < rd.hi; ++od) {
+      const A a = wd_tab[id + g.pad[0] - od * g.stride[0]];
+      for (int64_t oh = rh.lo; oh < rh.hi; ++oh) {
+        const A b = a * wh_tab[ih + g.pad[1] - oh * g.stride[1]];
+        const T* row = src + (od * oH + oh) * oW;
+        for (int64_t ow = rw.lo; ow < rw.hi; ++ow) {
+          acc += b * ww_tab[iw + g.pad[2] - ow * g.stride[2]] * Num<T>::widen(row[ow]);
+        }
+      }
+    }
+    gin[i] = Num<T>::narrow(acc);
+  }
+}
+
+template <typename F>
+cudaError_t dispatch(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::Float: f(float{}); break;
+    case DType::Double: f(double{}); break;
+    case DType::Half: f(__half{}); break;
+    case DType::BFloat16: f(__nv_bfloat16{}); break;
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t gaussian_forward(DType dtype, const PoolGeometry& g, const void* weights, const void* input,
+                             void* output, cudaStream_t stream) {
+  const int64_t total = g.planes * g.out_plane();
+  if (total == 0) return cudaSuccess;
+  return dispatch(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    using A = typename Num<T>::acc;
+    gaussian_forward_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(
+        g, static_cast<const A*>(weights), static_cast<const T*>(input), static_cast<T*>(output));
+  });
+}
+
+cudaError_t gaussian_backward(DType dtype, const PoolGeometry& g, const void* weights, const void* grad_output,
+                              void* grad_input, cudaStream_t stream) {
+  const int64_t total = g.planes * g.in_plane();
+  if (total == 0) return cudaSuccess;
+  return dispatch(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    using A = typename Num<T>::acc;
+    gaussian_backward_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(
+        g, static_cast<const A*>(weights), static_cast<const T*>(grad_output), static_cast<T*>(grad_input));
+  });
+}
+
+}  // namespace tco::cuda_pool
