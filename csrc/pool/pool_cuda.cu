@@ -25,16 +25,6 @@ using namespace tco::cuda;
 template <typename A>
 __device__ __forceinline__ bool is_nan(A v) { return v != v; }
 
-// Splits a flat index over (planes, D, H, W)-shaped sizes.
-__device__ __forceinline__ void split(int64_t flat, const int64_t* size, int64_t& p, int64_t& d, int64_t& h,
-                                      int64_t& w) {
-  w = flat % size[2];
-  flat /= size[2];
-  h = flat % size[1];
-  flat /= size[1];
-  d = flat % size[0];
-  p = flat / size[0];
-}
 
 template <typename T, bool kMin>
 __global__ void extreme_forward_kernel(PoolGeometry g, const T* __restrict__ in, T* __restrict__ out,
@@ -44,7 +34,7 @@ __global__ void extreme_forward_kernel(PoolGeometry g, const T* __restrict__ in,
   const int64_t H = g.in_size[1], W = g.in_size[2];
   TCO_GRID_STRIDE_LOOP(o, total) {
     int64_t p, od, oh, ow;
-    split(o, g.out_size, p, od, oh, ow);
+    unflatten_index(o, g.out_size, p, od, oh, ow);
     const PoolWindow wd = pool_window(g, 0, od), wh = pool_window(g, 1, oh), ww = pool_window(g, 2, ow);
     const T* src = in + p * g.in_plane();
     A best = kMin ? A(INFINITY) : A(-INFINITY);
@@ -110,7 +100,7 @@ __global__ void sum_forward_kernel(PoolGeometry g, bool lp, typename Num<T>::acc
   const A kvol = A(g.kernel_volume());
   TCO_GRID_STRIDE_LOOP(o, g.planes * g.out_plane()) {
     int64_t p, od, oh, ow;
-    split(o, g.out_size, p, od, oh, ow);
+    unflatten_index(o, g.out_size, p, od, oh, ow);
     const PoolWindow wd = pool_window(g, 0, od), wh = pool_window(g, 1, oh), ww = pool_window(g, 2, ow);
     if (wd.count == 0 || wh.count == 0 || ww.count == 0) {
       out[o] = Num<T>::narrow(A(0));
@@ -131,7 +121,7 @@ __global__ void sum_coef_kernel(PoolGeometry g, bool lp, typename Num<T>::acc no
   const A kvol = A(g.kernel_volume());
   TCO_GRID_STRIDE_LOOP(o, g.planes * g.out_plane()) {
     int64_t p, od, oh, ow;
-    split(o, g.out_size, p, od, oh, ow);
+    unflatten_index(o, g.out_size, p, od, oh, ow);
     const PoolWindow wd = pool_window(g, 0, od), wh = pool_window(g, 1, oh), ww = pool_window(g, 2, ow);
     if (wd.count == 0 || wh.count == 0 || ww.count == 0) {
       coef[o] = A(0);
@@ -156,7 +146,7 @@ __global__ void sum_gather_kernel(PoolGeometry g, bool lp, typename Num<T>::acc 
   const int64_t oH = g.out_size[1], oW = g.out_size[2];
   TCO_GRID_STRIDE_LOOP(i, g.planes * g.in_plane()) {
     int64_t p, id, ih, iw;
-    split(i, g.in_size, p, id, ih, iw);
+    unflatten_index(i, g.in_size, p, id, ih, iw);
     const PoolRange rd = pool_outputs_near(g, 0, id), rh = pool_outputs_near(g, 1, ih), rw = pool_outputs_near(g, 2, iw);
     const A* c = coef + p * g.out_plane();
     A acc = 0;
