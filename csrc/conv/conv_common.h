@@ -28,6 +28,12 @@ void check_same_kind(const at::Tensor& a, const char* a_name, const at::Tensor& 
 void fill_spatial_args(ConvGeometry& g, at::IntArrayRef stride, at::IntArrayRef padding,
                        at::IntArrayRef dilation, int64_t groups, const char* op = "cnn_ops.conv");
 
+// The type GEMMs and accumulators run in: float32 for half and bfloat16 inputs (accumulation
+// in float32 end to end), the input's own type otherwise.
+inline at::ScalarType compute_type(at::ScalarType t) {
+  return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
+}
+
 enum class ConvAlgorithm { Direct, Im2col, Shifted };
 
 // Parses "direct" / "im2col" / "shifted" / "auto" and resolves "auto" for the geometry.

@@ -172,11 +172,6 @@ int64_t column_block(const ConvGeometry& g, int64_t elem_size) {
   return std::max<int64_t>(1, std::min(b, L));
 }
 
-// GEMMs run in float32 for half and bfloat16 inputs (accumulation in float32 end to end).
-at::ScalarType compute_type(at::ScalarType t) {
-  return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
-}
-
 // A 1x1 kernel with unit stride and no padding reads the input as it is: no unfold needed.
 bool is_pointwise(const ConvGeometry& g) {
   for (int d = 0; d < 3; ++d)

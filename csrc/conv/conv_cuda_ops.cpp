@@ -45,10 +45,6 @@ DType dtype_of(at::ScalarType t) {
   }
 }
 
-at::ScalarType compute_type(at::ScalarType t) {
-  return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
-}
-
 cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
 // Samples unfolded together. A GEMM over one sample of a small output plane (14x14 = 196

@@ -57,6 +57,19 @@ TCO_HOST_DEVICE IndexRange valid_outputs(const ConvGeometry& g, int dim, int64_t
   return {lo, hi};
 }
 
+// Half-open range [lo, hi) of kernel taps k along `dim` whose input index
+// o * stride + k * dilation - pad, for output index o, lies inside [0, in_size): the gather
+// form of valid_outputs, used by kernels that compute one output at a time.
+TCO_HOST_DEVICE IndexRange taps_inside(const ConvGeometry& g, int dim, int64_t o) {
+  const int64_t first = o * g.stride[dim] - g.pad[dim];  // input index of tap 0
+  const int64_t dil = g.dilation[dim];
+  const int64_t lo = first >= 0 ? 0 : ceil_div_nonneg(-first, dil);
+  const int64_t last = g.in_size[dim] - 1 - first;  // largest k * dilation allowed
+  int64_t hi = last < 0 ? 0 : last / dil + 1;
+  if (hi > g.kernel[dim]) hi = g.kernel[dim];
+  return {lo, hi};
+}
+
 // Output extent along one dimension: floor((in + pad_lo + pad_hi - dilation*(k-1) - 1) / stride) + 1.
 TCO_HOST_DEVICE int64_t conv_out_size(int64_t in, int64_t pad_lo, int64_t pad_hi, int64_t k,
                                       int64_t stride, int64_t dilation) {

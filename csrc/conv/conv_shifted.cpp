@@ -1,5 +1,7 @@
 #include "conv_shifted.h"
 
+#include "conv_common.h"
+
 #include <ATen/Parallel.h>
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/ops/addmm.h>
@@ -38,10 +40,6 @@ PaddedGrid padded_grid(const ConvGeometry& g) {
         p.offsets.push_back(((kd * g.dilation[0]) * p.size[1] + kh * g.dilation[1]) * p.size[2] +
                             kw * g.dilation[2]);
   return p;
-}
-
-at::ScalarType compute_type(at::ScalarType t) {
-  return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
 }
 
 // The part of the padded grid (C, Dp, Hp, Wp) that holds the input (C, D, H, W). A trailing

@@ -47,6 +47,7 @@
 #include <cstring>
 #include <vector>
 
+#include "../conv/conv_common.h"
 #include "../conv/im2col_cpu.h"
 #include "local_common.h"
 
@@ -167,10 +168,6 @@ constexpr int64_t kMinParallelWork = int64_t(1) << 18;
 
 int64_t grain_for(int64_t work_per_task) {
   return std::max<int64_t>(1, kMinParallelWork / std::max<int64_t>(work_per_task, 1));
-}
-
-at::ScalarType compute_type(at::ScalarType t) {
-  return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
 }
 
 // The by-positions path serves geometries where each weight cell has at most one output

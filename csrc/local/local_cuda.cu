@@ -18,79 +18,18 @@
 #include <type_traits>
 
 #include "../host_device.h"
+#include "../cuda_common.cuh"
 #include "local_cuda.h"
 #include "local_geometry.h"
 
 namespace tco::cuda_local {
 namespace {
 
-constexpr int kThreads = 256;
-// Grid-stride loops make any grid correct; this cap only bounds the launch.
-constexpr int64_t kMaxBlocks = int64_t(1) << 20;
+using namespace tco::cuda;
+
 // Weight-gradient sums longer than this get a block of threads each rather than one thread.
 constexpr int64_t kThreadSumMax = 128;
 
-unsigned blocks_for(int64_t work) {
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min((work + kThreads - 1) / kThreads, kMaxBlocks)));
-}
-
-#define TCO_GRID_STRIDE_LOOP(i, n) \
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += int64_t(blockDim.x) * gridDim.x)
-
-// Accumulation type and explicit conversions (torch builds with __CUDA_NO_HALF_CONVERSIONS__,
-// so half and bfloat16 have no implicit ones).
-template <typename T>
-struct Num {
-  using acc = T;
-  static __device__ __forceinline__ acc widen(T x) { return x; }
-  static __device__ __forceinline__ T narrow(acc x) { return x; }
-};
-template <>
-struct Num<__half> {
-  using acc = float;
-  static __device__ __forceinline__ float widen(__half x) { return __half2float(x); }
-  static __device__ __forceinline__ __half narrow(float x) { return __float2half_rn(x); }
-};
-template <>
-struct Num<__nv_bfloat16> {
-  using acc = float;
-  static __device__ __forceinline__ float widen(__nv_bfloat16 x) { return __bfloat162float(x); }
-  static __device__ __forceinline__ __nv_bfloat16 narrow(float x) { return __float2bfloat16_rn(x); }
-};
-
-// Half-open range of kernel taps k along `dim` whose input index o * stride + k * dilation -
-// pad, for output index o of geometry c, lies inside [0, in_size).
-__device__ __forceinline__ IndexRange taps_inside(const ConvGeometry& c, int dim, int64_t o) {
-  const int64_t first = o * c.stride[dim] - c.pad[dim];  // input index of tap 0
-  const int64_t dil = c.dilation[dim];
-  const int64_t lo = first >= 0 ? 0 : ceil_div_nonneg(-first, dil);
-  const int64_t last = c.in_size[dim] - 1 - first;  // largest k * dilation allowed
-  int64_t hi = last < 0 ? 0 : last / dil + 1;
-  if (hi > c.kernel[dim]) hi = c.kernel[dim];
-  return {lo, hi};
-}
-
-template <typename acc_t>
-__device__ __forceinline__ acc_t warp_sum(acc_t v) {
-  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
-  return v;
-}
-
-// Sum over the block (blockDim.x a multiple of 32); valid in thread 0. Every thread calls it.
-template <typename acc_t>
-__device__ acc_t block_sum(acc_t v) {
-  __shared__ acc_t partial[kThreads / 32];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  v = warp_sum(v);
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = lane < static_cast<int>(blockDim.x / 32) ? partial[lane] : acc_t(0);
-    v = warp_sum(v);
-  }
-  __syncthreads();  // `partial` is rewritten by the next call
-  return v;
-}
 
 // ---------------------------------------------------------------------------------------
 // Forward: one thread per output element; consecutive threads own neighbouring positions, so

@@ -8,50 +8,15 @@
 
 #include <algorithm>
 
+#include "../cuda_common.cuh"
 #include "gaussian_pool_cuda.h"
 #include "pool_geometry.h"
 
 namespace tco::cuda_pool {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = int64_t(1) << 20;
+using namespace tco::cuda;
 
-unsigned blocks_for(int64_t work) {
-  return static_cast<unsigned>(std::min((work + kThreads - 1) / kThreads, kMaxBlocks));
-}
-
-#define TCO_GRID_STRIDE_LOOP(i, n) \
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += int64_t(blockDim.x) * gridDim.x)
-
-template <typename T>
-struct Num {
-  using acc = T;
-  static __device__ __forceinline__ acc widen(T x) { return x; }
-  static __device__ __forceinline__ T narrow(acc x) { return x; }
-};
-template <>
-struct Num<__half> {
-  using acc = float;
-  static __device__ __forceinline__ float widen(__half x) { return __half2float(x); }
-  static __device__ __forceinline__ __half narrow(float x) { return __float2half_rn(x); }
-};
-template <>
-struct Num<__nv_bfloat16> {
-  using acc = float;
-  static __device__ __forceinline__ float widen(__nv_bfloat16 x) { return __bfloat162float(x); }
-  static __device__ __forceinline__ __nv_bfloat16 narrow(float x) { return __float2bfloat16_rn(x); }
-};
-
-__device__ __forceinline__ void split(int64_t flat, const int64_t* size, int64_t& p, int64_t& d, int64_t& h,
-                                      int64_t& w) {
-  w = flat % size[2];
-  flat /= size[2];
-  h = flat % size[1];
-  flat /= size[1];
-  d = flat % size[0];
-  p = flat / size[0];
-}
 
 template <typename T>
 __global__ void gaussian_forward_kernel(PoolGeometry g, const typename Num<T>::acc* __restrict__ w,
@@ -64,7 +29,7 @@ __global__ void gaussian_forward_kernel(PoolGeometry g, const typename Num<T>::a
   const int64_t H = g.in_size[1], W = g.in_size[2];
   TCO_GRID_STRIDE_LOOP(o, total) {
     int64_t p, od, oh, ow;
-    split(o, g.out_size, p, od, oh, ow);
+    unflatten_index(o, g.out_size, p, od, oh, ow);
     const PoolWindow wd = pool_window(g, 0, od), wh = pool_window(g, 1, oh), ww = pool_window(g, 2, ow);
     const int64_t rd = od * g.stride[0] - g.pad[0], rh = oh * g.stride[1] - g.pad[1],
                   rw = ow * g.stride[2] - g.pad[2];
@@ -93,7 +58,7 @@ __global__ void gaussian_backward_kernel(PoolGeometry g, const typename Num<T>::
   const int64_t oH = g.out_size[1], oW = g.out_size[2];
   TCO_GRID_STRIDE_LOOP(i, total) {
     int64_t p, id, ih, iw;
-    split(i, g.in_size, p, id, ih, iw);
+    unflatten_index(i, g.in_size, p, id, ih, iw);
     const PoolRange rd = pool_outputs_near(g, 0, id), rh = pool_outputs_near(g, 1, ih),
                     rw = pool_outputs_near(g, 2, iw);
     const T* src = gout + p * g.out_plane();
