@@ -8,50 +8,14 @@
 
 #include <algorithm>
 
+#include "../cuda_common.cuh"
 #include "pool_geometry.h"
 #include "stochastic_pool_cuda.h"
 
 namespace tco::cuda_pool {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = int64_t(1) << 20;
-
-unsigned blocks_for(int64_t work) {
-  return static_cast<unsigned>(std::min((work + kThreads - 1) / kThreads, kMaxBlocks));
-}
-
-#define TCO_GRID_STRIDE_LOOP(i, n) \
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += int64_t(blockDim.x) * gridDim.x)
-
-template <typename T>
-struct Num {
-  using acc = T;
-  static __device__ __forceinline__ acc widen(T x) { return x; }
-  static __device__ __forceinline__ T narrow(acc x) { return x; }
-};
-template <>
-struct Num<__half> {
-  using acc = float;
-  static __device__ __forceinline__ float widen(__half x) { return __half2float(x); }
-  static __device__ __forceinline__ __half narrow(float x) { return __float2half_rn(x); }
-};
-template <>
-struct Num<__nv_bfloat16> {
-  using acc = float;
-  static __device__ __forceinline__ float widen(__nv_bfloat16 x) { return __bfloat162float(x); }
-  static __device__ __forceinline__ __nv_bfloat16 narrow(float x) { return __float2bfloat16_rn(x); }
-};
-
-__device__ __forceinline__ void split(int64_t flat, const int64_t* size, int64_t& p, int64_t& d, int64_t& h,
-                                      int64_t& w) {
-  w = flat % size[2];
-  flat /= size[2];
-  h = flat % size[1];
-  flat /= size[1];
-  d = flat % size[0];
-  p = flat / size[0];
-}
+using namespace tco::cuda;
 
 // S1 = sum(x), S2 = sum(x^2) over the window of output (od, oh, ow) of a plane.
 template <typename T, typename A>
@@ -78,7 +42,7 @@ __global__ void train_kernel(PoolGeometry g, const T* __restrict__ in, const T* 
   const int64_t H = g.in_size[1], W = g.in_size[2];
   TCO_GRID_STRIDE_LOOP(o, total) {
     int64_t p, od, oh, ow;
-    split(o, g.out_size, p, od, oh, ow);
+    unflatten_index(o, g.out_size, p, od, oh, ow);
     const PoolWindow wd = pool_window(g, 0, od), wh = pool_window(g, 1, oh), ww = pool_window(g, 2, ow);
     const T* src = in + p * g.in_plane();
     A s1, s2;
@@ -112,7 +76,7 @@ __global__ void eval_kernel(PoolGeometry g, const T* __restrict__ in, T* __restr
   const int64_t total = g.planes * g.out_plane();
   TCO_GRID_STRIDE_LOOP(o, total) {
     int64_t p, od, oh, ow;
-    split(o, g.out_size, p, od, oh, ow);
+    unflatten_index(o, g.out_size, p, od, oh, ow);
     A s1, s2;
     window_sums(g, in + p * g.in_plane(), od, oh, ow, s1, s2);
     out[o] = Num<T>::narrow(s1 > A(0) ? s2 / s1 : A(0));
@@ -126,7 +90,7 @@ __global__ void eval_coef_kernel(PoolGeometry g, const T* __restrict__ gout, con
   const int64_t total = g.planes * g.out_plane();
   TCO_GRID_STRIDE_LOOP(o, total) {
     int64_t p, od, oh, ow;
-    split(o, g.out_size, p, od, oh, ow);
+    unflatten_index(o, g.out_size, p, od, oh, ow);
     A s1, s2;
     window_sums(g, in + p * g.in_plane(), od, oh, ow, s1, s2);
     const A y = Num<T>::widen(gout[o]);
@@ -144,7 +108,7 @@ __global__ void eval_gather_kernel(PoolGeometry g, const typename Num<T>::acc* _
   const int64_t oH = g.out_size[1], oW = g.out_size[2];
   TCO_GRID_STRIDE_LOOP(i, total) {
     int64_t p, id, ih, iw;
-    split(i, g.in_size, p, id, ih, iw);
+    unflatten_index(i, g.in_size, p, id, ih, iw);
     const PoolRange rd = pool_outputs_near(g, 0, id), rh = pool_outputs_near(g, 1, ih),
                     rw = pool_outputs_near(g, 2, iw);
     const int64_t base = p * g.out_plane();
