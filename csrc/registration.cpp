@@ -88,6 +88,52 @@ TORCH_LIBRARY(cnn_ops, m) {
   m.def(
       "stochastic_pool_eval_backward(Tensor grad_output, Tensor input, int[] kernel_size, "
       "int[] stride) -> Tensor");
+
+  // ---- norm family (csrc/norm) ----
+  // Statistics (mean, var, invstd = 1 / sqrt(var + eps), rstd) are in the compute type:
+  // float32 for float32, float16 and bfloat16 inputs, float64 for float64. Inputs are
+  // (N, C, *); weight, bias and the running statistics have C entries. The `eps` of a
+  // backward op is read only by its own derivative (double backward recomputes the
+  // statistics). Gradients of weight and bias come back in weight's dtype (input's if absent).
+  //
+  // Per-channel mean and biased variance over every dimension but 1.
+  m.def("batch_norm_stats(Tensor input) -> (Tensor, Tensor)");
+  // (x - mean) * invstd * weight + bias per channel.
+  m.def("batch_norm_elemt(Tensor input, Tensor? weight, Tensor? bias, Tensor mean, Tensor invstd) -> Tensor");
+  // Batch norm. Training: the batch statistics normalise, and the running ones (when given)
+  // move towards them in place with `momentum`, the variance unbiased (torch's rule). Eval:
+  // the running statistics normalise. Returns the output and the mean and invstd it used.
+  m.def(
+      "batch_norm_forward(Tensor input, Tensor? weight, Tensor? bias, Tensor(a!)? running_mean, "
+      "Tensor(b!)? running_var, bool training, float momentum, float eps) -> (Tensor, Tensor, Tensor)");
+  // Per channel: the sum of grad_output and the sum of grad_output * (input - mean).
+  m.def("batch_norm_backward_reduce(Tensor grad_output, Tensor input, Tensor mean) -> (Tensor, Tensor)");
+  // grad_input of training batch norm from those sums taken over `count` values per channel
+  // (summed across processes by SyncBatchNorm).
+  m.def(
+      "batch_norm_backward_elemt(Tensor grad_output, Tensor input, Tensor mean, Tensor invstd, "
+      "Tensor? weight, Tensor sum_dy, Tensor sum_dy_xmu, int count) -> Tensor");
+  // grad_input, grad_weight, grad_bias: one reduction pass, then one pass for grad_input.
+  // training = false: mean and invstd were constants (the running statistics).
+  m.def(
+      "batch_norm_backward(Tensor grad_output, Tensor input, Tensor? weight, Tensor mean, "
+      "Tensor invstd, bool training, float eps) -> (Tensor, Tensor, Tensor)");
+  // Group norm: statistics per (sample, group of C / num_groups channels), affine per
+  // channel. Returns the output, mean and rstd of shape (N, num_groups).
+  m.def(
+      "group_norm_forward(Tensor input, Tensor? weight, Tensor? bias, int num_groups, float eps) "
+      "-> (Tensor, Tensor, Tensor)");
+  m.def(
+      "group_norm_backward(Tensor grad_output, Tensor input, Tensor? weight, Tensor mean, Tensor rstd, "
+      "int num_groups, float eps) -> (Tensor, Tensor, Tensor)");
+  // Layer norm over the trailing `normalized_shape` dimensions; weight and bias have that
+  // shape. Returns the output, mean and rstd of shape (number of normalised rows,).
+  m.def(
+      "layer_norm_forward(Tensor input, int[] normalized_shape, Tensor? weight, Tensor? bias, float eps) "
+      "-> (Tensor, Tensor, Tensor)");
+  m.def(
+      "layer_norm_backward(Tensor grad_output, Tensor input, int[] normalized_shape, Tensor? weight, "
+      "Tensor mean, Tensor rstd, float eps) -> (Tensor, Tensor, Tensor)");
 }
 
 // The extension is loaded as a Python module only to run the registrations above and the
