@@ -100,12 +100,17 @@ TORCH_LIBRARY(cnn_ops, m) {
   m.def("batch_norm_stats(Tensor input) -> (Tensor, Tensor)");
   // (x - mean) * invstd * weight + bias per channel.
   m.def("batch_norm_elemt(Tensor input, Tensor? weight, Tensor? bias, Tensor mean, Tensor invstd) -> Tensor");
-  // Batch norm. Training: the batch statistics normalise, and the running ones (when given)
-  // move towards them in place with `momentum`, the variance unbiased (torch's rule). Eval:
-  // the running statistics normalise. Returns the output and the mean and invstd it used.
+  // Batch norm. Training: the batch statistics normalise; eval: the running ones. Returns
+  // the output and the mean, invstd and biased variance it used. (Functional, so that it has
+  // an autograd formula; batch_norm_update_stats then moves the running statistics.)
   m.def(
-      "batch_norm_forward(Tensor input, Tensor? weight, Tensor? bias, Tensor(a!)? running_mean, "
-      "Tensor(b!)? running_var, bool training, float momentum, float eps) -> (Tensor, Tensor, Tensor)");
+      "batch_norm_forward(Tensor input, Tensor? weight, Tensor? bias, Tensor? running_mean, "
+      "Tensor? running_var, bool training, float eps) -> (Tensor, Tensor, Tensor, Tensor)");
+  // running = (1 - momentum) * running + momentum * batch statistic, in place; the variance
+  // enters unbiased (var * count / (count - 1), count values per channel), as torch's.
+  m.def(
+      "batch_norm_update_stats(Tensor(a!) running_mean, Tensor(b!) running_var, Tensor mean, Tensor var, "
+      "int count, float momentum) -> ()");
   // Per channel: the sum of grad_output and the sum of grad_output * (input - mean).
   m.def("batch_norm_backward_reduce(Tensor grad_output, Tensor input, Tensor mean) -> (Tensor, Tensor)");
   // grad_input of training batch norm from those sums taken over `count` values per channel

@@ -21,9 +21,12 @@ using Tensor3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 Tensor2 batch_norm_stats(const NormBackend& be, const at::Tensor& input);
 at::Tensor batch_norm_elemt(const NormBackend& be, const at::Tensor& input, const OptTensor& weight,
                             const OptTensor& bias, const at::Tensor& mean, const at::Tensor& invstd);
-Tensor3 batch_norm_forward(const NormBackend& be, const at::Tensor& input, const OptTensor& weight,
-                           const OptTensor& bias, const OptTensor& running_mean, const OptTensor& running_var,
-                           bool training, double momentum, double eps);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_norm_forward(
+    const NormBackend& be, const at::Tensor& input, const OptTensor& weight, const OptTensor& bias,
+    const OptTensor& running_mean, const OptTensor& running_var, bool training, double eps);
+// Device-independent (ATen ops on C-sized tensors).
+void batch_norm_update_stats(const at::Tensor& running_mean, const at::Tensor& running_var, const at::Tensor& mean,
+                             const at::Tensor& var, int64_t count, double momentum);
 Tensor2 batch_norm_backward_reduce(const NormBackend& be, const at::Tensor& grad_output, const at::Tensor& input,
                                    const at::Tensor& mean);
 at::Tensor batch_norm_backward_elemt(const NormBackend& be, const at::Tensor& grad_output, const at::Tensor& input,
@@ -54,10 +57,10 @@ void register_norm_ops(torch::Library& m) {
   });
   m.impl("batch_norm_forward",
          [](const at::Tensor& input, const OptTensor& weight, const OptTensor& bias, const OptTensor& running_mean,
-            const OptTensor& running_var, bool training, double momentum, double eps) {
-           return batch_norm_forward(backend(), input, weight, bias, running_mean, running_var, training,
-                                     momentum, eps);
+            const OptTensor& running_var, bool training, double eps) {
+           return batch_norm_forward(backend(), input, weight, bias, running_mean, running_var, training, eps);
          });
+  m.impl("batch_norm_update_stats", &batch_norm_update_stats);
   m.impl("batch_norm_backward_reduce",
          [](const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean) {
            return batch_norm_backward_reduce(backend(), grad_output, input, mean);

@@ -12,9 +12,11 @@ from .pool import (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d
                    dynamic_kmax_pool1d, gaussian_pool2d, kmax_pool1d, lp_pool1d, lp_pool2d, lp_pool3d,
                    max_pool1d, max_pool2d, max_pool3d, min_pool1d, min_pool2d, min_pool3d, stochastic_pool2d)
 from .pool import __all__ as _pool_all
+from .norm import batch_norm, group_norm, instance_norm, layer_norm
 
 __all__ = [
     "conv1d", "conv2d", "conv3d", "conv_padding",
     "tiled_conv1d", "tiled_conv2d", "unshared_conv1d", "unshared_conv2d",
     *_pool_all,
+    "batch_norm", "instance_norm", "group_norm", "layer_norm",
 ]

@@ -4,4 +4,4 @@ Importing this package registers them with torch.library; the ops themselves are
 as ``torch.ops.cnn_ops.<name>``.
 """
 
-from . import conv, local, pool  # noqa: F401
+from . import conv, local, norm, pool  # noqa: F401

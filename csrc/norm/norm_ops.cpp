@@ -1,0 +1,482 @@
+// The ops of the norm family, once for every device: argument checks, the choice of layout,
+// the per-channel arithmetic on small (C or N x C sized) tensors, and the running statistics.
+// The passes over the data are the backend's (norm_backend.h).
+//
+// Batch norm sees its input in one of two layouts without copying it:
+//  * planar: an NCHW-contiguous (N, C, S) input is N * C rows of S values; statistics come
+//    per row and are combined per channel (equal counts, so exactly);
+//  * interleaved: a channels-last input, or one with S == 1 such as (N, C), is N * S rows of
+//    C values, one channel per column.
+// Other strided inputs are made contiguous first. The output takes the layout computed in.
+// Group and layer norm work on contiguous inputs (a group is then one contiguous row).
+
+#include "norm_ops.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/zeros.h>
+
+#include <limits>
+#include <vector>
+
+#include "../conv/conv_common.h"
+
+namespace tco {
+namespace {
+
+// The checks of every op: (N, C, *) input of a floating dtype.
+int64_t check_input(const char* op, const at::Tensor& input) {
+  check_dtype(input, "input", op);
+  TORCH_CHECK(input.dim() >= 2, op, ": expected an input of shape (N, C, *), got ", shape_str(input.sizes()));
+  return input.size(1);
+}
+
+// weight, bias, running statistics, mean, invstd: C entries, a floating dtype, the input's device.
+void check_vector(const char* op, const at::Tensor& t, const char* name, const at::Tensor& input, int64_t size,
+                  const char* what = "the input's channels") {
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == size, op, ": ", name, " must have shape [", size, "] (", what,
+              ", input shape ", shape_str(input.sizes()), "), got ", shape_str(t.sizes()));
+  check_dtype(t, name, op);
+  TORCH_CHECK(t.device() == input.device(), op, ": ", name, " is on ", t.device(), " but input is on ",
+              input.device());
+}
+
+void check_vector(const char* op, const OptTensor& t, const char* name, const at::Tensor& input, int64_t size,
+                  const char* what = "the input's channels") {
+  if (t.has_value() && t->defined()) check_vector(op, *t, name, input, size, what);
+}
+
+void check_like_input(const char* op, const at::Tensor& t, const char* name, const at::Tensor& input) {
+  TORCH_CHECK(t.sizes() == input.sizes(), op, ": ", name, " must have the input's shape ",
+              shape_str(input.sizes()), ", got ", shape_str(t.sizes()));
+  TORCH_CHECK(t.scalar_type() == input.scalar_type(), op, ": ", name, " (", t.scalar_type(),
+              ") must have the input's dtype (", input.scalar_type(), ")");
+  TORCH_CHECK(t.device() == input.device(), op, ": ", name, " is on ", t.device(), " but input is on ",
+              input.device());
+}
+
+bool defined(const OptTensor& t) { return t.has_value() && t->defined(); }
+
+at::ScalarType acc_type(const at::Tensor& input) { return compute_type(input.scalar_type()); }
+
+// A small tensor as a contiguous vector of the compute type.
+at::Tensor acc(const at::Tensor& t, at::ScalarType type) { return t.to(type).contiguous(); }
+
+// Gradients of weight and bias come back in weight's dtype (the input's without weight).
+at::ScalarType param_type(const at::Tensor& input, const OptTensor& weight) {
+  return defined(weight) ? weight->scalar_type() : input.scalar_type();
+}
+
+bool channels_last(const at::Tensor& t) {
+  return (t.dim() == 4 && t.is_contiguous(at::MemoryFormat::ChannelsLast) && !t.is_contiguous()) ||
+         (t.dim() == 5 && t.is_contiguous(at::MemoryFormat::ChannelsLast3d) && !t.is_contiguous());
+}
+
+// How batch norm reads its input (see the file comment).
+struct ChannelView {
+  at::Tensor x;  // the data in the layout below (input itself unless a copy was needed)
+  NormLayout layout;
+  int64_t n, c, s;  // batch, channels, values per channel and sample
+  int64_t rows() const { return layout == NormLayout::Planar ? n * c : n * s; }
+  int64_t cols() const { return layout == NormLayout::Planar ? s : c; }
+  int64_t count() const { return n * s; }
+  // `t` in the same layout as x (grad_output, which autograd may hand over in another one).
+  at::Tensor like(const at::Tensor& t) const {
+    return t.contiguous(x.is_contiguous() ? at::MemoryFormat::Contiguous : x.suggest_memory_format());
+  }
+  // A per-channel coefficient as the backend wants it: per column, or repeated per row.
+  at::Tensor per_group(const at::Tensor& v) const {
+    return layout == NormLayout::Planar ? v.view({1, c}).expand({n, c}).contiguous().view({n * c}) : v;
+  }
+  // Per-row results of the planar layout summed per channel (per-column ones are per channel).
+  at::Tensor channel_sum(const at::Tensor& v) const {
+    return layout == NormLayout::Planar ? v.view({n, c}).sum(0) : v;
+  }
+};
+
+ChannelView channel_view(const at::Tensor& input) {
+  ChannelView v;
+  v.n = input.size(0);
+  v.c = input.size(1);
+  v.s = 1;
+  for (int64_t d = 2; d < input.dim(); ++d) v.s *= input.size(d);
+  if (channels_last(input)) {
+    v.x = input;
+    v.layout = NormLayout::Interleaved;
+  } else {
+    v.x = input.contiguous();
+    v.layout = v.s == 1 ? NormLayout::Interleaved : NormLayout::Planar;
+  }
+  return v;
+}
+
+// Per-channel mean and biased variance. Planar rows all hold s values, so the channel's
+// statistics are the mean of the row means and the mean of the row variances plus the
+// variance of the row means (exact for equal counts).
+std::tuple<at::Tensor, at::Tensor> channel_moments(const NormBackend& be, const ChannelView& v) {
+  const auto type = acc_type(v.x);
+  const int64_t groups = v.layout == NormLayout::Planar ? v.rows() : v.cols();
+  at::Tensor mean = at::empty({groups}, v.x.options().dtype(type));
+  at::Tensor var = at::empty({groups}, v.x.options().dtype(type));
+  if (v.x.numel() > 0) be.moments(v.x, v.layout, v.rows(), v.cols(), mean, var);
+  if (v.layout == NormLayout::Interleaved || v.n == 1) return {mean.view({v.c}), var.view({v.c})};
+  const at::Tensor m = mean.view({v.n, v.c});
+  const at::Tensor channel_mean = m.mean(0);
+  const at::Tensor spread = (m - channel_mean).square_().mean(0);
+  return {channel_mean, var.view({v.n, v.c}).mean(0).add_(spread)};
+}
+
+// y = x * scale + shift per channel, scale = invstd * weight, shift = bias - mean * scale.
+at::Tensor channel_affine(const NormBackend& be, const ChannelView& v, const OptTensor& weight, const OptTensor& bias,
+                          const at::Tensor& mean, const at::Tensor& invstd) {
+  const auto type = acc_type(v.x);
+  at::Tensor scale = acc(invstd, type);
+  if (defined(weight)) scale = scale * acc(*weight, type);
+  at::Tensor shift = -acc(mean, type) * scale;
+  if (defined(bias)) shift.add_(acc(*bias, type));
+  at::Tensor y = at::empty_like(v.x);
+  if (v.x.numel() > 0) be.affine(v.x, v.layout, v.rows(), v.cols(), v.per_group(scale), v.per_group(shift), y);
+  return y;
+}
+
+// Per channel: sum of dy and of dy * (x - mean).
+std::tuple<at::Tensor, at::Tensor> channel_grad_sums(const NormBackend& be, const ChannelView& v,
+                                                     const at::Tensor& dy, const at::Tensor& mean) {
+  const auto type = acc_type(v.x);
+  const int64_t groups = v.layout == NormLayout::Planar ? v.rows() : v.cols();
+  at::Tensor sum_dy = at::zeros({groups}, v.x.options().dtype(type));
+  at::Tensor sum_dy_xmu = at::zeros({groups}, v.x.options().dtype(type));
+  if (v.x.numel() > 0)
+    be.grad_sums(dy, v.x, v.layout, v.rows(), v.cols(), v.per_group(acc(mean, type)), sum_dy, sum_dy_xmu);
+  return {v.channel_sum(sum_dy), v.channel_sum(sum_dy_xmu)};
+}
+
+// grad_input of training batch norm:
+//   dx = invstd * w * (dy - sum_dy / n - (x - mean) * invstd^2 * sum_dy_xmu / n)
+//      = dy * a + x * b + c,  a = invstd * w,  b = -a * invstd^2 * sum_dy_xmu / n,
+//                             c = -a * sum_dy / n - b * mean.
+at::Tensor channel_input_grad(const NormBackend& be, const ChannelView& v, const at::Tensor& dy,
+                              const OptTensor& weight, const at::Tensor& mean, const at::Tensor& invstd,
+                              const at::Tensor& sum_dy, const at::Tensor& sum_dy_xmu, int64_t count) {
+  const auto type = acc_type(v.x);
+  const at::Tensor istd = acc(invstd, type);
+  at::Tensor a = defined(weight) ? istd * acc(*weight, type) : istd.clone();
+  const double inv_n = count > 0 ? 1.0 / static_cast<double>(count) : 0.0;
+  at::Tensor b = -a * istd * istd * acc(sum_dy_xmu, type) * inv_n;
+  at::Tensor c = -a * acc(sum_dy, type) * inv_n - b * acc(mean, type);
+  at::Tensor dx = at::empty_like(v.x);
+  if (v.x.numel() > 0)
+    be.linear_grad(dy, v.x, v.layout, v.rows(), v.cols(), v.per_group(a), v.per_group(b), v.per_group(c), dx);
+  return dx;
+}
+
+void check_batch_size(const char* op, const at::Tensor& input, int64_t count) {
+  TORCH_CHECK(count != 1, op, ": expected more than 1 value per channel when training, got input size ",
+              shape_str(input.sizes()));
+}
+
+}  // namespace
+
+Tensor2 batch_norm_stats(const NormBackend& be, const at::Tensor& input) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  check_input("cnn_ops.batch_norm_stats", input);
+  return channel_moments(be, channel_view(input));
+}
+
+at::Tensor batch_norm_elemt(const NormBackend& be, const at::Tensor& input, const OptTensor& weight,
+                            const OptTensor& bias, const at::Tensor& mean, const at::Tensor& invstd) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const char* op = "cnn_ops.batch_norm_elemt";
+  const int64_t c = check_input(op, input);
+  check_vector(op, weight, "weight", input, c);
+  check_vector(op, bias, "bias", input, c);
+  check_vector(op, mean, "mean", input, c);
+  check_vector(op, invstd, "invstd", input, c);
+  return channel_affine(be, channel_view(input), weight, bias, mean, invstd);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_norm_forward(
+    const NormBackend& be, const at::Tensor& input, const OptTensor& weight, const OptTensor& bias,
+    const OptTensor& running_mean, const OptTensor& running_var, bool training, double eps) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const char* op = "cnn_ops.batch_norm";
+  const int64_t c = check_input(op, input);
+  check_vector(op, weight, "weight", input, c);
+  check_vector(op, bias, "bias", input, c);
+  check_vector(op, running_mean, "running_mean", input, c);
+  check_vector(op, running_var, "running_var", input, c);
+  TORCH_CHECK(defined(running_mean) == defined(running_var), op,
+              ": running_mean and running_var must be given together");
+  TORCH_CHECK(training || defined(running_mean), op,
+              ": running_mean and running_var must be given in evaluation mode (training=False)");
+  TORCH_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
+  const ChannelView v = channel_view(input);
+  const auto type = acc_type(input);
+  if (!training) {
+    const at::Tensor mean = acc(*running_mean, type);
+    const at::Tensor var = acc(*running_var, type);
+    const at::Tensor invstd = var.add(eps).rsqrt_();
+    return {channel_affine(be, v, weight, bias, mean, invstd), mean, invstd, var};
+  }
+  check_batch_size(op, input, v.count());
+  auto [mean, var] = channel_moments(be, v);
+  const at::Tensor invstd = var.add(eps).rsqrt_();
+  return {channel_affine(be, v, weight, bias, mean, invstd), mean, invstd, var};
+}
+
+void batch_norm_update_stats(const at::Tensor& running_mean, const at::Tensor& running_var, const at::Tensor& mean,
+                             const at::Tensor& var, int64_t count, double momentum) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const char* op = "cnn_ops.batch_norm_update_stats";
+  const int64_t c = running_mean.numel();
+  check_vector(op, running_mean, "running_mean", running_mean, c, "running_mean's size");
+  check_vector(op, running_var, "running_var", running_mean, c, "running_mean's size");
+  check_vector(op, mean, "mean", running_mean, c, "running_mean's size");
+  check_vector(op, var, "var", running_mean, c, "running_mean's size");
+  TORCH_CHECK(count >= 0, op, ": count must be non-negative, got ", count);
+  if (count == 0) return;  // an empty batch has no statistics to move towards
+  // An unbiased estimate needs two values; with one (count - 1 = 0) torch's formula gives
+  // inf or nan, and training batch norm has refused such a batch already.
+  const double n = static_cast<double>(count);
+  const double correction = count > 1 ? n / (n - 1.0) : std::numeric_limits<double>::infinity();
+  running_mean.mul_(1.0 - momentum).add_(mean.to(running_mean.scalar_type()), momentum);
+  running_var.mul_(1.0 - momentum).add_((var * correction).to(running_var.scalar_type()), momentum);
+}
+
+Tensor2 batch_norm_backward_reduce(const NormBackend& be, const at::Tensor& grad_output, const at::Tensor& input,
+                                   const at::Tensor& mean) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const char* op = "cnn_ops.batch_norm_backward_reduce";
+  const int64_t c = check_input(op, input);
+  check_like_input(op, grad_output, "grad_output", input);
+  check_vector(op, mean, "mean", input, c);
+  const ChannelView v = channel_view(input);
+  return channel_grad_sums(be, v, v.like(grad_output), mean);
+}
+
+at::Tensor batch_norm_backward_elemt(const NormBackend& be, const at::Tensor& grad_output, const at::Tensor& input,
+                                     const at::Tensor& mean, const at::Tensor& invstd, const OptTensor& weight,
+                                     const at::Tensor& sum_dy, const at::Tensor& sum_dy_xmu, int64_t count) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const char* op = "cnn_ops.batch_norm_backward_elemt";
+  const int64_t c = check_input(op, input);
+  check_like_input(op, grad_output, "grad_output", input);
+  check_vector(op, mean, "mean", input, c);
+  check_vector(op, invstd, "invstd", input, c);
+  check_vector(op, weight, "weight", input, c);
+  check_vector(op, sum_dy, "sum_dy", input, c);
+  check_vector(op, sum_dy_xmu, "sum_dy_xmu", input, c);
+  TORCH_CHECK(count >= 0, op, ": count must be non-negative, got ", count);
+  const ChannelView v = channel_view(input);
+  return channel_input_grad(be, v, v.like(grad_output), weight, mean, invstd, sum_dy, sum_dy_xmu, count);
+}
+
+Tensor3 batch_norm_backward(const NormBackend& be, const at::Tensor& grad_output, const at::Tensor& input,
+                            const OptTensor& weight, const at::Tensor& mean, const at::Tensor& invstd, bool training,
+                            double /*eps*/) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const char* op = "cnn_ops.batch_norm_backward";
+  const int64_t c = check_input(op, input);
+  check_like_input(op, grad_output, "grad_output", input);
+  check_vector(op, weight, "weight", input, c);
+  check_vector(op, mean, "mean", input, c);
+  check_vector(op, invstd, "invstd", input, c);
+  const ChannelView v = channel_view(input);
+  const auto type = acc_type(input);
+  const at::Tensor dy = v.like(grad_output);
+  auto [sum_dy, sum_dy_xmu] = channel_grad_sums(be, v, dy, mean);
+  const at::Tensor istd = acc(invstd, type);
+  const auto ptype = param_type(input, weight);
+  at::Tensor grad_weight = (sum_dy_xmu * istd).to(ptype);
+  at::Tensor grad_bias = sum_dy.to(ptype);
+  at::Tensor grad_input;
+  if (training) {
+    grad_input = channel_input_grad(be, v, dy, weight, mean, invstd, sum_dy, sum_dy_xmu, v.count());
+  } else {
+    // The statistics were constants: dx = dy * invstd * weight.
+    const at::Tensor a = defined(weight) ? istd * acc(*weight, type) : istd;
+    grad_input = at::empty_like(v.x);
+    if (v.x.numel() > 0)
+      be.linear_grad(dy, at::Tensor(), v.layout, v.rows(), v.cols(), v.per_group(a), at::Tensor(), at::Tensor(),
+                     grad_input);
+  }
+  return {grad_input, grad_weight, grad_bias};
+}
+
+// ---- group norm ----
+
+namespace {
+
+struct GroupView {
+  int64_t n, c, s, groups;
+  int64_t per_group() const { return c / groups; }
+};
+
+GroupView check_group_norm(const char* op, const at::Tensor& input, const OptTensor& weight, const OptTensor& bias,
+                           int64_t num_groups) {
+  const int64_t c = check_input(op, input);
+  TORCH_CHECK(num_groups >= 1, op, ": num_groups must be positive, got ", num_groups);
+  TORCH_CHECK(c % num_groups == 0, op, ": the input's ", c, " channels (input shape ", shape_str(input.sizes()),
+              ") are not divisible by num_groups=", num_groups);
+  check_vector(op, weight, "weight", input, c);
+  check_vector(op, bias, "bias", input, c);
+  GroupView g{input.size(0), c, 1, num_groups};
+  for (int64_t d = 2; d < input.dim(); ++d) g.s *= input.size(d);
+  return g;
+}
+
+// A per-(sample, group) statistic (N, G) repeated for each channel of its group: (N * C).
+at::Tensor per_channel(const at::Tensor& t, const GroupView& g) {
+  return t.view({g.n, g.groups, 1}).expand({g.n, g.groups, g.per_group()}).reshape({g.n * g.c});
+}
+
+// A per-channel vector (C) as (1, C) for arithmetic with (N, C) tensors; ones when absent.
+at::Tensor channel_row(const OptTensor& t, const GroupView& g, const at::Tensor& like, at::ScalarType type) {
+  return defined(t) ? acc(*t, type).view({1, g.c}) : at::ones({1, g.c}, like.options().dtype(type));
+}
+
+}  // namespace
+
+Tensor3 group_norm_forward(const NormBackend& be, const at::Tensor& input, const OptTensor& weight,
+                           const OptTensor& bias, int64_t num_groups, double eps) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const char* op = "cnn_ops.group_norm";
+  const GroupView g = check_group_norm(op, input, weight, bias, num_groups);
+  TORCH_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
+  const at::Tensor x = input.contiguous();
+  const auto type = acc_type(input);
+  at::Tensor mean = at::empty({g.n, g.groups}, x.options().dtype(type));
+  at::Tensor var = at::empty({g.n, g.groups}, x.options().dtype(type));
+  at::Tensor y = at::empty_like(x);
+  if (x.numel() == 0) return {y, mean.fill_(0), var.fill_(0)};
+  be.moments(x, NormLayout::Planar, g.n * g.groups, g.per_group() * g.s, mean, var);
+  const at::Tensor rstd = var.add_(eps).rsqrt_();
+  // Per (sample, channel) plane: y = x * scale + shift.
+  const at::Tensor scale = per_channel(rstd, g).view({g.n, g.c}) * channel_row(weight, g, x, type);
+  at::Tensor shift = -per_channel(mean, g).view({g.n, g.c}) * scale;
+  if (defined(bias)) shift.add_(acc(*bias, type).view({1, g.c}));
+  be.affine(x, NormLayout::Planar, g.n * g.c, g.s, scale.contiguous().view(-1), shift.contiguous().view(-1), y);
+  return {y, mean, rstd};
+}
+
+// With xhat = (x - mean) * rstd over a group of m values and dxhat = dy * w[c]:
+//   dx = rstd * (dxhat - sum(dxhat) / m - xhat * sum(dxhat * xhat) / m)
+//      = dy * a + x * b + c per (sample, channel) plane, where, per (sample, group),
+//   A = sum_c w[c] * sum_dy[n, c], B = sum_c w[c] * sum_dy_xmu[n, c] (so sum(dxhat * xhat) = rstd * B),
+//   a = rstd * w[c], b = -rstd^3 * B / m, c = -rstd * A / m - b * mean.
+Tensor3 group_norm_backward(const NormBackend& be, const at::Tensor& grad_output, const at::Tensor& input,
+                            const OptTensor& weight, const at::Tensor& mean, const at::Tensor& rstd,
+                            int64_t num_groups, double /*eps*/) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const char* op = "cnn_ops.group_norm_backward";
+  const GroupView g = check_group_norm(op, input, weight, std::nullopt, num_groups);
+  check_like_input(op, grad_output, "grad_output", input);
+  for (const auto& [t, name] : {std::pair{mean, "mean"}, std::pair{rstd, "rstd"}}) {
+    TORCH_CHECK(t.dim() == 2 && t.size(0) == g.n && t.size(1) == g.groups, op, ": ", name, " must have shape [",
+                g.n, ", ", g.groups, "] (batch, groups), got ", shape_str(t.sizes()));
+  }
+  const at::Tensor x = input.contiguous();
+  const at::Tensor dy = grad_output.contiguous();
+  const auto type = acc_type(input);
+  const auto ptype = param_type(input, weight);
+  at::Tensor sum_dy = at::zeros({g.n * g.c}, x.options().dtype(type));
+  at::Tensor sum_dy_xmu = at::zeros({g.n * g.c}, x.options().dtype(type));
+  const at::Tensor mu = acc(mean, type), r = acc(rstd, type);
+  if (x.numel() > 0)
+    be.grad_sums(dy, x, NormLayout::Planar, g.n * g.c, g.s, per_channel(mu, g), sum_dy, sum_dy_xmu);
+  const at::Tensor sdy = sum_dy.view({g.n, g.c}), sdx = sum_dy_xmu.view({g.n, g.c});
+  const at::Tensor r_c = per_channel(r, g).view({g.n, g.c});
+  at::Tensor grad_weight = (sdx * r_c).sum(0).to(ptype);
+  at::Tensor grad_bias = sdy.sum(0).to(ptype);
+  const at::Tensor w = channel_row(weight, g, x, type);
+  const double m = static_cast<double>(g.per_group() * g.s);
+  const at::Tensor A = (sdy * w).view({g.n, g.groups, g.per_group()}).sum(2);
+  const at::Tensor B = (sdx * w).view({g.n, g.groups, g.per_group()}).sum(2);
+  const at::Tensor b = -r * r * r * B / m;
+  const at::Tensor c = -r * A / m - b * mu;
+  const at::Tensor a = r_c * w;
+  at::Tensor dx = at::empty_like(x);
+  if (x.numel() > 0)
+    be.linear_grad(dy, x, NormLayout::Planar, g.n * g.c, g.s, a.contiguous().view(-1), per_channel(b, g),
+                   per_channel(c, g), dx);
+  return {dx, grad_weight, grad_bias};
+}
+
+// ---- layer norm ----
+
+namespace {
+
+// Rows (M) and row length (K) of a layer norm over the trailing normalized_shape dimensions.
+std::pair<int64_t, int64_t> check_layer_norm(const char* op, const at::Tensor& input,
+                                             at::IntArrayRef normalized_shape, const OptTensor& weight,
+                                             const OptTensor& bias) {
+  check_dtype(input, "input", op);
+  const int64_t nd = static_cast<int64_t>(normalized_shape.size());
+  TORCH_CHECK(nd >= 1, op, ": normalized_shape must have at least one dimension");
+  TORCH_CHECK(input.dim() >= nd && input.sizes().slice(input.dim() - nd) == normalized_shape, op,
+              ": input of shape ", shape_str(input.sizes()), " does not end with normalized_shape ",
+              shape_str(normalized_shape));
+  for (const auto& [t, name] : {std::pair{weight, "weight"}, std::pair{bias, "bias"}}) {
+    if (!defined(t)) continue;
+    TORCH_CHECK(t->sizes() == normalized_shape, op, ": ", name, " must have shape normalized_shape ",
+                shape_str(normalized_shape), ", got ", shape_str(t->sizes()));
+    check_dtype(*t, name, op);
+    TORCH_CHECK(t->device() == input.device(), op, ": ", name, " is on ", t->device(), " but input is on ",
+                input.device());
+  }
+  int64_t k = 1;
+  for (int64_t s : normalized_shape) k *= s;
+  return {k == 0 ? 0 : input.numel() / k, k};
+}
+
+at::Tensor flat_or_undefined(const OptTensor& t, at::ScalarType type) {
+  return defined(t) ? acc(*t, type).view(-1) : at::Tensor();
+}
+
+}  // namespace
+
+Tensor3 layer_norm_forward(const NormBackend& be, const at::Tensor& input, at::IntArrayRef normalized_shape,
+                           const OptTensor& weight, const OptTensor& bias, double eps) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const char* op = "cnn_ops.layer_norm";
+  const auto [m, k] = check_layer_norm(op, input, normalized_shape, weight, bias);
+  TORCH_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
+  const at::Tensor x = input.contiguous();
+  const auto type = acc_type(input);
+  at::Tensor y = at::empty_like(x);
+  at::Tensor mean = at::zeros({m}, x.options().dtype(type));
+  at::Tensor rstd = at::zeros({m}, x.options().dtype(type));
+  if (x.numel() > 0)
+    be.layer_norm_forward(x, m, k, flat_or_undefined(weight, type), flat_or_undefined(bias, type), eps, y, mean,
+                          rstd);
+  return {y, mean, rstd};
+}
+
+Tensor3 layer_norm_backward(const NormBackend& be, const at::Tensor& grad_output, const at::Tensor& input,
+                            at::IntArrayRef normalized_shape, const OptTensor& weight, const at::Tensor& mean,
+                            const at::Tensor& rstd, double /*eps*/) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const char* op = "cnn_ops.layer_norm_backward";
+  const auto [m, k] = check_layer_norm(op, input, normalized_shape, weight, std::nullopt);
+  check_like_input(op, grad_output, "grad_output", input);
+  for (const auto& [t, name] : {std::pair{mean, "mean"}, std::pair{rstd, "rstd"}}) {
+    TORCH_CHECK(t.dim() == 1 && t.size(0) == m, op, ": ", name, " must have shape [", m,
+                "] (one entry per normalised row), got ", shape_str(t.sizes()));
+  }
+  const at::Tensor x = input.contiguous();
+  const at::Tensor dy = grad_output.contiguous();
+  const auto type = acc_type(input);
+  at::Tensor dx = at::empty_like(x);
+  at::Tensor grad_weight = at::zeros({k}, x.options().dtype(type));
+  at::Tensor grad_bias = at::zeros({k}, x.options().dtype(type));
+  if (x.numel() > 0)
+    be.layer_norm_backward(dy, x, m, k, acc(mean, type), acc(rstd, type), flat_or_undefined(weight, type), dx,
+                           grad_weight, grad_bias);
+  const auto ptype = param_type(input, weight);
+  return {dx, grad_weight.view(normalized_shape).to(ptype), grad_bias.view(normalized_shape).to(ptype)};
+}
+
+}  // namespace tco

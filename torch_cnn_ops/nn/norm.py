@@ -1,0 +1,242 @@
+"""Normalization modules: drop-in twins of torch.nn's.
+
+Each subclasses its torch.nn twin, so constructors, parameters and buffers (``weight``,
+``bias``, ``running_mean``, ``running_var``, ``num_batches_tracked``), ``state_dict`` keys,
+``extra_repr`` and input checks are torch's; only the computation is ours. One difference
+by design: a call that raises leaves the module's state as it was (torch counts the batch
+in ``num_batches_tracked`` before computing it).
+"""
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from ..functional import norm as F
+
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "GroupNorm", "LayerNorm",
+           "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"]
+
+ops = torch.ops.cnn_ops
+
+
+class _BatchNormForward:
+    """The forward of torch's ``_BatchNorm`` on our ops, counting the batch after it succeeded."""
+
+    def _batch_norm_args(self):
+        """(running_mean, running_var, use batch statistics, momentum factor, counts the batch)."""
+        counts = self.training and self.track_running_stats and self.num_batches_tracked is not None
+        if self.momentum is None:  # cumulative moving average over the batches seen
+            factor = 1.0 / float(self.num_batches_tracked + 1) if counts else 0.0
+        else:
+            factor = self.momentum
+        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        track = not self.training or self.track_running_stats
+        return (self.running_mean if track else None, self.running_var if track else None, use_batch_stats,
+                factor, counts)
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._check_input_dim(input)
+        running_mean, running_var, use_batch_stats, factor, counts = self._batch_norm_args()
+        out = F.batch_norm(input, running_mean, running_var, self.weight, self.bias, use_batch_stats, factor,
+                           self.eps)
+        if counts:
+            self.num_batches_tracked.add_(1)
+        return out
+
+
+class BatchNorm1d(_BatchNormForward, torch.nn.BatchNorm1d):
+    """Batch normalization over a ``(N, C)`` or ``(N, C, L)`` input; arguments of
+    ``torch.nn.BatchNorm1d``.
+
+    Example::
+
+        >>> bn = BatchNorm1d(16)
+        >>> bn(torch.randn(32, 16, 10)).shape
+        torch.Size([32, 16, 10])
+    """
+
+
+class BatchNorm2d(_BatchNormForward, torch.nn.BatchNorm2d):
+    """Batch normalization over an ``(N, C, H, W)`` input (NCHW or channels_last); arguments of
+    ``torch.nn.BatchNorm2d``.
+
+    Example::
+
+        >>> bn = BatchNorm2d(16)
+        >>> bn(torch.randn(8, 16, 32, 32)).shape
+        torch.Size([8, 16, 32, 32])
+    """
+
+
+class BatchNorm3d(_BatchNormForward, torch.nn.BatchNorm3d):
+    """Batch normalization over an ``(N, C, D, H, W)`` input; arguments of ``torch.nn.BatchNorm3d``.
+
+    Example::
+
+        >>> BatchNorm3d(4)(torch.randn(2, 4, 3, 8, 8)).shape
+        torch.Size([2, 4, 3, 8, 8])
+    """
+
+
+class _SyncBatchNormFunction(torch.autograd.Function):
+    """Batch norm whose statistics span every process of `group`: each process contributes
+    (count, mean, biased variance) per channel, combined exactly; in backward the per-channel
+    sums of grad_output and grad_output * (x - mean) are all-reduced, so that W processes
+    compute what one process would on the W-times larger batch. The weight and bias
+    gradients stay per process (DistributedDataParallel sums them), as in torch's."""
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, running_mean, running_var, eps, momentum, group, world_size):
+        c = input.shape[1]
+        mean, var = ops.batch_norm_stats(input)
+        count = torch.full((1,), float(F._values_per_channel(input)), dtype=mean.dtype, device=mean.device)
+        packed = torch.cat([count, mean, var])
+        gathered = [torch.empty_like(packed) for _ in range(world_size)]
+        dist.all_gather(gathered, packed, group=group)
+        stats = torch.stack(gathered)  # (world, 1 + 2C)
+        counts, means, variances = stats[:, :1], stats[:, 1:1 + c], stats[:, 1 + c:]
+        total = counts.sum()
+        if int(total.item()) == 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.size()}")
+        mean = (counts * means).sum(0) / total
+        var = (counts * (variances + (means - mean).square())).sum(0) / total
+        invstd = torch.rsqrt(var + eps)
+        out = ops.batch_norm_elemt(input, weight, bias, mean, invstd)
+        if running_mean is not None:
+            ops.batch_norm_update_stats(running_mean, running_var, mean, var, int(total.item()), float(momentum))
+        ctx.save_for_backward(input, weight, mean, invstd)
+        ctx.total, ctx.group = int(total.item()), group
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        input, weight, mean, invstd = ctx.saved_tensors
+        sum_dy, sum_dy_xmu = ops.batch_norm_backward_reduce(grad_output, input, mean)
+        grad_weight = (sum_dy_xmu * invstd).to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] \
+            else None
+        grad_bias = sum_dy.to(ctx.bias_dtype) if ctx.needs_input_grad[2] else None
+        grad_input = None
+        if ctx.needs_input_grad[0]:
+            sums = torch.cat([sum_dy, sum_dy_xmu])
+            dist.all_reduce(sums, group=ctx.group)
+            c = sum_dy.numel()
+            grad_input = ops.batch_norm_backward_elemt(grad_output, input, mean, invstd, weight, sums[:c], sums[c:],
+                                                       ctx.total)
+        return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
+
+
+class SyncBatchNorm(_BatchNormForward, torch.nn.SyncBatchNorm):
+    """Batch normalization whose batch statistics span the processes of ``process_group``
+    (all of them by default) when ``torch.distributed`` is initialised and the module trains;
+    otherwise exactly ``BatchNorm``. Arguments of ``torch.nn.SyncBatchNorm``; runs on every
+    backend ``torch.distributed`` offers (gloo on CPUs, nccl on GPUs).
+
+    Example (each of W processes, after ``dist.init_process_group``)::
+
+        >>> model = SyncBatchNorm.convert_sync_batchnorm(model)
+        >>> loss = model(local_batch).sum(); loss.backward()   # statistics of all W batches
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._check_input_dim(input)
+        self._check_non_zero_input_channels(input)
+        running_mean, running_var, use_batch_stats, factor, counts = self._batch_norm_args()
+        group = self.process_group if self.process_group is not None else (
+            dist.group.WORLD if dist.is_available() and dist.is_initialized() else None)
+        world_size = dist.get_world_size(group) if group is not None else 1
+        if not (use_batch_stats and self.training and world_size > 1):
+            out = F.batch_norm(input, running_mean, running_var, self.weight, self.bias, use_batch_stats, factor,
+                               self.eps)
+        else:
+            out = _SyncBatchNormFunction.apply(input, self.weight, self.bias, running_mean, running_var, self.eps,
+                                               factor, group, world_size)
+        if counts:
+            self.num_batches_tracked.add_(1)
+        return out
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module, process_group=None):
+        """``module`` with every BatchNorm*D layer (torch's or ours) replaced by this
+        SyncBatchNorm sharing its parameters and buffers."""
+        output = module
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(module, cls):
+            output = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats,
+                         process_group)
+            if module.affine:
+                with torch.no_grad():
+                    output.weight = module.weight
+                    output.bias = module.bias
+            output.running_mean = module.running_mean
+            output.running_var = module.running_var
+            output.num_batches_tracked = module.num_batches_tracked
+            output.training = module.training
+        for name, child in module.named_children():
+            output.add_module(name, cls.convert_sync_batchnorm(child, process_group))
+        return output
+
+
+class GroupNorm(torch.nn.GroupNorm):
+    """Group normalization; arguments of ``torch.nn.GroupNorm(num_groups, num_channels, eps, affine)``.
+
+    Example::
+
+        >>> GroupNorm(4, 16)(torch.randn(2, 16, 8, 8)).shape
+        torch.Size([2, 16, 8, 8])
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+
+class LayerNorm(torch.nn.LayerNorm):
+    """Layer normalization over the trailing ``normalized_shape``; arguments of ``torch.nn.LayerNorm``.
+
+    Example::
+
+        >>> LayerNorm([16, 8, 8])(torch.randn(2, 16, 8, 8)).shape
+        torch.Size([2, 16, 8, 8])
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+
+
+class _InstanceNormApply:
+    def _apply_instance_norm(self, input: Tensor) -> Tensor:
+        return F.instance_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
+                               self.training or not self.track_running_stats,
+                               self.momentum if self.momentum is not None else 0.0, self.eps)
+
+
+class InstanceNorm1d(_InstanceNormApply, torch.nn.InstanceNorm1d):
+    """Instance normalization of ``(N, C, L)`` or unbatched ``(C, L)`` inputs; arguments of
+    ``torch.nn.InstanceNorm1d``.
+
+    Example::
+
+        >>> InstanceNorm1d(3)(torch.randn(2, 3, 10)).shape
+        torch.Size([2, 3, 10])
+    """
+
+
+class InstanceNorm2d(_InstanceNormApply, torch.nn.InstanceNorm2d):
+    """Instance normalization of ``(N, C, H, W)`` or unbatched ``(C, H, W)`` inputs; arguments of
+    ``torch.nn.InstanceNorm2d``.
+
+    Example::
+
+        >>> InstanceNorm2d(3, affine=True)(torch.randn(2, 3, 8, 8)).shape
+        torch.Size([2, 3, 8, 8])
+    """
+
+
+class InstanceNorm3d(_InstanceNormApply, torch.nn.InstanceNorm3d):
+    """Instance normalization of ``(N, C, D, H, W)`` or unbatched ``(C, D, H, W)`` inputs; arguments
+    of ``torch.nn.InstanceNorm3d``.
+
+    Example::
+
+        >>> InstanceNorm3d(3)(torch.randn(2, 3, 4, 8, 8)).shape
+        torch.Size([2, 3, 4, 8, 8])
+    """
