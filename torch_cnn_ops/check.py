@@ -179,10 +179,64 @@ def _gaussian_kernel(k, sigma, x):
     return torch.outer(w, w).to(x.dtype).expand(x.shape[1], 1, k, k)
 
 
+def _tile(v, shape):
+    """A tensor of `shape` filled with repeats of the vector v (differentiable in v)."""
+    n = shape[0] * shape[1]
+    return v.repeat((n + v.numel() - 1) // v.numel())[:n].view(shape)
+
+
+def _norm_cases() -> List[Tuple[str, str, Callable[[torch.dtype], Tuple[torch.Tensor, torch.Tensor]]]]:
+    """Normalization against torch.nn.functional: outputs with the updated running statistics
+    (training) and the gradients of input, weight and bias."""
+    cases = []
+    shape = (4, 6, 5, 7)
+
+    def add(name, variant, ours_fn, ref_fn, with_stats=False):
+        def values(dtype, ours_fn=ours_fn, ref_fn=ref_fn):
+            x, w, b = torch.randn(shape, dtype=dtype) * 2 + 1, torch.randn(6, dtype=dtype), torch.randn(6, dtype=dtype)
+            stats = [torch.rand(6, dtype=dtype), torch.rand(6, dtype=dtype) + 0.5]
+            ref_stats = [t.clone() for t in stats]
+            ours, ref = ours_fn(x, w, b, *stats), ref_fn(x, w, b, *ref_stats)
+            if with_stats:
+                return torch.cat([ours.flatten(), *stats]), torch.cat([ref.flatten(), *ref_stats])
+            return ours, ref
+
+        def gradient(dtype, ours_fn=ours_fn, ref_fn=ref_fn):
+            x = (torch.randn(shape, dtype=dtype) * 2 + 1).requires_grad_()
+            w, b = torch.randn(6, dtype=dtype, requires_grad=True), torch.randn(6, dtype=dtype, requires_grad=True)
+            stats = [torch.rand(6, dtype=dtype), torch.rand(6, dtype=dtype) + 0.5]
+            out = ours_fn(x, w, b, *[t.clone() for t in stats])
+            gy = torch.randn_like(out)
+            ours = torch.autograd.grad(out, (x, w, b), gy)
+            ref = torch.autograd.grad(ref_fn(x, w, b, *stats), (x, w, b), gy)
+            return torch.cat([g.flatten() for g in ours]), torch.cat([g.flatten() for g in ref])
+
+        cases.append((name, variant, values))
+        cases.append((name, variant + " grad", gradient))
+
+    for fn, ref in ((F.batch_norm, torch_F.batch_norm),):
+        add("batch_norm", "training", lambda x, w, b, rm, rv, fn=fn: fn(x, rm, rv, w, b, True, 0.1, 1e-5),
+            lambda x, w, b, rm, rv, ref=ref: ref(x, rm, rv, w, b, True, 0.1, 1e-5), with_stats=True)
+        add("batch_norm", "training channels_last",
+            lambda x, w, b, rm, rv, fn=fn: fn(x.contiguous(memory_format=torch.channels_last), rm, rv, w, b, True),
+            lambda x, w, b, rm, rv, ref=ref: ref(x, rm, rv, w, b, True), with_stats=True)
+        add("batch_norm", "eval", lambda x, w, b, rm, rv, fn=fn: fn(x, rm, rv, w, b, False),
+            lambda x, w, b, rm, rv, ref=ref: ref(x, rm, rv, w, b, False))
+    add("instance_norm", "with running stats",
+        lambda x, w, b, rm, rv: F.instance_norm(x, rm, rv, w, b, True),
+        lambda x, w, b, rm, rv: torch_F.instance_norm(x, rm, rv, w, b, True), with_stats=True)
+    add("group_norm", "3 groups", lambda x, w, b, rm, rv: F.group_norm(x, 3, w, b),
+        lambda x, w, b, rm, rv: torch_F.group_norm(x, 3, w, b))
+    add("layer_norm", "last 2 dims",
+        lambda x, w, b, rm, rv: F.layer_norm(x, (5, 7), _tile(w, (5, 7)), _tile(b, (5, 7))),
+        lambda x, w, b, rm, rv: torch_F.layer_norm(x, (5, 7), _tile(w, (5, 7)), _tile(b, (5, 7))))
+    return cases
+
+
 def run_check(seed: int = 0) -> List[Dict[str, object]]:
     torch.manual_seed(seed)
     rows = []
-    for name, variant, case in _conv_cases() + _local_cases() + _pool_cases():
+    for name, variant, case in _conv_cases() + _local_cases() + _pool_cases() + _norm_cases():
         for dtype in (torch.float64, torch.float32):
             ours, ref = case(dtype)
             error = ((ours - ref).abs().max() / ref.abs().max().clamp_min(1)).item() if ref.numel() else 0.0

@@ -11,7 +11,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-FAMILIES = ("conv", "local", "pool")
+FAMILIES = ("conv", "local", "pool", "norm")
 
 
 def median_time(fn: Callable[[], object], min_repeat: int = 5, max_repeat: int = 50, budget_s: float = 1.0) -> float:

@@ -1,0 +1,12 @@
+"""Normalization benchmark (also: python -m torch_cnn_ops bench norm [--json FILE])."""
+
+import argparse
+
+from torch_cnn_ops.benchmark import run_families
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--json", help="write the results to this JSON file")
+    parser.add_argument("--quick", action="store_true", help="tiny shapes, for a smoke test")
+    args = parser.parse_args()
+    run_families(["norm"], json_path=args.json, quick=args.quick)
