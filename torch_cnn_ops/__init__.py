@@ -9,8 +9,9 @@ import torch  # noqa: F401  (loads libtorch before our extension links against i
 from . import _C  # noqa: F401  (registers the C++/CUDA kernels with the dispatcher)
 from . import ops  # noqa: F401  (fake kernels and autograd formulas)
 from . import functional, grad, nn
+from . import filters
 
 F = functional
 
 __version__ = "0.1.0"
-__all__ = ["functional", "F", "grad", "nn"]
+__all__ = ["functional", "F", "grad", "nn", "filters"]

@@ -1,0 +1,99 @@
+"""Tests of the tools around the ops: tco.convert, tco.summary, tco.filters, tco.models and the
+command line's summary subcommand.
+
+References are independent of the code under test: the original torch.nn models (convert),
+hand-computed figures (summary), the formulas evaluated with math/NumPy (filters).
+"""
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as tnn
+
+import torch_cnn_ops as tco
+
+
+# ---- filters ---------------------------------------------------------------------------------
+def test_sobel():
+    gx = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float64)
+    both = tco.filters.sobel(dtype=torch.float64)
+    assert both.shape == (2, 1, 3, 3)
+    np.testing.assert_array_equal(both[0, 0].numpy(), gx)
+    np.testing.assert_array_equal(both[1, 0].numpy(), gx.T)
+    assert tco.filters.sobel("x").shape == (1, 1, 3, 3)
+    np.testing.assert_array_equal(tco.filters.sobel("y")[0, 0].numpy(), gx.T)
+    with pytest.raises(ValueError):
+        tco.filters.sobel("z")
+
+
+def gabor_formula(x, y, theta, f, sigma, phase, gamma, alpha):
+    xr = x * math.cos(theta) + y * math.sin(theta)
+    yr = -x * math.sin(theta) + y * math.cos(theta)
+    return alpha * math.exp(-xr**2 / (2 * sigma**2) - gamma**2 * yr**2 / (2 * sigma**2)) * math.cos(2 * math.pi * f * xr + phase)
+
+
+def test_gabor_against_formula():
+    theta, f, sigma, phase, gamma, alpha = 0.7, 0.2, 1.8, 0.4, 0.6, 1.5
+    k = tco.filters.gabor((5, 7), theta, f, sigma=sigma, phase=phase, gamma=gamma, amplitude=alpha,
+                          dtype=torch.float64)
+    assert k.shape == (5, 7)
+    for i, j in [(0, 0), (2, 3), (4, 6), (1, 5), (3, 1)]:
+        x, y = j - 3, i - 2  # x along columns, y along rows, centred
+        assert k[i, j].item() == pytest.approx(gabor_formula(x, y, theta, f, sigma, phase, gamma, alpha), abs=1e-12)
+    # Default sigma: 0.56 / frequency.
+    k = tco.filters.gabor(5, 0.0, 0.25, dtype=torch.float64)
+    assert k[2, 4].item() == pytest.approx(gabor_formula(2, 0, 0.0, 0.25, 0.56 / 0.25, 0.0, 1.0, 1.0), abs=1e-12)
+    with pytest.raises(ValueError):
+        tco.filters.gabor(5, 0.0, -0.1)
+
+
+def test_gabor_bank_shape_order_and_conv():
+    w = tco.filters.gabor_bank(orientations=4, frequencies=(0.2, 0.3), size=7, in_channels=3, dtype=torch.float64)
+    assert w.shape == (16, 3, 7, 7)
+    # Filter (f=1, t=2, p=1): the gabor kernel, mean removed, unit norm, split over the channels.
+    k = tco.filters.gabor(7, math.pi * 2 / 4, 0.3, phase=math.pi / 2, dtype=torch.float64)
+    k = (k - k.mean()) / (k - k.mean()).norm()
+    torch.testing.assert_close(w[(1 * 4 + 2) * 2 + 1], (k / 3).expand(3, 7, 7))
+    torch.testing.assert_close(w.sum(1).flatten(1).norm(dim=1), torch.ones(16, dtype=torch.float64))
+    conv = tco.filters.init_conv_(tco.nn.Conv2d(3, 16, 7, padding=3), w, zero_bias=True)
+    assert torch.equal(conv.weight.detach(), w.float()) and not conv.bias.any()
+    assert conv(torch.randn(1, 3, 12, 12)).shape == (1, 16, 12, 12)
+    with pytest.raises(ValueError):
+        tco.filters.init_conv_(tco.nn.Conv2d(3, 8, 7), w)
+
+
+def test_kmeans_shape_determinism_and_norm():
+    images = torch.rand(6, 3, 16, 16)
+    w1 = tco.filters.kmeans(images, 8, 5, num_patches=500, generator=torch.Generator().manual_seed(1))
+    w2 = tco.filters.kmeans(images, 8, 5, num_patches=500, generator=torch.Generator().manual_seed(1))
+    assert w1.shape == (8, 3, 5, 5) and w1.dtype == torch.float32
+    assert torch.equal(w1, w2)
+    torch.testing.assert_close(w1.flatten(1).norm(dim=1), torch.ones(8))
+    w3 = tco.filters.kmeans((images * 255).to(torch.uint8)[:, 0], 4, (3, 4), num_patches=300, whiten=False)
+    assert w3.shape == (4, 1, 3, 4) and w3.dtype == torch.get_default_dtype()
+    with pytest.raises(ValueError):
+        tco.filters.kmeans(images, 8, 17)
+    with pytest.raises(TypeError):
+        tco.filters.kmeans(images.numpy(), 8, 5)
+
+
+@pytest.mark.parametrize("whiten", [False, True])
+def test_kmeans_recovers_prototypes(whiten):
+    # 4x4 images (so a 4x4 patch is a whole image), each a positive multiple of one of three
+    # orthonormal, zero-mean prototypes plus a little noise.
+    g = torch.Generator().manual_seed(0)
+    # QR of [1, random]: columns 1..3 are orthonormal and orthogonal to 1 (zero mean).
+    start = torch.cat([torch.ones(16, 1, dtype=torch.float64), torch.randn(16, 3, generator=g, dtype=torch.float64)], 1)
+    protos = torch.linalg.qr(start)[0][:, 1:]
+    labels = torch.arange(600) % 3
+    scale = 1 + torch.rand(600, generator=g, dtype=torch.float64)
+    images = (protos.t()[labels] * scale[:, None] + 0.05 * torch.randn(600, 16, generator=g, dtype=torch.float64))
+    w = tco.filters.kmeans(images.reshape(600, 1, 4, 4), 3, 4, num_patches=600, whiten=whiten,
+                           generator=torch.Generator().manual_seed(0)).flatten(1)
+    cos = w @ protos / w.norm(dim=1, keepdim=True)  # (filters, prototypes), prototypes unit norm
+    assert (cos.max(dim=0).values > 0.9).all(), cos
