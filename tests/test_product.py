@@ -18,6 +18,84 @@ import torch.nn as tnn
 import torch_cnn_ops as tco
 
 
+# ---- summary ---------------------------------------------------------------------------------
+def test_summary_seed_figures():
+    s = tco.summary(tnn.Conv2d(3, 10, 5, stride=1, padding=2), (3, 32, 32))
+    assert len(s.rows) == 1
+    row = s.rows[0]
+    assert row.output_shape == (10, 32, 32)
+    assert row.params == 760 and s.total_params == 760
+    assert row.macs == 768_000 and s.total_macs == 768_000
+    assert row.receptive_field == (5, 5)
+    text = str(s)
+    assert "10x32x32" in text and "768,000" in text and "760" in text
+
+
+@pytest.mark.parametrize("num_layers", [1, 2, 5])
+def test_summary_stacked_3x3_receptive_field(num_layers):
+    model = tnn.Sequential(*[tnn.Conv2d(2, 2, 3, padding=1) for _ in range(num_layers)])
+    s = tco.summary(model, (2, 16, 16))
+    assert [r.receptive_field for r in s.rows] == [(1 + 2 * (i + 1),) * 2 for i in range(num_layers)]
+
+
+def test_summary_stride_and_dilation():
+    # 3x3 stride 2, then 3x3: the second's (k - 1) counts twice -> 3 + 2 * 2 = 7.
+    s = tco.summary(tnn.Sequential(tnn.Conv2d(1, 1, 3, stride=2), tnn.Conv2d(1, 1, 3)), (1, 17, 17))
+    assert [r.receptive_field for r in s.rows] == [(3, 3), (7, 7)]
+    # MaxPool2d(2) then a 3x3 dilated by 2 (effective 5x5): 2 + 4 * 2 = 10; 1-d sees one dim.
+    s = tco.summary(tnn.Sequential(tnn.MaxPool1d(2), tnn.Conv1d(1, 1, 3, dilation=2)), (1, 20))
+    assert [r.receptive_field for r in s.rows] == [(2,), (10,)]
+    assert s.rows[0].macs == 0
+
+
+def test_summary_residual_and_macs_conventions():
+    class Residual(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = tnn.Conv2d(4, 4, 3, padding=1)
+            self.b = tnn.Conv2d(4, 4, 3, padding=1)
+            self.act = tnn.ReLU()
+
+        def forward(self, x):
+            return self.act(self.b(self.a(x)) + x)
+
+    model = tnn.Sequential(tnn.Conv2d(2, 4, 1), Residual(), tnn.BatchNorm2d(4), tnn.Flatten(), tnn.Linear(4 * 8 * 8, 3))
+    s = tco.summary(model.double(), (2, 8, 8))
+    rows = {r.name: r for r in s.rows}
+    assert rows["1.act"].receptive_field == (5, 5)  # the main path's field, not the shortcut's 1
+    assert rows["2"].macs == 4 * 8 * 8  # norm: one multiply-add per element
+    assert rows["4"].macs == 3 * 256 and rows["4"].receptive_field == (8, 8)  # fc sees the whole input
+    assert rows["0"].macs == 4 * 64 * 2
+    assert s.total_params == sum(p.numel() for p in model.parameters())
+    assert s.total_macs == sum(r.macs for r in s.rows)
+    text = str(s)
+    assert all(name in text for name in rows)
+
+
+def test_summary_grouped_local_and_state_kept():
+    model = tnn.Sequential(
+        tco.nn.Conv2d(4, 8, 3, groups=2, bias=False),
+        tco.nn.TiledConv2d(8, 2, 3, tile_size=2),
+        tco.nn.UnsharedConv2d(2, 3, 1, input_size=(4, 4)),
+        tnn.BatchNorm2d(3),
+    ).train()
+    s = tco.summary(model, (4, 8, 8))
+    assert [r.macs for r in s.rows] == [8 * 36 * 2 * 9, 2 * 16 * 8 * 9, 3 * 16 * 2, 3 * 16]
+    assert [r.receptive_field for r in s.rows][:3] == [(3, 3), (5, 5), (5, 5)]
+    # The model ran in eval mode: modes restored, running statistics untouched.
+    assert model.training and all(m.training for m in model)
+    assert int(model[3].num_batches_tracked) == 0
+
+
+def test_summary_errors():
+    with pytest.raises(TypeError):
+        tco.summary("model", (3, 8, 8))
+    with pytest.raises(ValueError):
+        tco.summary(tnn.Conv2d(3, 1, 1), (3, 0, 8))
+    with pytest.raises(TypeError):
+        tco.summary(tnn.Conv2d(3, 1, 1), 3)
+
+
 # ---- filters ---------------------------------------------------------------------------------
 def test_sobel():
     gx = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float64)

@@ -10,8 +10,9 @@ from . import _C  # noqa: F401  (registers the C++/CUDA kernels with the dispatc
 from . import ops  # noqa: F401  (fake kernels and autograd formulas)
 from . import functional, grad, nn
 from . import filters
+from .summary import Summary, summary
 
 F = functional
 
 __version__ = "0.1.0"
-__all__ = ["functional", "F", "grad", "nn", "filters"]
+__all__ = ["functional", "F", "grad", "nn", "filters", "summary", "Summary"]
