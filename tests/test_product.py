@@ -18,6 +18,148 @@ import torch.nn as tnn
 import torch_cnn_ops as tco
 
 
+# ---- convert ---------------------------------------------------------------------------------
+class TorchBlock(tnn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = tnn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = tnn.BatchNorm2d(cout)
+        self.conv2 = tnn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = tnn.BatchNorm2d(cout)
+        self.down = None if stride == 1 and cin == cout else tnn.Sequential(
+            tnn.Conv2d(cin, cout, 1, stride, bias=False), tnn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + (x if self.down is None else self.down(x)))
+
+
+def torch_resnet():
+    """A small ResNet written with torch.nn only."""
+    return tnn.Sequential(
+        tnn.Conv2d(3, 8, 3, padding=1), tnn.BatchNorm2d(8), tnn.ReLU(), tnn.MaxPool2d(2),
+        TorchBlock(8, 8, 1), TorchBlock(8, 16, 2),
+        tnn.AdaptiveAvgPool2d(1), tnn.Flatten(), tnn.Linear(16, 5),
+    ).double()
+
+
+def layer_types(model):
+    return [(name, type(m)) for name, m in model.named_modules()]
+
+
+def test_convert_resnet_outputs_and_report():
+    model = torch_resnet().eval()
+    before_types = layer_types(model)
+    before_params = {k: (v, v.detach().clone()) for k, v in model.state_dict(keep_vars=True).items()}
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    expected = model(x)
+
+    converted, report = tco.convert(model, return_report=True)
+    # The original is untouched: same classes, same tensors with the same values.
+    assert layer_types(model) == before_types
+    for k, v in model.state_dict(keep_vars=True).items():
+        assert v is before_params[k][0] and torch.equal(v, before_params[k][1]), k
+    # Conv2d and MaxPool2d have twins: replaced and reported; the rest stays.
+    assert type(converted[0]) is tco.nn.Conv2d and type(converted[3]) is tco.nn.MaxPool2d
+    assert type(converted[4].conv1) is tco.nn.Conv2d and type(converted[5].down[0]) is tco.nn.Conv2d
+    assert type(converted[8]) is tnn.Linear
+    names = {r.name: r for r in report}
+    for name in ("0", "3", "4.conv1", "4.conv2", "5.conv1", "5.conv2", "5.down.0", "6"):
+        assert name in names, name
+    assert names["0"].original is tnn.Conv2d and names["0"].twin is tco.nn.Conv2d
+    assert names["3"].original is tnn.MaxPool2d and names["3"].twin is tco.nn.MaxPool2d
+    assert all(type(m).__module__.startswith("torch_cnn_ops") for m in (converted[0], converted[3], converted[6]))
+    assert not converted.training
+    torch.testing.assert_close(converted(x), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_convert_training_step_gradients_equal():
+    model = torch_resnet().train()
+    model[4].conv2.weight.requires_grad_(False)  # requires_grad is carried
+    converted = tco.convert(model)
+    assert converted.training and converted[4].conv1.training
+    assert not converted[4].conv2.weight.requires_grad
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
+    target = torch.randn(4, 5, dtype=torch.float64)
+    grads = []
+    for net in (model, converted):
+        loss = torch.nn.functional.mse_loss(net(x), target)
+        loss.backward()
+        grads.append({n: p.grad for n, p in net.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for name, g in grads[0].items():
+        if g is None:
+            assert grads[1][name] is None, name
+        else:
+            torch.testing.assert_close(grads[1][name], g, rtol=1e-10, atol=1e-12, msg=name)
+    # Running statistics took the same step.
+    torch.testing.assert_close(converted[1].running_mean, model[1].running_mean, rtol=1e-12, atol=1e-12)
+
+
+def test_convert_inplace_keeps_parameters():
+    model = torch_resnet()
+    params = list(model.parameters())
+    out = tco.convert(model, inplace=True)
+    assert out is model
+    assert type(model[0]) is tco.nn.Conv2d and type(model[4].conv1) is tco.nn.Conv2d
+    # The very same Parameter objects: an optimizer built before conversion still applies.
+    assert all(a is b for a, b in zip(params, model.parameters()))
+
+
+@pytest.mark.parametrize("layer, shape", [
+    (tnn.Conv1d(2, 4, 3, stride=2, padding=2, padding_mode="circular"), (2, 2, 11)),
+    (tnn.Conv2d(4, 6, 3, padding="same", dilation=2, groups=2, padding_mode="reflect"), (2, 4, 9, 9)),
+    (tnn.Conv3d(2, 3, 2, padding=1, bias=False, padding_mode="replicate"), (1, 2, 4, 5, 4)),
+    (tnn.MaxPool1d(3, 2, 1, ceil_mode=True, return_indices=True), (2, 3, 10)),
+    (tnn.MaxPool2d(3, 2, 1, dilation=2, return_indices=True), (2, 3, 10, 10)),
+    (tnn.MaxPool3d(2), (1, 2, 4, 4, 4)),
+    (tnn.AvgPool1d(3, 2, 1, count_include_pad=False), (2, 3, 10)),
+    (tnn.AvgPool2d(3, 2, 1, ceil_mode=True, divisor_override=4), (2, 3, 9, 9)),
+    (tnn.AvgPool3d(2), (1, 2, 4, 4, 4)),
+    (tnn.LPPool1d(2, 3, 2), (2, 3, 10)),
+    (tnn.LPPool2d(3.0, 2), (2, 3, 8, 8)),
+    (tnn.AdaptiveMaxPool1d(4, return_indices=True), (2, 3, 10)),
+    (tnn.AdaptiveMaxPool2d((3, 2)), (2, 3, 10, 9)),
+    (tnn.AdaptiveAvgPool3d(2), (1, 2, 5, 4, 4)),
+    (tnn.AdaptiveAvgPool1d(3), (2, 3, 10)),
+])
+def test_convert_every_layer_kind(layer, shape):
+    layer = layer.double()
+    x = torch.rand(*shape, dtype=torch.float64) + 0.1  # positive, for LPPool with odd p
+    twin = tco.convert(layer)
+    assert type(twin) is getattr(tco.nn, type(layer).__name__)
+    for attr in ("padding_mode", "padding", "stride", "dilation", "return_indices", "ceil_mode",
+                 "count_include_pad", "divisor_override", "norm_type", "output_size", "groups"):
+        if hasattr(layer, attr):
+            assert getattr(twin, attr) == getattr(layer, attr), attr
+    expected, actual = layer(x), twin(x)
+    if isinstance(expected, tuple):
+        torch.testing.assert_close(actual[0], expected[0], rtol=1e-12, atol=1e-12)
+        assert torch.equal(actual[1], expected[1])
+    else:
+        torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_convert_leaves_subclasses_and_keeps_sharing():
+    class MyConv(tnn.Conv2d):
+        pass
+
+    shared = tnn.Conv2d(2, 2, 1)
+    model = tnn.Sequential(MyConv(2, 2, 1), shared, shared)
+    converted, report = tco.convert(model, return_report=True)
+    assert type(converted[0]) is MyConv
+    assert converted[1] is converted[2] and type(converted[1]) is tco.nn.Conv2d
+    assert [r.name for r in report] == ["1"]
+
+
+def test_convert_errors():
+    with pytest.raises(TypeError):
+        tco.convert(torch.randn(2))
+    with pytest.raises(TypeError):
+        tco.convert(tnn.Conv2d(1, 1, 1), inplace="yes")
+
+
 # ---- summary ---------------------------------------------------------------------------------
 def test_summary_seed_figures():
     s = tco.summary(tnn.Conv2d(3, 10, 5, stride=1, padding=2), (3, 32, 32))

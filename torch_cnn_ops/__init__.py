@@ -11,8 +11,9 @@ from . import ops  # noqa: F401  (fake kernels and autograd formulas)
 from . import functional, grad, nn
 from . import filters
 from .summary import Summary, summary
+from .convert import convert
 
 F = functional
 
 __version__ = "0.1.0"
-__all__ = ["functional", "F", "grad", "nn", "filters", "summary", "Summary"]
+__all__ = ["functional", "F", "grad", "nn", "filters", "summary", "Summary", "convert"]
