@@ -317,3 +317,43 @@ def test_kmeans_recovers_prototypes(whiten):
                            generator=torch.Generator().manual_seed(0)).flatten(1)
     cos = w @ protos / w.norm(dim=1, keepdim=True)  # (filters, prototypes), prototypes unit norm
     assert (cos.max(dim=0).values > 0.9).all(), cos
+
+
+# ---- models ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, shape", [
+    ({}, (2, 1, 32, 32)),
+    ({"input_size": 28}, (2, 1, 28, 28)),
+    ({"in_channels": 3, "num_classes": 7, "padding": True, "pool": "avg"}, (2, 3, 32, 32)),
+])
+def test_lenet5_shapes(kwargs, shape):
+    net = tco.models.LeNet5(**kwargs)
+    assert net(torch.randn(*shape)).shape == (2, kwargs.get("num_classes", 10))
+    assert all(type(m) is tco.nn.Conv2d for m in net.modules() if isinstance(m, tnn.Conv2d))
+    with pytest.raises(ValueError):
+        tco.models.LeNet5(input_size=12)
+
+
+@pytest.mark.parametrize("block", [tco.models.BasicBlock, tco.models.Bottleneck])
+def test_resnet_forward_backward(block):
+    net = tco.models.ResNet(block, layers=(1, 1), num_classes=4, width=8)
+    out = net(torch.randn(2, 3, 16, 16))
+    assert out.shape == (2, 4)
+    out.square().sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
+    convs = [m for m in net.modules() if isinstance(m, tnn.Conv2d)]
+    assert convs and all(type(m) is tco.nn.Conv2d for m in convs)
+    assert all(type(m) is tco.nn.BatchNorm2d for m in net.modules() if isinstance(m, tnn.modules.batchnorm._NormBase))
+    stage2 = net.layers[1][0]
+    assert stage2.downsample[0].kernel_size == (1, 1) and stage2.downsample[0].stride == (2, 2)
+    if block is tco.models.Bottleneck:
+        assert stage2.conv1.kernel_size == (1, 1) and stage2.conv3.kernel_size == (1, 1)
+        assert stage2.conv2.kernel_size == (3, 3) and stage2.conv2.stride == (2, 2)
+        assert stage2.conv3.out_channels == 4 * stage2.conv1.out_channels
+    else:
+        assert stage2.conv1.stride == (2, 2)
+
+
+def test_resnet_imagenet_stem():
+    net = tco.models.ResNet(layers=(1,), width=4, small_input=False)
+    assert type(net.stem[3]) is tco.nn.MaxPool2d
+    assert net(torch.randn(1, 3, 32, 32)).shape == (1, 10)

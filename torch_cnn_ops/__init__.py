@@ -12,8 +12,9 @@ from . import functional, grad, nn
 from . import filters
 from .summary import Summary, summary
 from .convert import convert
+from . import models
 
 F = functional
 
 __version__ = "0.1.0"
-__all__ = ["functional", "F", "grad", "nn", "filters", "summary", "Summary", "convert"]
+__all__ = ["functional", "F", "grad", "nn", "filters", "summary", "Summary", "convert", "models"]
