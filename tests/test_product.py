@@ -16,6 +16,7 @@ import torch
 import torch.nn as tnn
 
 import torch_cnn_ops as tco
+from torch_cnn_ops.__main__ import main as cli_main
 
 
 # ---- convert ---------------------------------------------------------------------------------
@@ -357,3 +358,33 @@ def test_resnet_imagenet_stem():
     net = tco.models.ResNet(layers=(1,), width=4, small_input=False)
     assert type(net.stem[3]) is tco.nn.MaxPool2d
     assert net(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+# ---- command line ------------------------------------------------------------------------------
+def run_cli(*args):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(tco.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-m", "torch_cnn_ops", *args], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def test_cli_summary_subprocess():
+    result = run_cli("summary")
+    assert result.returncode == 0, result.stderr
+    assert "features.0" in result.stdout and "receptive field" in result.stdout and "total MACs" in result.stdout
+
+
+@pytest.mark.parametrize("command", [[], ["check"], ["bench"], ["summary"]])
+def test_cli_help(command, capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli_main([*command, "--help"])
+    assert exit.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+def test_cli_summary_in_process(capsys):
+    assert cli_main(["summary", "--model", "resnet", "--input-size", "3", "16", "16", "--num-classes", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "layers.2.1.conv2" in out and "input: 3x16x16" in out
+    with pytest.raises(SystemExit):
+        cli_main(["summary", "--input-size", "1", "8", "8"])
