@@ -124,16 +124,34 @@ def test_convert_inplace_keeps_parameters():
     (tnn.AdaptiveMaxPool2d((3, 2)), (2, 3, 10, 9)),
     (tnn.AdaptiveAvgPool3d(2), (1, 2, 5, 4, 4)),
     (tnn.AdaptiveAvgPool1d(3), (2, 3, 10)),
+    # Norm layers are replaced wherever torch_cnn_ops.nn has their twin, and stay torch's before.
+    (tnn.BatchNorm1d(3, eps=1e-3, momentum=None), (4, 3, 5)),
+    (tnn.BatchNorm2d(3, affine=False), (2, 3, 4, 4)),
+    (tnn.BatchNorm3d(2, track_running_stats=False), (2, 2, 3, 3, 3)),
+    (tnn.SyncBatchNorm(3).eval(), (2, 3, 4, 4)),
+    (tnn.GroupNorm(2, 4, eps=1e-4), (2, 4, 5, 5)),
+    (tnn.LayerNorm((5, 5), elementwise_affine=True, bias=False), (2, 4, 5, 5)),
+    (tnn.InstanceNorm1d(3, affine=True), (2, 3, 8)),
+    (tnn.InstanceNorm2d(3, track_running_stats=True), (2, 3, 5, 5)),
+    (tnn.InstanceNorm3d(2), (1, 2, 3, 4, 4)),
 ])
 def test_convert_every_layer_kind(layer, shape):
     layer = layer.double()
+    for p in layer.parameters():  # not the default ones and zeros, so that a lost value shows
+        p.data.uniform_(0.5, 1.5)
     x = torch.rand(*shape, dtype=torch.float64) + 0.1  # positive, for LPPool with odd p
     twin = tco.convert(layer)
-    assert type(twin) is getattr(tco.nn, type(layer).__name__)
+    assert type(twin) is getattr(tco.nn, type(layer).__name__, type(layer))
+    assert twin.training == layer.training
     for attr in ("padding_mode", "padding", "stride", "dilation", "return_indices", "ceil_mode",
-                 "count_include_pad", "divisor_override", "norm_type", "output_size", "groups"):
+                 "count_include_pad", "divisor_override", "norm_type", "output_size", "groups", "eps",
+                 "momentum", "affine", "track_running_stats", "num_groups", "normalized_shape",
+                 "elementwise_affine"):
         if hasattr(layer, attr):
             assert getattr(twin, attr) == getattr(layer, attr), attr
+    assert twin.state_dict().keys() == layer.state_dict().keys()
+    for key, value in layer.state_dict().items():
+        assert torch.equal(twin.state_dict()[key], value), key
     expected, actual = layer(x), twin(x)
     if isinstance(expected, tuple):
         torch.testing.assert_close(actual[0], expected[0], rtol=1e-12, atol=1e-12)
@@ -382,9 +400,16 @@ def test_cli_help(command, capsys):
     assert "usage:" in capsys.readouterr().out
 
 
-def test_cli_summary_in_process(capsys):
-    assert cli_main(["summary", "--model", "resnet", "--input-size", "3", "16", "16", "--num-classes", "4"]) == 0
+def test_cli_summary_arguments(capsys):
+    assert cli_main(["summary", "--input-size", "3", "28", "28", "--num-classes", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "features.0" in out and "input: 3x28x28" in out
+    assert "340" in out  # the last layer, 84 -> 4: 84 * 4 + 4 parameters
+    with pytest.raises(SystemExit):
+        cli_main(["summary", "--input-size", "1", "8", "8"])  # too small for LeNet5: a usage error
+
+
+def test_cli_summary_resnet(capsys):
+    assert cli_main(["summary", "--model", "resnet", "--input-size", "3", "16", "16"]) == 0
     out = capsys.readouterr().out
     assert "layers.2.1.conv2" in out and "input: 3x16x16" in out
-    with pytest.raises(SystemExit):
-        cli_main(["summary", "--input-size", "1", "8", "8"])

@@ -27,34 +27,36 @@ class Replacement(NamedTuple):
     twin: type
 
 
-# Twins are built on the meta device: their own parameters are placeholders that the original's
-# tensors replace at once, so building them costs no memory and no random initialisation.
+# A builder takes the twin class, the original module and the factory arguments (device) of
+# layers with parameters. Twins are built on the meta device where they can be: their own
+# parameters are placeholders that the original's tensors replace at once, so building them
+# costs no memory and no random initialisation.
 _META = {"device": "meta"}
 
 
-def _conv(cls, m):
+def _conv(cls, m, factory):
     return cls(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups,
-               m.bias is not None, m.padding_mode, **_META)
+               m.bias is not None, m.padding_mode, **factory)
 
 
-def _max_pool(cls, m):
+def _max_pool(cls, m, factory):
     return cls(m.kernel_size, m.stride, m.padding, m.dilation, m.return_indices, m.ceil_mode)
 
 
-def _avg_pool(cls, m):
+def _avg_pool(cls, m, factory):
     extra = () if isinstance(m, torch.nn.AvgPool1d) else (m.divisor_override,)
     return cls(m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad, *extra)
 
 
-def _lp_pool(cls, m):
+def _lp_pool(cls, m, factory):
     return cls(m.norm_type, m.kernel_size, m.stride, m.ceil_mode)
 
 
-def _adaptive_max_pool(cls, m):
+def _adaptive_max_pool(cls, m, factory):
     return cls(m.output_size, m.return_indices)
 
 
-def _adaptive_avg_pool(cls, m):
+def _adaptive_avg_pool(cls, m, factory):
     return cls(m.output_size)
 
 
@@ -64,22 +66,22 @@ def _no_bias(m, affine: bool):
     return {"bias": False} if affine and m.weight is not None and m.bias is None else {}
 
 
-def _batch_norm(cls, m):
-    return cls(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats, **_META,
+def _batch_norm(cls, m, factory):
+    return cls(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats, **factory,
                **_no_bias(m, m.affine))
 
 
-def _sync_batch_norm(cls, m):
-    return cls(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats, m.process_group, **_META,
+def _sync_batch_norm(cls, m, factory):
+    return cls(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats, m.process_group, **factory,
                **_no_bias(m, m.affine))
 
 
-def _group_norm(cls, m):
-    return cls(m.num_groups, m.num_channels, m.eps, m.affine, **_META, **_no_bias(m, m.affine))
+def _group_norm(cls, m, factory):
+    return cls(m.num_groups, m.num_channels, m.eps, m.affine, **factory, **_no_bias(m, m.affine))
 
 
-def _layer_norm(cls, m):
-    return cls(m.normalized_shape, m.eps, m.elementwise_affine, **_META, **_no_bias(m, m.elementwise_affine))
+def _layer_norm(cls, m, factory):
+    return cls(m.normalized_shape, m.eps, m.elementwise_affine, **factory, **_no_bias(m, m.elementwise_affine))
 
 
 _BUILDERS: Dict[str, Callable] = {
@@ -114,7 +116,11 @@ def _twin_of(module: torch.nn.Module):
     twin_cls = getattr(tco_nn, name, None)  # looked up now: families may land after this module
     if twin_cls is None:
         return None
-    twin = builder(twin_cls, module)
+    try:
+        twin = builder(twin_cls, module, _META)
+    except (NotImplementedError, RuntimeError):
+        # A constructor that computes with its tensors cannot run on meta: build it for real.
+        twin = builder(twin_cls, module, {})
     if set(twin._parameters) != set(module._parameters) or set(twin._buffers) != set(module._buffers):
         # e.g. torch.nn.utils.weight_norm renames the weight; the twin could not hold that state.
         warnings.warn(f"convert: {name} with parameters {sorted(module._parameters)} and buffers "
