@@ -207,6 +207,9 @@ def test_summary_stride_and_dilation():
     s = tco.summary(tnn.Sequential(tnn.MaxPool1d(2), tnn.Conv1d(1, 1, 3, dilation=2)), (1, 20))
     assert [r.receptive_field for r in s.rows] == [(2,), (10,)]
     assert s.rows[0].macs == 0
+    # Adaptive pooling: windows of ceil(in / out) with stride in // out; 10 -> 2: 3 + 4 = 7, 2 -> 1: 7 + 5 = 12.
+    s = tco.summary(tnn.Sequential(tnn.Conv1d(1, 1, 3), tnn.AdaptiveMaxPool1d(2), tnn.AdaptiveAvgPool1d(1)), (1, 12))
+    assert [r.receptive_field for r in s.rows] == [(3,), (7,), (12,)]
 
 
 def test_summary_residual_and_macs_conventions():

@@ -150,8 +150,8 @@ def _layer_field(m: torch.nn.Module, x: Optional[Tensor], out: Tensor, rf, jump,
         return rf, jump
     if isinstance(m, (torch.nn.Linear, torch.nn.Bilinear)):
         return tuple(max(r, s) for r, s in zip(rf, input_size)), jump
-    if isinstance(m, _ADAPTIVE_POOLS) and x is not None and x.dim() >= 1:
-        knd = min(nd, out.dim() - 1, x.dim() - 1)
+    if isinstance(m, _ADAPTIVE_POOLS) and x is not None and min(out.dim(), x.dim()) > 2:
+        knd = min(nd, out.dim() - 2, x.dim() - 2)  # the dimensions after batch and channels
         sizes_in, sizes_out = x.shape[-knd:], out.shape[-knd:]
         kernel = [max(math.ceil((i + 1) * n / o) - (i * n) // o for i in range(o)) for n, o in zip(sizes_in, sizes_out)]
         stride = [max(1, n // o) for n, o in zip(sizes_in, sizes_out)]
