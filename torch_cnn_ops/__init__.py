@@ -2,6 +2,9 @@
 
 ``import torch_cnn_ops as tco``; then ``tco.functional`` (alias ``tco.F``), ``tco.nn`` and
 ``tco.grad`` mirror ``torch.nn.functional``, ``torch.nn`` and ``torch.nn.grad``.
+Tools: ``tco.convert`` (torch.nn layers to their twins here), ``tco.summary`` (a table of shapes,
+parameters, multiply-adds and receptive fields), ``tco.filters`` (Sobel, Gabor and k-means kernel
+banks) and ``tco.models`` (LeNet5, ResNet).
 """
 
 import torch  # noqa: F401  (loads libtorch before our extension links against it)
@@ -9,8 +12,11 @@ import torch  # noqa: F401  (loads libtorch before our extension links against i
 from . import _C  # noqa: F401  (registers the C++/CUDA kernels with the dispatcher)
 from . import ops  # noqa: F401  (fake kernels and autograd formulas)
 from . import functional, grad, nn
+from . import filters, models
+from .convert import convert
+from .summary import Summary, summary
 
 F = functional
 
 __version__ = "0.1.0"
-__all__ = ["functional", "F", "grad", "nn"]
+__all__ = ["functional", "F", "grad", "nn", "filters", "models", "convert", "summary", "Summary"]
