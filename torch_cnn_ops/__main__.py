@@ -1,4 +1,4 @@
-"""Command line: ``python -m torch_cnn_ops {check,bench,summary} ...`` (``--help`` on each)."""
+"""Command line: ``python -m torch_cnn_ops {demo,check,bench,summary} ...`` (``--help`` on each)."""
 
 import argparse
 import sys
@@ -12,14 +12,22 @@ _SUMMARY_MODELS = {
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m torch_cnn_ops", description="torch_cnn_ops command line")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{check,bench,summary}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,check,bench,summary}")
+    demo = sub.add_parser("demo", help="train a CNN built from these modules on scikit-learn's digits",
+                          description="Trains a CNN built only from torch_cnn_ops modules (Gabor-initialised "
+                                      "convolution, batch norm, residual block, max and min pooling, tiled "
+                                      "convolution, global pooling) on scikit-learn's handwritten digits, "
+                                      "prints the test accuracy and the network's summary, and saves plots.")
+    from .demo import add_arguments
+
+    add_arguments(demo)
     check = sub.add_parser("check", help="parity of every op against its built-in twin; exit 1 on any failure",
                            description="Runs every op against its built-in twin (or the pure-PyTorch "
                                        "workaround) and prints a table of max errors; exits 1 on any failure.")
     check.add_argument("--seed", type=int, default=0, help="random seed of the inputs (default: 0)")
     bench = sub.add_parser("bench", help="benchmark tables: ours against the built-ins",
                            description="Times our ops against the built-ins and the workarounds and prints tables.")
-    bench.add_argument("family", nargs="?", default="all", help="an op family (conv, local, pool) or 'all'")
+    bench.add_argument("family", nargs="?", default="all", help="an op family (conv, local, pool, norm) or 'all'")
     bench.add_argument("--json", help="also write the results to this JSON file")
     bench.add_argument("--quick", action="store_true", help="tiny shapes, for a smoke test")
     summary = sub.add_parser(
@@ -32,8 +40,16 @@ def _build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"),
                          help="input channels, height and width (default: the model's own)")
     summary.add_argument("--num-classes", type=int, default=10, help="outputs of the model (default: 10)")
-    # The `demo` subcommand (training a network built from these modules) goes here.
     return parser
+
+
+def _demo(args, parser) -> int:
+    from .demo import run
+
+    if args.epochs < 1 or args.world_size < 1:
+        parser.error("--epochs and --world-size must be positive")
+    run(args.epochs, args.out, args.world_size, progress=not args.no_progress)
+    return 0
 
 
 def _check(args, parser) -> int:
@@ -78,7 +94,7 @@ def _summary(args, parser) -> int:
     return 0
 
 
-_COMMANDS = {"check": _check, "bench": _bench, "summary": _summary}
+_COMMANDS = {"demo": _demo, "check": _check, "bench": _bench, "summary": _summary}
 
 
 def main(argv=None) -> int:

@@ -126,17 +126,35 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
 
 
-class SyncBatchNorm(_BatchNormForward, torch.nn.SyncBatchNorm):
+class SyncBatchNorm(_BatchNormForward, torch.nn.modules.batchnorm._BatchNorm):
     """Batch normalization whose batch statistics span the processes of ``process_group``
     (all of them by default) when ``torch.distributed`` is initialised and the module trains;
-    otherwise exactly ``BatchNorm``. Arguments of ``torch.nn.SyncBatchNorm``; runs on every
-    backend ``torch.distributed`` offers (gloo on CPUs, nccl on GPUs).
+    otherwise exactly ``BatchNorm``. Constructor, parameters and buffers of
+    ``torch.nn.SyncBatchNorm``, but it runs on every backend ``torch.distributed`` offers,
+    gloo on CPUs included (torch's is GPU-only), also inside ``DistributedDataParallel``.
+    (It derives from torch's ``_BatchNorm`` rather than ``torch.nn.SyncBatchNorm`` because
+    DistributedDataParallel refuses CPU modules holding the latter.)
 
     Example (each of W processes, after ``dist.init_process_group``)::
 
         >>> model = SyncBatchNorm.convert_sync_batchnorm(model)
         >>> loss = model(local_batch).sum(); loss.backward()   # statistics of all W batches
     """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum=0.1, affine: bool = True,
+                 track_running_stats: bool = True, process_group=None, device=None, dtype=None, *,
+                 bias: bool = True) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device=device, dtype=dtype,
+                         bias=bias)
+        self.process_group = process_group
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def _check_non_zero_input_channels(self, input: Tensor) -> None:
+        if input.size(1) == 0:
+            raise ValueError("SyncBatchNorm number of input channels should be non-zero")
 
     def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)
@@ -162,7 +180,7 @@ class SyncBatchNorm(_BatchNormForward, torch.nn.SyncBatchNorm):
         output = module
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(module, cls):
             output = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats,
-                         process_group)
+                         process_group, bias=module.bias is not None)
             if module.affine:
                 with torch.no_grad():
                     output.weight = module.weight
