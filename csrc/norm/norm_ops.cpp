@@ -216,8 +216,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_norm_forward(
   const ChannelView v = channel_view(input);
   const auto type = acc_type(input);
   if (!training) {
-    const at::Tensor mean = acc(*running_mean, type);
-    const at::Tensor var = acc(*running_var, type);
+    // Copies: an op's outputs must not alias its inputs (acc returns float32 input as is).
+    const at::Tensor mean = acc(*running_mean, type).clone();
+    const at::Tensor var = acc(*running_var, type).clone();
     const at::Tensor invstd = var.add(eps).rsqrt_();
     return {channel_affine(be, v, weight, bias, mean, invstd), mean, invstd, var};
   }
