@@ -164,14 +164,17 @@ void for_each_row_range(int64_t R, int64_t L, const Fn& fn, int64_t& num_tasks) 
 
 // ---- interleaved (one group per column) reductions ----
 
-// Column sums of `rows` rows: sum[c] = sum_r x[r, c].
+// Column means of `rows` rows. The sums are of the deviations from the block's first row:
+// one accumulator per column adds thousands of values, and values far from zero (1e4 with a
+// spread of 1) would lose their low digits in a float32 sum of the values themselves.
 template <typename acc_t, typename scalar_t>
-TCO_VECTORIZE void column_sums(acc_t* __restrict sum, const scalar_t* __restrict x, int64_t rows, int64_t L) {
-  for (int64_t c = 0; c < L; ++c) sum[c] = 0;
-  for (int64_t r = 0; r < rows; ++r) {
+TCO_VECTORIZE void column_means(acc_t* __restrict mean, const scalar_t* __restrict x, int64_t rows, int64_t L) {
+  for (int64_t c = 0; c < L; ++c) mean[c] = 0;
+  for (int64_t r = 1; r < rows; ++r) {
     const scalar_t* __restrict row = x + r * L;
-    for (int64_t c = 0; c < L; ++c) sum[c] += static_cast<acc_t>(row[c]);
+    for (int64_t c = 0; c < L; ++c) mean[c] += static_cast<acc_t>(row[c]) - static_cast<acc_t>(x[c]);
   }
+  for (int64_t c = 0; c < L; ++c) mean[c] = static_cast<acc_t>(x[c]) + mean[c] / static_cast<acc_t>(rows);
 }
 
 template <typename acc_t, typename scalar_t>
@@ -299,8 +302,7 @@ void moments_cpu(const at::Tensor& x, NormLayout layout, int64_t R, int64_t L, a
       for (int64_t r = r0; r < r1; r += brows) {
         const int64_t nb = std::min(brows, r1 - r);
         const scalar_t* block = px + r * L;
-        column_sums<acc_t>(bsum.data(), block, nb, L);
-        for (int64_t c = 0; c < L; ++c) bsum[c] /= static_cast<acc_t>(nb);
+        column_means<acc_t>(bsum.data(), block, nb, L);
         column_m2<acc_t>(bm2.data(), bsum.data(), block, nb, L);
         merge_columns<acc_t>(m, q, bsum.data(), bm2.data(), count, static_cast<double>(nb), L);
         count += static_cast<double>(nb);
