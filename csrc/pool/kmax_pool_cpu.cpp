@@ -51,9 +51,9 @@ using key_t = std::conditional_t<std::is_same_v<scalar_t, double>, uint64_t, uin
 template <typename scalar_t>
 inline key_t<scalar_t> key_of(scalar_t v) {
   if constexpr (std::is_same_v<scalar_t, double>) {
-    return kmax::double_key(v);
+    return kmax::compare_key(v);
   } else {
-    return kmax::float_key(static_cast<float>(v));
+    return kmax::compare_key(static_cast<float>(v));
   }
 }
 
