@@ -180,12 +180,17 @@ void kmax_backward_kernel(const scalar_t* gout, const int64_t* positions, scalar
   // is one task and a long inner dimension still splits.
   const int64_t block = std::min<int64_t>(inner, std::max<int64_t>(1, 4096 / std::max<int64_t>(L, 1)));
   const int64_t blocks_per_slab = (inner + block - 1) / block;
-  at::parallel_for(0, s.outer * blocks_per_slab, grain_for(L * block), [&](int64_t t0, int64_t t1) {
+  at::parallel_for(0, s.outer * blocks_per_slab, grain_for(L * block),
+                   [gout, positions, gin, L, inner, k, block, blocks_per_slab](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t o = t / blocks_per_slab, i0 = (t % blocks_per_slab) * block;
       const int64_t width = std::min(block, inner - i0);
       scalar_t* slab = gin + o * L * inner + i0;
-      for (int64_t j = 0; j < L; ++j) std::fill_n(slab + j * inner, width, scalar_t(0));
+      if (width == inner) {  // whole slabs (always for dim=-1): one contiguous fill
+        std::fill_n(slab, L * inner, scalar_t(0));
+      } else {
+        for (int64_t j = 0; j < L; ++j) std::fill_n(slab + j * inner, width, scalar_t(0));
+      }
       const scalar_t* gy = gout + o * k * inner + i0;
       const int64_t* pos = positions + o * k * inner + i0;
       for (int64_t m = 0; m < k; ++m) {
