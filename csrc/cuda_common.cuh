@@ -4,6 +4,7 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -61,6 +62,50 @@ __device__ acc_t block_sum(acc_t v) {
   }
   __syncthreads();  // `partial` is rewritten by the next call
   return v;
+}
+
+// Exclusive prefix sum over the block (blockDim.x a multiple of 32, at most kThreads), in
+// thread order; *total receives the block's sum in every thread. Every thread of the block
+// must call it.
+template <typename T>
+__device__ T block_exclusive_scan(T v, T* total) {
+  __shared__ T warp_prefix[kThreads / 32 + 1];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  T incl = v;
+  for (int offset = 1; offset < 32; offset *= 2) {
+    const T other = __shfl_up_sync(0xffffffffu, incl, offset);
+    if (lane >= offset) incl += other;
+  }
+  if (lane == 31) warp_prefix[warp] = incl;
+  __syncthreads();
+  if (warp == 0) {
+    const T w = lane < warps ? warp_prefix[lane] : T(0);
+    T w_incl = w;
+    for (int offset = 1; offset < 32; offset *= 2) {
+      const T other = __shfl_up_sync(0xffffffffu, w_incl, offset);
+      if (lane >= offset) w_incl += other;
+    }
+    if (lane < warps) warp_prefix[lane] = w_incl - w;
+    if (lane == warps - 1) warp_prefix[kThreads / 32] = w_incl;
+  }
+  __syncthreads();
+  const T result = warp_prefix[warp] + incl - v;
+  *total = warp_prefix[kThreads / 32];
+  __syncthreads();  // `warp_prefix` is rewritten by the next call
+  return result;
+}
+
+// Calls f(T{}) with the element type T that `dtype` names (any enum with the enumerators
+// Float, Double, Half and BFloat16) and returns the launch status.
+template <typename DTypeEnum, typename F>
+cudaError_t dispatch_float_types(DTypeEnum dtype, F&& f) {
+  switch (dtype) {
+    case DTypeEnum::Float: f(float{}); break;
+    case DTypeEnum::Double: f(double{}); break;
+    case DTypeEnum::Half: f(__half{}); break;
+    case DTypeEnum::BFloat16: f(__nv_bfloat16{}); break;
+  }
+  return cudaGetLastError();
 }
 
 }  // namespace tco::cuda

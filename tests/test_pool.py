@@ -555,6 +555,46 @@ def test_kmax_ties_and_nan_as_topk(device):
     torch.testing.assert_close(TF.kmax_pool1d(x, 5).cpu(), _kmax_reference(x, 5, -1).cpu(), equal_nan=True)
 
 
+def _tied_input(shape, dtype, device):
+    """Small integers (many ties) with NaNs, -0.0 and +0.0 among them."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randint(-3, 4, shape, generator=gen).to(torch.float64)
+    u = torch.rand(shape, generator=gen)
+    x[u < 0.05] = float("nan")
+    x[(u >= 0.05) & (u < 0.15)] = -0.0
+    return x.to(dtype).to(device)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("contiguous", [True, False], ids=["contiguous", "strided"])
+@pytest.mark.parametrize("k", [64, 512, 1])
+@pytest.mark.parametrize("shape,dim", [((4, 512), -1), ((2, 512, 3), 1)], ids=["last-dim", "middle-dim"])
+def test_kmax_long_rows_with_ties_and_nan_as_topk(shape, dim, k, contiguous, dtype, device):
+    x = _tied_input(shape, dtype, device)
+    if not contiguous:  # the same values, with other strides
+        x = x.transpose(0, -1).contiguous().transpose(0, -1)
+        assert not x.is_contiguous()
+    x.requires_grad_()
+    values, positions = ops.kmax_pool_forward(x, k, dim)
+    # The positions are increasing and give the values.
+    assert positions.shape == values.shape and bool((positions.diff(dim=dim) > 0).all())
+    torch.testing.assert_close(values, x.detach().gather(dim, positions), rtol=0, atol=0, equal_nan=True)
+    top = x.detach().topk(k, dim)
+    if x.device.type == "cpu":
+        # The very positions topk picks, ties included (torch.topk's CPU selection is no rule on
+        # positions; the kernel reruns it for rows whose threshold value must be split).
+        assert torch.equal(positions, top.indices.sort(dim).values)
+    else:
+        # CUDA: the kernel takes tied values first-in-row; compare the selected values as sets.
+        torch.testing.assert_close(values.float().sort(dim).values, top.values.float().sort(dim).values,
+                                   rtol=0, atol=0, equal_nan=True)
+    out = TF.kmax_pool1d(x, k, dim)
+    gy = torch.randn(out.shape, dtype=torch.float64).to(dtype).to(device)
+    out.backward(gy)
+    expected = torch.zeros_like(x).scatter(dim, positions, gy)
+    assert torch.equal(x.grad, expected)
+
+
 @pytest.mark.parametrize("layer,num_layers,k_top,length,expected", [(1, 3, 3, 18, 12), (2, 3, 3, 18, 6), (3, 3, 3, 18, 3),
                                                                       (1, 2, 5, 7, 5), (1, 4, 1, 10, 8)])
 def test_dynamic_kmax(layer, num_layers, k_top, length, expected, device):
@@ -614,6 +654,14 @@ KMAX_BAD_CASES = [
     ("k-not-int", lambda: TF.kmax_pool1d(torch.randn(2, 5), 2.5), r"\bk\b"),
     ("layer-out-of-range", lambda: TF.dynamic_kmax_pool1d(torch.randn(2, 5), 4, 3, 1), r"layer"),
     ("k-top-zero", lambda: TF.dynamic_kmax_pool1d(torch.randn(2, 5), 1, 3, 0), r"k_top"),
+    ("backward-shape", lambda: ops.kmax_pool_backward(torch.randn(2, 3), torch.zeros(2, 3, dtype=torch.long), -1,
+                                                      [3, 5]), r"grad_output.*input_size"),
+    ("backward-k-too-large", lambda: ops.kmax_pool_backward(torch.randn(2, 6), torch.zeros(2, 6, dtype=torch.long),
+                                                            -1, [2, 5]), r"grad_output.*input_size"),
+    ("backward-index-range", lambda: ops.kmax_pool_backward(torch.randn(2, 3), torch.full((2, 3), 7), -1, [2, 5]),
+     r"index 7"),
+    ("backward-index-dtype", lambda: ops.kmax_pool_backward(torch.randn(2, 3), torch.zeros(2, 3, dtype=torch.int32),
+                                                            -1, [2, 5]), r"int64"),
     ("pool-size-not-dividing", lambda: TF.channel_max_pool(torch.randn(2, 5, 3), 2), r"divisible.*pool_size"),
     ("pool-size-zero", lambda: tco.nn.Maxout(0), r"pool_size"),
 ]

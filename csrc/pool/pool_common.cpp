@@ -1,11 +1,6 @@
 #include "pool_common.h"
 
-#include <ATen/core/LegacyTypeDispatch.h>
-#include <ATen/ops/gather.h>
 #include <ATen/ops/min.h>
-#include <ATen/ops/sort.h>
-#include <ATen/ops/topk.h>
-#include <ATen/ops/zeros.h>
 #include <c10/core/WrapDimMinimal.h>
 #include <c10/util/Exception.h>
 
@@ -218,32 +213,51 @@ void check_same_shape(const char* op, const at::Tensor& a, const char* a_name, c
               " and ", b_name, " of shape ", shape_str(b.sizes()), " must have the same shape");
 }
 
-std::tuple<at::Tensor, at::Tensor> kmax_pool_forward_impl(const at::Tensor& input, int64_t k, int64_t dim) {
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
+namespace {
+
+// (outer, length, inner) of `sizes` around dimension d.
+KmaxShape rows_around(at::IntArrayRef sizes, int64_t d, int64_t k) {
+  KmaxShape s;
+  for (int64_t i = 0; i < d; ++i) s.outer *= sizes[i];
+  s.length = sizes[d];
+  for (int64_t i = d + 1; i < static_cast<int64_t>(sizes.size()); ++i) s.inner *= sizes[i];
+  s.k = k;
+  return s;
+}
+
+}  // namespace
+
+KmaxShape kmax_forward_shape(const at::Tensor& input, int64_t k, int64_t dim, int64_t* wrapped_dim) {
   check_dtype("kmax_pool", input, "input");
   TORCH_CHECK(input.dim() >= 1, "cnn_ops.kmax_pool: input must have at least one dimension");
   const int64_t d = c10::maybe_wrap_dim(dim, input.dim());
   TORCH_CHECK(k >= 1 && k <= input.size(d), "cnn_ops.kmax_pool: k must be between 1 and the size of dimension ",
               dim, " (", input.size(d), ") of the input of shape ", shape_str(input.sizes()), ", got k = ", k);
-  const at::Tensor top = std::get<1>(at::topk(input, k, d, /*largest=*/true, /*sorted=*/false));
-  const at::Tensor positions = std::get<0>(at::sort(top, d)).contiguous();
-  return {at::gather(input, d, positions).contiguous(), positions};
+  *wrapped_dim = d;
+  return rows_around(input.sizes(), d, k);
 }
 
-at::Tensor kmax_pool_backward_impl(const at::Tensor& grad_output, const at::Tensor& indices, int64_t dim,
-                                   at::IntArrayRef input_size) {
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  check_dtype("kmax_pool_backward", grad_output, "grad_output");
-  check_same_shape("kmax_pool_backward", grad_output, "grad_output", indices, "indices");
-  TORCH_CHECK(indices.scalar_type() == at::kLong, "cnn_ops.kmax_pool_backward: indices must be int64, got ",
+KmaxShape kmax_backward_shape(const at::Tensor& grad_output, const at::Tensor& indices, int64_t dim,
+                              at::IntArrayRef input_size) {
+  const char* op = "kmax_pool_backward";
+  check_dtype(op, grad_output, "grad_output");
+  check_same_shape(op, grad_output, "grad_output", indices, "indices");
+  TORCH_CHECK(indices.scalar_type() == at::kLong, "cnn_ops.", op, ": indices must be int64, got ",
               indices.scalar_type());
-  TORCH_CHECK(static_cast<int64_t>(input_size.size()) == grad_output.dim(), "cnn_ops.kmax_pool_backward: input_size ",
-              shape_str(input_size), " and grad_output of shape ", shape_str(grad_output.sizes()),
-              " must have the same number of dimensions");
+  TORCH_CHECK(grad_output.device() == indices.device(), "cnn_ops.", op, ": grad_output (", grad_output.device(),
+              ") and indices (", indices.device(), ") must be on the same device");
+  TORCH_CHECK(static_cast<int64_t>(input_size.size()) == grad_output.dim() && grad_output.dim() >= 1, "cnn_ops.",
+              op, ": input_size ", shape_str(input_size), " and grad_output of shape ",
+              shape_str(grad_output.sizes()), " must have the same number (at least one) of dimensions");
   const int64_t d = c10::maybe_wrap_dim(dim, grad_output.dim());
-  at::Tensor grad_input = at::zeros(input_size, grad_output.options());
-  grad_input.scatter_(d, indices, grad_output);
-  return grad_input;
+  for (int64_t i = 0; i < grad_output.dim(); ++i) {
+    TORCH_CHECK(i == d ? grad_output.size(i) >= 1 && grad_output.size(i) <= input_size[i]
+                       : grad_output.size(i) == input_size[i],
+                "cnn_ops.", op, ": grad_output of shape ", shape_str(grad_output.sizes()),
+                " does not fit input_size ", shape_str(input_size), " (equal sizes except along dim ", dim,
+                ", where it holds between 1 and input_size[dim] entries)");
+  }
+  return rows_around(input_size, d, grad_output.size(d));
 }
 
 bool use_channels_last(const at::Tensor& t) {

@@ -9,6 +9,7 @@
 #include <tuple>
 #include <vector>
 
+#include "kmax_pool.h"
 #include "pool_geometry.h"
 
 namespace tco {
@@ -58,13 +59,14 @@ void check_same_shape(const char* op, const at::Tensor& a, const char* a_name, c
 // follow the same rule).
 bool use_channels_last(const at::Tensor& t);
 
-// k-max pooling along `dim` (both devices, through ATen's topk, sort and gather): the k
-// largest values in their original order (the set topk picks, ties included) and their
-// positions along `dim`.
-std::tuple<at::Tensor, at::Tensor> kmax_pool_forward_impl(const at::Tensor& input, int64_t k, int64_t dim);
-// Its gradient: grad_output put back at the positions, zeros elsewhere.
-at::Tensor kmax_pool_backward_impl(const at::Tensor& grad_output, const at::Tensor& indices, int64_t dim,
-                                   at::IntArrayRef input_size);
+// k-max pooling's argument checks (both devices): a float input of at least one dimension and
+// 1 <= k <= input.size(dim). Returns the input seen as rows along the wrapped `dim`; *wrapped_dim
+// receives that dimension.
+KmaxShape kmax_forward_shape(const at::Tensor& input, int64_t k, int64_t dim, int64_t* wrapped_dim);
+// Its backward: grad_output (float) and indices (int64, same shape and device) have the shape of
+// input_size except along dim, where they hold k <= input_size[dim] entries.
+KmaxShape kmax_backward_shape(const at::Tensor& grad_output, const at::Tensor& indices, int64_t dim,
+                              at::IntArrayRef input_size);
 
 // (N, C, *out) of a geometry for an nd-dimensional pooling.
 std::vector<int64_t> pool_output_shape(int64_t batch, int64_t channels, const PoolGeometry& g, int64_t nd);

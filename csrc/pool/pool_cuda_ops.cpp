@@ -177,6 +177,4 @@ TORCH_LIBRARY_IMPL(cnn_ops, CUDA, m) {
   m.impl("adaptive_avg_pool_backward", &tco::adaptive_avg_pool_backward_cuda);
   m.impl("lp_pool_forward", &tco::lp_pool_forward_cuda);
   m.impl("lp_pool_backward", &tco::lp_pool_backward_cuda);
-  m.impl("kmax_pool_forward", &tco::kmax_pool_forward_impl);
-  m.impl("kmax_pool_backward", &tco::kmax_pool_backward_impl);
 }
