@@ -116,9 +116,10 @@ def group_norm(input: Tensor, num_groups: int, weight: Optional[Tensor] = None, 
     if not isinstance(num_groups, int) or isinstance(num_groups, bool):
         raise TypeError(f"group_norm: num_groups must be an int, got {num_groups!r}")
     if num_groups >= 1 and input.shape[1] % num_groups == 0:
+        # torch's check: the input seen as (N * C / G, G, *), counted without its dimension 1
         size = [input.shape[0] * input.shape[1] // num_groups, num_groups, *input.shape[2:]]
-        prod = 1
-        for s in size:
+        prod = size[0]
+        for s in size[2:]:
             prod *= s
         if prod == 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {size}")
