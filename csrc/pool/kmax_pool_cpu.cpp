@@ -32,7 +32,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <tuple>
 #include <type_traits>
 #include <utility>

@@ -219,7 +219,8 @@ def adaptive_avg_pool3d(input: Tensor, output_size) -> Tensor:
 
 def kmax_pool1d(input: Tensor, k: int, dim: int = -1) -> Tensor:
     """The ``k`` largest values along ``dim``, kept in their original order (Kalchbrenner et al.
-    2014). The values chosen are those ``torch.topk`` picks, ties included."""
+    2014). The values chosen are those ``torch.topk`` picks (NaN counts as the largest value); on
+    the CPU the positions are topk's too, ties included; on CUDA tied values are taken first-in-row."""
     if not isinstance(input, Tensor):
         raise TypeError(f"kmax_pool1d: input must be a tensor, got {type(input).__name__}")
     if isinstance(k, bool) or not isinstance(k, int):
