@@ -70,8 +70,8 @@ def _step(ours, theirs, shape, device, msg, memory_format=None):
     out, ref = ours(x), theirs(xr)
     assert_close_to_reference(out, ref, msg=f"{msg} output")
     if memory_format is not None:
-        assert out.is_contiguous(memory_format=memory_format) == ref.is_contiguous(memory_format=memory_format), \
-            f"{msg}: layout of the output"
+        ours_cl, torch_cl = (t.is_contiguous(memory_format=memory_format) for t in (out, ref))
+        assert ours_cl == torch_cl, f"{msg}: output in {memory_format}: ours {ours_cl}, torch's {torch_cl}"
     gy = randn(*ref.shape, device=device)
     out.backward(gy)
     ref.backward(gy.cpu())
@@ -111,6 +111,14 @@ def test_batch_norm_channels_last(rank, fmt, train, device):
     shape = (3, 3, 5, 6) if rank == "2d" else (2, 3, 3, 4, 5)
     for step in range(2):
         _step(ours, theirs, shape, device, f"step {step}", memory_format=fmt)
+
+
+@pytest.mark.parametrize("name,args", [("GroupNorm", (3, 6)), ("LayerNorm", ([4, 5],)), ("InstanceNorm2d", (6,))],
+                         ids=["group", "layer", "instance"])
+def test_other_norms_channels_last(name, args, device):
+    """Values, gradients and the output's layout as torch's for a channels_last input."""
+    ours, theirs = _pair(name, *args, device=device)
+    _step(ours, theirs, (2, 6, 4, 5), device, name, memory_format=torch.channels_last)
 
 
 def test_batch_norm_noncontiguous_input(device):
