@@ -8,7 +8,9 @@
 //  * interleaved: a channels-last input, or one with S == 1 such as (N, C), is N * S rows of
 //    C values, one channel per column.
 // Other strided inputs are made contiguous first. The output takes the layout computed in.
-// Group and layer norm work on contiguous inputs (a group is then one contiguous row).
+// Group norm reads a channels-last input in place, sample by sample (an S x C block with one
+// channel per column); other inputs are made contiguous (a group is then one contiguous row).
+// Layer norm works on contiguous inputs.
 
 #include "norm_ops.h"
 
@@ -347,19 +349,47 @@ Tensor3 group_norm_forward(const NormBackend& be, const at::Tensor& input, const
   const char* op = "cnn_ops.group_norm";
   const GroupView g = check_group_norm(op, input, weight, bias, num_groups);
   TORCH_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
-  const at::Tensor x = input.contiguous();
+  const bool cl = channels_last(input);
+  const at::Tensor x = cl ? input : input.contiguous();
   const auto type = acc_type(input);
-  at::Tensor mean = at::empty({g.n, g.groups}, x.options().dtype(type));
-  at::Tensor var = at::empty({g.n, g.groups}, x.options().dtype(type));
+  at::Tensor mean, var;
   at::Tensor y = at::empty_like(x);
-  if (x.numel() == 0) return {y, mean.fill_(0), var.fill_(0)};
-  be.moments(x, NormLayout::Planar, g.n * g.groups, g.per_group() * g.s, mean, var);
+  if (x.numel() == 0) {
+    mean = at::zeros({g.n, g.groups}, x.options().dtype(type));
+    return {y, mean, mean.clone()};
+  }
+  if (cl) {
+    // Sample n is an S x C block, one channel per column: per-channel moments, then per
+    // group the mean of the channel means and the mean of the channel variances plus the
+    // variance of the channel means (exact: every channel holds S values).
+    at::Tensor cmean = at::empty({g.n, g.c}, x.options().dtype(type));
+    at::Tensor cvar = at::empty({g.n, g.c}, x.options().dtype(type));
+    for (int64_t i = 0; i < g.n; ++i) {
+      at::Tensor m = cmean.select(0, i), v = cvar.select(0, i);
+      be.moments(x.select(0, i), NormLayout::Interleaved, g.s, g.c, m, v);
+    }
+    const at::Tensor cm = cmean.view({g.n, g.groups, g.per_group()});
+    mean = cm.mean(2);
+    var = cvar.view({g.n, g.groups, g.per_group()}).mean(2) + (cm - mean.unsqueeze(2)).square().mean(2);
+  } else {
+    mean = at::empty({g.n, g.groups}, x.options().dtype(type));
+    var = at::empty({g.n, g.groups}, x.options().dtype(type));
+    be.moments(x, NormLayout::Planar, g.n * g.groups, g.per_group() * g.s, mean, var);
+  }
   const at::Tensor rstd = var.add_(eps).rsqrt_();
-  // Per (sample, channel) plane: y = x * scale + shift.
-  const at::Tensor scale = per_channel(rstd, g).view({g.n, g.c}) * channel_row(weight, g, x, type);
+  // Per (sample, channel): y = x * scale + shift.
+  const at::Tensor scale = (per_channel(rstd, g).view({g.n, g.c}) * channel_row(weight, g, x, type)).contiguous();
   at::Tensor shift = -per_channel(mean, g).view({g.n, g.c}) * scale;
   if (defined(bias)) shift.add_(acc(*bias, type).view({1, g.c}));
-  be.affine(x, NormLayout::Planar, g.n * g.c, g.s, scale.contiguous().view(-1), shift.contiguous().view(-1), y);
+  shift = shift.contiguous();
+  if (cl) {
+    for (int64_t i = 0; i < g.n; ++i) {
+      at::Tensor yi = y.select(0, i);
+      be.affine(x.select(0, i), NormLayout::Interleaved, g.s, g.c, scale.select(0, i), shift.select(0, i), yi);
+    }
+  } else {
+    be.affine(x, NormLayout::Planar, g.n * g.c, g.s, scale.view(-1), shift.view(-1), y);
+  }
   return {y, mean, rstd};
 }
 
@@ -379,15 +409,26 @@ Tensor3 group_norm_backward(const NormBackend& be, const at::Tensor& grad_output
     TORCH_CHECK(t.dim() == 2 && t.size(0) == g.n && t.size(1) == g.groups, op, ": ", name, " must have shape [",
                 g.n, ", ", g.groups, "] (batch, groups), got ", shape_str(t.sizes()));
   }
-  const at::Tensor x = input.contiguous();
-  const at::Tensor dy = grad_output.contiguous();
+  // A channels-last input is read in place, sample by sample (S x C blocks), as in the forward.
+  const bool cl = channels_last(input);
+  const auto format = cl ? input.suggest_memory_format() : at::MemoryFormat::Contiguous;
+  const at::Tensor x = input.contiguous(format);
+  const at::Tensor dy = grad_output.contiguous(format);
   const auto type = acc_type(input);
   const auto ptype = param_type(input, weight);
   at::Tensor sum_dy = at::zeros({g.n * g.c}, x.options().dtype(type));
   at::Tensor sum_dy_xmu = at::zeros({g.n * g.c}, x.options().dtype(type));
   const at::Tensor mu = acc(mean, type), r = acc(rstd, type);
-  if (x.numel() > 0)
+  if (x.numel() > 0 && cl) {
+    const at::Tensor mu_c = per_channel(mu, g).view({g.n, g.c});
+    const at::Tensor s1 = sum_dy.view({g.n, g.c}), s2 = sum_dy_xmu.view({g.n, g.c});
+    for (int64_t i = 0; i < g.n; ++i) {
+      at::Tensor s1i = s1.select(0, i), s2i = s2.select(0, i);
+      be.grad_sums(dy.select(0, i), x.select(0, i), NormLayout::Interleaved, g.s, g.c, mu_c.select(0, i), s1i, s2i);
+    }
+  } else if (x.numel() > 0) {
     be.grad_sums(dy, x, NormLayout::Planar, g.n * g.c, g.s, per_channel(mu, g), sum_dy, sum_dy_xmu);
+  }
   const at::Tensor sdy = sum_dy.view({g.n, g.c}), sdx = sum_dy_xmu.view({g.n, g.c});
   const at::Tensor r_c = per_channel(r, g).view({g.n, g.c});
   at::Tensor grad_weight = (sdx * r_c).sum(0).to(ptype);
@@ -398,11 +439,19 @@ Tensor3 group_norm_backward(const NormBackend& be, const at::Tensor& grad_output
   const at::Tensor B = (sdx * w).view({g.n, g.groups, g.per_group()}).sum(2);
   const at::Tensor b = -r * r * r * B / m;
   const at::Tensor c = -r * A / m - b * mu;
-  const at::Tensor a = r_c * w;
+  const at::Tensor a = (r_c * w).contiguous();
+  const at::Tensor b_c = per_channel(b, g), c_c = per_channel(c, g);
   at::Tensor dx = at::empty_like(x);
-  if (x.numel() > 0)
-    be.linear_grad(dy, x, NormLayout::Planar, g.n * g.c, g.s, a.contiguous().view(-1), per_channel(b, g),
-                   per_channel(c, g), dx);
+  if (x.numel() > 0 && cl) {
+    const at::Tensor b2 = b_c.view({g.n, g.c}), c2 = c_c.view({g.n, g.c});
+    for (int64_t i = 0; i < g.n; ++i) {
+      at::Tensor dxi = dx.select(0, i);
+      be.linear_grad(dy.select(0, i), x.select(0, i), NormLayout::Interleaved, g.s, g.c, a.select(0, i),
+                     b2.select(0, i), c2.select(0, i), dxi);
+    }
+  } else if (x.numel() > 0) {
+    be.linear_grad(dy, x, NormLayout::Planar, g.n * g.c, g.s, a.view(-1), b_c, c_c, dx);
+  }
   return {dx, grad_weight, grad_bias};
 }
 

@@ -88,13 +88,13 @@ def _batch_norm_backward_fake(grad_output, input, weight, mean, invstd, training
 @torch.library.register_fake("cnn_ops::group_norm_forward")
 def _group_norm_forward_fake(input, weight, bias, num_groups, eps):
     stats = input.new_empty((input.shape[0], num_groups), dtype=_compute_dtype(input))
-    return input.new_empty(input.shape), stats, stats.new_empty(stats.shape)
+    return _empty_like_layout(input), stats, stats.new_empty(stats.shape)
 
 
 @torch.library.register_fake("cnn_ops::group_norm_backward")
 def _group_norm_backward_fake(grad_output, input, weight, mean, rstd, num_groups, eps):
     c, dtype = input.shape[1], _param_dtype(input, weight)
-    return input.new_empty(input.shape), input.new_empty((c,), dtype=dtype), input.new_empty((c,), dtype=dtype)
+    return _empty_like_layout(input), input.new_empty((c,), dtype=dtype), input.new_empty((c,), dtype=dtype)
 
 
 def _rows(input, normalized_shape):
@@ -249,7 +249,7 @@ def _gn_forward_setup(ctx, inputs, output):
 def _gn_forward_backward(ctx, grad_output, _grad_mean, _grad_rstd):
     input, weight, mean, rstd = ctx.saved_tensors
     grad_input, grad_weight, grad_bias = ops.group_norm_backward(
-        grad_output.contiguous(), input, weight, mean, rstd, ctx.num_groups, ctx.eps)
+        grad_output, input, weight, mean, rstd, ctx.num_groups, ctx.eps)
     return (
         grad_input if ctx.needs_input_grad[0] else None,
         grad_weight if ctx.needs_input_grad[1] else None,
