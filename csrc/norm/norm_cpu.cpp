@@ -78,37 +78,28 @@ TCO_VECTORIZE acc_t block_m2(const scalar_t* __restrict x, int64_t n, acc_t mean
   return s;
 }
 
-// Sums of dy * w and dy * w * (x - mean) over n values (w = 1 when null).
+// Sums of dy * w and dy * w * (x - mean) over n values (w = 1 when null). OpenMP simd
+// reductions rather than the kLanes accumulators of block_sum: with two lane arrays GCC
+// vectorised the outer loop through permutes (a 40 KB clone at a third of the bandwidth).
 template <typename acc_t, typename scalar_t>
 TCO_VECTORIZE void block_grad_sums(const scalar_t* __restrict dy, const scalar_t* __restrict x,
                                    const acc_t* __restrict w, int64_t n, acc_t mean, acc_t& sum_dy,
                                    acc_t& sum_dy_xmu) {
-  acc_t l1[kLanes] = {}, l2[kLanes] = {};
-  int64_t i = 0;
-  if (w == nullptr) {
-    for (; i + kLanes <= n; i += kLanes)
-      for (int64_t l = 0; l < kLanes; ++l) {
-        const acc_t g = static_cast<acc_t>(dy[i + l]);
-        l1[l] += g;
-        l2[l] += g * (static_cast<acc_t>(x[i + l]) - mean);
-      }
-  } else {
-    for (; i + kLanes <= n; i += kLanes)
-      for (int64_t l = 0; l < kLanes; ++l) {
-        const acc_t g = static_cast<acc_t>(dy[i + l]) * w[i + l];
-        l1[l] += g;
-        l2[l] += g * (static_cast<acc_t>(x[i + l]) - mean);
-      }
-  }
   acc_t s1 = 0, s2 = 0;
-  for (; i < n; ++i) {
-    const acc_t g = static_cast<acc_t>(dy[i]) * (w ? w[i] : acc_t(1));
-    s1 += g;
-    s2 += g * (static_cast<acc_t>(x[i]) - mean);
-  }
-  for (int64_t l = 0; l < kLanes; ++l) {
-    s1 += l1[l];
-    s2 += l2[l];
+  if (w == nullptr) {
+#pragma omp simd reduction(+ : s1, s2)
+    for (int64_t i = 0; i < n; ++i) {
+      const acc_t g = static_cast<acc_t>(dy[i]);
+      s1 += g;
+      s2 += g * (static_cast<acc_t>(x[i]) - mean);
+    }
+  } else {
+#pragma omp simd reduction(+ : s1, s2)
+    for (int64_t i = 0; i < n; ++i) {
+      const acc_t g = static_cast<acc_t>(dy[i]) * w[i];
+      s1 += g;
+      s2 += g * (static_cast<acc_t>(x[i]) - mean);
+    }
   }
   sum_dy = s1;
   sum_dy_xmu = s2;
