@@ -2,9 +2,10 @@
 
 import argparse
 
-from torch_cnn_ops.benchmark import run_families
+from torch_cnn_ops.benchmark import run_families, use_steady_allocator
 
 if __name__ == "__main__":
+    use_steady_allocator()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", help="write the results to this JSON file")
     parser.add_argument("--quick", action="store_true", help="tiny shapes, for a smoke test")

@@ -104,4 +104,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["bench"] and not {"-h", "--help"} & set(sys.argv):
+        from .benchmark import use_steady_allocator
+
+        use_steady_allocator()
     sys.exit(main())

@@ -5,7 +5,9 @@ returns rows; ``benchmarks/bench_<family>.py`` and ``python -m torch_cnn_ops ben
 """
 
 import json
+import os
 import statistics
+import sys
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -71,11 +73,31 @@ def format_table(rows: List[Dict[str, object]], columns: List[str]) -> str:
     return "\n".join(lines)
 
 
+# glibc's malloc returns large freed blocks to the kernel (munmap, heap trimming), so every
+# new tensor of tens of MB is page-faulted in again on first touch: a cost of about 0.2 ms per
+# MB that both implementations pay, that varies from run to run with the heap's history
+# (x1-4 on the same case), and that a caching allocator (CUDA's, or jemalloc) does not have.
+# The benchmark entry points re-run themselves with freed memory kept in the process, so
+# that the tables compare the kernels; set GLIBC_TUNABLES yourself to choose otherwise.
+STEADY_ALLOCATOR = "glibc.malloc.mmap_threshold=2147483647:glibc.malloc.trim_threshold=17179869184"
+
+
+def use_steady_allocator() -> None:
+    """Re-executes the running command with STEADY_ALLOCATOR (Linux; no-op where
+    GLIBC_TUNABLES is already set). Call it first thing in a benchmark's entry point."""
+    if sys.platform != "linux" or "GLIBC_TUNABLES" in os.environ:
+        return
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]],
+              dict(os.environ, GLIBC_TUNABLES=STEADY_ALLOCATOR))
+
+
 def machine() -> Dict[str, object]:
     return {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "allocator": "steady" if os.environ.get("GLIBC_TUNABLES") == STEADY_ALLOCATOR else "default",
     }
 
 
