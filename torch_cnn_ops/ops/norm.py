@@ -1,8 +1,10 @@
-"""Fake kernels and autograd of the norm family.
+"""Fake kernels and double backward of the norm family.
 
 First derivatives are the backward ops (``batch_norm_backward``, ``group_norm_backward``,
 ``layer_norm_backward``): one reduction pass over the data, then one pass for the input
-gradient. Their own derivatives (double backward) differentiate the norm written with torch
+gradient. They are attached to the forward ops in C++ (csrc/norm/norm_autograd.cpp), where
+the autograd bookkeeping costs a few microseconds instead of about a hundred from Python,
+which matters for small inputs. Their own derivatives (double backward) differentiate the norm written with torch
 ops, as torch does for its native batch norm: the second derivative is a rare path, and
 written this way it cannot disagree with the first.
 
@@ -189,30 +191,6 @@ def _backward_of_backward(composite, grad_output, input, weight, bias_dims, cota
 # --- batch norm --------------------------------------------------------------------------------
 
 
-def _bn_forward_setup(ctx, inputs, output):
-    input, weight, bias, running_mean, running_var, training, eps = inputs
-    _, mean, invstd, var = output
-    ctx.mark_non_differentiable(mean, invstd, var)
-    ctx.save_for_backward(input, weight, mean, invstd)
-    ctx.training, ctx.eps = training, eps
-    ctx.bias_dtype = None if bias is None else bias.dtype
-
-
-def _bn_forward_backward(ctx, grad_output, _grad_mean, _grad_invstd, _grad_var):
-    input, weight, mean, invstd = ctx.saved_tensors
-    grad_input, grad_weight, grad_bias = ops.batch_norm_backward(
-        grad_output, input, weight, mean, invstd, ctx.training, ctx.eps)
-    return (
-        grad_input if ctx.needs_input_grad[0] else None,
-        grad_weight if ctx.needs_input_grad[1] else None,
-        grad_bias.to(ctx.bias_dtype) if ctx.needs_input_grad[2] else None,
-        None, None, None, None,
-    )
-
-
-torch.library.register_autograd("cnn_ops::batch_norm_forward", _bn_forward_backward, setup_context=_bn_forward_setup)
-
-
 def _bn_backward_setup(ctx, inputs, output):
     grad_output, input, weight, mean, invstd, training, eps = inputs
     ctx.save_for_backward(grad_output, input, weight, mean, invstd)
@@ -237,30 +215,6 @@ torch.library.register_autograd("cnn_ops::batch_norm_backward", _bn_backward_bac
 # --- group norm --------------------------------------------------------------------------------
 
 
-def _gn_forward_setup(ctx, inputs, output):
-    input, weight, bias, num_groups, eps = inputs
-    _, mean, rstd = output
-    ctx.mark_non_differentiable(mean, rstd)
-    ctx.save_for_backward(input, weight, mean, rstd)
-    ctx.num_groups, ctx.eps = num_groups, eps
-    ctx.bias_dtype = None if bias is None else bias.dtype
-
-
-def _gn_forward_backward(ctx, grad_output, _grad_mean, _grad_rstd):
-    input, weight, mean, rstd = ctx.saved_tensors
-    grad_input, grad_weight, grad_bias = ops.group_norm_backward(
-        grad_output, input, weight, mean, rstd, ctx.num_groups, ctx.eps)
-    return (
-        grad_input if ctx.needs_input_grad[0] else None,
-        grad_weight if ctx.needs_input_grad[1] else None,
-        grad_bias.to(ctx.bias_dtype) if ctx.needs_input_grad[2] else None,
-        None, None,
-    )
-
-
-torch.library.register_autograd("cnn_ops::group_norm_forward", _gn_forward_backward, setup_context=_gn_forward_setup)
-
-
 def _gn_backward_setup(ctx, inputs, output):
     grad_output, input, weight, mean, rstd, num_groups, eps = inputs
     ctx.save_for_backward(grad_output, input, weight)
@@ -283,31 +237,6 @@ torch.library.register_autograd("cnn_ops::group_norm_backward", _gn_backward_bac
 
 
 # --- layer norm --------------------------------------------------------------------------------
-
-
-def _ln_forward_setup(ctx, inputs, output):
-    input, normalized_shape, weight, bias, eps = inputs
-    _, mean, rstd = output
-    ctx.mark_non_differentiable(mean, rstd)
-    ctx.save_for_backward(input, weight, mean, rstd)
-    ctx.normalized_shape, ctx.eps = list(normalized_shape), eps
-    ctx.bias_dtype = None if bias is None else bias.dtype
-
-
-def _ln_forward_backward(ctx, grad_output, _grad_mean, _grad_rstd):
-    input, weight, mean, rstd = ctx.saved_tensors
-    grad_input, grad_weight, grad_bias = ops.layer_norm_backward(
-        grad_output.contiguous(), input, ctx.normalized_shape, weight, mean, rstd, ctx.eps)
-    return (
-        grad_input if ctx.needs_input_grad[0] else None,
-        None,
-        grad_weight if ctx.needs_input_grad[2] else None,
-        grad_bias.to(ctx.bias_dtype) if ctx.needs_input_grad[3] else None,
-        None,
-    )
-
-
-torch.library.register_autograd("cnn_ops::layer_norm_forward", _ln_forward_backward, setup_context=_ln_forward_setup)
 
 
 def _ln_backward_setup(ctx, inputs, output):
