@@ -17,13 +17,15 @@
 
 #include <cstdint>
 
+#include "../cuda_dtype.h"
+
 #include "conv_geometry.h"
 
 namespace tco::cuda_conv {
 
 // Element type of the tensors. Float16 and BFloat16 accumulate in float32; so do their
 // im2col buffers (see `im2col`).
-enum class DType { Float, Double, Half, BFloat16 };
+using DType = ::tco::CudaDType;
 
 // ---- direct algorithm ----
 

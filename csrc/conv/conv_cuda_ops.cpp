@@ -26,26 +26,13 @@
 #include <algorithm>
 #include <vector>
 
+#include "../cuda_glue.h"
 #include "conv_common.h"
 #include "conv_cuda.h"
 #include "conv_shifted.h"
 
 namespace tco {
 namespace {
-
-using cuda_conv::DType;
-
-DType dtype_of(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return DType::Float;
-    case at::kDouble: return DType::Double;
-    case at::kHalf: return DType::Half;
-    case at::kBFloat16: return DType::BFloat16;
-    default: TORCH_CHECK(false, "cnn_ops.conv (CUDA): unsupported dtype ", t);
-  }
-}
-
-cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
 // Samples unfolded together. A GEMM over one sample of a small output plane (14x14 = 196
 // columns) leaves most of the GPU idle; grouping samples widens it. The column buffer is
@@ -75,9 +62,9 @@ at::Tensor unfold_chunk(const at::Tensor& input, const at::Tensor& col_buffer, i
   const int64_t cols = count * g.out_plane();
   at::Tensor col = col_buffer.narrow(0, 0, g.in_channels * g.kernel_volume() * cols)
                        .view({g.groups, g.col_rows(), cols});
-  C10_CUDA_CHECK(cuda_conv::im2col(dtype_of(input.scalar_type()), chunk_geometry(g, count),
+  C10_CUDA_CHECK(cuda_conv::im2col(cuda_dtype_of(input.scalar_type()), chunk_geometry(g, count),
                                    input.narrow(0, n0, count).const_data_ptr(),
-                                   col.mutable_data_ptr(), current_stream()));
+                                   col.mutable_data_ptr(), current_cuda_stream()));
   return col;
 }
 
@@ -143,8 +130,8 @@ at::Tensor im2col_input_backward(const at::Tensor& gout, const at::Tensor& weigh
     const at::Tensor gout_g = grad_output_chunk(gout, gout_buffer, n0, count, g);
     at::Tensor col = col_buffer.narrow(0, 0, G * CK * count * L).view({G, CK, count * L});
     at::bmm_out(col, w_t, gout_g);
-    C10_CUDA_CHECK(cuda_conv::col2im(dtype_of(st), chunk_geometry(g, count), col.const_data_ptr(),
-                                     gin.narrow(0, n0, count).mutable_data_ptr(), current_stream()));
+    C10_CUDA_CHECK(cuda_conv::col2im(cuda_dtype_of(st), chunk_geometry(g, count), col.const_data_ptr(),
+                                     gin.narrow(0, n0, count).mutable_data_ptr(), current_cuda_stream()));
   }
   return gin;
 }
@@ -192,9 +179,9 @@ at::Tensor conv_forward_cuda(const at::Tensor& input, const at::Tensor& weight,
   if (algo == ConvAlgorithm::Shifted) return shifted_forward(x, w, b, g).view(shape);
 
   at::Tensor out = at::empty(shape, x.options());
-  C10_CUDA_CHECK(cuda_conv::direct_forward(dtype_of(x.scalar_type()), g, x.const_data_ptr(),
+  C10_CUDA_CHECK(cuda_conv::direct_forward(cuda_dtype_of(x.scalar_type()), g, x.const_data_ptr(),
                                            w.const_data_ptr(), b ? b->const_data_ptr() : nullptr,
-                                           out.mutable_data_ptr(), current_stream()));
+                                           out.mutable_data_ptr(), current_cuda_stream()));
   return out;
 }
 
@@ -217,9 +204,9 @@ at::Tensor conv_input_backward_cuda(const at::Tensor& grad_output, const at::Ten
   if (algo == ConvAlgorithm::Shifted) return shifted_input_backward(gout, w, g).view(input_size);
 
   at::Tensor gin = at::empty(input_size, gout.options());
-  C10_CUDA_CHECK(cuda_conv::direct_input_backward(dtype_of(gout.scalar_type()), g,
+  C10_CUDA_CHECK(cuda_conv::direct_input_backward(cuda_dtype_of(gout.scalar_type()), g,
                                                   gout.const_data_ptr(), w.const_data_ptr(),
-                                                  gin.mutable_data_ptr(), current_stream()));
+                                                  gin.mutable_data_ptr(), current_cuda_stream()));
   return gin;
 }
 
@@ -240,9 +227,9 @@ at::Tensor conv_weight_backward_cuda(const at::Tensor& grad_output, const at::Te
   if (algo == ConvAlgorithm::Shifted) return shifted_weight_backward(gout, x, g).view(weight_size);
 
   at::Tensor gw = at::empty(weight_size, gout.options());
-  C10_CUDA_CHECK(cuda_conv::direct_weight_backward(dtype_of(gout.scalar_type()), g,
+  C10_CUDA_CHECK(cuda_conv::direct_weight_backward(cuda_dtype_of(gout.scalar_type()), g,
                                                    gout.const_data_ptr(), x.const_data_ptr(),
-                                                   gw.mutable_data_ptr(), current_stream()));
+                                                   gw.mutable_data_ptr(), current_cuda_stream()));
   return gw;
 }
 

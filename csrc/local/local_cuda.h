@@ -18,12 +18,14 @@
 
 #include <cstdint>
 
+#include "../cuda_dtype.h"
+
 #include "local_geometry.h"
 
 namespace tco::cuda_local {
 
 // Element type of the tensors. Float16 and BFloat16 accumulate in float32.
-enum class DType { Float, Double, Half, BFloat16 };
+using DType = ::tco::CudaDType;
 
 // output = local convolution of input with weight, plus bias (null for none; per output
 // channel, or per channel and position when bias_per_position).

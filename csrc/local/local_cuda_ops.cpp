@@ -12,25 +12,12 @@
 
 #include <vector>
 
+#include "../cuda_glue.h"
 #include "local_common.h"
 #include "local_cuda.h"
 
 namespace tco {
 namespace {
-
-using cuda_local::DType;
-
-DType dtype_of(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return DType::Float;
-    case at::kDouble: return DType::Double;
-    case at::kHalf: return DType::Half;
-    case at::kBFloat16: return DType::BFloat16;
-    default: TORCH_CHECK(false, "cnn_ops.local (CUDA): unsupported dtype ", t);
-  }
-}
-
-cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
 at::Tensor local_forward_cuda(const at::Tensor& input, const at::Tensor& weight,
                               const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
@@ -43,9 +30,9 @@ at::Tensor local_forward_cuda(const at::Tensor& input, const at::Tensor& weight,
   std::vector<int64_t> shape{g.conv.batch, g.conv.out_channels};
   for (int64_t d = 3 - static_cast<int64_t>(stride.size()); d < 3; ++d) shape.push_back(g.conv.out_size[d]);
   at::Tensor out = at::empty(shape, x.options());
-  C10_CUDA_CHECK(cuda_local::forward(dtype_of(x.scalar_type()), g, x.const_data_ptr(), w.const_data_ptr(),
+  C10_CUDA_CHECK(cuda_local::forward(cuda_dtype_of(x.scalar_type()), g, x.const_data_ptr(), w.const_data_ptr(),
                                      b ? b->const_data_ptr() : nullptr, b && bias_per_position(*b),
-                                     out.mutable_data_ptr(), current_stream()));
+                                     out.mutable_data_ptr(), current_cuda_stream()));
   return out;
 }
 
@@ -57,8 +44,8 @@ at::Tensor local_input_backward_cuda(const at::Tensor& grad_output, const at::Te
   const c10::cuda::CUDAGuard guard(grad_output.device());
   const at::Tensor gout = grad_output.contiguous(), w = weight.contiguous();
   at::Tensor gin = at::empty(input_size, gout.options());  // the kernel writes every element
-  C10_CUDA_CHECK(cuda_local::input_backward(dtype_of(gout.scalar_type()), g, gout.const_data_ptr(),
-                                            w.const_data_ptr(), gin.mutable_data_ptr(), current_stream()));
+  C10_CUDA_CHECK(cuda_local::input_backward(cuda_dtype_of(gout.scalar_type()), g, gout.const_data_ptr(),
+                                            w.const_data_ptr(), gin.mutable_data_ptr(), current_cuda_stream()));
   return gin;
 }
 
@@ -70,8 +57,8 @@ at::Tensor local_weight_backward_cuda(const at::Tensor& grad_output, const at::T
   const c10::cuda::CUDAGuard guard(grad_output.device());
   const at::Tensor gout = grad_output.contiguous(), x = input.contiguous();
   at::Tensor gw = at::empty(weight_size, gout.options());  // the kernel writes every element
-  C10_CUDA_CHECK(cuda_local::weight_backward(dtype_of(gout.scalar_type()), g, gout.const_data_ptr(),
-                                             x.const_data_ptr(), gw.mutable_data_ptr(), current_stream()));
+  C10_CUDA_CHECK(cuda_local::weight_backward(cuda_dtype_of(gout.scalar_type()), g, gout.const_data_ptr(),
+                                             x.const_data_ptr(), gw.mutable_data_ptr(), current_cuda_stream()));
   return gw;
 }
 

@@ -22,10 +22,12 @@
 
 #include <cstdint>
 
+#include "../cuda_dtype.h"
+
 namespace tco::cuda_norm {
 
 // Element type of the data. Float16 and BFloat16 compute in float32.
-enum class DType { Float, Double, Half, BFloat16 };
+using DType = ::tco::CudaDType;
 
 // Which way a group runs through the matrix (NormLayout of norm_backend.h).
 enum class Layout { Planar, Interleaved };

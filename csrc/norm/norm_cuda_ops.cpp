@@ -11,6 +11,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "../cuda_glue.h"
 #include "norm_backend.h"
 #include "norm_cuda.h"
 #include "norm_ops.h"
@@ -22,24 +23,11 @@ const NormBackend& cuda_norm_backend();
 
 namespace {
 
-using cuda_norm::DType;
 using cuda_norm::Layout;
-
-DType dtype_of(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return DType::Float;
-    case at::kDouble: return DType::Double;
-    case at::kHalf: return DType::Half;
-    case at::kBFloat16: return DType::BFloat16;
-    default: TORCH_CHECK(false, "cnn_ops.norm (CUDA): unsupported dtype ", t);
-  }
-}
 
 at::ScalarType compute_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
 Layout layout_of(NormLayout layout) { return layout == NormLayout::Planar ? Layout::Planar : Layout::Interleaved; }
-
-cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
 // A data tensor: on the device of `ref`, `numel` elements of `ref`'s dtype, dense in memory
 // from its data pointer on (the layout's order is the caller's: norm_ops.cpp hands over
@@ -90,9 +78,9 @@ void moments(const at::Tensor& x, NormLayout layout, int64_t R, int64_t L, at::T
   check_coef(var, "var", x, groups(layout, R, L));
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor ws = workspace(x, cuda_norm::moments_workspace(layout_of(layout), R, L));
-  C10_CUDA_CHECK(cuda_norm::moments(dtype_of(x.scalar_type()), layout_of(layout), R, L, x.const_data_ptr(),
+  C10_CUDA_CHECK(cuda_norm::moments(cuda_dtype_of(x.scalar_type()), layout_of(layout), R, L, x.const_data_ptr(),
                                     mean.mutable_data_ptr(), var.mutable_data_ptr(), ptr_or_null(ws),
-                                    current_stream()));
+                                    current_cuda_stream()));
 }
 
 void affine(const at::Tensor& x, NormLayout layout, int64_t R, int64_t L, const at::Tensor& scale,
@@ -102,9 +90,9 @@ void affine(const at::Tensor& x, NormLayout layout, int64_t R, int64_t L, const 
   check_coef(scale, "scale", x, groups(layout, R, L));
   check_coef(shift, "shift", x, groups(layout, R, L));
   const c10::cuda::CUDAGuard guard(x.device());
-  C10_CUDA_CHECK(cuda_norm::affine(dtype_of(x.scalar_type()), layout_of(layout), R, L, x.const_data_ptr(),
+  C10_CUDA_CHECK(cuda_norm::affine(cuda_dtype_of(x.scalar_type()), layout_of(layout), R, L, x.const_data_ptr(),
                                    scale.const_data_ptr(), shift.const_data_ptr(), y.mutable_data_ptr(),
-                                   current_stream()));
+                                   current_cuda_stream()));
 }
 
 void grad_sums(const at::Tensor& dy, const at::Tensor& x, NormLayout layout, int64_t R, int64_t L,
@@ -116,9 +104,9 @@ void grad_sums(const at::Tensor& dy, const at::Tensor& x, NormLayout layout, int
   check_coef(sum_dy_xmu, "sum_dy_xmu", dy, groups(layout, R, L));
   const c10::cuda::CUDAGuard guard(dy.device());
   at::Tensor ws = workspace(dy, cuda_norm::grad_sums_workspace(layout_of(layout), R, L));
-  C10_CUDA_CHECK(cuda_norm::grad_sums(dtype_of(dy.scalar_type()), layout_of(layout), R, L, dy.const_data_ptr(),
+  C10_CUDA_CHECK(cuda_norm::grad_sums(cuda_dtype_of(dy.scalar_type()), layout_of(layout), R, L, dy.const_data_ptr(),
                                       x.const_data_ptr(), mean.const_data_ptr(), sum_dy.mutable_data_ptr(),
-                                      sum_dy_xmu.mutable_data_ptr(), ptr_or_null(ws), current_stream()));
+                                      sum_dy_xmu.mutable_data_ptr(), ptr_or_null(ws), current_cuda_stream()));
 }
 
 void linear_grad(const at::Tensor& dy, const at::Tensor& x, NormLayout layout, int64_t R, int64_t L,
@@ -135,9 +123,9 @@ void linear_grad(const at::Tensor& dy, const at::Tensor& x, NormLayout layout, i
     c_ptr = opt_coef(c, "c", dy, groups(layout, R, L));
   }
   const c10::cuda::CUDAGuard guard(dy.device());
-  C10_CUDA_CHECK(cuda_norm::linear_grad(dtype_of(dy.scalar_type()), layout_of(layout), R, L, dy.const_data_ptr(),
+  C10_CUDA_CHECK(cuda_norm::linear_grad(cuda_dtype_of(dy.scalar_type()), layout_of(layout), R, L, dy.const_data_ptr(),
                                         x_ptr, a.const_data_ptr(), b_ptr, c_ptr, dx.mutable_data_ptr(),
-                                        current_stream()));
+                                        current_cuda_stream()));
 }
 
 void layer_norm_forward(const at::Tensor& x, int64_t M, int64_t K, const at::Tensor& weight, const at::Tensor& bias,
@@ -150,9 +138,9 @@ void layer_norm_forward(const at::Tensor& x, int64_t M, int64_t K, const at::Ten
   const void* b = opt_coef(bias, "bias", x, K);
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor ws = workspace(x, cuda_norm::layer_norm_forward_workspace(M, K));
-  C10_CUDA_CHECK(cuda_norm::layer_norm_forward(dtype_of(x.scalar_type()), M, K, x.const_data_ptr(), w, b, eps,
+  C10_CUDA_CHECK(cuda_norm::layer_norm_forward(cuda_dtype_of(x.scalar_type()), M, K, x.const_data_ptr(), w, b, eps,
                                                y.mutable_data_ptr(), mean.mutable_data_ptr(),
-                                               rstd.mutable_data_ptr(), ptr_or_null(ws), current_stream()));
+                                               rstd.mutable_data_ptr(), ptr_or_null(ws), current_cuda_stream()));
 }
 
 void layer_norm_backward(const at::Tensor& dy, const at::Tensor& x, int64_t M, int64_t K, const at::Tensor& mean,
@@ -168,9 +156,9 @@ void layer_norm_backward(const at::Tensor& dy, const at::Tensor& x, int64_t M, i
   void* gb = opt_coef_out(grad_bias, "grad_bias", dy, K);
   const c10::cuda::CUDAGuard guard(dy.device());
   at::Tensor ws = (gw || gb) ? workspace(dy, cuda_norm::layer_norm_backward_workspace(M, K)) : at::Tensor();
-  C10_CUDA_CHECK(cuda_norm::layer_norm_backward(dtype_of(dy.scalar_type()), M, K, dy.const_data_ptr(),
+  C10_CUDA_CHECK(cuda_norm::layer_norm_backward(cuda_dtype_of(dy.scalar_type()), M, K, dy.const_data_ptr(),
                                                 x.const_data_ptr(), mean.const_data_ptr(), rstd.const_data_ptr(), w,
-                                                dx.mutable_data_ptr(), gw, gb, ptr_or_null(ws), current_stream()));
+                                                dx.mutable_data_ptr(), gw, gb, ptr_or_null(ws), current_cuda_stream()));
 }
 
 }  // namespace

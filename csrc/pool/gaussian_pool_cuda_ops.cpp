@@ -13,6 +13,7 @@
 
 #include <vector>
 
+#include "../cuda_glue.h"
 #include "gaussian_pool.h"
 #include "gaussian_pool_cuda.h"
 #include "pool_common.h"
@@ -20,26 +21,12 @@
 namespace tco {
 namespace {
 
-using cuda_pool::DType;
-
-DType dtype_of(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return DType::Float;
-    case at::kDouble: return DType::Double;
-    case at::kHalf: return DType::Half;
-    case at::kBFloat16: return DType::BFloat16;
-    default: TORCH_CHECK(false, "cnn_ops.gaussian_pool (CUDA): unsupported dtype ", t);
-  }
-}
-
 // The weight tables on the device, in the accumulation type of `t`.
 at::Tensor device_weights(const PoolGeometry& g, double sigma, const at::Tensor& t) {
   const at::ScalarType acc = t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const std::vector<double> w = gaussian_weights(g, sigma);
   return at::tensor(w, at::TensorOptions().dtype(at::kDouble)).to(t.device(), acc);
 }
-
-cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
 at::Tensor gaussian_pool_forward_cuda(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                                       at::IntArrayRef padding, double sigma) {
@@ -52,8 +39,8 @@ at::Tensor gaussian_pool_forward_cuda(const at::Tensor& input, at::IntArrayRef k
   at::Tensor out = at::empty(pool_output_shape(input.size(0), input.size(1), g, kernel_size.size()), x.options());
   if (out.numel() == 0) return out;
   const at::Tensor w = device_weights(g, sigma, x);
-  C10_CUDA_CHECK(cuda_pool::gaussian_forward(dtype_of(x.scalar_type()), g, w.const_data_ptr(), x.const_data_ptr(),
-                                             out.mutable_data_ptr(), current_stream()));
+  C10_CUDA_CHECK(cuda_pool::gaussian_forward(cuda_dtype_of(x.scalar_type()), g, w.const_data_ptr(), x.const_data_ptr(),
+                                             out.mutable_data_ptr(), current_cuda_stream()));
   return out;
 }
 
@@ -69,8 +56,8 @@ at::Tensor gaussian_pool_backward_cuda(const at::Tensor& grad_output, at::IntArr
   at::Tensor gin = at::empty(input_size, gy.options());
   if (gin.numel() == 0) return gin;
   const at::Tensor w = device_weights(g, sigma, gy);
-  C10_CUDA_CHECK(cuda_pool::gaussian_backward(dtype_of(gy.scalar_type()), g, w.const_data_ptr(), gy.const_data_ptr(),
-                                              gin.mutable_data_ptr(), current_stream()));
+  C10_CUDA_CHECK(cuda_pool::gaussian_backward(cuda_dtype_of(gy.scalar_type()), g, w.const_data_ptr(), gy.const_data_ptr(),
+                                              gin.mutable_data_ptr(), current_cuda_stream()));
   return gin;
 }
 

@@ -14,15 +14,12 @@
 #include <tuple>
 #include <vector>
 
+#include "../cuda_glue.h"
 #include "kmax_pool_cuda.h"
 #include "pool_common.h"
-#include "pool_cuda_glue.h"
 
 namespace tco {
 namespace {
-
-using cuda_pool::current_stream;
-using cuda_pool::dtype_of;
 
 std::tuple<at::Tensor, at::Tensor> kmax_pool_forward_cuda(const at::Tensor& input, int64_t k, int64_t dim) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -37,8 +34,8 @@ std::tuple<at::Tensor, at::Tensor> kmax_pool_forward_cuda(const at::Tensor& inpu
   shape[d] = k;
   at::Tensor values = at::empty(shape, x.options());
   at::Tensor positions = at::empty(shape, x.options().dtype(at::kLong));
-  C10_CUDA_CHECK(cuda_pool::kmax_forward(dtype_of(x.scalar_type(), "kmax_pool"), s, x.const_data_ptr(), values.mutable_data_ptr(),
-                                         positions.mutable_data_ptr<int64_t>(), current_stream()));
+  C10_CUDA_CHECK(cuda_pool::kmax_forward(cuda_dtype_of(x.scalar_type(), "kmax_pool"), s, x.const_data_ptr(), values.mutable_data_ptr(),
+                                         positions.mutable_data_ptr<int64_t>(), current_cuda_stream()));
   return {values, positions};
 }
 
@@ -49,9 +46,9 @@ at::Tensor kmax_pool_backward_cuda(const at::Tensor& grad_output, const at::Tens
   const c10::cuda::CUDAGuard guard(grad_output.device());
   const at::Tensor gy = grad_output.contiguous(), pos = indices.contiguous();
   at::Tensor grad_input = at::zeros(input_size, gy.options());
-  C10_CUDA_CHECK(cuda_pool::kmax_backward(dtype_of(gy.scalar_type(), "kmax_pool_backward"), s, gy.const_data_ptr(),
+  C10_CUDA_CHECK(cuda_pool::kmax_backward(cuda_dtype_of(gy.scalar_type(), "kmax_pool_backward"), s, gy.const_data_ptr(),
                                           pos.const_data_ptr<int64_t>(), grad_input.mutable_data_ptr(),
-                                          current_stream()));
+                                          current_cuda_stream()));
   return grad_input;
 }
 

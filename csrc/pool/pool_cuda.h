@@ -16,12 +16,14 @@
 
 #include <cstdint>
 
+#include "../cuda_dtype.h"
+
 #include "pool_geometry.h"
 
 namespace tco::cuda_pool {
 
 // Element type of the tensors. Float16 and BFloat16 compute in float32.
-enum class DType { Float, Double, Half, BFloat16 };
+using DType = ::tco::CudaDType;
 
 // Max (minimum = false) or min over each window (regular or adaptive, from g.adaptive):
 // output values and the flat index of the winner within its input plane (int64). Ties keep

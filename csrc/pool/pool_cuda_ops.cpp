@@ -14,27 +14,14 @@
 #include <tuple>
 #include <vector>
 
+#include "../cuda_glue.h"
 #include "pool_common.h"
 #include "pool_cuda.h"
 
 namespace tco {
 namespace {
 
-using cuda_pool::DType;
-
-DType dtype_of(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return DType::Float;
-    case at::kDouble: return DType::Double;
-    case at::kHalf: return DType::Half;
-    case at::kBFloat16: return DType::BFloat16;
-    default: TORCH_CHECK(false, "cnn_ops.pool (CUDA): unsupported dtype ", t);
-  }
-}
-
 at::ScalarType acc_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
-
-cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
 std::vector<int64_t> ones(size_t n) { return std::vector<int64_t>(n, 1); }
 
@@ -51,9 +38,9 @@ std::tuple<at::Tensor, at::Tensor> extreme_forward_entry(const at::Tensor& input
   const auto shape = pool_output_shape(input.size(0), input.size(1), g, nd);
   at::Tensor out = at::empty(shape, x.options());
   at::Tensor ind = at::empty(shape, x.options().dtype(at::kLong));
-  C10_CUDA_CHECK(cuda_pool::extreme_forward(dtype_of(x.scalar_type()), g, minimum, x.const_data_ptr(),
+  C10_CUDA_CHECK(cuda_pool::extreme_forward(cuda_dtype_of(x.scalar_type()), g, minimum, x.const_data_ptr(),
                                             out.mutable_data_ptr(), ind.mutable_data_ptr<int64_t>(),
-                                            current_stream()));
+                                            current_cuda_stream()));
   const bool cl = use_channels_last(input);
   return {in_layout(out, cl), in_layout(ind, cl)};
 }
@@ -82,8 +69,8 @@ at::Tensor max_pool_backward_cuda(const at::Tensor& grad_output, const at::Tenso
   const c10::cuda::CUDAGuard guard(grad_output.device());
   const at::Tensor gy = grad_output.contiguous(), ix = indices.contiguous();
   at::Tensor acc = at::zeros(input_size, gy.options().dtype(acc_type(gy.scalar_type())));
-  C10_CUDA_CHECK(cuda_pool::scatter_add(dtype_of(gy.scalar_type()), g, gy.const_data_ptr(),
-                                        ix.const_data_ptr<int64_t>(), acc.mutable_data_ptr(), current_stream()));
+  C10_CUDA_CHECK(cuda_pool::scatter_add(cuda_dtype_of(gy.scalar_type()), g, gy.const_data_ptr(),
+                                        ix.const_data_ptr<int64_t>(), acc.mutable_data_ptr(), current_cuda_stream()));
   return in_layout(acc.scalar_type() == gy.scalar_type() ? acc : acc.to(gy.scalar_type()),
                    use_channels_last(indices));
 }
@@ -92,8 +79,8 @@ at::Tensor sum_forward_entry(const at::Tensor& input, const PoolGeometry& g, int
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor x = input.contiguous();
   at::Tensor out = at::empty(pool_output_shape(input.size(0), input.size(1), g, nd), x.options());
-  C10_CUDA_CHECK(cuda_pool::sum_forward(dtype_of(x.scalar_type()), g, lp, norm_type, x.const_data_ptr(),
-                                        out.mutable_data_ptr(), current_stream()));
+  C10_CUDA_CHECK(cuda_pool::sum_forward(cuda_dtype_of(x.scalar_type()), g, lp, norm_type, x.const_data_ptr(),
+                                        out.mutable_data_ptr(), current_cuda_stream()));
   return in_layout(out, use_channels_last(input));
 }
 
@@ -104,9 +91,9 @@ at::Tensor sum_backward_entry(const at::Tensor& grad_output, const at::Tensor* i
   const at::Tensor x = input ? input->contiguous() : at::Tensor();
   at::Tensor gin = at::empty(input_size, gy.options());
   at::Tensor coef = at::empty({g.planes * g.out_plane()}, gy.options().dtype(acc_type(gy.scalar_type())));
-  C10_CUDA_CHECK(cuda_pool::sum_backward(dtype_of(gy.scalar_type()), g, lp, norm_type, gy.const_data_ptr(),
+  C10_CUDA_CHECK(cuda_pool::sum_backward(cuda_dtype_of(gy.scalar_type()), g, lp, norm_type, gy.const_data_ptr(),
                                          x.defined() ? x.const_data_ptr() : nullptr, coef.mutable_data_ptr(),
-                                         gin.mutable_data_ptr(), current_stream()));
+                                         gin.mutable_data_ptr(), current_cuda_stream()));
   return in_layout(gin, use_channels_last(input ? *input : grad_output));
 }
 

@@ -13,25 +13,12 @@
 #include <tuple>
 #include <vector>
 
+#include "../cuda_glue.h"
 #include "pool_common.h"
 #include "stochastic_pool_cuda.h"
 
 namespace tco {
 namespace {
-
-using cuda_pool::DType;
-
-DType dtype_of(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return DType::Float;
-    case at::kDouble: return DType::Double;
-    case at::kHalf: return DType::Half;
-    case at::kBFloat16: return DType::BFloat16;
-    default: TORCH_CHECK(false, "cnn_ops.stochastic_pool (CUDA): unsupported dtype ", t);
-  }
-}
-
-cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
 PoolGeometry stochastic_geometry(const char* op, const at::Tensor& input, at::IntArrayRef kernel_size,
                                  at::IntArrayRef stride) {
@@ -51,9 +38,9 @@ std::tuple<at::Tensor, at::Tensor> stochastic_pool_forward_cuda(const at::Tensor
   const at::Tensor x = input.contiguous(), u = uniform.contiguous();
   at::Tensor out = at::empty(shape, x.options());
   at::Tensor ind = at::empty(shape, x.options().dtype(at::kLong));
-  C10_CUDA_CHECK(cuda_pool::stochastic_train(dtype_of(x.scalar_type()), g, x.const_data_ptr(), u.const_data_ptr(),
+  C10_CUDA_CHECK(cuda_pool::stochastic_train(cuda_dtype_of(x.scalar_type()), g, x.const_data_ptr(), u.const_data_ptr(),
                                              out.mutable_data_ptr(), ind.mutable_data_ptr<int64_t>(),
-                                             current_stream()));
+                                             current_cuda_stream()));
   return {out, ind};
 }
 
@@ -64,8 +51,8 @@ at::Tensor stochastic_pool_eval_forward_cuda(const at::Tensor& input, at::IntArr
   const PoolGeometry g = stochastic_geometry("stochastic_pool", input, kernel_size, stride);
   const at::Tensor x = input.contiguous();
   at::Tensor out = at::empty(pool_output_shape(input.size(0), input.size(1), g, kernel_size.size()), x.options());
-  C10_CUDA_CHECK(cuda_pool::stochastic_eval(dtype_of(x.scalar_type()), g, x.const_data_ptr(), out.mutable_data_ptr(),
-                                            current_stream()));
+  C10_CUDA_CHECK(cuda_pool::stochastic_eval(cuda_dtype_of(x.scalar_type()), g, x.const_data_ptr(), out.mutable_data_ptr(),
+                                            current_cuda_stream()));
   return out;
 }
 
@@ -81,9 +68,9 @@ at::Tensor stochastic_pool_eval_backward_cuda(const at::Tensor& grad_output, con
   at::Tensor gin = at::empty(input.sizes(), x.options());
   const at::ScalarType acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor coef = at::empty({2 * g.planes * g.out_plane()}, x.options().dtype(acc));
-  C10_CUDA_CHECK(cuda_pool::stochastic_eval_backward(dtype_of(x.scalar_type()), g, gy.const_data_ptr(),
+  C10_CUDA_CHECK(cuda_pool::stochastic_eval_backward(cuda_dtype_of(x.scalar_type()), g, gy.const_data_ptr(),
                                                      x.const_data_ptr(), coef.mutable_data_ptr(),
-                                                     gin.mutable_data_ptr(), current_stream()));
+                                                     gin.mutable_data_ptr(), current_cuda_stream()));
   return gin;
 }
 
