@@ -70,7 +70,7 @@ def _bench(args, parser) -> int:
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         parser.error(f"unknown family {unknown[0]!r}; choose from {', '.join(FAMILIES)} or 'all'")
-    run_families(families, json_path=args.json, quick=args.quick)
+    run_families(families, json_path=args.json, quick=args.quick, isolate=True)
     return 0
 
 

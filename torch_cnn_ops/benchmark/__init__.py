@@ -101,11 +101,29 @@ def machine() -> Dict[str, object]:
     }
 
 
-def run_families(names: List[str], json_path: Optional[str] = None, quick: bool = False) -> Dict[str, object]:
+def run_families(names: List[str], json_path: Optional[str] = None, quick: bool = False,
+                 isolate: bool = False) -> Dict[str, object]:
+    """Runs the benchmarks of the families `names`, prints their tables and returns the rows
+    (also written to `json_path` as JSON when given).
+
+    isolate: run each family in a fresh Python process. One family's tensors leave the heap
+    in a state that slowed the next family's cases by up to 10x in one process (norm after
+    conv, local and pool), so ``bench all`` isolates them.
+    """
     import importlib
+    import subprocess
+    import tempfile
 
     results: Dict[str, object] = {"machine": machine()}
     for name in names:
+        if isolate and len(names) > 1:
+            with tempfile.TemporaryDirectory() as tmp:
+                part = os.path.join(tmp, f"{name}.json")
+                cmd = [sys.executable, "-m", "torch_cnn_ops", "bench", name, "--json", part]
+                subprocess.run(cmd + (["--quick"] if quick else []), check=True)
+                with open(part) as f:
+                    results[name] = json.load(f)[name]
+            continue
         module = importlib.import_module(f"{__name__}.{name}")
         rows, columns = module.run(quick=quick)
         print(f"\n== {name} ({results['machine']}) ==")
