@@ -1,54 +1,26 @@
 // First derivatives of the norm family's forward ops, registered in C++ for the Autograd
-// dispatch key (every device): batch_norm_forward, group_norm_forward, layer_norm_forward.
-//
-// Why C++: these ops run once per layer and step on tensors that are often small (BatchNorm1d
-// on (256, 256) moves 256 KB, about 15 us of kernels). An autograd formula registered from
-// Python (torch.library.register_autograd) costs about 35 us in the forward and 80 us in the
-// backward on top of that; this path costs what torch's own batch norm does.
-//
-// Each backward calls the matching backward op through the dispatcher. With grad mode on
-// (create_graph=True) it goes through that op's Autograd kernel, whose formula (double
-// backward) is registered from Python in torch_cnn_ops/ops/norm.py; with grad mode off it
-// skips straight to the device kernel, as nothing would be recorded anyway.
+// dispatch key (every device): batch_norm_forward, group_norm_forward, layer_norm_forward
+// (see csrc/autograd_common.h for why C++). BatchNorm1d on (256, 256) moves 256 KB, about
+// 15 us of kernels; with the formulas in Python it took 2.1x torch's time.
 
-#include <ATen/core/dispatch/Dispatcher.h>
-#include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
-#include <optional>
 #include <tuple>
+
+#include "../autograd_common.h"
 
 namespace tco {
 namespace {
 
-using at::Tensor;
-using OptTensor = std::optional<Tensor>;
+using namespace tco::autograd;
 using Tensor3 = std::tuple<Tensor, Tensor, Tensor>;
 using Tensor4 = std::tuple<Tensor, Tensor, Tensor, Tensor>;
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
-
-template <typename Signature>
-c10::TypedOperatorHandle<Signature> find_op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
-}
-
-// Calls op below the Autograd key when grad mode is off (nothing to record), through it otherwise.
-template <typename Signature, typename... Args>
-auto call_backward_op(const c10::TypedOperatorHandle<Signature>& op, Args&&... args) {
-  if (at::GradMode::is_enabled()) return op.call(std::forward<Args>(args)...);
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  return op.call(std::forward<Args>(args)...);
-}
-
-OptTensor optional(const Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; }
-Tensor value_or_undefined(const OptTensor& t) { return t.has_value() ? *t : Tensor(); }
 
 // What the backward needs to know of the optional weight and bias: whether they were given,
 // and bias's dtype (its gradient comes back in weight's, which may differ).
 void save_params(AutogradContext* ctx, const OptTensor& weight, const OptTensor& bias) {
-  const bool has_bias = bias.has_value() && bias->defined();
-  ctx->saved_data["has_weight"] = weight.has_value() && weight->defined();
+  const bool has_bias = given(bias);
+  ctx->saved_data["has_weight"] = given(weight);
   ctx->saved_data["has_bias"] = has_bias;
   if (has_bias) ctx->saved_data["bias_dtype"] = static_cast<int64_t>(bias->scalar_type());
 }
@@ -80,8 +52,7 @@ struct BatchNormFunction : torch::autograd::Function<BatchNormFunction> {
                                const OptTensor& bias, const OptTensor& running_mean, const OptTensor& running_var,
                                bool training, double eps) {
     static const auto op = find_op<BatchNormForward>("cnn_ops::batch_norm_forward");
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto [out, mean, invstd, var] = op.call(input, weight, bias, running_mean, running_var, training, eps);
+    auto [out, mean, invstd, var] = call_below_autograd(op, input, weight, bias, running_mean, running_var, training, eps);
     ctx->mark_non_differentiable({mean, invstd, var});
     ctx->set_materialize_grads(false);  // no zero gradients for the statistics
     ctx->save_for_backward({input, value_or_undefined(weight), mean, invstd});
@@ -95,7 +66,7 @@ struct BatchNormFunction : torch::autograd::Function<BatchNormFunction> {
     static const auto op = find_op<BatchNormBackward>("cnn_ops::batch_norm_backward");
     if (!grads[0].defined()) return variable_list(7);
     const auto saved = ctx->get_saved_variables();
-    auto [gi, gw, gb] = call_backward_op(op, grads[0], saved[0], optional(saved[1]), saved[2], saved[3],
+    auto [gi, gw, gb] = call_backward_op(op, grads[0], saved[0], as_optional(saved[1]), saved[2], saved[3],
                                          ctx->saved_data["training"].toBool(), ctx->saved_data["eps"].toDouble());
     auto [dx, dw, db] = wanted(ctx, gi, gw, gb);
     return {dx, dw, db, Tensor(), Tensor(), Tensor(), Tensor()};
@@ -119,8 +90,7 @@ struct GroupNormFunction : torch::autograd::Function<GroupNormFunction> {
   static variable_list forward(AutogradContext* ctx, const Tensor& input, const OptTensor& weight,
                                const OptTensor& bias, int64_t num_groups, double eps) {
     static const auto op = find_op<GroupNormForward>("cnn_ops::group_norm_forward");
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto [out, mean, rstd] = op.call(input, weight, bias, num_groups, eps);
+    auto [out, mean, rstd] = call_below_autograd(op, input, weight, bias, num_groups, eps);
     ctx->mark_non_differentiable({mean, rstd});
     ctx->set_materialize_grads(false);  // no zero gradients for the statistics
     ctx->save_for_backward({input, value_or_undefined(weight), mean, rstd});
@@ -134,7 +104,7 @@ struct GroupNormFunction : torch::autograd::Function<GroupNormFunction> {
     static const auto op = find_op<GroupNormBackward>("cnn_ops::group_norm_backward");
     if (!grads[0].defined()) return variable_list(5);
     const auto saved = ctx->get_saved_variables();
-    auto [gi, gw, gb] = call_backward_op(op, grads[0], saved[0], optional(saved[1]), saved[2], saved[3],
+    auto [gi, gw, gb] = call_backward_op(op, grads[0], saved[0], as_optional(saved[1]), saved[2], saved[3],
                                          ctx->saved_data["num_groups"].toInt(), ctx->saved_data["eps"].toDouble());
     auto [dx, dw, db] = wanted(ctx, gi, gw, gb);
     return {dx, dw, db, Tensor(), Tensor()};
@@ -157,8 +127,7 @@ struct LayerNormFunction : torch::autograd::Function<LayerNormFunction> {
   static variable_list forward(AutogradContext* ctx, const Tensor& input, at::IntArrayRef normalized_shape,
                                const OptTensor& weight, const OptTensor& bias, double eps) {
     static const auto op = find_op<LayerNormForward>("cnn_ops::layer_norm_forward");
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto [out, mean, rstd] = op.call(input, normalized_shape, weight, bias, eps);
+    auto [out, mean, rstd] = call_below_autograd(op, input, normalized_shape, weight, bias, eps);
     ctx->mark_non_differentiable({mean, rstd});
     ctx->set_materialize_grads(false);  // no zero gradients for the statistics
     ctx->save_for_backward({input, value_or_undefined(weight), mean, rstd});
@@ -173,7 +142,7 @@ struct LayerNormFunction : torch::autograd::Function<LayerNormFunction> {
     if (!grads[0].defined()) return variable_list(5);
     const auto saved = ctx->get_saved_variables();
     const std::vector<int64_t> shape = ctx->saved_data["normalized_shape"].toIntVector();
-    auto [gi, gw, gb] = call_backward_op(op, grads[0].contiguous(), saved[0], shape, optional(saved[1]), saved[2],
+    auto [gi, gw, gb] = call_backward_op(op, grads[0].contiguous(), saved[0], shape, as_optional(saved[1]), saved[2],
                                          saved[3], ctx->saved_data["eps"].toDouble());
     auto [dx, dw, db] = wanted(ctx, gi, gw, gb);
     return {dx, Tensor(), dw, db, Tensor()};

@@ -45,30 +45,8 @@ def _conv_weight_backward_fake(grad_output, input, weight_size, stride, padding,
 
 
 # --- autograd of the forward ------------------------------------------------------------
-
-
-def _forward_setup(ctx, inputs, output):
-    input, weight, bias, stride, padding, padding_end, dilation, groups, algorithm = inputs
-    ctx.save_for_backward(input, weight)
-    ctx.has_bias = bias is not None
-    ctx.args = (stride, padding, dilation, groups, algorithm)
-    ctx.padding_end = padding_end
-
-
-def _forward_backward(ctx, grad_output):
-    input, weight = ctx.saved_tensors
-    stride, padding, dilation, groups, algorithm = ctx.args
-    grad_input = grad_weight = grad_bias = None
-    if ctx.needs_input_grad[0]:
-        grad_input = ops.conv_input_backward(grad_output, weight, list(input.shape), *ctx.args)
-    if ctx.needs_input_grad[1]:
-        grad_weight = ops.conv_weight_backward(grad_output, input, list(weight.shape), *ctx.args)
-    if ctx.has_bias and ctx.needs_input_grad[2]:
-        grad_bias = grad_output.sum(dim=[0, *range(2, grad_output.dim())])
-    return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
-
-
-torch.library.register_autograd("cnn_ops::conv_forward", _forward_backward, setup_context=_forward_setup)
+# Registered in C++ (csrc/conv/conv_autograd.cpp): from Python it cost about 100 us per call,
+# more than the kernels of a small layer. The derivatives of the backward ops are below.
 
 
 # --- autograd of the input gradient -------------------------------------------------------

@@ -112,29 +112,8 @@ def _gather(values, indices):
     return flat.gather(2, indices.flatten(2)).view(indices.shape)
 
 
-def _max_setup(ctx, inputs, output):
-    ctx.input_shape = list(inputs[0].shape)
-    ctx.mark_non_differentiable(output[1])
-    ctx.save_for_backward(output[1])
-
-
-def _max_backward(ctx, grad_output, grad_indices):
-    (indices,) = ctx.saved_tensors
-    grad_input = None
-    if ctx.needs_input_grad[0]:
-        grad_input = ops.max_pool_backward(grad_output, indices, ctx.input_shape)
-    return (grad_input,) + (None,) * 6
-
-
-def _adaptive_max_backward(ctx, grad_output, grad_indices):
-    (indices,) = ctx.saved_tensors
-    grad_input = ops.max_pool_backward(grad_output, indices, ctx.input_shape) if ctx.needs_input_grad[0] else None
-    return grad_input, None, None
-
-
-torch.library.register_autograd("cnn_ops::max_pool_forward", _max_backward, setup_context=_max_setup)
-torch.library.register_autograd("cnn_ops::adaptive_max_pool_forward", _adaptive_max_backward,
-                                setup_context=_max_setup)
+# The first derivatives of max / min and avg pooling (window and adaptive) are registered in
+# C++ (csrc/pool/pool_autograd.cpp); their backward ops' derivatives are here.
 
 
 def _scatter_setup(ctx, inputs, output):
@@ -152,28 +131,6 @@ torch.library.register_autograd("cnn_ops::max_pool_backward", _scatter_backward,
 # --- avg -------------------------------------------------------------------------------------------
 
 
-def _avg_setup(ctx, inputs, output):
-    input, *args = inputs
-    ctx.input_shape = list(input.shape)
-    ctx.args = args
-    ctx.channels_last = _channels_last(input)
-
-
-def _in_layout(ctx, grad):
-    """grad in the layout of the forward's input (the backward kernels follow grad_output's)."""
-    return grad.contiguous(memory_format=torch.channels_last) if ctx.channels_last else grad
-
-
-def _avg_backward(ctx, grad_output):
-    grad_input = None
-    if ctx.needs_input_grad[0]:
-        grad_input = ops.avg_pool_backward(_in_layout(ctx, grad_output), ctx.input_shape, *ctx.args)
-    return (grad_input,) + (None,) * 6
-
-
-torch.library.register_autograd("cnn_ops::avg_pool_forward", _avg_backward, setup_context=_avg_setup)
-
-
 def _avg_backward_setup(ctx, inputs, output):
     grad_output, input_size, *args = inputs
     ctx.args = args
@@ -185,22 +142,6 @@ def _avg_backward_backward(ctx, gg_input):
 
 torch.library.register_autograd("cnn_ops::avg_pool_backward", _avg_backward_backward,
                                 setup_context=_avg_backward_setup)
-
-
-def _adaptive_avg_setup(ctx, inputs, output):
-    ctx.input_shape = list(inputs[0].shape)
-    ctx.channels_last = _channels_last(inputs[0])
-
-
-def _adaptive_avg_backward(ctx, grad_output):
-    grad_input = None
-    if ctx.needs_input_grad[0]:
-        grad_input = ops.adaptive_avg_pool_backward(_in_layout(ctx, grad_output), ctx.input_shape)
-    return grad_input, None
-
-
-torch.library.register_autograd("cnn_ops::adaptive_avg_pool_forward", _adaptive_avg_backward,
-                                setup_context=_adaptive_avg_setup)
 
 
 def _adaptive_avg_backward_setup(ctx, inputs, output):
