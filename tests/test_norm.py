@@ -786,6 +786,7 @@ SYNC_CHILD = textwrap.dedent("""
         steps.append({"eval_out": model(data["x"][0][rank * half:(rank + 1) * half])})
         results[momentum] = steps
     torch.save(results, os.path.join(folder, f"rank{rank}.pt"))
+    dist.barrier()  # both ranks done before the teardown (a peer leaving first can abort the other)
     dist.destroy_process_group()
 """)
 

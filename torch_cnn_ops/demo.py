@@ -250,6 +250,9 @@ def _worker(rank: int, world_size: int, port: int, epochs: int, out: str, progre
         result = train(epochs, rank, world_size, progress)
         if rank == 0:
             _report(*result, out, time.perf_counter() - start)
+        # Every rank done before the group is torn down: a gloo peer that leaves first can
+        # make the other abort at exit ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
