@@ -22,7 +22,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
@@ -37,6 +36,7 @@
 
 #include "../cpu_vectorize.h"
 #include "pool_common.h"
+#include "pool_ops.h"
 
 
 namespace tco {
@@ -712,7 +712,7 @@ void with_power(double norm_type, Fn&& fn) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Op entry points (CPU dispatch key).
+// The CPU backend of the window / adaptive pooling ops (pool_ops.h).
 
 #define TCO_POOL_DISPATCH(TYPE, NAME, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
@@ -752,27 +752,8 @@ std::tuple<at::Tensor, at::Tensor> extreme_forward_entry(const at::Tensor& input
   return {out, ind};
 }
 
-std::tuple<at::Tensor, at::Tensor> max_pool_forward_cpu(const at::Tensor& input, at::IntArrayRef kernel_size,
-                                                        at::IntArrayRef stride, at::IntArrayRef padding,
-                                                        at::IntArrayRef dilation, bool ceil_mode, bool minimum) {
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const char* op = minimum ? "min_pool" : "max_pool";
-  const PoolGeometry g = window_geometry(op, input, kernel_size, stride, padding, dilation, ceil_mode);
-  return extreme_forward_entry(input, g, static_cast<int64_t>(kernel_size.size()), minimum);
-}
-
-std::tuple<at::Tensor, at::Tensor> adaptive_max_pool_forward_cpu(const at::Tensor& input,
-                                                                 at::IntArrayRef output_size, bool minimum) {
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const char* op = minimum ? "adaptive_min_pool" : "adaptive_max_pool";
-  const PoolGeometry g = adaptive_geometry(op, input, output_size);
-  return extreme_forward_entry(input, g, static_cast<int64_t>(output_size.size()), minimum);
-}
-
-at::Tensor max_pool_backward_cpu(const at::Tensor& grad_output, const at::Tensor& indices,
-                                 at::IntArrayRef input_size) {
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const PoolGeometry g = scatter_geometry("max_pool_backward", grad_output, indices, input_size);
+at::Tensor scatter_backward_entry(const at::Tensor& grad_output, const at::Tensor& indices, const PoolGeometry& g,
+                                  at::IntArrayRef input_size) {
   // The layout of the forward (remembered by the indices) is the layout of the gradient.
   const bool cl = use_channels_last(indices);
   const auto format = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
@@ -839,72 +820,14 @@ at::Tensor sum_backward_entry(const at::Tensor& grad_output, const at::Tensor* i
   return gin;
 }
 
-std::vector<int64_t> ones(size_t n) { return std::vector<int64_t>(n, 1); }
-
-at::Tensor avg_pool_forward_cpu(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
-                                at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
-                                std::optional<int64_t> divisor_override) {
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  PoolGeometry g = window_geometry("avg_pool", input, kernel_size, stride, padding, ones(kernel_size.size()), ceil_mode);
-  set_divisor("avg_pool", g, count_include_pad, divisor_override);
-  return sum_forward_entry(input, g, static_cast<int64_t>(kernel_size.size()), false, 1.0);
-}
-
-at::Tensor avg_pool_backward_cpu(const at::Tensor& grad_output, at::IntArrayRef input_size,
-                                 at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
-                                 bool ceil_mode, bool count_include_pad, std::optional<int64_t> divisor_override) {
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  PoolGeometry g = window_backward_geometry("avg_pool_backward", grad_output, input_size, kernel_size, stride,
-                                            padding, ones(kernel_size.size()), ceil_mode);
-  set_divisor("avg_pool_backward", g, count_include_pad, divisor_override);
-  return sum_backward_entry(grad_output, nullptr, g, input_size, false, 1.0);
-}
-
-at::Tensor adaptive_avg_pool_forward_cpu(const at::Tensor& input, at::IntArrayRef output_size) {
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const PoolGeometry g = adaptive_geometry("adaptive_avg_pool", input, output_size);
-  return sum_forward_entry(input, g, static_cast<int64_t>(output_size.size()), false, 1.0);
-}
-
-at::Tensor adaptive_avg_pool_backward_cpu(const at::Tensor& grad_output, at::IntArrayRef input_size) {
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const PoolGeometry g = adaptive_backward_geometry("adaptive_avg_pool_backward", grad_output, input_size);
-  return sum_backward_entry(grad_output, nullptr, g, input_size, false, 1.0);
-}
-
-at::Tensor lp_pool_forward_cpu(const at::Tensor& input, double norm_type, at::IntArrayRef kernel_size,
-                               at::IntArrayRef stride, bool ceil_mode) {
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  check_norm_type("lp_pool", norm_type);
-  const size_t nd = kernel_size.size();
-  const PoolGeometry g = window_geometry("lp_pool", input, kernel_size, stride, std::vector<int64_t>(nd, 0),
-                                         ones(nd), ceil_mode);
-  return sum_forward_entry(input, g, static_cast<int64_t>(nd), true, norm_type);
-}
-
-at::Tensor lp_pool_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input, double norm_type,
-                                at::IntArrayRef kernel_size, at::IntArrayRef stride, bool ceil_mode) {
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  check_norm_type("lp_pool_backward", norm_type);
-  const size_t nd = kernel_size.size();
-  TORCH_CHECK(input.scalar_type() == grad_output.scalar_type(), "cnn_ops.lp_pool_backward: input (",
-              input.scalar_type(), ") and grad_output (", grad_output.scalar_type(), ") must have the same dtype");
-  const PoolGeometry g = window_backward_geometry("lp_pool_backward", grad_output, input.sizes(), kernel_size,
-                                                  stride, std::vector<int64_t>(nd, 0), ones(nd), ceil_mode);
-  return sum_backward_entry(grad_output, &input, g, input.sizes(), true, norm_type);
-}
-
 }  // namespace
+
+const PoolBackend& cpu_pool_backend() {
+  static const PoolBackend backend{&extreme_forward_entry, &scatter_backward_entry, &sum_forward_entry,
+                                   &sum_backward_entry};
+  return backend;
+}
+
 }  // namespace tco
 
-TORCH_LIBRARY_IMPL(cnn_ops, CPU, m) {
-  m.impl("max_pool_forward", &tco::max_pool_forward_cpu);
-  m.impl("adaptive_max_pool_forward", &tco::adaptive_max_pool_forward_cpu);
-  m.impl("max_pool_backward", &tco::max_pool_backward_cpu);
-  m.impl("avg_pool_forward", &tco::avg_pool_forward_cpu);
-  m.impl("avg_pool_backward", &tco::avg_pool_backward_cpu);
-  m.impl("adaptive_avg_pool_forward", &tco::adaptive_avg_pool_forward_cpu);
-  m.impl("adaptive_avg_pool_backward", &tco::adaptive_avg_pool_backward_cpu);
-  m.impl("lp_pool_forward", &tco::lp_pool_forward_cpu);
-  m.impl("lp_pool_backward", &tco::lp_pool_backward_cpu);
-}
+TORCH_LIBRARY_IMPL(cnn_ops, CPU, m) { tco::register_pool_ops<&tco::cpu_pool_backend>(m); }
