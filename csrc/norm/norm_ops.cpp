@@ -91,13 +91,9 @@ struct ChannelView {
     return t.contiguous(x.is_contiguous() ? at::MemoryFormat::Contiguous : x.suggest_memory_format());
   }
   // A per-channel coefficient as the backend wants it: per column, or repeated per row.
-  at::Tensor per_group(const at::Tensor& v) const {
-    return layout == NormLayout::Planar ? v.view({1, c}).expand({n, c}).contiguous().view({n * c}) : v;
-  }
+  at::Tensor per_group(const at::Tensor& v) const;
   // Per-row results of the planar layout summed per channel (per-column ones are per channel).
-  at::Tensor channel_sum(const at::Tensor& v) const {
-    return layout == NormLayout::Planar ? v.view({n, c}).sum(0) : v;
-  }
+  at::Tensor channel_sum(const at::Tensor& v) const;
 };
 
 ChannelView channel_view(const at::Tensor& input) {
@@ -114,22 +110,6 @@ ChannelView channel_view(const at::Tensor& input) {
     v.layout = v.s == 1 ? NormLayout::Interleaved : NormLayout::Planar;
   }
   return v;
-}
-
-// Per-channel mean and biased variance. Planar rows all hold s values, so the channel's
-// statistics are the mean of the row means and the mean of the row variances plus the
-// variance of the row means (exact for equal counts).
-std::tuple<at::Tensor, at::Tensor> channel_moments(const NormBackend& be, const ChannelView& v) {
-  const auto type = acc_type(v.x);
-  const int64_t groups = v.layout == NormLayout::Planar ? v.rows() : v.cols();
-  at::Tensor mean = at::empty({groups}, v.x.options().dtype(type));
-  at::Tensor var = at::empty({groups}, v.x.options().dtype(type));
-  if (v.x.numel() > 0) be.moments(v.x, v.layout, v.rows(), v.cols(), mean, var);
-  if (v.layout == NormLayout::Interleaved || v.n == 1) return {mean.view({v.c}), var.view({v.c})};
-  const at::Tensor m = mean.view({v.n, v.c});
-  const at::Tensor channel_mean = m.mean(0);
-  const at::Tensor spread = (m - channel_mean).square_().mean(0);
-  return {channel_mean, var.view({v.n, v.c}).mean(0).add_(spread)};
 }
 
 // Per-channel arithmetic on C-sized vectors. On the CPU each formula is one plain loop: as a
@@ -150,6 +130,113 @@ const T* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.const_data_pt
 at::Tensor acc_or_undefined(const OptTensor& t, at::ScalarType type) {
   return defined(t) ? acc(*t, type) : at::Tensor();
 }
+
+// out[i * k + j] = v[i] for a contiguous vector v of the compute type (each entry repeated k
+// times): per-(sample, group) values per channel, per-channel values per plane.
+at::Tensor repeat_each(const at::Tensor& v, int64_t k) {
+  if (!v.is_cpu()) return v.reshape({-1, 1}).expand({v.numel(), k}).reshape({v.numel() * k});
+  const at::Tensor src = v.contiguous();
+  at::Tensor out = at::empty({src.numel() * k}, src.options());
+  for_compute_type(src.scalar_type(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* pv = src.const_data_ptr<T>();
+    T* po = out.mutable_data_ptr<T>();
+    for (int64_t i = 0; i < src.numel(); ++i)
+      for (int64_t j = 0; j < k; ++j) po[i * k + j] = pv[i];
+  });
+  return out;
+}
+
+// The vector v (length k) repeated `times` times: per-channel coefficients for every sample.
+at::Tensor repeat_whole(const at::Tensor& v, int64_t times) {
+  if (!v.is_cpu()) return v.reshape({1, -1}).expand({times, v.numel()}).reshape({times * v.numel()});
+  const at::Tensor src = v.contiguous();
+  const int64_t k = src.numel();
+  at::Tensor out = at::empty({times * k}, src.options());
+  for_compute_type(src.scalar_type(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* pv = src.const_data_ptr<T>();
+    T* po = out.mutable_data_ptr<T>();
+    for (int64_t i = 0; i < times; ++i) std::copy(pv, pv + k, po + i * k);
+  });
+  return out;
+}
+
+// Per channel, the sum over samples of a contiguous (n, c) matrix of the compute type.
+at::Tensor sum_over_samples(const at::Tensor& v, int64_t n, int64_t c) {
+  if (!v.is_cpu()) return v.view({n, c}).sum(0);
+  at::Tensor out = at::zeros({c}, v.options());
+  for_compute_type(v.scalar_type(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* pv = v.const_data_ptr<T>();
+    T* po = out.mutable_data_ptr<T>();
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < c; ++j) po[j] += pv[i * c + j];
+  });
+  return out;
+}
+
+}  // namespace
+
+at::Tensor ChannelView::per_group(const at::Tensor& v) const {
+  return layout == NormLayout::Planar ? repeat_whole(v, n) : v;
+}
+
+at::Tensor ChannelView::channel_sum(const at::Tensor& v) const {
+  return layout == NormLayout::Planar ? sum_over_samples(v, n, c) : v;
+}
+
+namespace {
+
+// Means and biased variances of sets made of equally large parts, from the parts' own: the
+// mean of the means, and the mean of the variances plus the variance of the means (exact).
+// mean and var are contiguous (a, b) matrices of the compute type; the parts of a set are a
+// column (over_rows: a result per column) or a row (a result per row).
+std::tuple<at::Tensor, at::Tensor> combine_equal_groups(const at::Tensor& mean, const at::Tensor& var,
+                                                        bool over_rows) {
+  const int64_t dim = over_rows ? 0 : 1;
+  if (!mean.is_cpu()) {
+    const at::Tensor m = mean.mean(dim, /*keepdim=*/true);
+    const at::Tensor spread = (mean - m).square_().mean(dim);
+    return {m.squeeze(dim), var.mean(dim).add_(spread)};
+  }
+  const int64_t a = mean.size(0), b = mean.size(1);
+  const int64_t sets = over_rows ? b : a, parts = over_rows ? a : b;
+  at::Tensor out_mean = at::empty({sets}, mean.options()), out_var = at::empty({sets}, mean.options());
+  for_compute_type(mean.scalar_type(), [&](auto zero) {
+    using T = decltype(zero);
+    const T *pm = mean.const_data_ptr<T>(), *pv = var.const_data_ptr<T>();
+    T *om = out_mean.mutable_data_ptr<T>(), *ov = out_var.mutable_data_ptr<T>();
+    const int64_t set_step = over_rows ? 1 : b, part_step = over_rows ? b : 1;
+    for (int64_t k = 0; k < sets; ++k) {
+      T m = 0, v = 0, d2 = 0;
+      for (int64_t p = 0; p < parts; ++p) m += pm[k * set_step + p * part_step];
+      m /= static_cast<T>(parts);
+      for (int64_t p = 0; p < parts; ++p) {
+        const T d = pm[k * set_step + p * part_step] - m;
+        d2 += d * d;
+        v += pv[k * set_step + p * part_step];
+      }
+      om[k] = m;
+      ov[k] = (v + d2) / static_cast<T>(parts);
+    }
+  });
+  return {out_mean, out_var};
+}
+
+// Per-channel mean and biased variance. Planar rows all hold s values, so the channel's
+// statistics are the mean of the row means and the mean of the row variances plus the
+// variance of the row means (exact for equal counts).
+std::tuple<at::Tensor, at::Tensor> channel_moments(const NormBackend& be, const ChannelView& v) {
+  const auto type = acc_type(v.x);
+  const int64_t groups = v.layout == NormLayout::Planar ? v.rows() : v.cols();
+  at::Tensor mean = at::empty({groups}, v.x.options().dtype(type));
+  at::Tensor var = at::empty({groups}, v.x.options().dtype(type));
+  if (v.x.numel() > 0) be.moments(v.x, v.layout, v.rows(), v.cols(), mean, var);
+  if (v.layout == NormLayout::Interleaved || v.n == 1) return {mean.view({v.c}), var.view({v.c})};
+  return combine_equal_groups(mean.view({v.n, v.c}), var.view({v.n, v.c}), /*over_rows=*/true);
+}
+
 
 // scale = invstd * weight, shift = bias - mean * scale.
 std::pair<at::Tensor, at::Tensor> affine_coefficients(const at::Tensor& mean, const at::Tensor& invstd,
@@ -429,13 +516,95 @@ GroupView check_group_norm(const char* op, const at::Tensor& input, const OptTen
 }
 
 // A per-(sample, group) statistic (N, G) repeated for each channel of its group: (N * C).
-at::Tensor per_channel(const at::Tensor& t, const GroupView& g) {
-  return t.view({g.n, g.groups, 1}).expand({g.n, g.groups, g.per_group()}).reshape({g.n * g.c});
+at::Tensor per_channel(const at::Tensor& t, const GroupView& g) { return repeat_each(t.reshape({-1}), g.per_group()); }
+
+// Per (sample, channel), flattened (N * C): scale = rstd[n, g] * w[c], shift = b[c] - mean[n, g] * scale.
+std::pair<at::Tensor, at::Tensor> group_affine_coefficients(const at::Tensor& mean, const at::Tensor& rstd,
+                                                            const OptTensor& weight, const OptTensor& bias,
+                                                            const GroupView& g, at::ScalarType type) {
+  const at::Tensor w = acc_or_undefined(weight, type), b = acc_or_undefined(bias, type);
+  if (!mean.is_cpu()) {
+    at::Tensor scale = per_channel(rstd, g).view({g.n, g.c});
+    if (w.defined()) scale = scale * w.view({1, g.c});
+    at::Tensor shift = -per_channel(mean, g).view({g.n, g.c}) * scale;
+    if (b.defined()) shift.add_(b.view({1, g.c}));
+    return {scale.contiguous().view(-1), shift.contiguous().view(-1)};
+  }
+  const at::Tensor m = mean.contiguous(), r = rstd.contiguous();
+  at::Tensor scale = at::empty({g.n * g.c}, m.options()), shift = at::empty({g.n * g.c}, m.options());
+  for_compute_type(type, [&](auto zero) {
+    using T = decltype(zero);
+    const T *pm = m.const_data_ptr<T>(), *pr = r.const_data_ptr<T>(), *pw = ptr_or_null<T>(w),
+            *pb = ptr_or_null<T>(b);
+    T *ps = scale.mutable_data_ptr<T>(), *pt = shift.mutable_data_ptr<T>();
+    for (int64_t n = 0; n < g.n; ++n)
+      for (int64_t c = 0; c < g.c; ++c) {
+        const int64_t grp = n * g.groups + c / g.per_group(), i = n * g.c + c;
+        ps[i] = pw ? pr[grp] * pw[c] : pr[grp];
+        pt[i] = (pb ? pb[c] : T(0)) - pm[grp] * ps[i];
+      }
+  });
+  return {scale, shift};
 }
 
-// A per-channel vector (C) as (1, C) for arithmetic with (N, C) tensors; ones when absent.
-at::Tensor channel_row(const OptTensor& t, const GroupView& g, const at::Tensor& like, at::ScalarType type) {
-  return defined(t) ? acc(*t, type).view({1, g.c}) : at::ones({1, g.c}, like.options().dtype(type));
+// The coefficients of group norm's input gradient (see group_norm_backward), per (sample,
+// channel) and flattened (N * C), and the weight and bias gradients (C), from the per-(sample,
+// channel) sums of dy and dy * (x - mean) over m values per group.
+struct GroupGrad {
+  at::Tensor a, b, c, grad_weight, grad_bias;
+};
+
+GroupGrad group_grad_coefficients(const at::Tensor& sum_dy, const at::Tensor& sum_dy_xmu, const at::Tensor& mean,
+                                  const at::Tensor& rstd, const OptTensor& weight, const GroupView& g,
+                                  at::ScalarType type) {
+  const double m = static_cast<double>(g.per_group() * g.s);
+  const at::Tensor w = acc_or_undefined(weight, type);
+  if (!mean.is_cpu()) {
+    const at::Tensor sdy = sum_dy.view({g.n, g.c}), sdx = sum_dy_xmu.view({g.n, g.c});
+    const at::Tensor r_c = per_channel(rstd, g).view({g.n, g.c});
+    const at::Tensor wr = w.defined() ? w.view({1, g.c}) : at::ones({1, g.c}, sdy.options());
+    const at::Tensor A = (sdy * wr).view({g.n, g.groups, g.per_group()}).sum(2);
+    const at::Tensor B = (sdx * wr).view({g.n, g.groups, g.per_group()}).sum(2);
+    const at::Tensor b = -rstd * rstd * rstd * B / m;
+    const at::Tensor c = -rstd * A / m - b * mean;
+    return {(r_c * wr).contiguous().view(-1), per_channel(b, g), per_channel(c, g), (sdx * r_c).sum(0), sdy.sum(0)};
+  }
+  GroupGrad out;
+  const at::Tensor mu = mean.contiguous(), r = rstd.contiguous();
+  out.a = at::empty({g.n * g.c}, mu.options());
+  out.b = at::empty({g.n * g.c}, mu.options());
+  out.c = at::empty({g.n * g.c}, mu.options());
+  out.grad_weight = at::zeros({g.c}, mu.options());
+  out.grad_bias = at::zeros({g.c}, mu.options());
+  for_compute_type(type, [&](auto zero) {
+    using T = decltype(zero);
+    const T *p1 = sum_dy.const_data_ptr<T>(), *p2 = sum_dy_xmu.const_data_ptr<T>();
+    const T *pm = mu.const_data_ptr<T>(), *pr = r.const_data_ptr<T>(), *pw = ptr_or_null<T>(w);
+    T *pa = out.a.mutable_data_ptr<T>(), *pb = out.b.mutable_data_ptr<T>(), *pc = out.c.mutable_data_ptr<T>();
+    T *gw = out.grad_weight.mutable_data_ptr<T>(), *gb = out.grad_bias.mutable_data_ptr<T>();
+    const int64_t cg = g.per_group();
+    for (int64_t n = 0; n < g.n; ++n)
+      for (int64_t grp = 0; grp < g.groups; ++grp) {
+        const int64_t ng = n * g.groups + grp, c0 = grp * cg, i0 = n * g.c + c0;
+        const T rs = pr[ng];
+        T A = 0, B = 0;
+        for (int64_t j = 0; j < cg; ++j) {
+          const T wj = pw ? pw[c0 + j] : T(1);
+          A += p1[i0 + j] * wj;
+          B += p2[i0 + j] * wj;
+          gw[c0 + j] += p2[i0 + j] * rs;
+          gb[c0 + j] += p1[i0 + j];
+        }
+        const T bb = -rs * rs * rs * B / static_cast<T>(m);
+        const T cc = -rs * A / static_cast<T>(m) - bb * pm[ng];
+        for (int64_t j = 0; j < cg; ++j) {
+          pa[i0 + j] = pw ? rs * pw[c0 + j] : rs;
+          pb[i0 + j] = bb;
+          pc[i0 + j] = cc;
+        }
+      }
+  });
+  return out;
 }
 
 }  // namespace
@@ -465,27 +634,26 @@ Tensor3 group_norm_forward(const NormBackend& be, const at::Tensor& input, const
       at::Tensor m = cmean.select(0, i), v = cvar.select(0, i);
       be.moments(x.select(0, i), NormLayout::Interleaved, g.s, g.c, m, v);
     }
-    const at::Tensor cm = cmean.view({g.n, g.groups, g.per_group()});
-    mean = cm.mean(2);
-    var = cvar.view({g.n, g.groups, g.per_group()}).mean(2) + (cm - mean.unsqueeze(2)).square().mean(2);
+    std::tie(mean, var) = combine_equal_groups(cmean.view({g.n * g.groups, g.per_group()}),
+                                               cvar.view({g.n * g.groups, g.per_group()}), /*over_rows=*/false);
+    mean = mean.view({g.n, g.groups});
+    var = var.view({g.n, g.groups});
   } else {
     mean = at::empty({g.n, g.groups}, x.options().dtype(type));
     var = at::empty({g.n, g.groups}, x.options().dtype(type));
     be.moments(x, NormLayout::Planar, g.n * g.groups, g.per_group() * g.s, mean, var);
   }
-  const at::Tensor rstd = var.add_(eps).rsqrt_();
+  const at::Tensor rstd = inverse_std(var, eps);
   // Per (sample, channel): y = x * scale + shift.
-  const at::Tensor scale = (per_channel(rstd, g).view({g.n, g.c}) * channel_row(weight, g, x, type)).contiguous();
-  at::Tensor shift = -per_channel(mean, g).view({g.n, g.c}) * scale;
-  if (defined(bias)) shift.add_(acc(*bias, type).view({1, g.c}));
-  shift = shift.contiguous();
+  const auto [scale, shift] = group_affine_coefficients(mean, rstd, weight, bias, g, type);
   if (cl) {
+    const at::Tensor scale2 = scale.view({g.n, g.c}), shift2 = shift.view({g.n, g.c});
     for (int64_t i = 0; i < g.n; ++i) {
       at::Tensor yi = y.select(0, i);
-      be.affine(x.select(0, i), NormLayout::Interleaved, g.s, g.c, scale.select(0, i), shift.select(0, i), yi);
+      be.affine(x.select(0, i), NormLayout::Interleaved, g.s, g.c, scale2.select(0, i), shift2.select(0, i), yi);
     }
   } else {
-    be.affine(x, NormLayout::Planar, g.n * g.c, g.s, scale.view(-1), shift.view(-1), y);
+    be.affine(x, NormLayout::Planar, g.n * g.c, g.s, scale, shift, y);
   }
   return {y, mean, rstd};
 }
@@ -526,30 +694,19 @@ Tensor3 group_norm_backward(const NormBackend& be, const at::Tensor& grad_output
   } else if (x.numel() > 0) {
     be.grad_sums(dy, x, NormLayout::Planar, g.n * g.c, g.s, per_channel(mu, g), sum_dy, sum_dy_xmu);
   }
-  const at::Tensor sdy = sum_dy.view({g.n, g.c}), sdx = sum_dy_xmu.view({g.n, g.c});
-  const at::Tensor r_c = per_channel(r, g).view({g.n, g.c});
-  at::Tensor grad_weight = (sdx * r_c).sum(0).to(ptype);
-  at::Tensor grad_bias = sdy.sum(0).to(ptype);
-  const at::Tensor w = channel_row(weight, g, x, type);
-  const double m = static_cast<double>(g.per_group() * g.s);
-  const at::Tensor A = (sdy * w).view({g.n, g.groups, g.per_group()}).sum(2);
-  const at::Tensor B = (sdx * w).view({g.n, g.groups, g.per_group()}).sum(2);
-  const at::Tensor b = -r * r * r * B / m;
-  const at::Tensor c = -r * A / m - b * mu;
-  const at::Tensor a = (r_c * w).contiguous();
-  const at::Tensor b_c = per_channel(b, g), c_c = per_channel(c, g);
+  const GroupGrad k = group_grad_coefficients(sum_dy, sum_dy_xmu, mu, r, weight, g, type);
   at::Tensor dx = at::empty_like(x);
   if (x.numel() > 0 && cl) {
-    const at::Tensor b2 = b_c.view({g.n, g.c}), c2 = c_c.view({g.n, g.c});
+    const at::Tensor a2 = k.a.view({g.n, g.c}), b2 = k.b.view({g.n, g.c}), c2 = k.c.view({g.n, g.c});
     for (int64_t i = 0; i < g.n; ++i) {
       at::Tensor dxi = dx.select(0, i);
-      be.linear_grad(dy.select(0, i), x.select(0, i), NormLayout::Interleaved, g.s, g.c, a.select(0, i),
+      be.linear_grad(dy.select(0, i), x.select(0, i), NormLayout::Interleaved, g.s, g.c, a2.select(0, i),
                      b2.select(0, i), c2.select(0, i), dxi);
     }
   } else if (x.numel() > 0) {
-    be.linear_grad(dy, x, NormLayout::Planar, g.n * g.c, g.s, a.view(-1), b_c, c_c, dx);
+    be.linear_grad(dy, x, NormLayout::Planar, g.n * g.c, g.s, k.a, k.b, k.c, dx);
   }
-  return {dx, grad_weight, grad_bias};
+  return {dx, k.grad_weight.to(ptype), k.grad_bias.to(ptype)};
 }
 
 // ---- layer norm ----
