@@ -157,54 +157,55 @@ void for_each_row_range(int64_t R, int64_t L, const Fn& fn, int64_t& num_tasks) 
 // ---- interleaved (one group per column) reductions ----
 
 // Column reductions of a block of an interleaved matrix (rows x L, one group per column).
-// Columns are taken kChunk at a time with the accumulators in a local array of constant size,
-// which the compiler keeps in vector registers across the rows; accumulating into memory
-// instead costs a load and a store per row and vector. The columns left over (L not a
-// multiple of kChunk) take the same loops with a run-time width.
-template <typename acc_t>
-constexpr int64_t kChunk = 256 / sizeof(acc_t);  // 64 floats, 32 doubles
-
-// Calls fn(c0, width) for the chunks of [0, L): full chunks with a constant width, then the rest.
-template <typename acc_t, typename Fn>
-inline void for_each_column_chunk(int64_t L, const Fn& fn) {
-  int64_t c0 = 0;
-  for (; c0 + kChunk<acc_t> <= L; c0 += kChunk<acc_t>) fn(c0, std::integral_constant<int64_t, kChunk<acc_t>>{});
-  for (; c0 < L; ++c0) fn(c0, std::integral_constant<int64_t, 1>{});
-}
+// The rows are read in order, four at a time: each accumulator (in memory, L of them) is
+// loaded and stored once per four rows rather than once per row. (Accumulators held in
+// registers for a chunk of columns at a time made the reads strided, slower for L > 64.)
+constexpr int64_t kRowStep = 4;
 
 // Column means of `rows` rows. The sums are of the deviations from the block's first row:
 // one accumulator per column adds thousands of values, and values far from zero (1e4 with a
 // spread of 1) would lose their low digits in a float32 sum of the values themselves.
 template <typename acc_t, typename scalar_t>
 TCO_VECTORIZE void column_means(acc_t* __restrict mean, const scalar_t* __restrict x, int64_t rows, int64_t L) {
-  for_each_column_chunk<acc_t>(L, [&](int64_t c0, auto width) {
-    constexpr int64_t W = decltype(width)::value;
-    acc_t base[W], sum[W] = {};
-    for (int64_t j = 0; j < W; ++j) base[j] = static_cast<acc_t>(x[c0 + j]);
-    for (int64_t r = 1; r < rows; ++r) {
-      const scalar_t* __restrict row = x + r * L + c0;
-      for (int64_t j = 0; j < W; ++j) sum[j] += static_cast<acc_t>(row[j]) - base[j];
+  for (int64_t c = 0; c < L; ++c) mean[c] = 0;
+  int64_t r = 1;
+  for (; r + kRowStep <= rows; r += kRowStep) {
+    const scalar_t *__restrict r0 = x + r * L, *__restrict r1 = r0 + L, *__restrict r2 = r1 + L,
+                   *__restrict r3 = r2 + L;
+    for (int64_t c = 0; c < L; ++c) {
+      const acc_t base = static_cast<acc_t>(x[c]);
+      mean[c] += ((static_cast<acc_t>(r0[c]) - base) + (static_cast<acc_t>(r1[c]) - base)) +
+                 ((static_cast<acc_t>(r2[c]) - base) + (static_cast<acc_t>(r3[c]) - base));
     }
-    for (int64_t j = 0; j < W; ++j) mean[c0 + j] = base[j] + sum[j] / static_cast<acc_t>(rows);
-  });
+  }
+  for (; r < rows; ++r) {
+    const scalar_t* __restrict row = x + r * L;
+    for (int64_t c = 0; c < L; ++c) mean[c] += static_cast<acc_t>(row[c]) - static_cast<acc_t>(x[c]);
+  }
+  for (int64_t c = 0; c < L; ++c) mean[c] = static_cast<acc_t>(x[c]) + mean[c] / static_cast<acc_t>(rows);
 }
 
 template <typename acc_t, typename scalar_t>
 TCO_VECTORIZE void column_m2(acc_t* __restrict m2, const acc_t* __restrict mean, const scalar_t* __restrict x,
                              int64_t rows, int64_t L) {
-  for_each_column_chunk<acc_t>(L, [&](int64_t c0, auto width) {
-    constexpr int64_t W = decltype(width)::value;
-    acc_t m[W], q[W] = {};
-    for (int64_t j = 0; j < W; ++j) m[j] = mean[c0 + j];
-    for (int64_t r = 0; r < rows; ++r) {
-      const scalar_t* __restrict row = x + r * L + c0;
-      for (int64_t j = 0; j < W; ++j) {
-        const acc_t dv = static_cast<acc_t>(row[j]) - m[j];
-        q[j] += dv * dv;
-      }
+  for (int64_t c = 0; c < L; ++c) m2[c] = 0;
+  int64_t r = 0;
+  for (; r + kRowStep <= rows; r += kRowStep) {
+    const scalar_t *__restrict r0 = x + r * L, *__restrict r1 = r0 + L, *__restrict r2 = r1 + L,
+                   *__restrict r3 = r2 + L;
+    for (int64_t c = 0; c < L; ++c) {
+      const acc_t d0 = static_cast<acc_t>(r0[c]) - mean[c], d1 = static_cast<acc_t>(r1[c]) - mean[c];
+      const acc_t d2 = static_cast<acc_t>(r2[c]) - mean[c], d3 = static_cast<acc_t>(r3[c]) - mean[c];
+      m2[c] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
     }
-    for (int64_t j = 0; j < W; ++j) m2[c0 + j] = q[j];
-  });
+  }
+  for (; r < rows; ++r) {
+    const scalar_t* __restrict row = x + r * L;
+    for (int64_t c = 0; c < L; ++c) {
+      const acc_t dv = static_cast<acc_t>(row[c]) - mean[c];
+      m2[c] += dv * dv;
+    }
+  }
 }
 
 // Chan's merge of a block of nb rows into (count na) running per-column moments.
@@ -223,24 +224,30 @@ template <typename acc_t, typename scalar_t>
 TCO_VECTORIZE void column_grad_sums(acc_t* __restrict s1, acc_t* __restrict s2, const scalar_t* __restrict dy,
                                     const scalar_t* __restrict x, const acc_t* __restrict mean, int64_t rows,
                                     int64_t L) {
-  for_each_column_chunk<acc_t>(L, [&](int64_t c0, auto width) {
-    constexpr int64_t W = decltype(width)::value;
-    acc_t m[W], a[W] = {}, b[W] = {};
-    for (int64_t j = 0; j < W; ++j) m[j] = mean[c0 + j];
-    for (int64_t r = 0; r < rows; ++r) {
-      const scalar_t* __restrict g = dy + r * L + c0;
-      const scalar_t* __restrict v = x + r * L + c0;
-      for (int64_t j = 0; j < W; ++j) {
-        const acc_t gj = static_cast<acc_t>(g[j]);
-        a[j] += gj;
-        b[j] += gj * (static_cast<acc_t>(v[j]) - m[j]);
-      }
+  for (int64_t c = 0; c < L; ++c) s1[c] = s2[c] = 0;
+  int64_t r = 0;
+  for (; r + kRowStep <= rows; r += kRowStep) {
+    const scalar_t *__restrict g0 = dy + r * L, *__restrict g1 = g0 + L, *__restrict g2 = g1 + L,
+                   *__restrict g3 = g2 + L;
+    const scalar_t *__restrict v0 = x + r * L, *__restrict v1 = v0 + L, *__restrict v2 = v1 + L,
+                   *__restrict v3 = v2 + L;
+    for (int64_t c = 0; c < L; ++c) {
+      const acc_t a0 = static_cast<acc_t>(g0[c]), a1 = static_cast<acc_t>(g1[c]);
+      const acc_t a2 = static_cast<acc_t>(g2[c]), a3 = static_cast<acc_t>(g3[c]);
+      s1[c] += (a0 + a1) + (a2 + a3);
+      s2[c] += (a0 * (static_cast<acc_t>(v0[c]) - mean[c]) + a1 * (static_cast<acc_t>(v1[c]) - mean[c])) +
+               (a2 * (static_cast<acc_t>(v2[c]) - mean[c]) + a3 * (static_cast<acc_t>(v3[c]) - mean[c]));
     }
-    for (int64_t j = 0; j < W; ++j) {
-      s1[c0 + j] = a[j];
-      s2[c0 + j] = b[j];
+  }
+  for (; r < rows; ++r) {
+    const scalar_t* __restrict g = dy + r * L;
+    const scalar_t* __restrict v = x + r * L;
+    for (int64_t c = 0; c < L; ++c) {
+      const acc_t d = static_cast<acc_t>(g[c]);
+      s1[c] += d;
+      s2[c] += d * (static_cast<acc_t>(v[c]) - mean[c]);
     }
-  });
+  }
 }
 
 int64_t block_rows(int64_t L) { return std::max<int64_t>(8, kBlockValues / std::max<int64_t>(1, L)); }
