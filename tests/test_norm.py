@@ -9,6 +9,7 @@ one process's torch.nn.BatchNorm2d on the whole batch.
 
 import copy
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -848,3 +849,18 @@ def test_sync_batch_norm_two_processes(tmp_path):
         ref.eval()
         eval_out = torch.cat([r[momentum][steps]["eval_out"] for r in results])
         assert_close_to_reference(eval_out, ref(data["x"][0]), msg=f"momentum={momentum} eval output")
+
+
+# ---- the ATen arithmetic path (the one CUDA takes) on the CPU ---------------------------------------
+def test_norm_tests_pass_with_aten_arithmetic():
+    """On CUDA the per-channel arithmetic of the norms runs as ATen ops, on the CPU as loops
+    (csrc/norm/norm_ops.cpp). TCO_NORM_ATEN_ARITHMETIC=1 sends the CPU down the ATen path: this
+    file's CPU tests run again that way, so that path is checked without a GPU."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = dict(os.environ, TCO_NORM_ATEN_ARITHMETIC="1",
+               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(pathlib.Path(__file__)),
+           "-k", "not two_processes and not aten_arithmetic"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout

@@ -22,7 +22,9 @@
 #include <ATen/ops/zeros.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "../conv/conv_common.h"
@@ -115,6 +117,16 @@ ChannelView channel_view(const at::Tensor& input) {
 // Per-channel arithmetic on C-sized vectors. On the CPU each formula is one plain loop: as a
 // chain of ATen ops it costs about 2 us per op, more than the passes over a small input such
 // as BatchNorm1d's (256, 256). Elsewhere (CUDA) the ATen ops run asynchronously on the stream.
+//
+// TCO_NORM_ATEN_ARITHMETIC=1 in the environment makes the CPU take the ATen formulas too, so
+// that the tests check the path CUDA takes on machines without a GPU.
+bool loops_for(const at::Tensor& t) {
+  static const bool aten_only = [] {
+    const char* v = std::getenv("TCO_NORM_ATEN_ARITHMETIC");
+    return v != nullptr && std::string(v) == "1";
+  }();
+  return t.is_cpu() && !aten_only;
+}
 
 // Calls fn(scalar_t) for the compute type (float or double).
 template <typename Fn>
@@ -134,7 +146,7 @@ at::Tensor acc_or_undefined(const OptTensor& t, at::ScalarType type) {
 // out[i * k + j] = v[i] for a contiguous vector v of the compute type (each entry repeated k
 // times): per-(sample, group) values per channel, per-channel values per plane.
 at::Tensor repeat_each(const at::Tensor& v, int64_t k) {
-  if (!v.is_cpu()) return v.reshape({-1, 1}).expand({v.numel(), k}).reshape({v.numel() * k});
+  if (!loops_for(v)) return v.reshape({-1, 1}).expand({v.numel(), k}).reshape({v.numel() * k});
   const at::Tensor src = v.contiguous();
   at::Tensor out = at::empty({src.numel() * k}, src.options());
   for_compute_type(src.scalar_type(), [&](auto zero) {
@@ -149,7 +161,7 @@ at::Tensor repeat_each(const at::Tensor& v, int64_t k) {
 
 // The vector v (length k) repeated `times` times: per-channel coefficients for every sample.
 at::Tensor repeat_whole(const at::Tensor& v, int64_t times) {
-  if (!v.is_cpu()) return v.reshape({1, -1}).expand({times, v.numel()}).reshape({times * v.numel()});
+  if (!loops_for(v)) return v.reshape({1, -1}).expand({times, v.numel()}).reshape({times * v.numel()});
   const at::Tensor src = v.contiguous();
   const int64_t k = src.numel();
   at::Tensor out = at::empty({times * k}, src.options());
@@ -164,7 +176,7 @@ at::Tensor repeat_whole(const at::Tensor& v, int64_t times) {
 
 // Per channel, the sum over samples of a contiguous (n, c) matrix of the compute type.
 at::Tensor sum_over_samples(const at::Tensor& v, int64_t n, int64_t c) {
-  if (!v.is_cpu()) return v.view({n, c}).sum(0);
+  if (!loops_for(v)) return v.view({n, c}).sum(0);
   at::Tensor out = at::zeros({c}, v.options());
   for_compute_type(v.scalar_type(), [&](auto zero) {
     using T = decltype(zero);
@@ -195,7 +207,7 @@ namespace {
 std::tuple<at::Tensor, at::Tensor> combine_equal_groups(const at::Tensor& mean, const at::Tensor& var,
                                                         bool over_rows) {
   const int64_t dim = over_rows ? 0 : 1;
-  if (!mean.is_cpu()) {
+  if (!loops_for(mean)) {
     const at::Tensor m = mean.mean(dim, /*keepdim=*/true);
     const at::Tensor spread = (mean - m).square_().mean(dim);
     return {m.squeeze(dim), var.mean(dim).add_(spread)};
@@ -244,7 +256,7 @@ std::pair<at::Tensor, at::Tensor> affine_coefficients(const at::Tensor& mean, co
                                                       at::ScalarType type) {
   const at::Tensor m = acc(mean, type), r = acc(invstd, type);
   const at::Tensor w = acc_or_undefined(weight, type), b = acc_or_undefined(bias, type);
-  if (!m.is_cpu()) {
+  if (!loops_for(m)) {
     at::Tensor scale = w.defined() ? r * w : r;
     at::Tensor shift = -m * scale;
     if (b.defined()) shift.add_(b);
@@ -266,7 +278,7 @@ std::pair<at::Tensor, at::Tensor> affine_coefficients(const at::Tensor& mean, co
 
 // invstd = 1 / sqrt(var + eps), a new tensor.
 at::Tensor inverse_std(const at::Tensor& var, double eps) {
-  if (!var.is_cpu()) return var.add(eps).rsqrt_();
+  if (!loops_for(var)) return var.add(eps).rsqrt_();
   at::Tensor out = at::empty_like(var);
   for_compute_type(var.scalar_type(), [&](auto zero) {
     using T = decltype(zero);
@@ -284,7 +296,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> input_grad_coefficients(
   const at::Tensor m = acc(mean, type), r = acc(invstd, type), w = acc_or_undefined(weight, type);
   const at::Tensor s1 = acc(sum_dy, type), s2 = acc(sum_dy_xmu, type);
   const double inv_n = count > 0 ? 1.0 / static_cast<double>(count) : 0.0;
-  if (!m.is_cpu()) {
+  if (!loops_for(m)) {
     at::Tensor a = w.defined() ? r * w : r.clone();
     at::Tensor b = -a * r * r * s2 * inv_n;
     at::Tensor c = -a * s1 * inv_n - b * m;
@@ -413,7 +425,7 @@ void batch_norm_update_stats(const at::Tensor& running_mean, const at::Tensor& r
   const double correction = count > 1 ? n / (n - 1.0) : std::numeric_limits<double>::infinity();
   const bool same_type = running_mean.scalar_type() == mean.scalar_type() &&
                          running_var.scalar_type() == mean.scalar_type() && var.scalar_type() == mean.scalar_type();
-  if (running_mean.is_cpu() && same_type && running_mean.is_contiguous() && running_var.is_contiguous()) {
+  if (loops_for(running_mean) && same_type && running_mean.is_contiguous() && running_var.is_contiguous()) {
     // One loop instead of six small ATen ops (see affine_coefficients).
     const at::Tensor m = mean.contiguous(), v = var.contiguous();
     for_compute_type(mean.scalar_type(), [&](auto zero) {
@@ -523,7 +535,7 @@ std::pair<at::Tensor, at::Tensor> group_affine_coefficients(const at::Tensor& me
                                                             const OptTensor& weight, const OptTensor& bias,
                                                             const GroupView& g, at::ScalarType type) {
   const at::Tensor w = acc_or_undefined(weight, type), b = acc_or_undefined(bias, type);
-  if (!mean.is_cpu()) {
+  if (!loops_for(mean)) {
     at::Tensor scale = per_channel(rstd, g).view({g.n, g.c});
     if (w.defined()) scale = scale * w.view({1, g.c});
     at::Tensor shift = -per_channel(mean, g).view({g.n, g.c}) * scale;
@@ -559,7 +571,7 @@ GroupGrad group_grad_coefficients(const at::Tensor& sum_dy, const at::Tensor& su
                                   at::ScalarType type) {
   const double m = static_cast<double>(g.per_group() * g.s);
   const at::Tensor w = acc_or_undefined(weight, type);
-  if (!mean.is_cpu()) {
+  if (!loops_for(mean)) {
     const at::Tensor sdy = sum_dy.view({g.n, g.c}), sdx = sum_dy_xmu.view({g.n, g.c});
     const at::Tensor r_c = per_channel(rstd, g).view({g.n, g.c});
     const at::Tensor wr = w.defined() ? w.view({1, g.c}) : at::ones({1, g.c}, sdy.options());
