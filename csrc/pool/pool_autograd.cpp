@@ -1,7 +1,8 @@
-// First derivatives of max / min and average pooling (window and adaptive), registered in C++
+// First derivatives of max / min, average, lp, k-max and Gaussian pooling, registered in C++
 // for the Autograd dispatch key (every device; see csrc/autograd_common.h for why C++). The
 // backward ops' own derivatives (double backward) are registered in torch_cnn_ops/ops/pool.py,
-// as are the autograd formulas of the rarer poolings (lp, k-max, Gaussian, stochastic).
+// as is the autograd of stochastic pooling (its backward depends on the sampled positions
+// that the Python function keeps).
 
 #include <torch/library.h>
 
@@ -144,6 +145,107 @@ struct AdaptiveAvgPoolFunction : torch::autograd::Function<AdaptiveAvgPoolFuncti
   }
 };
 
+// ---- lp: the backward op reads the input ----
+
+using LpPoolForward = Tensor(const Tensor&, double, at::IntArrayRef, at::IntArrayRef, bool);
+using LpPoolBackward = Tensor(const Tensor&, const Tensor&, double, at::IntArrayRef, at::IntArrayRef, bool);
+
+struct LpPoolFunction : torch::autograd::Function<LpPoolFunction> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& input, double norm_type, at::IntArrayRef kernel_size,
+                        at::IntArrayRef stride, bool ceil_mode) {
+    static const auto op = find_op<LpPoolForward>("cnn_ops::lp_pool_forward");
+    Tensor out = call_below_autograd(op, input, norm_type, kernel_size, stride, ceil_mode);
+    ctx->save_for_backward({input});
+    ctx->saved_data["norm_type"] = norm_type;
+    ctx->saved_data["kernel_size"] = kernel_size;
+    ctx->saved_data["stride"] = stride;
+    ctx->saved_data["ceil_mode"] = ceil_mode;
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static const auto op = find_op<LpPoolBackward>("cnn_ops::lp_pool_backward");
+    variable_list result(5);
+    if (!grads[0].defined() || !ctx->needs_input_grad(0)) return result;
+    auto& d = ctx->saved_data;
+    result[0] = call_backward_op(op, grads[0], ctx->get_saved_variables()[0], d["norm_type"].toDouble(),
+                                 d["kernel_size"].toIntVector(), d["stride"].toIntVector(), d["ceil_mode"].toBool());
+    return result;
+  }
+};
+
+// ---- k-max: grad_output scattered to the kept positions ----
+
+using KMaxPoolForward = Tensor2(const Tensor&, int64_t, int64_t);
+using KMaxPoolBackward = Tensor(const Tensor&, const Tensor&, int64_t, c10::SymIntArrayRef);
+
+struct KMaxPoolFunction : torch::autograd::Function<KMaxPoolFunction> {
+  static variable_list forward(AutogradContext* ctx, const Tensor& input, int64_t k, int64_t dim) {
+    static const auto op = find_op<KMaxPoolForward>("cnn_ops::kmax_pool_forward");
+    auto [values, indices] = call_below_autograd(op, input, k, dim);
+    ctx->mark_non_differentiable({indices});
+    ctx->set_materialize_grads(false);
+    ctx->save_for_backward({indices});
+    ctx->saved_data["dim"] = dim;
+    ctx->saved_data["input_size"] = input.sym_sizes();
+    return {values, indices};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static const auto op = find_op<KMaxPoolBackward>("cnn_ops::kmax_pool_backward");
+    variable_list result(3);
+    if (!grads[0].defined() || !ctx->needs_input_grad(0)) return result;
+    result[0] = call_backward_op(op, grads[0], ctx->get_saved_variables()[0], ctx->saved_data["dim"].toInt(),
+                                 ctx->saved_data["input_size"].toSymIntVector());
+    return result;
+  }
+};
+
+// ---- Gaussian: grad_output spread with the window's weights ----
+
+using GaussianPoolForward = Tensor(const Tensor&, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, double);
+using GaussianPoolBackward = Tensor(const Tensor&, c10::SymIntArrayRef, at::IntArrayRef, at::IntArrayRef,
+                                    at::IntArrayRef, double);
+
+struct GaussianPoolFunction : torch::autograd::Function<GaussianPoolFunction> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& input, at::IntArrayRef kernel_size,
+                        at::IntArrayRef stride, at::IntArrayRef padding, double sigma) {
+    static const auto op = find_op<GaussianPoolForward>("cnn_ops::gaussian_pool_forward");
+    Tensor out = call_below_autograd(op, input, kernel_size, stride, padding, sigma);
+    ctx->saved_data["input_size"] = input.sym_sizes();
+    ctx->saved_data["kernel_size"] = kernel_size;
+    ctx->saved_data["stride"] = stride;
+    ctx->saved_data["padding"] = padding;
+    ctx->saved_data["sigma"] = sigma;
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static const auto op = find_op<GaussianPoolBackward>("cnn_ops::gaussian_pool_backward");
+    variable_list result(5);
+    if (!grads[0].defined() || !ctx->needs_input_grad(0)) return result;
+    auto& d = ctx->saved_data;
+    result[0] = call_backward_op(op, grads[0], d["input_size"].toSymIntVector(), d["kernel_size"].toIntVector(),
+                                 d["stride"].toIntVector(), d["padding"].toIntVector(), d["sigma"].toDouble());
+    return result;
+  }
+};
+
+Tensor lp_pool_forward_autograd(const Tensor& input, double norm_type, at::IntArrayRef kernel_size,
+                                at::IntArrayRef stride, bool ceil_mode) {
+  return LpPoolFunction::apply(input, norm_type, kernel_size, stride, ceil_mode);
+}
+
+Tensor2 kmax_pool_forward_autograd(const Tensor& input, int64_t k, int64_t dim) {
+  auto r = KMaxPoolFunction::apply(input, k, dim);
+  return {r[0], r[1]};
+}
+
+Tensor gaussian_pool_forward_autograd(const Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                      at::IntArrayRef padding, double sigma) {
+  return GaussianPoolFunction::apply(input, kernel_size, stride, padding, sigma);
+}
+
 Tensor2 max_pool_forward_autograd(const Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                                   at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode, bool minimum) {
   auto r = MaxPoolFunction::apply(input, kernel_size, stride, padding, dilation, ceil_mode, minimum);
@@ -172,6 +274,9 @@ TORCH_LIBRARY_IMPL(cnn_ops, Autograd, m) {
   m.impl("adaptive_max_pool_forward", TORCH_FN(adaptive_max_pool_forward_autograd));
   m.impl("avg_pool_forward", TORCH_FN(avg_pool_forward_autograd));
   m.impl("adaptive_avg_pool_forward", TORCH_FN(adaptive_avg_pool_forward_autograd));
+  m.impl("lp_pool_forward", TORCH_FN(lp_pool_forward_autograd));
+  m.impl("kmax_pool_forward", TORCH_FN(kmax_pool_forward_autograd));
+  m.impl("gaussian_pool_forward", TORCH_FN(gaussian_pool_forward_autograd));
 }
 
 }  // namespace tco

@@ -112,7 +112,7 @@ def _gather(values, indices):
     return flat.gather(2, indices.flatten(2)).view(indices.shape)
 
 
-# The first derivatives of max / min and avg pooling (window and adaptive) are registered in
+# The first derivatives of max / min, avg, lp, k-max and Gaussian pooling are registered in
 # C++ (csrc/pool/pool_autograd.cpp); their backward ops' derivatives are here.
 
 
@@ -157,23 +157,6 @@ torch.library.register_autograd("cnn_ops::adaptive_avg_pool_backward", _adaptive
 
 
 # --- lp ----------------------------------------------------------------------------------------------
-
-
-def _lp_setup(ctx, inputs, output):
-    input, norm_type, kernel_size, stride, ceil_mode = inputs
-    ctx.save_for_backward(input)
-    ctx.args = (norm_type, kernel_size, stride, ceil_mode)
-
-
-def _lp_backward(ctx, grad_output):
-    (input,) = ctx.saved_tensors
-    grad_input = None
-    if ctx.needs_input_grad[0]:
-        grad_input = ops.lp_pool_backward(grad_output, input, *ctx.args)
-    return grad_input, None, None, None, None
-
-
-torch.library.register_autograd("cnn_ops::lp_pool_forward", _lp_backward, setup_context=_lp_setup)
 
 
 def lp_pool_composite(input, norm_type, kernel_size, stride, ceil_mode):
@@ -223,25 +206,6 @@ def _kmax_pool_backward_fake(grad_output, indices, dim, input_size):
     return grad_output.new_empty(input_size)
 
 
-def _kmax_setup(ctx, inputs, output):
-    input, k, dim = inputs
-    ctx.input_shape = list(input.shape)
-    ctx.dim = dim
-    ctx.mark_non_differentiable(output[1])
-    ctx.save_for_backward(output[1])
-
-
-def _kmax_backward(ctx, grad_output, grad_indices):
-    (indices,) = ctx.saved_tensors
-    grad_input = None
-    if ctx.needs_input_grad[0]:
-        grad_input = ops.kmax_pool_backward(grad_output, indices, ctx.dim, ctx.input_shape)
-    return grad_input, None, None
-
-
-torch.library.register_autograd("cnn_ops::kmax_pool_forward", _kmax_backward, setup_context=_kmax_setup)
-
-
 def _kmax_backward_setup(ctx, inputs, output):
     grad_output, indices, dim, input_size = inputs
     ctx.dim = dim
@@ -271,22 +235,6 @@ def _gaussian_pool_forward_fake(input, kernel_size, stride, padding, sigma):
 @torch.library.register_fake("cnn_ops::gaussian_pool_backward")
 def _gaussian_pool_backward_fake(grad_output, input_size, kernel_size, stride, padding, sigma):
     return grad_output.new_empty(input_size)
-
-
-def _gaussian_setup(ctx, inputs, output):
-    input, *args = inputs
-    ctx.input_shape = list(input.shape)
-    ctx.args = args
-
-
-def _gaussian_backward(ctx, grad_output):
-    grad_input = None
-    if ctx.needs_input_grad[0]:
-        grad_input = ops.gaussian_pool_backward(grad_output, ctx.input_shape, *ctx.args)
-    return grad_input, None, None, None, None
-
-
-torch.library.register_autograd("cnn_ops::gaussian_pool_forward", _gaussian_backward, setup_context=_gaussian_setup)
 
 
 def _gaussian_backward_setup(ctx, inputs, output):
