@@ -1,8 +1,7 @@
-// First derivatives of max / min, average, lp, k-max and Gaussian pooling, registered in C++
-// for the Autograd dispatch key (every device; see csrc/autograd_common.h for why C++). The
-// backward ops' own derivatives (double backward) are registered in torch_cnn_ops/ops/pool.py,
-// as is the autograd of stochastic pooling (its backward depends on the sampled positions
-// that the Python function keeps).
+// First derivatives of every pooling (max / min, average, lp, k-max, Gaussian, stochastic),
+// registered in C++ for the Autograd dispatch key (every device; see csrc/autograd_common.h for
+// why C++). The backward ops' own derivatives (double backward) are registered in
+// torch_cnn_ops/ops/pool.py.
 
 #include <torch/library.h>
 
@@ -231,6 +230,60 @@ struct GaussianPoolFunction : torch::autograd::Function<GaussianPoolFunction> {
   }
 };
 
+// ---- stochastic: training scatters to the sampled positions, eval has its own backward op ----
+
+using StochasticPoolForward = Tensor2(const Tensor&, const Tensor&, at::IntArrayRef, at::IntArrayRef);
+using StochasticEvalForward = Tensor(const Tensor&, at::IntArrayRef, at::IntArrayRef);
+using StochasticEvalBackward = Tensor(const Tensor&, const Tensor&, at::IntArrayRef, at::IntArrayRef);
+
+struct StochasticPoolFunction : torch::autograd::Function<StochasticPoolFunction> {
+  static variable_list forward(AutogradContext* ctx, const Tensor& input, const Tensor& uniform,
+                               at::IntArrayRef kernel_size, at::IntArrayRef stride) {
+    static const auto op = find_op<StochasticPoolForward>("cnn_ops::stochastic_pool_forward");
+    auto [out, indices] = call_below_autograd(op, input, uniform, kernel_size, stride);
+    save_for_scatter(ctx, input, indices);
+    return {out, indices};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    variable_list result(4);
+    if (grads[0].defined() && ctx->needs_input_grad(0)) result[0] = scatter_to_indices(ctx, grads[0]);
+    return result;
+  }
+};
+
+struct StochasticEvalFunction : torch::autograd::Function<StochasticEvalFunction> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& input, at::IntArrayRef kernel_size,
+                        at::IntArrayRef stride) {
+    static const auto op = find_op<StochasticEvalForward>("cnn_ops::stochastic_pool_eval_forward");
+    Tensor out = call_below_autograd(op, input, kernel_size, stride);
+    ctx->save_for_backward({input});
+    ctx->saved_data["kernel_size"] = kernel_size;
+    ctx->saved_data["stride"] = stride;
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static const auto op = find_op<StochasticEvalBackward>("cnn_ops::stochastic_pool_eval_backward");
+    variable_list result(3);
+    if (!grads[0].defined() || !ctx->needs_input_grad(0)) return result;
+    result[0] = call_backward_op(op, grads[0], ctx->get_saved_variables()[0],
+                                 ctx->saved_data["kernel_size"].toIntVector(), ctx->saved_data["stride"].toIntVector());
+    return result;
+  }
+};
+
+Tensor2 stochastic_pool_forward_autograd(const Tensor& input, const Tensor& uniform, at::IntArrayRef kernel_size,
+                                         at::IntArrayRef stride) {
+  auto r = StochasticPoolFunction::apply(input, uniform, kernel_size, stride);
+  return {r[0], r[1]};
+}
+
+Tensor stochastic_pool_eval_forward_autograd(const Tensor& input, at::IntArrayRef kernel_size,
+                                             at::IntArrayRef stride) {
+  return StochasticEvalFunction::apply(input, kernel_size, stride);
+}
+
 Tensor lp_pool_forward_autograd(const Tensor& input, double norm_type, at::IntArrayRef kernel_size,
                                 at::IntArrayRef stride, bool ceil_mode) {
   return LpPoolFunction::apply(input, norm_type, kernel_size, stride, ceil_mode);
@@ -277,6 +330,8 @@ TORCH_LIBRARY_IMPL(cnn_ops, Autograd, m) {
   m.impl("lp_pool_forward", TORCH_FN(lp_pool_forward_autograd));
   m.impl("kmax_pool_forward", TORCH_FN(kmax_pool_forward_autograd));
   m.impl("gaussian_pool_forward", TORCH_FN(gaussian_pool_forward_autograd));
+  m.impl("stochastic_pool_forward", TORCH_FN(stochastic_pool_forward_autograd));
+  m.impl("stochastic_pool_eval_forward", TORCH_FN(stochastic_pool_eval_forward_autograd));
 }
 
 }  // namespace tco

@@ -112,8 +112,8 @@ def _gather(values, indices):
     return flat.gather(2, indices.flatten(2)).view(indices.shape)
 
 
-# The first derivatives of max / min, avg, lp, k-max and Gaussian pooling are registered in
-# C++ (csrc/pool/pool_autograd.cpp); their backward ops' derivatives are here.
+# The first derivatives of every pooling are registered in C++ (csrc/pool/pool_autograd.cpp);
+# the derivatives of their backward ops (double backward) are here.
 
 
 def _scatter_setup(ctx, inputs, output):
@@ -273,42 +273,6 @@ def _stochastic_pool_eval_forward_fake(input, kernel_size, stride):
 @torch.library.register_fake("cnn_ops::stochastic_pool_eval_backward")
 def _stochastic_pool_eval_backward_fake(grad_output, input, kernel_size, stride):
     return input.new_empty(input.shape)
-
-
-def _stochastic_setup(ctx, inputs, output):
-    ctx.input_shape = list(inputs[0].shape)
-    ctx.mark_non_differentiable(output[1])
-    ctx.save_for_backward(output[1])
-
-
-def _stochastic_backward(ctx, grad_output, grad_indices):
-    (indices,) = ctx.saved_tensors
-    grad_input = None
-    if ctx.needs_input_grad[0]:
-        grad_input = ops.max_pool_backward(grad_output, indices, ctx.input_shape)
-    return grad_input, None, None, None
-
-
-torch.library.register_autograd("cnn_ops::stochastic_pool_forward", _stochastic_backward,
-                                setup_context=_stochastic_setup)
-
-
-def _stochastic_eval_setup(ctx, inputs, output):
-    input, kernel_size, stride = inputs
-    ctx.save_for_backward(input)
-    ctx.args = (kernel_size, stride)
-
-
-def _stochastic_eval_backward(ctx, grad_output):
-    (input,) = ctx.saved_tensors
-    grad_input = None
-    if ctx.needs_input_grad[0]:
-        grad_input = ops.stochastic_pool_eval_backward(grad_output, input, *ctx.args)
-    return grad_input, None, None
-
-
-torch.library.register_autograd("cnn_ops::stochastic_pool_eval_forward", _stochastic_eval_backward,
-                                setup_context=_stochastic_eval_setup)
 
 
 def stochastic_eval_composite(input, kernel_size, stride):
