@@ -76,6 +76,59 @@ at::Tensor shifted(const at::Tensor& padded_flat, const PaddedGrid& p, int64_t t
                                 padded_flat.storage_offset() + p.offsets[t]);
 }
 
+}  // namespace
+}  // namespace tco
+
+// The Fortran BLAS GEMM that torch's CPU library carries (MKL or OpenBLAS), declared weak: where
+// a build of torch does not export it, the pointers are null and the ATen ops are used.
+extern "C" {
+void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const float* alpha,
+            const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c,
+            const int* ldc) __attribute__((weak));
+void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const double* alpha,
+            const double* a, const int* lda, const double* b, const int* ldb, const double* beta, double* c,
+            const int* ldc) __attribute__((weak));
+}
+
+namespace tco {
+namespace {
+
+bool have_blas() { return sgemm_ != nullptr && dgemm_ != nullptr; }
+
+void fortran_gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k, const float* alpha,
+                  const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c,
+                  const int* ldc) {
+  sgemm_(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+void fortran_gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k, const double* alpha,
+                  const double* a, const int* lda, const double* b, const int* ldb, const double* beta, double* c,
+                  const int* ldc) {
+  dgemm_(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+// Row-major C (m x n, ldc) = op(A) (m x k) * op(B) (k x n) + beta * C on the CPU, straight to
+// BLAS: op(X) is X or, when its flag is set, the transpose of the stored X. A small
+// convolution makes a GEMM per (sample, group, tap), hundreds per call, and the ATen op costs
+// about 2 us of dispatch and view bookkeeping each. Row-major C is column-major C^T =
+// op(B)^T op(A)^T, hence the swapped operands. Sizes fit int: the buffers are bounded by
+// kBufferBudgetBytes.
+template <typename T>
+void gemm_row_major(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
+                    const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
+  const int im = static_cast<int>(n), in = static_cast<int>(m), ik = static_cast<int>(k);
+  const int ia = static_cast<int>(ldb), ib = static_cast<int>(lda), ic = static_cast<int>(ldc);
+  const T one = 1;
+  fortran_gemm(&tb, &ta, &im, &in, &ik, &one, b, &ia, a, &ib, &beta, c, &ic);
+}
+
+// Calls fn(T{}) for the compute type of the buffers (float or double).
+template <typename Fn>
+void with_compute_type(at::ScalarType ct, const Fn& fn) {
+  if (ct == at::kDouble) fn(double{});
+  else fn(float{});
+}
+
 // Runs fn(n, grp) over all (sample, group) tasks: in parallel on the CPU (each worker
 // enters below-autograd dispatch itself: worker threads do not inherit the caller's), in
 // order on other devices, where the ops are queued on one stream anyway.
@@ -135,12 +188,24 @@ at::Tensor shifted_forward(const at::Tensor& input, const at::Tensor& weight,
     void operator()(int64_t n, int64_t grp) {
       interior(padded, g, p).copy_(input_part(x.select(0, n).narrow(0, grp * Cg, Cg), g, p));
       const at::Tensor flat = padded.view({Cg, p.plane});
-      for (size_t t = 0; t < p.offsets.size(); ++t) {
-        const at::Tensor w_t = w.select(0, t).narrow(0, grp * Og, Og);
-        if (t == 0) {
-          at::mm_out(wide, w_t, shifted(flat, p, t));
-        } else {
-          wide.addmm_(w_t, shifted(flat, p, t));
+      if (padded.is_cpu() && have_blas()) {
+        // wide (Og x Lw) = sum over taps of W_t (Og x Cg) * shifted input (Cg x Lw, rows `plane` apart).
+        with_compute_type(ct, [&](auto zero) {
+          using T = decltype(zero);
+          const int64_t O = g.out_channels;
+          for (size_t t = 0; t < p.offsets.size(); ++t)
+            gemm_row_major<T>(false, false, Og, p.wide, Cg, w.const_data_ptr<T>() + (t * O + grp * Og) * Cg, Cg,
+                              padded.const_data_ptr<T>() + p.offsets[t], p.plane, t == 0 ? T(0) : T(1),
+                              wide.mutable_data_ptr<T>(), p.wide);
+        });
+      } else {
+        for (size_t t = 0; t < p.offsets.size(); ++t) {
+          const at::Tensor w_t = w.select(0, t).narrow(0, grp * Og, Og);
+          if (t == 0) {
+            at::mm_out(wide, w_t, shifted(flat, p, t));
+          } else {
+            wide.addmm_(w_t, shifted(flat, p, t));
+          }
         }
       }
       out.select(0, n).narrow(0, grp * Og, Og).copy_(real_columns(wide, g, p));
@@ -178,8 +243,20 @@ at::Tensor shifted_input_backward(const at::Tensor& grad_output, const at::Tenso
       real_columns(wide, g, p).copy_(gy.select(0, n).narrow(0, grp * Og, Og));
       const at::Tensor flat = padded.view({Cg, p.plane});
       flat.zero_();
-      for (size_t t = 0; t < p.offsets.size(); ++t) {
-        shifted(flat, p, t).addmm_(w.select(0, t).narrow(0, grp * Og, Og).t(), wide);
+      if (padded.is_cpu() && have_blas()) {
+        // shifted grid (Cg x Lw, rows `plane` apart) += W_t^T (Cg x Og) * wide (Og x Lw), tap by tap.
+        with_compute_type(ct, [&](auto zero) {
+          using T = decltype(zero);
+          const int64_t O = g.out_channels;
+          for (size_t t = 0; t < p.offsets.size(); ++t)
+            gemm_row_major<T>(true, false, Cg, p.wide, Og, w.const_data_ptr<T>() + (t * O + grp * Og) * Cg, Cg,
+                              wide.const_data_ptr<T>(), p.wide, T(1), padded.mutable_data_ptr<T>() + p.offsets[t],
+                              p.plane);
+        });
+      } else {
+        for (size_t t = 0; t < p.offsets.size(); ++t) {
+          shifted(flat, p, t).addmm_(w.select(0, t).narrow(0, grp * Og, Og).t(), wide);
+        }
       }
       input_part(gin.select(0, n).narrow(0, grp * Cg, Cg), g, p).copy_(interior(padded, g, p));
     }
@@ -217,8 +294,20 @@ at::Tensor shifted_weight_backward(const at::Tensor& grad_output, const at::Tens
       interior(padded, g, p).copy_(input_part(x.select(0, n).narrow(0, grp * Cg, Cg), g, p));
       real_columns(wide, g, p).copy_(gy.select(0, n).narrow(0, grp * Og, Og));
       const at::Tensor flat = padded.view({Cg, p.plane});
-      for (size_t t = 0; t < p.offsets.size(); ++t) {
-        acc.select(0, t).narrow(0, grp * Og, Og).addmm_(wide, shifted(flat, p, t).t());
+      if (padded.is_cpu() && have_blas()) {
+        // acc_t (Og x Cg) += wide (Og x Lw) * shifted input^T (Lw x Cg), tap by tap.
+        with_compute_type(ct, [&](auto zero) {
+          using T = decltype(zero);
+          const int64_t O = g.out_channels;
+          for (size_t t = 0; t < p.offsets.size(); ++t)
+            gemm_row_major<T>(false, true, Og, Cg, p.wide, wide.const_data_ptr<T>(), p.wide,
+                              padded.const_data_ptr<T>() + p.offsets[t], p.plane, T(1),
+                              acc.mutable_data_ptr<T>() + (t * O + grp * Og) * Cg, Cg);
+        });
+      } else {
+        for (size_t t = 0; t < p.offsets.size(); ++t) {
+          acc.select(0, t).narrow(0, grp * Og, Og).addmm_(wide, shifted(flat, p, t).t());
+        }
       }
     }
   } task{gy, x, partial, g, p, ct, Cg, Og, threads, {}, {}, {}};
