@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "../compute_type.h"
 #include "conv_geometry.h"
 
 namespace tco {
@@ -27,12 +28,6 @@ void check_same_kind(const at::Tensor& a, const char* a_name, const at::Tensor& 
 // and fills g's stride, pad, dilation and groups; 1-d and 2-d map onto the trailing dimensions.
 void fill_spatial_args(ConvGeometry& g, at::IntArrayRef stride, at::IntArrayRef padding,
                        at::IntArrayRef dilation, int64_t groups, const char* op = "cnn_ops.conv");
-
-// The type GEMMs and accumulators run in: float32 for half and bfloat16 inputs (accumulation
-// in float32 end to end), the input's own type otherwise.
-inline at::ScalarType compute_type(at::ScalarType t) {
-  return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
-}
 
 enum class ConvAlgorithm { Direct, Im2col, Shifted };
 

@@ -122,13 +122,6 @@ void gemm_row_major(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
   fortran_gemm(&tb, &ta, &im, &in, &ik, &one, b, &ia, a, &ib, &beta, c, &ic);
 }
 
-// Calls fn(T{}) for the compute type of the buffers (float or double).
-template <typename Fn>
-void with_compute_type(at::ScalarType ct, const Fn& fn) {
-  if (ct == at::kDouble) fn(double{});
-  else fn(float{});
-}
-
 // Runs fn(n, grp) over all (sample, group) tasks: in parallel on the CPU (each worker
 // enters below-autograd dispatch itself: worker threads do not inherit the caller's), in
 // order on other devices, where the ops are queued on one stream anyway.
@@ -190,7 +183,7 @@ at::Tensor shifted_forward(const at::Tensor& input, const at::Tensor& weight,
       const at::Tensor flat = padded.view({Cg, p.plane});
       if (padded.is_cpu() && have_blas()) {
         // wide (Og x Lw) = sum over taps of W_t (Og x Cg) * shifted input (Cg x Lw, rows `plane` apart).
-        with_compute_type(ct, [&](auto zero) {
+        for_compute_type(ct, [&](auto zero) {
           using T = decltype(zero);
           const int64_t O = g.out_channels;
           for (size_t t = 0; t < p.offsets.size(); ++t)
@@ -245,7 +238,7 @@ at::Tensor shifted_input_backward(const at::Tensor& grad_output, const at::Tenso
       flat.zero_();
       if (padded.is_cpu() && have_blas()) {
         // shifted grid (Cg x Lw, rows `plane` apart) += W_t^T (Cg x Og) * wide (Og x Lw), tap by tap.
-        with_compute_type(ct, [&](auto zero) {
+        for_compute_type(ct, [&](auto zero) {
           using T = decltype(zero);
           const int64_t O = g.out_channels;
           for (size_t t = 0; t < p.offsets.size(); ++t)
@@ -296,7 +289,7 @@ at::Tensor shifted_weight_backward(const at::Tensor& grad_output, const at::Tens
       const at::Tensor flat = padded.view({Cg, p.plane});
       if (padded.is_cpu() && have_blas()) {
         // acc_t (Og x Cg) += wide (Og x Lw) * shifted input^T (Lw x Cg), tap by tap.
-        with_compute_type(ct, [&](auto zero) {
+        for_compute_type(ct, [&](auto zero) {
           using T = decltype(zero);
           const int64_t O = g.out_channels;
           for (size_t t = 0; t < p.offsets.size(); ++t)

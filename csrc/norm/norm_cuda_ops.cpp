@@ -11,6 +11,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "../compute_type.h"
 #include "../cuda_glue.h"
 #include "norm_backend.h"
 #include "norm_cuda.h"
@@ -24,8 +25,6 @@ const NormBackend& cuda_norm_backend();
 namespace {
 
 using cuda_norm::Layout;
-
-at::ScalarType compute_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
 Layout layout_of(NormLayout layout) { return layout == NormLayout::Planar ? Layout::Planar : Layout::Interleaved; }
 

@@ -128,13 +128,6 @@ bool loops_for(const at::Tensor& t) {
   return t.is_cpu() && !aten_only;
 }
 
-// Calls fn(scalar_t) for the compute type (float or double).
-template <typename Fn>
-void for_compute_type(at::ScalarType type, const Fn& fn) {
-  if (type == at::kDouble) fn(double{});
-  else fn(float{});
-}
-
 // A vector of the compute type or null when absent (for the CPU loops).
 template <typename T>
 const T* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.const_data_ptr<T>() : nullptr; }

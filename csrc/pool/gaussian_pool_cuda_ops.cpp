@@ -13,6 +13,7 @@
 
 #include <vector>
 
+#include "../compute_type.h"
 #include "../cuda_glue.h"
 #include "gaussian_pool.h"
 #include "gaussian_pool_cuda.h"
@@ -23,7 +24,7 @@ namespace {
 
 // The weight tables on the device, in the accumulation type of `t`.
 at::Tensor device_weights(const PoolGeometry& g, double sigma, const at::Tensor& t) {
-  const at::ScalarType acc = t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::ScalarType acc = compute_type(t.scalar_type());
   const std::vector<double> w = gaussian_weights(g, sigma);
   return at::tensor(w, at::TensorOptions().dtype(at::kDouble)).to(t.device(), acc);
 }

@@ -13,6 +13,7 @@
 #include <tuple>
 #include <vector>
 
+#include "../compute_type.h"
 #include "../cuda_glue.h"
 #include "pool_common.h"
 #include "pool_cuda.h"
@@ -20,8 +21,6 @@
 
 namespace tco {
 namespace {
-
-at::ScalarType acc_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
 // The kernels work on NCHW-contiguous tensors; results take the layout that the CPU kernels
 // and the fake kernels give (see use_channels_last).
@@ -47,7 +46,7 @@ at::Tensor scatter_backward_entry(const at::Tensor& grad_output, const at::Tenso
                                   at::IntArrayRef input_size) {
   const c10::cuda::CUDAGuard guard(grad_output.device());
   const at::Tensor gy = grad_output.contiguous(), ix = indices.contiguous();
-  at::Tensor acc = at::zeros(input_size, gy.options().dtype(acc_type(gy.scalar_type())));
+  at::Tensor acc = at::zeros(input_size, gy.options().dtype(compute_type(gy.scalar_type())));
   C10_CUDA_CHECK(cuda_pool::scatter_add(cuda_dtype_of(gy.scalar_type()), g, gy.const_data_ptr(),
                                         ix.const_data_ptr<int64_t>(), acc.mutable_data_ptr(), current_cuda_stream()));
   return in_layout(acc.scalar_type() == gy.scalar_type() ? acc : acc.to(gy.scalar_type()),
@@ -69,7 +68,7 @@ at::Tensor sum_backward_entry(const at::Tensor& grad_output, const at::Tensor* i
   const at::Tensor gy = grad_output.contiguous();
   const at::Tensor x = input ? input->contiguous() : at::Tensor();
   at::Tensor gin = at::empty(input_size, gy.options());
-  at::Tensor coef = at::empty({g.planes * g.out_plane()}, gy.options().dtype(acc_type(gy.scalar_type())));
+  at::Tensor coef = at::empty({g.planes * g.out_plane()}, gy.options().dtype(compute_type(gy.scalar_type())));
   C10_CUDA_CHECK(cuda_pool::sum_backward(cuda_dtype_of(gy.scalar_type()), g, lp, norm_type, gy.const_data_ptr(),
                                          x.defined() ? x.const_data_ptr() : nullptr, coef.mutable_data_ptr(),
                                          gin.mutable_data_ptr(), current_cuda_stream()));

@@ -13,6 +13,7 @@
 #include <tuple>
 #include <vector>
 
+#include "../compute_type.h"
 #include "../cuda_glue.h"
 #include "pool_common.h"
 #include "stochastic_pool_cuda.h"
@@ -66,7 +67,7 @@ at::Tensor stochastic_pool_eval_backward_cuda(const at::Tensor& grad_output, con
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor gy = grad_output.contiguous(), x = input.contiguous();
   at::Tensor gin = at::empty(input.sizes(), x.options());
-  const at::ScalarType acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::ScalarType acc = compute_type(x.scalar_type());
   at::Tensor coef = at::empty({2 * g.planes * g.out_plane()}, x.options().dtype(acc));
   C10_CUDA_CHECK(cuda_pool::stochastic_eval_backward(cuda_dtype_of(x.scalar_type()), g, gy.const_data_ptr(),
                                                      x.const_data_ptr(), coef.mutable_data_ptr(),
