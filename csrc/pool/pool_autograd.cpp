@@ -10,19 +10,13 @@
 #include <vector>
 
 #include "../autograd_common.h"
+#include "pool_common.h"
 
 namespace tco {
 namespace {
 
 using namespace tco::autograd;
 using Tensor2 = std::tuple<Tensor, Tensor>;
-
-// The kernels' layout rule (use_channels_last in pool_common.cpp): a 4-d input dense in
-// channels-last strides and not NCHW-contiguous is pooled, and its gradient computed, in
-// that layout; the backward kernels follow grad_output's, so it is handed over in it.
-bool channels_last(const Tensor& t) {
-  return t.dim() == 4 && t.is_contiguous(at::MemoryFormat::ChannelsLast) && !t.is_contiguous();
-}
 
 // ---- max / min: grad_output scattered to the saved indices ----
 
@@ -82,6 +76,8 @@ struct AdaptiveMaxPoolFunction : torch::autograd::Function<AdaptiveMaxPoolFuncti
 
 // ---- average: grad_output spread over the windows ----
 
+// A channels-last input (use_channels_last) is pooled, and its gradient computed, in that
+// layout; the backward kernels follow grad_output's, so it is handed over in it.
 Tensor in_input_layout(AutogradContext* ctx, const Tensor& grad) {
   return ctx->saved_data["channels_last"].toBool() ? grad.contiguous(at::MemoryFormat::ChannelsLast) : grad;
 }
@@ -99,7 +95,7 @@ struct AvgPoolFunction : torch::autograd::Function<AvgPoolFunction> {
     Tensor out = call_below_autograd(op, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
                                      divisor_override);
     ctx->saved_data["input_size"] = input.sym_sizes();
-    ctx->saved_data["channels_last"] = channels_last(input);
+    ctx->saved_data["channels_last"] = use_channels_last(input);
     ctx->saved_data["kernel_size"] = kernel_size;
     ctx->saved_data["stride"] = stride;
     ctx->saved_data["padding"] = padding;
@@ -131,7 +127,7 @@ struct AdaptiveAvgPoolFunction : torch::autograd::Function<AdaptiveAvgPoolFuncti
     static const auto op = find_op<AdaptiveAvgPoolForward>("cnn_ops::adaptive_avg_pool_forward");
     Tensor out = call_below_autograd(op, input, output_size);
     ctx->saved_data["input_size"] = input.sym_sizes();
-    ctx->saved_data["channels_last"] = channels_last(input);
+    ctx->saved_data["channels_last"] = use_channels_last(input);
     return out;
   }
 
