@@ -1,25 +1,38 @@
-// Helpers of the first derivatives registered in C++ for the Autograd dispatch key
-// (csrc/<family>/<family>_autograd.cpp). Those cover the layers of every network (convolution,
-// max / avg pooling, the norms): from Python, torch.library.register_autograd costs about
-// 35 us per forward and 80 us per backward, more than the kernels of a small layer.
+// The autograd of every op, registered in C++ for the Autograd dispatch key (every device) in
+// csrc/<family>/<family>_autograd.cpp: first derivatives of the forward ops, derivatives of the
+// backward ops (double backward), and tangents (forward-mode AD).
 //
-// A backward calls the family's backward ops through the dispatcher. With grad mode on
-// (create_graph=True) it goes through their Autograd kernels, whose formulas (double
-// backward) are registered from Python (torch_cnn_ops/ops/<family>.py); with grad mode off
-// it goes straight to the device kernel, as nothing would be recorded anyway.
+// An op's Autograd kernel records a node the way torch's own operators do (a Node subclass with
+// saved variables, csrc/autograd/generated), not a torch::autograd::Function: torch.func's
+// transforms (grad, vjp, jacrev, and vmap over them) refuse C++ Functions, and Python
+// registration (torch.library.register_autograd) costs about 35 us per forward and 80 us per
+// backward, more than the kernels of a small layer.
+//
+// The backward formulas call the family's ops through the dispatcher, so with create_graph they
+// are recorded in turn (double backward, to any order). Nonlinear backward ops (lp and
+// stochastic pooling, the norms) are differentiated as compositions: when a derivative of such
+// an op is wanted, its Autograd kernel computes the same values with differentiable ops instead
+// of its fused kernel (differentiable_call below), so the graph built is torch's own.
 #pragma once
 
+#include <ATen/TensorOperators.h>
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/saved_variable.h>
 
+#include <algorithm>
+#include <functional>
 #include <optional>
+#include <string>
+#include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace tco::autograd {
 
 using at::Tensor;
 using OptTensor = std::optional<Tensor>;
-using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 template <typename Signature>
@@ -27,23 +40,143 @@ c10::TypedOperatorHandle<Signature> find_op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
 }
 
-// Calls the forward op below the Autograd key (inside a Function's forward).
+// Calls an op below the Autograd key: the device kernel of the op whose autograd is being
+// recorded.
 template <typename Signature, typename... Args>
 auto call_below_autograd(const c10::TypedOperatorHandle<Signature>& op, Args&&... args) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   return op.call(std::forward<Args>(args)...);
 }
 
-// Calls a backward op below the Autograd key when grad mode is off, through it otherwise.
-template <typename Signature, typename... Args>
-auto call_backward_op(const c10::TypedOperatorHandle<Signature>& op, Args&&... args) {
-  if (at::GradMode::is_enabled()) return op.call(std::forward<Args>(args)...);
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  return op.call(std::forward<Args>(args)...);
+inline Tensor value_or_undefined(const OptTensor& t) { return t.has_value() ? *t : Tensor(); }
+inline OptTensor as_optional(const Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; }
+
+// ---- reverse mode ----
+
+// Node pointers are std::shared_ptr in older torch and c10::intrusive_ptr in newer; Edge says
+// which.
+using NodePtr = decltype(torch::autograd::Edge::function);
+constexpr bool kIntrusiveNodes = !std::is_same_v<NodePtr, std::shared_ptr<torch::autograd::Node>>;
+
+// The gradient of an op with one differentiable output: `formula(node, saved, grad)` returns one
+// gradient per input edge (undefined where none flows), reading the tensors saved at the
+// forward in the order given; node.wants(i) says whether the gradient of edge i is needed.
+class FormulaNode : public torch::autograd::Node {
+ public:
+  using Formula = std::function<variable_list(const FormulaNode&, const variable_list&, const Tensor&)>;
+
+  FormulaNode(const char* name, Formula formula) : name_(name), formula_(std::move(formula)) {}
+
+  std::string name() const override { return name_; }
+  bool wants(size_t edge) const { return task_should_compute_output(edge); }
+
+  void save(const variable_list& tensors) {
+    saved_.reserve(tensors.size());
+    for (const Tensor& t : tensors) saved_.emplace_back(t, /*is_output=*/false);
+  }
+
+  variable_list apply(variable_list&& grads) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!grads[0].defined()) return variable_list(num_outputs());
+    variable_list saved;
+    saved.reserve(saved_.size());
+    for (const auto& s : saved_) saved.push_back(s.unpack(self()));
+    return formula_(*this, saved, grads[0]);
+  }
+
+ protected:
+  void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& s : saved_) s.reset_data();
+  }
+
+ private:
+  template <typename Self = FormulaNode>
+  NodePtr self() {
+    if constexpr (kIntrusiveNodes) return static_cast<Self*>(this)->getptr();
+    else return static_cast<Self*>(this)->shared_from_this();
+  }
+
+  const char* name_;
+  Formula formula_;
+  std::vector<torch::autograd::SavedVariable> saved_;
+};
+
+// Whether the op being called must be recorded: grad mode is on and an input requires grad.
+inline bool any_requires_grad(std::initializer_list<Tensor> inputs) {
+  if (!at::GradMode::is_enabled()) return false;
+  for (const Tensor& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
 }
 
-inline OptTensor as_optional(const Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; }
-inline Tensor value_or_undefined(const OptTensor& t) { return t.has_value() ? *t : Tensor(); }
-inline bool given(const OptTensor& t) { return t.has_value() && t->defined(); }
+// Records an op with one differentiable output when any_requires_grad(inputs): a FormulaNode
+// whose edges are `inputs` (undefined for an absent optional), saving `saved`.
+template <typename Formula>
+void record(const char* name, std::initializer_list<Tensor> inputs, const Tensor& output,
+            const variable_list& saved, Formula&& formula) {
+  if (!any_requires_grad(inputs)) return;
+  NodePtr node;
+  if constexpr (kIntrusiveNodes) node = c10::make_intrusive<FormulaNode>(name, std::forward<Formula>(formula));
+  else node = std::make_shared<FormulaNode>(name, std::forward<Formula>(formula));
+  auto* formula_node = static_cast<FormulaNode*>(node.get());
+  node->set_next_edges(torch::autograd::collect_next_edges(variable_list(inputs)));
+  formula_node->save(saved);
+  torch::autograd::set_history(output, node);
+}
+
+// ---- convolution-like ops (conv, tiled / unshared) ----
+
+// The trailing pads for which a forward convolution of `input` (spatial sizes from dim 2) with
+// kernel sizes `kernel` gives the spatial sizes of `like`: the trailing pad only decides how many
+// outputs there are, never their values, so the smallest such pad rebuilds the convolution a
+// gradient came from. Sizes may be symbolic (torch.compile); the pads are ints, so they guard.
+inline std::vector<int64_t> exact_padding_end(const Tensor& input, c10::SymIntArrayRef kernel, const Tensor& like,
+                                              at::IntArrayRef stride, at::IntArrayRef padding,
+                                              at::IntArrayRef dilation) {
+  std::vector<int64_t> end(stride.size());
+  for (size_t i = 0; i < end.size(); ++i) {
+    const c10::SymInt span = (like.sym_size(2 + i) - 1) * stride[i] + dilation[i] * (kernel[i] - 1) + 1 -
+                             input.sym_size(2 + i) - padding[i];
+    end[i] = std::max<int64_t>(0, span.guard_int(__FILE__, __LINE__));
+  }
+  return end;
+}
+
+// ---- forward mode ----
+
+// The tangent of t at forward-AD level 0 (the level torch.func.jvp and torch.autograd.forward_ad
+// use), undefined when t has none.
+inline Tensor tangent(const Tensor& t) { return t.defined() ? t._fw_grad(/*level=*/0) : Tensor(); }
+inline Tensor tangent(const OptTensor& t) { return t.has_value() ? tangent(*t) : Tensor(); }
+
+// t without its tangent, for the tangent formulas (torch's generated kernels read the primals
+// there too, so that a formula's own ops do not push the input's tangent forward again).
+inline Tensor primal(const Tensor& t) { return t.defined() ? t._fw_primal(/*level=*/0) : t; }
+
+inline bool any_tangent(std::initializer_list<Tensor> inputs) {
+  for (const Tensor& t : inputs)
+    if (tangent(t).defined()) return true;
+  return false;
+}
+
+// a + b where either may be undefined (a missing term of a tangent).
+inline Tensor add_defined(const Tensor& a, const Tensor& b) {
+  if (!a.defined()) return b;
+  if (!b.defined()) return a;
+  return a + b;
+}
+
+inline void set_tangent(const Tensor& output, const Tensor& t) {
+  if (t.defined()) output._set_fw_grad(t, /*level=*/0, /*is_inplace_op=*/false);
+}
+
+// ---- ops differentiated as compositions ----
+
+// Whether a derivative of an op with these inputs will be taken (recorded for reverse mode, or
+// a tangent to push forward): then the op runs as its differentiable composition.
+inline bool differentiating(std::initializer_list<Tensor> inputs) {
+  return any_requires_grad(inputs) || any_tangent(inputs);
+}
 
 }  // namespace tco::autograd

@@ -1,10 +1,22 @@
-// First derivatives of every pooling (max / min, average, lp, k-max, Gaussian, stochastic),
-// registered in C++ for the Autograd dispatch key (every device; see csrc/autograd_common.h for
-// why C++). The backward ops' own derivatives (double backward) are registered in
-// torch_cnn_ops/ops/pool.py.
+// Autograd of every pooling (see csrc/autograd_common.h for how and why in C++).
+//
+// * Max / min (window and adaptive), k-max, stochastic training: the output picks inputs at
+//   indices. Gradient: scatter to them (max_pool_backward, kmax_pool_backward); the scatter's
+//   own adjoint, and every tangent, is a gather at the indices.
+// * Avg (window and adaptive), Gaussian: linear. The backward op spreads grad_output over the
+//   windows; its adjoint is the forward op with the same arguments, and each op's tangent is
+//   the op applied to the input's tangent.
+// * lp and stochastic eval: nonlinear. Their backward ops (lp_pool_backward,
+//   stochastic_pool_eval_backward) run as compositions of the avg ops and torch's when they are
+//   differentiated (differentiating in autograd_common.h); the tangents are written out below.
 
+#include <ATen/ops/ones_like.h>
+#include <c10/util/accumulate.h>
+#include <ATen/ops/where.h>
+#include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
+#include <cmath>
 #include <optional>
 #include <tuple>
 #include <vector>
@@ -17,303 +29,347 @@ namespace {
 
 using namespace tco::autograd;
 using Tensor2 = std::tuple<Tensor, Tensor>;
+using Ints = std::vector<int64_t>;
+using SymInts = std::vector<c10::SymInt>;
+using OptInt = std::optional<int64_t>;
 
-// ---- max / min: grad_output scattered to the saved indices ----
-
-using MaxPoolBackward = Tensor(const Tensor&, const Tensor&, c10::SymIntArrayRef);
-
-Tensor scatter_to_indices(AutogradContext* ctx, const Tensor& grad) {
-  static const auto op = find_op<MaxPoolBackward>("cnn_ops::max_pool_backward");
-  const Tensor indices = ctx->get_saved_variables()[0];
-  const std::vector<c10::SymInt> input_size = ctx->saved_data["input_size"].toSymIntVector();
-  return call_backward_op(op, grad, indices, input_size);
-}
-
-void save_for_scatter(AutogradContext* ctx, const Tensor& input, const Tensor& indices) {
-  ctx->mark_non_differentiable({indices});
-  ctx->set_materialize_grads(false);
-  ctx->save_for_backward({indices});
-  ctx->saved_data["input_size"] = input.sym_sizes();
-}
+// ---- the ops ----
 
 using MaxPoolForward = Tensor2(const Tensor&, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef,
                                bool, bool);
-
-struct MaxPoolFunction : torch::autograd::Function<MaxPoolFunction> {
-  static variable_list forward(AutogradContext* ctx, const Tensor& input, at::IntArrayRef kernel_size,
-                               at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                               bool ceil_mode, bool minimum) {
-    static const auto op = find_op<MaxPoolForward>("cnn_ops::max_pool_forward");
-    auto [out, indices] = call_below_autograd(op, input, kernel_size, stride, padding, dilation, ceil_mode, minimum);
-    save_for_scatter(ctx, input, indices);
-    return {out, indices};
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    variable_list result(7);
-    if (grads[0].defined() && ctx->needs_input_grad(0)) result[0] = scatter_to_indices(ctx, grads[0]);
-    return result;
-  }
-};
-
 using AdaptiveMaxPoolForward = Tensor2(const Tensor&, at::IntArrayRef, bool);
-
-struct AdaptiveMaxPoolFunction : torch::autograd::Function<AdaptiveMaxPoolFunction> {
-  static variable_list forward(AutogradContext* ctx, const Tensor& input, at::IntArrayRef output_size,
-                               bool minimum) {
-    static const auto op = find_op<AdaptiveMaxPoolForward>("cnn_ops::adaptive_max_pool_forward");
-    auto [out, indices] = call_below_autograd(op, input, output_size, minimum);
-    save_for_scatter(ctx, input, indices);
-    return {out, indices};
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    variable_list result(3);
-    if (grads[0].defined() && ctx->needs_input_grad(0)) result[0] = scatter_to_indices(ctx, grads[0]);
-    return result;
-  }
-};
-
-// ---- average: grad_output spread over the windows ----
-
-// A channels-last input (use_channels_last) is pooled, and its gradient computed, in that
-// layout; the backward kernels follow grad_output's, so it is handed over in it.
-Tensor in_input_layout(AutogradContext* ctx, const Tensor& grad) {
-  return ctx->saved_data["channels_last"].toBool() ? grad.contiguous(at::MemoryFormat::ChannelsLast) : grad;
-}
-
-using AvgPoolForward = Tensor(const Tensor&, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, bool, bool,
-                              std::optional<int64_t>);
+using MaxPoolBackward = Tensor(const Tensor&, const Tensor&, c10::SymIntArrayRef);
+using AvgPoolForward = Tensor(const Tensor&, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, bool, bool, OptInt);
 using AvgPoolBackward = Tensor(const Tensor&, c10::SymIntArrayRef, at::IntArrayRef, at::IntArrayRef,
-                               at::IntArrayRef, bool, bool, std::optional<int64_t>);
-
-struct AvgPoolFunction : torch::autograd::Function<AvgPoolFunction> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& input, at::IntArrayRef kernel_size,
-                        at::IntArrayRef stride, at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
-                        std::optional<int64_t> divisor_override) {
-    static const auto op = find_op<AvgPoolForward>("cnn_ops::avg_pool_forward");
-    Tensor out = call_below_autograd(op, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                                     divisor_override);
-    ctx->saved_data["input_size"] = input.sym_sizes();
-    ctx->saved_data["channels_last"] = use_channels_last(input);
-    ctx->saved_data["kernel_size"] = kernel_size;
-    ctx->saved_data["stride"] = stride;
-    ctx->saved_data["padding"] = padding;
-    ctx->saved_data["ceil_mode"] = ceil_mode;
-    ctx->saved_data["count_include_pad"] = count_include_pad;
-    ctx->saved_data["divisor_override"] = divisor_override;
-    return out;
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static const auto op = find_op<AvgPoolBackward>("cnn_ops::avg_pool_backward");
-    variable_list result(7);
-    if (!grads[0].defined() || !ctx->needs_input_grad(0)) return result;
-    auto& d = ctx->saved_data;
-    const c10::IValue& divisor = d["divisor_override"];
-    result[0] = call_backward_op(op, in_input_layout(ctx, grads[0]), d["input_size"].toSymIntVector(),
-                                 d["kernel_size"].toIntVector(), d["stride"].toIntVector(), d["padding"].toIntVector(),
-                                 d["ceil_mode"].toBool(), d["count_include_pad"].toBool(),
-                                 divisor.isNone() ? std::nullopt : std::optional<int64_t>(divisor.toInt()));
-    return result;
-  }
-};
-
+                               at::IntArrayRef, bool, bool, OptInt);
 using AdaptiveAvgPoolForward = Tensor(const Tensor&, at::IntArrayRef);
 using AdaptiveAvgPoolBackward = Tensor(const Tensor&, c10::SymIntArrayRef);
-
-struct AdaptiveAvgPoolFunction : torch::autograd::Function<AdaptiveAvgPoolFunction> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& input, at::IntArrayRef output_size) {
-    static const auto op = find_op<AdaptiveAvgPoolForward>("cnn_ops::adaptive_avg_pool_forward");
-    Tensor out = call_below_autograd(op, input, output_size);
-    ctx->saved_data["input_size"] = input.sym_sizes();
-    ctx->saved_data["channels_last"] = use_channels_last(input);
-    return out;
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static const auto op = find_op<AdaptiveAvgPoolBackward>("cnn_ops::adaptive_avg_pool_backward");
-    variable_list result(2);
-    if (!grads[0].defined() || !ctx->needs_input_grad(0)) return result;
-    result[0] = call_backward_op(op, in_input_layout(ctx, grads[0]), ctx->saved_data["input_size"].toSymIntVector());
-    return result;
-  }
-};
-
-// ---- lp: the backward op reads the input ----
-
 using LpPoolForward = Tensor(const Tensor&, double, at::IntArrayRef, at::IntArrayRef, bool);
 using LpPoolBackward = Tensor(const Tensor&, const Tensor&, double, at::IntArrayRef, at::IntArrayRef, bool);
-
-struct LpPoolFunction : torch::autograd::Function<LpPoolFunction> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& input, double norm_type, at::IntArrayRef kernel_size,
-                        at::IntArrayRef stride, bool ceil_mode) {
-    static const auto op = find_op<LpPoolForward>("cnn_ops::lp_pool_forward");
-    Tensor out = call_below_autograd(op, input, norm_type, kernel_size, stride, ceil_mode);
-    ctx->save_for_backward({input});
-    ctx->saved_data["norm_type"] = norm_type;
-    ctx->saved_data["kernel_size"] = kernel_size;
-    ctx->saved_data["stride"] = stride;
-    ctx->saved_data["ceil_mode"] = ceil_mode;
-    return out;
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static const auto op = find_op<LpPoolBackward>("cnn_ops::lp_pool_backward");
-    variable_list result(5);
-    if (!grads[0].defined() || !ctx->needs_input_grad(0)) return result;
-    auto& d = ctx->saved_data;
-    result[0] = call_backward_op(op, grads[0], ctx->get_saved_variables()[0], d["norm_type"].toDouble(),
-                                 d["kernel_size"].toIntVector(), d["stride"].toIntVector(), d["ceil_mode"].toBool());
-    return result;
-  }
-};
-
-// ---- k-max: grad_output scattered to the kept positions ----
-
 using KMaxPoolForward = Tensor2(const Tensor&, int64_t, int64_t);
 using KMaxPoolBackward = Tensor(const Tensor&, const Tensor&, int64_t, c10::SymIntArrayRef);
-
-struct KMaxPoolFunction : torch::autograd::Function<KMaxPoolFunction> {
-  static variable_list forward(AutogradContext* ctx, const Tensor& input, int64_t k, int64_t dim) {
-    static const auto op = find_op<KMaxPoolForward>("cnn_ops::kmax_pool_forward");
-    auto [values, indices] = call_below_autograd(op, input, k, dim);
-    ctx->mark_non_differentiable({indices});
-    ctx->set_materialize_grads(false);
-    ctx->save_for_backward({indices});
-    ctx->saved_data["dim"] = dim;
-    ctx->saved_data["input_size"] = input.sym_sizes();
-    return {values, indices};
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static const auto op = find_op<KMaxPoolBackward>("cnn_ops::kmax_pool_backward");
-    variable_list result(3);
-    if (!grads[0].defined() || !ctx->needs_input_grad(0)) return result;
-    result[0] = call_backward_op(op, grads[0], ctx->get_saved_variables()[0], ctx->saved_data["dim"].toInt(),
-                                 ctx->saved_data["input_size"].toSymIntVector());
-    return result;
-  }
-};
-
-// ---- Gaussian: grad_output spread with the window's weights ----
-
 using GaussianPoolForward = Tensor(const Tensor&, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, double);
 using GaussianPoolBackward = Tensor(const Tensor&, c10::SymIntArrayRef, at::IntArrayRef, at::IntArrayRef,
                                     at::IntArrayRef, double);
-
-struct GaussianPoolFunction : torch::autograd::Function<GaussianPoolFunction> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& input, at::IntArrayRef kernel_size,
-                        at::IntArrayRef stride, at::IntArrayRef padding, double sigma) {
-    static const auto op = find_op<GaussianPoolForward>("cnn_ops::gaussian_pool_forward");
-    Tensor out = call_below_autograd(op, input, kernel_size, stride, padding, sigma);
-    ctx->saved_data["input_size"] = input.sym_sizes();
-    ctx->saved_data["kernel_size"] = kernel_size;
-    ctx->saved_data["stride"] = stride;
-    ctx->saved_data["padding"] = padding;
-    ctx->saved_data["sigma"] = sigma;
-    return out;
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static const auto op = find_op<GaussianPoolBackward>("cnn_ops::gaussian_pool_backward");
-    variable_list result(5);
-    if (!grads[0].defined() || !ctx->needs_input_grad(0)) return result;
-    auto& d = ctx->saved_data;
-    result[0] = call_backward_op(op, grads[0], d["input_size"].toSymIntVector(), d["kernel_size"].toIntVector(),
-                                 d["stride"].toIntVector(), d["padding"].toIntVector(), d["sigma"].toDouble());
-    return result;
-  }
-};
-
-// ---- stochastic: training scatters to the sampled positions, eval has its own backward op ----
-
 using StochasticPoolForward = Tensor2(const Tensor&, const Tensor&, at::IntArrayRef, at::IntArrayRef);
 using StochasticEvalForward = Tensor(const Tensor&, at::IntArrayRef, at::IntArrayRef);
 using StochasticEvalBackward = Tensor(const Tensor&, const Tensor&, at::IntArrayRef, at::IntArrayRef);
 
-struct StochasticPoolFunction : torch::autograd::Function<StochasticPoolFunction> {
-  static variable_list forward(AutogradContext* ctx, const Tensor& input, const Tensor& uniform,
-                               at::IntArrayRef kernel_size, at::IntArrayRef stride) {
-    static const auto op = find_op<StochasticPoolForward>("cnn_ops::stochastic_pool_forward");
-    auto [out, indices] = call_below_autograd(op, input, uniform, kernel_size, stride);
-    save_for_scatter(ctx, input, indices);
-    return {out, indices};
+#define TCO_POOL_OP(getter, Signature, name)          \
+  const auto& getter() {                              \
+    static const auto op = find_op<Signature>(name); \
+    return op;                                        \
   }
+TCO_POOL_OP(max_pool_op, MaxPoolForward, "cnn_ops::max_pool_forward")
+TCO_POOL_OP(adaptive_max_pool_op, AdaptiveMaxPoolForward, "cnn_ops::adaptive_max_pool_forward")
+TCO_POOL_OP(max_pool_backward_op, MaxPoolBackward, "cnn_ops::max_pool_backward")
+TCO_POOL_OP(avg_pool_op, AvgPoolForward, "cnn_ops::avg_pool_forward")
+TCO_POOL_OP(avg_pool_backward_op, AvgPoolBackward, "cnn_ops::avg_pool_backward")
+TCO_POOL_OP(adaptive_avg_pool_op, AdaptiveAvgPoolForward, "cnn_ops::adaptive_avg_pool_forward")
+TCO_POOL_OP(adaptive_avg_pool_backward_op, AdaptiveAvgPoolBackward, "cnn_ops::adaptive_avg_pool_backward")
+TCO_POOL_OP(lp_pool_op, LpPoolForward, "cnn_ops::lp_pool_forward")
+TCO_POOL_OP(lp_pool_backward_op, LpPoolBackward, "cnn_ops::lp_pool_backward")
+TCO_POOL_OP(kmax_pool_op, KMaxPoolForward, "cnn_ops::kmax_pool_forward")
+TCO_POOL_OP(kmax_pool_backward_op, KMaxPoolBackward, "cnn_ops::kmax_pool_backward")
+TCO_POOL_OP(gaussian_pool_op, GaussianPoolForward, "cnn_ops::gaussian_pool_forward")
+TCO_POOL_OP(gaussian_pool_backward_op, GaussianPoolBackward, "cnn_ops::gaussian_pool_backward")
+TCO_POOL_OP(stochastic_pool_op, StochasticPoolForward, "cnn_ops::stochastic_pool_forward")
+TCO_POOL_OP(stochastic_eval_op, StochasticEvalForward, "cnn_ops::stochastic_pool_eval_forward")
+TCO_POOL_OP(stochastic_eval_backward_op, StochasticEvalBackward, "cnn_ops::stochastic_pool_eval_backward")
+#undef TCO_POOL_OP
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    variable_list result(4);
-    if (grads[0].defined() && ctx->needs_input_grad(0)) result[0] = scatter_to_indices(ctx, grads[0]);
-    return result;
-  }
-};
+// ---- picking inputs at indices: max / min, adaptive max / min, stochastic training ----
 
-struct StochasticEvalFunction : torch::autograd::Function<StochasticEvalFunction> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& input, at::IntArrayRef kernel_size,
-                        at::IntArrayRef stride) {
-    static const auto op = find_op<StochasticEvalForward>("cnn_ops::stochastic_pool_eval_forward");
-    Tensor out = call_below_autograd(op, input, kernel_size, stride);
-    ctx->save_for_backward({input});
-    ctx->saved_data["kernel_size"] = kernel_size;
-    ctx->saved_data["stride"] = stride;
-    return out;
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static const auto op = find_op<StochasticEvalBackward>("cnn_ops::stochastic_pool_eval_backward");
-    variable_list result(3);
-    if (!grads[0].defined() || !ctx->needs_input_grad(0)) return result;
-    result[0] = call_backward_op(op, grads[0], ctx->get_saved_variables()[0],
-                                 ctx->saved_data["kernel_size"].toIntVector(), ctx->saved_data["stride"].toIntVector());
-    return result;
-  }
-};
-
-Tensor2 stochastic_pool_forward_autograd(const Tensor& input, const Tensor& uniform, at::IntArrayRef kernel_size,
-                                         at::IntArrayRef stride) {
-  auto r = StochasticPoolFunction::apply(input, uniform, kernel_size, stride);
-  return {r[0], r[1]};
+// values (N, C, *in) read at the flat plane indices (N, C, *out): the adjoint of the scatter.
+Tensor gather_planes(const Tensor& values, const Tensor& indices) {
+  return values.flatten(2).gather(2, indices.flatten(2)).view(indices.sizes());
 }
 
-Tensor stochastic_pool_eval_forward_autograd(const Tensor& input, at::IntArrayRef kernel_size,
-                                             at::IntArrayRef stride) {
-  return StochasticEvalFunction::apply(input, kernel_size, stride);
-}
-
-Tensor lp_pool_forward_autograd(const Tensor& input, double norm_type, at::IntArrayRef kernel_size,
-                                at::IntArrayRef stride, bool ceil_mode) {
-  return LpPoolFunction::apply(input, norm_type, kernel_size, stride, ceil_mode);
-}
-
-Tensor2 kmax_pool_forward_autograd(const Tensor& input, int64_t k, int64_t dim) {
-  auto r = KMaxPoolFunction::apply(input, k, dim);
-  return {r[0], r[1]};
-}
-
-Tensor gaussian_pool_forward_autograd(const Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
-                                      at::IntArrayRef padding, double sigma) {
-  return GaussianPoolFunction::apply(input, kernel_size, stride, padding, sigma);
+// Records a pooling whose output is input read at `indices` (flat positions in each plane).
+void record_pick(const Tensor& input, const Tensor& out, const Tensor& indices) {
+  SymInts input_size = input.sym_sizes().vec();
+  record("PickPoolBackward", {input}, out, {indices},
+         [input_size](const FormulaNode&, const variable_list& saved, const Tensor& grad) -> variable_list {
+           return {max_pool_backward_op().call(grad, saved[0], input_size)};
+         });
+  if (any_tangent({input})) set_tangent(out, gather_planes(tangent(input), indices));
 }
 
 Tensor2 max_pool_forward_autograd(const Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                                   at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode, bool minimum) {
-  auto r = MaxPoolFunction::apply(input, kernel_size, stride, padding, dilation, ceil_mode, minimum);
-  return {r[0], r[1]};
+  auto [out, indices] =
+      call_below_autograd(max_pool_op(), input, kernel_size, stride, padding, dilation, ceil_mode, minimum);
+  record_pick(input, out, indices);
+  return {out, indices};
 }
 
 Tensor2 adaptive_max_pool_forward_autograd(const Tensor& input, at::IntArrayRef output_size, bool minimum) {
-  auto r = AdaptiveMaxPoolFunction::apply(input, output_size, minimum);
-  return {r[0], r[1]};
+  auto [out, indices] = call_below_autograd(adaptive_max_pool_op(), input, output_size, minimum);
+  record_pick(input, out, indices);
+  return {out, indices};
 }
+
+Tensor2 stochastic_pool_forward_autograd(const Tensor& input, const Tensor& uniform, at::IntArrayRef kernel_size,
+                                         at::IntArrayRef stride) {
+  auto [out, indices] = call_below_autograd(stochastic_pool_op(), input, uniform, kernel_size, stride);
+  record_pick(input, out, indices);
+  return {out, indices};
+}
+
+Tensor max_pool_backward_autograd(const Tensor& grad_output, const Tensor& indices, c10::SymIntArrayRef input_size) {
+  Tensor out = call_below_autograd(max_pool_backward_op(), grad_output, indices, input_size);
+  record("MaxPoolBackwardBackward", {grad_output}, out, {indices},
+         [](const FormulaNode&, const variable_list& saved, const Tensor& grad) -> variable_list {
+           return {gather_planes(grad, saved[0])};
+         });
+  if (any_tangent({grad_output})) set_tangent(out, max_pool_backward_op().call(tangent(grad_output), indices, input_size));
+  return out;
+}
+
+// ---- k-max: picks along `dim` ----
+
+Tensor2 kmax_pool_forward_autograd(const Tensor& input, int64_t k, int64_t dim) {
+  auto [values, indices] = call_below_autograd(kmax_pool_op(), input, k, dim);
+  SymInts input_size = input.sym_sizes().vec();
+  record("KMaxPoolBackward", {input}, values, {indices},
+         [dim, input_size](const FormulaNode&, const variable_list& saved, const Tensor& grad) -> variable_list {
+           return {kmax_pool_backward_op().call(grad, saved[0], dim, input_size)};
+         });
+  if (any_tangent({input})) set_tangent(values, tangent(input).gather(dim, indices));
+  return {values, indices};
+}
+
+Tensor kmax_pool_backward_autograd(const Tensor& grad_output, const Tensor& indices, int64_t dim,
+                                   c10::SymIntArrayRef input_size) {
+  Tensor out = call_below_autograd(kmax_pool_backward_op(), grad_output, indices, dim, input_size);
+  record("KMaxPoolBackwardBackward", {grad_output}, out, {indices},
+         [dim](const FormulaNode&, const variable_list& saved, const Tensor& grad) -> variable_list {
+           return {grad.gather(dim, saved[0])};
+         });
+  if (any_tangent({grad_output}))
+    set_tangent(out, kmax_pool_backward_op().call(tangent(grad_output), indices, dim, input_size));
+  return out;
+}
+
+// ---- linear poolings: avg, adaptive avg, Gaussian ----
+
+// A linear pooling `forward(x)` and its transpose `backward(gy, input_size)`: records both
+// directions (the forward op's gradient is the backward op, the backward op's is the forward
+// op) and pushes tangents through the same op.
+template <typename Forward, typename Backward>
+Tensor linear_forward(const char* name, const Tensor& input, Forward forward, Backward backward) {
+  Tensor out = forward(input, /*below_autograd=*/true);
+  SymInts input_size = input.sym_sizes().vec();
+  // A channels-last input (use_channels_last) is pooled, and its gradient computed, in that
+  // layout; the backward kernels follow grad_output's, so it is handed over in it.
+  const bool channels_last = use_channels_last(input);
+  record(name, {input}, out, {},
+         [backward, input_size, channels_last](const FormulaNode&, const variable_list&,
+                                               const Tensor& grad) -> variable_list {
+           return {backward(channels_last ? grad.contiguous(at::MemoryFormat::ChannelsLast) : grad, input_size, false)};
+         });
+  if (any_tangent({input})) set_tangent(out, forward(tangent(input), false));
+  return out;
+}
+
+template <typename Forward, typename Backward>
+Tensor linear_backward(const char* name, const Tensor& grad_output, c10::SymIntArrayRef input_size, Forward forward,
+                       Backward backward) {
+  Tensor out = backward(grad_output, input_size, /*below_autograd=*/true);
+  record(name, {grad_output}, out, {},
+         [forward](const FormulaNode&, const variable_list&, const Tensor& grad) -> variable_list {
+           return {forward(grad, false)};
+         });
+  if (any_tangent({grad_output})) set_tangent(out, backward(tangent(grad_output), input_size, false));
+  return out;
+}
+
+// op.call, below the Autograd key or through it.
+template <typename Signature, typename... Args>
+Tensor call(const c10::TypedOperatorHandle<Signature>& op, bool below_autograd, Args&&... args) {
+  if (below_autograd) return call_below_autograd(op, std::forward<Args>(args)...);
+  return op.call(std::forward<Args>(args)...);
+}
+
+struct AvgArgs {
+  Ints kernel_size, stride, padding;
+  bool ceil_mode, count_include_pad;
+  OptInt divisor_override;
+
+  auto forward() const {
+    return [a = *this](const Tensor& x, bool below) {
+      return call(avg_pool_op(), below, x, a.kernel_size, a.stride, a.padding, a.ceil_mode, a.count_include_pad,
+                  a.divisor_override);
+    };
+  }
+  auto backward() const {
+    return [a = *this](const Tensor& gy, c10::SymIntArrayRef input_size, bool below) {
+      return call(avg_pool_backward_op(), below, gy, input_size, a.kernel_size, a.stride, a.padding, a.ceil_mode,
+                  a.count_include_pad, a.divisor_override);
+    };
+  }
+};
 
 Tensor avg_pool_forward_autograd(const Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                                  at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
-                                 std::optional<int64_t> divisor_override) {
-  return AvgPoolFunction::apply(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override);
+                                 OptInt divisor_override) {
+  const AvgArgs a{kernel_size.vec(), stride.vec(), padding.vec(), ceil_mode, count_include_pad, divisor_override};
+  return linear_forward("AvgPoolBackward", input, a.forward(), a.backward());
+}
+
+Tensor avg_pool_backward_autograd(const Tensor& grad_output, c10::SymIntArrayRef input_size,
+                                  at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                                  bool ceil_mode, bool count_include_pad, OptInt divisor_override) {
+  const AvgArgs a{kernel_size.vec(), stride.vec(), padding.vec(), ceil_mode, count_include_pad, divisor_override};
+  return linear_backward("AvgPoolBackwardBackward", grad_output, input_size, a.forward(), a.backward());
+}
+
+auto adaptive_avg_forward(Ints output_size) {
+  return [output_size](const Tensor& x, bool below) { return call(adaptive_avg_pool_op(), below, x, output_size); };
+}
+auto adaptive_avg_backward() {
+  return [](const Tensor& gy, c10::SymIntArrayRef input_size, bool below) {
+    return call(adaptive_avg_pool_backward_op(), below, gy, input_size);
+  };
 }
 
 Tensor adaptive_avg_pool_forward_autograd(const Tensor& input, at::IntArrayRef output_size) {
-  return AdaptiveAvgPoolFunction::apply(input, output_size);
+  return linear_forward("AdaptiveAvgPoolBackward", input, adaptive_avg_forward(output_size.vec()),
+                        adaptive_avg_backward());
+}
+
+Tensor adaptive_avg_pool_backward_autograd(const Tensor& grad_output, c10::SymIntArrayRef input_size) {
+  // The forward op's output size is grad_output's spatial size.
+  Ints output_size;
+  for (int64_t d = 2; d < grad_output.dim(); ++d)
+    output_size.push_back(grad_output.sym_size(d).guard_int(__FILE__, __LINE__));
+  return linear_backward("AdaptiveAvgPoolBackwardBackward", grad_output, input_size,
+                         adaptive_avg_forward(output_size), adaptive_avg_backward());
+}
+
+struct GaussianArgs {
+  Ints kernel_size, stride, padding;
+  double sigma;
+
+  auto forward() const {
+    return [a = *this](const Tensor& x, bool below) {
+      return call(gaussian_pool_op(), below, x, a.kernel_size, a.stride, a.padding, a.sigma);
+    };
+  }
+  auto backward() const {
+    return [a = *this](const Tensor& gy, c10::SymIntArrayRef input_size, bool below) {
+      return call(gaussian_pool_backward_op(), below, gy, input_size, a.kernel_size, a.stride, a.padding, a.sigma);
+    };
+  }
+};
+
+Tensor gaussian_pool_forward_autograd(const Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                      at::IntArrayRef padding, double sigma) {
+  const GaussianArgs a{kernel_size.vec(), stride.vec(), padding.vec(), sigma};
+  return linear_forward("GaussianPoolBackward", input, a.forward(), a.backward());
+}
+
+Tensor gaussian_pool_backward_autograd(const Tensor& grad_output, c10::SymIntArrayRef input_size,
+                                       at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                                       double sigma) {
+  const GaussianArgs a{kernel_size.vec(), stride.vec(), padding.vec(), sigma};
+  return linear_backward("GaussianPoolBackwardBackward", grad_output, input_size, a.forward(), a.backward());
+}
+
+// ---- window sums, for the nonlinear poolings' compositions ----
+
+// The sum over each window of lp / stochastic pooling (no padding), as torch's lp pooling
+// forms it: the window's average times the kernel volume (a window that ceil_mode cuts short
+// is averaged over what it holds).
+Tensor window_sums(const Tensor& x, at::IntArrayRef kernel_size, at::IntArrayRef stride, bool ceil_mode) {
+  const Ints zeros(kernel_size.size(), 0);
+  const double volume = static_cast<double>(c10::multiply_integers(kernel_size));
+  return avg_pool_op().call(x, kernel_size, stride, zeros, ceil_mode, true, std::nullopt) * volume;
+}
+
+// Its transpose: each input position receives gy of the windows that hold it, each scaled as
+// window_sums scales that window.
+Tensor spread_sums(const Tensor& gy, c10::SymIntArrayRef input_size, at::IntArrayRef kernel_size,
+                   at::IntArrayRef stride, bool ceil_mode) {
+  const Ints zeros(kernel_size.size(), 0);
+  const double volume = static_cast<double>(c10::multiply_integers(kernel_size));
+  return avg_pool_backward_op().call(gy, input_size, kernel_size, stride, zeros, ceil_mode, true, std::nullopt) *
+         volume;
+}
+
+// ---- lp: out = (sum over the window of x^p)^(1/p), torch's formula ----
+//
+// d out / d x_i = x_i^(p-1) * s^(1/p - 1) with s the window's sum (0 where s is 0, as torch's
+// relu gives), the factor p of d(x^p) cancelling the 1/p of the root.
+
+// s^(1/p - 1), 0 where s is 0.
+Tensor lp_scale(const Tensor& s, double p) {
+  const Tensor positive = s != 0;
+  return at::where(positive, at::where(positive, s, at::ones_like(s)).pow(1.0 / p - 1.0), at::zeros_like(s));
+}
+
+Tensor lp_pool_forward_autograd(const Tensor& input, double p, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                bool ceil_mode) {
+  Tensor out = call_below_autograd(lp_pool_op(), input, p, kernel_size, stride, ceil_mode);
+  const Ints k = kernel_size.vec(), s = stride.vec();
+  record("LpPoolBackward", {input}, out, {input},
+         [p, k, s, ceil_mode](const FormulaNode&, const variable_list& saved, const Tensor& grad) -> variable_list {
+           return {lp_pool_backward_op().call(grad, saved[0], p, k, s, ceil_mode)};
+         });
+  if (any_tangent({input})) {
+    const Tensor x = primal(input);
+    const Tensor sums = window_sums(x.pow(p), kernel_size, stride, ceil_mode);
+    set_tangent(out, lp_scale(sums, p) * window_sums(x.pow(p - 1.0) * tangent(input), kernel_size, stride, ceil_mode));
+  }
+  return out;
+}
+
+Tensor lp_pool_backward_autograd(const Tensor& grad_output, const Tensor& input, double p,
+                                 at::IntArrayRef kernel_size, at::IntArrayRef stride, bool ceil_mode) {
+  if (!differentiating({grad_output, input}))
+    return call_below_autograd(lp_pool_backward_op(), grad_output, input, p, kernel_size, stride, ceil_mode);
+  const Tensor sums = window_sums(input.pow(p), kernel_size, stride, ceil_mode);
+  const Tensor spread = spread_sums(grad_output * lp_scale(sums, p), input.sym_sizes(), kernel_size, stride, ceil_mode);
+  return input.pow(p - 1.0) * spread;
+}
+
+// ---- stochastic eval: out = sum(x^2) / sum(x) over the window, 0 where sum(x) is 0 ----
+//
+// d out / d x_i = (2 x_i - out) / sum(x).
+
+// 1 / s, 0 where s is 0.
+Tensor reciprocal_or_zero(const Tensor& s) {
+  const Tensor positive = s != 0;
+  return at::where(positive, at::where(positive, s, at::ones_like(s)).reciprocal(), at::zeros_like(s));
+}
+
+Tensor stochastic_pool_eval_forward_autograd(const Tensor& input, at::IntArrayRef kernel_size,
+                                             at::IntArrayRef stride) {
+  Tensor out = call_below_autograd(stochastic_eval_op(), input, kernel_size, stride);
+  const Ints k = kernel_size.vec(), s = stride.vec();
+  record("StochasticPoolEvalBackward", {input}, out, {input},
+         [k, s](const FormulaNode&, const variable_list& saved, const Tensor& grad) -> variable_list {
+           return {stochastic_eval_backward_op().call(grad, saved[0], k, s)};
+         });
+  if (any_tangent({input})) {
+    const Tensor x = primal(input), t = tangent(input);
+    const Tensor inv = reciprocal_or_zero(window_sums(x, kernel_size, stride, false));
+    set_tangent(out, (2 * window_sums(x * t, kernel_size, stride, false) -
+                      out * window_sums(t, kernel_size, stride, false)) * inv);
+  }
+  return out;
+}
+
+Tensor stochastic_pool_eval_backward_autograd(const Tensor& grad_output, const Tensor& input,
+                                              at::IntArrayRef kernel_size, at::IntArrayRef stride) {
+  if (!differentiating({grad_output, input}))
+    return call_below_autograd(stochastic_eval_backward_op(), grad_output, input, kernel_size, stride);
+  const Tensor inv = reciprocal_or_zero(window_sums(input, kernel_size, stride, false));
+  const Tensor out = window_sums(input * input, kernel_size, stride, false) * inv;
+  const Tensor q = grad_output * inv;
+  const auto size = input.sym_sizes();
+  return 2 * input * spread_sums(q, size, kernel_size, stride, false) -
+         spread_sums(q * out, size, kernel_size, stride, false);
 }
 
 }  // namespace
@@ -321,13 +377,20 @@ Tensor adaptive_avg_pool_forward_autograd(const Tensor& input, at::IntArrayRef o
 TORCH_LIBRARY_IMPL(cnn_ops, Autograd, m) {
   m.impl("max_pool_forward", TORCH_FN(max_pool_forward_autograd));
   m.impl("adaptive_max_pool_forward", TORCH_FN(adaptive_max_pool_forward_autograd));
+  m.impl("max_pool_backward", TORCH_FN(max_pool_backward_autograd));
   m.impl("avg_pool_forward", TORCH_FN(avg_pool_forward_autograd));
+  m.impl("avg_pool_backward", TORCH_FN(avg_pool_backward_autograd));
   m.impl("adaptive_avg_pool_forward", TORCH_FN(adaptive_avg_pool_forward_autograd));
+  m.impl("adaptive_avg_pool_backward", TORCH_FN(adaptive_avg_pool_backward_autograd));
   m.impl("lp_pool_forward", TORCH_FN(lp_pool_forward_autograd));
+  m.impl("lp_pool_backward", TORCH_FN(lp_pool_backward_autograd));
   m.impl("kmax_pool_forward", TORCH_FN(kmax_pool_forward_autograd));
+  m.impl("kmax_pool_backward", TORCH_FN(kmax_pool_backward_autograd));
   m.impl("gaussian_pool_forward", TORCH_FN(gaussian_pool_forward_autograd));
+  m.impl("gaussian_pool_backward", TORCH_FN(gaussian_pool_backward_autograd));
   m.impl("stochastic_pool_forward", TORCH_FN(stochastic_pool_forward_autograd));
   m.impl("stochastic_pool_eval_forward", TORCH_FN(stochastic_pool_eval_forward_autograd));
+  m.impl("stochastic_pool_eval_backward", TORCH_FN(stochastic_pool_eval_backward_autograd));
 }
 
 }  // namespace tco
