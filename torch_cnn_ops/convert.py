@@ -3,19 +3,25 @@
 The table below maps a torch.nn class name to a function that builds the twin from the
 original's attributes (every constructor argument, so ``padding_mode``, ``return_indices``,
 ``ceil_mode``, ``divisor_override``, ... are kept). The twin class is looked up by the same name
-in ``torch_cnn_ops.nn`` when ``convert`` runs, so a family that is not there (yet) is simply
-left as torch's.
+in ``torch_cnn_ops.nn`` when ``convert`` runs, so a family that is not there (yet) is left as
+torch's (and reported as skipped).
+
+A subclass of one of those torch.nn classes is converted like the class itself when it keeps
+torch's code: see :func:`_overridden` for what counts as overriding.
 """
 
 import copy
+import functools
 import warnings
-from typing import Callable, Dict, List, NamedTuple, Tuple, Union
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import torch
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.utils import parametrize
 
 from . import nn as tco_nn
 
-__all__ = ["convert", "Replacement"]
+__all__ = ["convert", "Replacement", "Skipped", "Report"]
 
 
 class Replacement(NamedTuple):
@@ -25,6 +31,25 @@ class Replacement(NamedTuple):
     name: str
     original: type
     twin: type
+
+
+class Skipped(NamedTuple):
+    """One layer ``convert`` left as it was although its class derives from a torch.nn class
+    that has a twin: its qualified ``name``, its class ``original`` and the ``reason``."""
+
+    name: str
+    original: type
+    reason: str
+
+
+class Report(list):
+    """What ``convert(..., return_report=True)`` returns next to the model: a list of
+    :class:`Replacement`, in module order, whose ``skipped`` attribute lists the layers left as
+    they were, as :class:`Skipped` entries in module order."""
+
+    def __init__(self, replaced=(), skipped=()):
+        super().__init__(replaced)
+        self.skipped: List[Skipped] = list(skipped)
 
 
 # A builder takes the twin class, the original module and the factory arguments (device) of
@@ -105,49 +130,128 @@ _HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_a
                "_backward_pre_hooks", "_state_dict_hooks", "_state_dict_pre_hooks",
                "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
 
+# Methods of torch's classes that a subclass may redefine and still be converted: they build or
+# describe the layer, and a twin is built by its own constructor from the original's attributes.
+_MAY_OVERRIDE = frozenset({"__init__", "__repr__", "extra_repr", "_get_name", "reset_parameters",
+                           "reset_running_stats"})
 
-def _twin_of(module: torch.nn.Module):
-    """The twin of `module`, carrying its tensors, or None when there is none to make."""
-    name = type(module).__name__
-    builder = _BUILDERS.get(name)
-    # Exactly the torch.nn class: a subclass (ours included) may have its own forward or state.
-    if builder is None or type(module) is not getattr(torch.nn, name, None):
-        return None
-    twin_cls = getattr(tco_nn, name, None)  # looked up now: families may land after this module
-    if twin_cls is None:
-        return None
+# Instance attributes that are not carried to the twin: what Module.compile() stores, a compiled
+# call of the original's own code.
+_NOT_CARRIED = frozenset({"_compiled_call_impl"})
+
+_TWINS_MODULE = tco_nn.__name__
+_MISSING = object()
+
+
+def _torch_base(cls: type) -> Optional[type]:
+    """The first class in `cls`'s MRO that is a torch.nn class of the table, or None."""
+    for c in cls.__mro__:
+        if c.__name__ in _BUILDERS and getattr(torch.nn, c.__name__, None) is c:
+            return c
+    return None
+
+
+def _lookup(cls: type, name: str):
+    for c in cls.__mro__:
+        if name in vars(c):
+            return vars(c)[name]
+    return _MISSING
+
+
+@functools.lru_cache(maxsize=None)
+def _methods(base: type) -> frozenset:
+    """The methods (functions, static and class methods, properties) that torch's class `base`
+    and its bases up to torch.nn.Module define, less those in _MAY_OVERRIDE."""
+    return frozenset(name for c in base.__mro__ if c is not object for name, v in vars(c).items()
+                     if callable(v) or isinstance(v, (staticmethod, classmethod, property))) - _MAY_OVERRIDE
+
+
+def _overridden(cls: type, base: type) -> Tuple[str, ...]:
+    """The methods of torch's class `base` that subclass `cls` redefines, ``forward`` first.
+
+    Every method counts except those in _MAY_OVERRIDE: ``forward`` and what it calls
+    (``_conv_forward`` of convolutions, ``_check_input_dim`` of batch norm, the
+    ``_handle_no_batch_input`` / ``_apply_instance_norm`` of instance norm, ...), and also what
+    state handling, hooks and device moves go through (``_load_from_state_dict``,
+    ``get_extra_state``, ``_apply``, ``__call__``, ...), since the twin runs torch's or its own.
+    """
+    names = (n for n in _methods(base) if _lookup(cls, n) is not _lookup(base, n))
+    return tuple(sorted(names, key=lambda n: (n != "forward", n)))
+
+
+def _build(module: torch.nn.Module, base: type, twin_cls: type):
+    builder = _BUILDERS[base.__name__]
     try:
-        twin = builder(twin_cls, module, _META)
+        return builder(twin_cls, module, _META)
     except (NotImplementedError, RuntimeError):
         # A constructor that computes with its tensors cannot run on meta: build it for real.
-        twin = builder(twin_cls, module, {})
+        return builder(twin_cls, module, {})
+
+
+def _twin_of(module: torch.nn.Module) -> Tuple[Optional[torch.nn.Module], Optional[str]]:
+    """``(twin, None)`` with the twin of `module` carrying its tensors and attributes,
+    ``(None, reason)`` for a layer of a class with a twin that is left as it is, and
+    ``(None, None)`` for every other module."""
+    cls = type(module)
+    base = _torch_base(cls)
+    if base is None or any(c.__module__ == _TWINS_MODULE or c.__module__.startswith(_TWINS_MODULE + ".")
+                           for c in cls.__mro__):
+        return None, None  # not a torch.nn layer with a twin, or a twin (or derived from one)
+    name = base.__name__
+    twin_cls = getattr(tco_nn, name, None)  # looked up now: families may land after this module
+    if twin_cls is None:
+        return None, f"torch_cnn_ops.nn has no {name}"
+    if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
+        return None, f"{cls.__name__} is a lazy module whose parameters are not initialized yet"
+    if parametrize.is_parametrized(module):
+        return None, (f"{cls.__name__} has parametrizations ({', '.join(module.parametrizations)}) "
+                      "from torch.nn.utils.parametrize")
+    if cls is not base:
+        overridden = _overridden(cls, base)
+        if overridden:
+            return None, f"{cls.__name__} overrides {', '.join(overridden)} of torch.nn.{name}"
+    on_instance = sorted(n for n in module.__dict__ if n in _methods(base))
+    if on_instance:
+        return None, f"{', '.join(on_instance)} set on the instance"
+    try:
+        twin = _build(module, base, twin_cls)
+    except (AttributeError, TypeError, ValueError) as e:
+        return None, f"its twin could not be built from its attributes: {type(e).__name__}: {e}"
     if set(twin._parameters) != set(module._parameters) or set(twin._buffers) != set(module._buffers):
         # e.g. torch.nn.utils.weight_norm renames the weight; the twin could not hold that state.
-        warnings.warn(f"convert: {name} with parameters {sorted(module._parameters)} and buffers "
-                      f"{sorted(module._buffers)} was left as torch's: its twin holds "
-                      f"{sorted(twin._parameters)} and {sorted(twin._buffers)}", stacklevel=3)
-        return None
+        reason = (f"{cls.__name__} with parameters {sorted(module._parameters)} and buffers "
+                  f"{sorted(module._buffers)} was left as it is: its twin holds "
+                  f"{sorted(twin._parameters)} and {sorted(twin._buffers)}")
+        warnings.warn(f"convert: {reason}", stacklevel=3)
+        return None, reason
     # The very tensors, not copies: requires_grad, device, dtype and optimizer references stay.
     twin._parameters.update(module._parameters)
     twin._buffers.update(module._buffers)
     twin._non_persistent_buffers_set = set(module._non_persistent_buffers_set)
+    twin._modules.update(module._modules)  # submodules a subclass added (converted by the caller)
     for attr in _HOOK_DICTS:
         if attr in module.__dict__:
             setattr(twin, attr, module.__dict__[attr])
     twin.training = module.training
-    return twin
+    # Every other instance attribute the original has and the twin does not (set by a subclass's
+    # constructor or by the user, e.g. ``layer.tag = 3``), the same objects.
+    for key, value in module.__dict__.items():
+        if key not in twin.__dict__ and key not in _NOT_CARRIED:
+            twin.__dict__[key] = value
+    return twin, None
 
 
-def _convert(module: torch.nn.Module, prefix: str, memo: Dict[int, torch.nn.Module],
-             report: List[Replacement]) -> torch.nn.Module:
+def _convert(module: torch.nn.Module, prefix: str, memo: Dict[int, torch.nn.Module], report: Report
+             ) -> torch.nn.Module:
     key = id(module)
     if key in memo:  # a layer used at several places stays one (shared) layer
         return memo[key]
-    twin = _twin_of(module)
+    twin, reason = _twin_of(module)
     if twin is not None:
         report.append(Replacement(prefix, type(module), type(twin)))
-        memo[key] = twin
-        return twin
+        module = twin
+    elif reason is not None:
+        report.skipped.append(Skipped(prefix, type(module), reason))
     memo[key] = module
     for child_name, child in list(module._modules.items()):
         if child is not None:
@@ -158,37 +262,62 @@ def _convert(module: torch.nn.Module, prefix: str, memo: Dict[int, torch.nn.Modu
 
 
 def convert(model: torch.nn.Module, inplace: bool = False, *, return_report: bool = False
-            ) -> Union[torch.nn.Module, Tuple[torch.nn.Module, List[Replacement]]]:
+            ) -> Union[torch.nn.Module, Tuple[torch.nn.Module, Report]]:
     """Replaces every torch.nn layer that has a twin in :mod:`torch_cnn_ops.nn` by that twin.
 
     Converted: ``Conv1d/2d/3d`` (every ``padding_mode``), ``MaxPool``, ``AvgPool``, ``LPPool``,
     ``AdaptiveMaxPool`` and ``AdaptiveAvgPool`` in 1d/2d/3d and, where ``torch_cnn_ops.nn`` has
     them, ``BatchNorm1d/2d/3d``, ``SyncBatchNorm``, ``GroupNorm``, ``LayerNorm`` and
-    ``InstanceNorm1d/2d/3d``. Only instances of exactly those classes are replaced (a subclass may
-    change the forward); everything else, and every module's own code, stays. A twin takes every
-    constructor argument, the parameters and buffers themselves (so ``requires_grad``, device and
-    dtype), the training flag and the hooks of the layer it replaces; outputs and gradients equal
-    the original's up to rounding. A layer used at several places becomes one twin used there.
+    ``InstanceNorm1d/2d/3d``, and their subclasses that keep torch's code: a subclass is converted
+    when it redefines no method of torch's class other than ``__init__``, ``__repr__``,
+    ``extra_repr``, ``_get_name``, ``reset_parameters`` and ``reset_running_stats`` (so
+    ``forward`` and what it calls, such as ``_conv_forward`` or ``_check_input_dim``, are
+    torch's), e.g. torchvision's ``Conv3DSimple(nn.Conv3d)``, which only has its own constructor.
+    A subclass that redefines more, a layer with such a method set on the instance, a
+    parametrized or uninitialized lazy layer, one whose parameters the twin cannot hold (e.g.
+    after ``torch.nn.utils.weight_norm``, which also warns) and a class whose twin is missing stay
+    as they are and are reported as skipped. Everything else, and every module's own code, stays.
+
+    A twin is an instance of the twin class itself (``type(layer) is tco.nn.Conv3d``). It takes
+    every constructor argument, the parameters and buffers themselves (so ``requires_grad``,
+    device and dtype), the training flag, the hooks and the other instance attributes of the
+    layer it replaces (e.g. ``layer.tag = 3``, or what a subclass's constructor stored; the same
+    objects, except names the twin itself uses), and submodules a subclass added; methods and
+    class attributes a subclass defines are not carried over. Outputs and gradients equal the
+    original's up to rounding. A layer used at several places becomes one twin used there.
 
     Args:
         model: any module (a layer on its own is converted too: use the returned object).
         inplace: ``False`` converts a ``copy.deepcopy`` and leaves ``model`` untouched; ``True``
             replaces the layers inside ``model`` itself, so optimizers built on its parameters
             keep working.
-        return_report: also return the list of :class:`Replacement` (``name``, ``original`` and
-            ``twin`` class) of the layers replaced, in module order.
+        return_report: also return a :class:`Report`: the list of :class:`Replacement`
+            (``name``, ``original`` and ``twin`` class) of the layers replaced, in module order,
+            whose ``skipped`` attribute lists the layers left as they were, as :class:`Skipped`
+            (``name``, ``original`` class and ``reason``).
 
     Returns:
         The converted model, or ``(model, report)`` with ``return_report=True``.
 
     Example::
 
+        >>> class Conv3DSimple(torch.nn.Conv3d):
+        ...     def __init__(self, in_planes, out_planes):
+        ...         super().__init__(in_planes, out_planes, 3, padding=1, bias=False)
+        >>> class Scaled(torch.nn.Conv2d):
+        ...     def forward(self, x):
+        ...         return 2 * super().forward(x)
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2))
         >>> fast, report = tco.convert(net, return_report=True)
         >>> [(r.name, r.twin.__name__) for r in report]
         [('0', 'Conv2d'), ('2', 'MaxPool2d')]
         >>> type(fast[0]).__module__, type(net[0]).__module__
         ('torch_cnn_ops.nn.conv', 'torch.nn.modules.conv')
+        >>> fast, report = tco.convert(torch.nn.Sequential(Conv3DSimple(3, 4), Scaled(3, 3, 1)), return_report=True)
+        >>> [(r.name, r.original.__name__, r.twin.__name__) for r in report]
+        [('0', 'Conv3DSimple', 'Conv3d')]
+        >>> [(s.name, s.reason) for s in report.skipped]
+        [('1', 'Scaled overrides forward of torch.nn.Conv2d')]
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"convert: expected a torch.nn.Module, got {type(model).__name__}")
@@ -196,6 +325,6 @@ def convert(model: torch.nn.Module, inplace: bool = False, *, return_report: boo
         raise TypeError(f"convert: inplace must be a bool, got {type(inplace).__name__}")
     if not inplace:
         model = copy.deepcopy(model)
-    report: List[Replacement] = []
+    report = Report()
     converted = _convert(model, "", {}, report)
     return (converted, report) if return_report else converted
