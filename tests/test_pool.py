@@ -495,7 +495,6 @@ def _bad_cases():
         ("raw-input-rank", lambda: ops.max_pool_forward(x, [2], [2], [0], [1], False, False), r"input"),
         ("kernel-wrong-length", lambda: TF.max_pool2d(x, (2, 2, 2)), r"kernel_size"),
         ("integer-input", lambda: TF.max_pool2d(x.long(), 2), r"float"),
-        ("adaptive-output-zero", lambda: TF.adaptive_avg_pool2d(x, 0), r"output_size"),
         ("adaptive-output-wrong-length", lambda: TF.adaptive_max_pool2d(x, (2, 2, 2)), r"output_size"),
         ("backward-shape", lambda: ops.avg_pool_backward(torch.randn(2, 3, 4, 4), list(x.shape), [2, 2], [2, 2],
                                                          [0, 0], False, True, None), r"grad_output.*shape"),

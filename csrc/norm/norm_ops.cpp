@@ -385,7 +385,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_norm_forward(
               ": running_mean and running_var must be given together");
   TORCH_CHECK(training || defined(running_mean), op,
               ": running_mean and running_var must be given in evaluation mode (training=False)");
-  TORCH_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
   const ChannelView v = channel_view(input);
   const auto type = acc_type(input);
   if (!training) {
@@ -619,7 +618,6 @@ Tensor3 group_norm_forward(const NormBackend& be, const at::Tensor& input, const
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const char* op = "cnn_ops.group_norm";
   const GroupView g = check_group_norm(op, input, weight, bias, num_groups);
-  TORCH_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
   const bool cl = channels_last(input);
   const at::Tensor x = cl ? input : input.contiguous();
   const auto type = acc_type(input);
@@ -752,7 +750,6 @@ Tensor3 layer_norm_forward(const NormBackend& be, const at::Tensor& input, at::I
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const char* op = "cnn_ops.layer_norm";
   const auto [m, k] = check_layer_norm(op, input, normalized_shape, weight, bias);
-  TORCH_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
   const at::Tensor x = input.contiguous();
   const auto type = acc_type(input);
   at::Tensor y = at::empty_like(x);

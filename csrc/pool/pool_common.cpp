@@ -32,6 +32,15 @@ int64_t check_rank(const char* op, at::IntArrayRef sizes, const char* name, size
   return static_cast<int64_t>(nd);
 }
 
+// torch's pooling refuses an input with an empty channel or spatial dimension (only the batch
+// may be empty); its adaptive average pooling in 1-d and 2-d accepts empty channels.
+void check_non_batch_dims(const char* op, at::IntArrayRef sizes, bool channels) {
+  bool empty = channels && sizes[1] == 0;
+  for (size_t i = 2; i < sizes.size(); ++i) empty = empty || sizes[i] == 0;
+  TORCH_CHECK(!empty, "cnn_ops.", op, ": expected the input's ", channels ? "non-batch" : "spatial",
+              " dimensions to be non-empty, got input of shape ", shape_str(sizes));
+}
+
 // Fills everything but out_size from the arguments of a regular pooling.
 void fill_window_args(const char* op, PoolGeometry& g, at::IntArrayRef in_sizes, at::IntArrayRef kernel_size,
                       at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
@@ -42,6 +51,7 @@ void fill_window_args(const char* op, PoolGeometry& g, at::IntArrayRef in_sizes,
               ": kernel_size ", shape_str(kernel_size), ", stride ", shape_str(stride), ", padding ",
               shape_str(padding), " and dilation ", shape_str(dilation),
               " must have one entry per spatial dimension");
+  check_non_batch_dims(op, in_sizes, /*channels=*/true);
   g.planes = in_sizes[0] * in_sizes[1];
   for (size_t i = 0; i < nd; ++i) {
     const size_t d = 3 - nd + i;
@@ -100,20 +110,19 @@ PoolGeometry window_backward_geometry(const char* op, const at::Tensor& grad_out
   return g;
 }
 
-PoolGeometry adaptive_geometry(const char* op, const at::Tensor& input, at::IntArrayRef output_size) {
+PoolGeometry adaptive_geometry(const char* op, const at::Tensor& input, at::IntArrayRef output_size,
+                               bool empty_channels_allowed) {
   check_dtype(op, input, "input");
   const size_t nd = output_size.size();
   check_rank(op, input.sizes(), "input", nd);
+  check_non_batch_dims(op, input.sizes(), /*channels=*/!empty_channels_allowed || nd == 3);
   PoolGeometry g;
   g.adaptive = true;
   g.planes = input.size(0) * input.size(1);
   for (size_t i = 0; i < nd; ++i) {
     const size_t d = 3 - nd + i;
-    TORCH_CHECK(output_size[i] >= 1, "cnn_ops.", op, ": output_size must be at least 1, got ",
+    TORCH_CHECK(output_size[i] >= 0, "cnn_ops.", op, ": output_size must be non-negative, got ",
                 shape_str(output_size));
-    TORCH_CHECK(input.size(2 + i) >= 1, "cnn_ops.", op,
-                ": spatial dimensions of the input must be non-empty, got input of shape ",
-                shape_str(input.sizes()));
     g.in_size[d] = input.size(2 + i);
     g.out_size[d] = output_size[i];
   }
@@ -171,8 +180,6 @@ void set_divisor(const char* op, PoolGeometry& g, bool count_include_pad,
   g.count_include_pad = count_include_pad;
   if (divisor_override.has_value()) {
     TORCH_CHECK(*divisor_override != 0, "cnn_ops.", op, ": divisor_override must be non-zero");
-    TORCH_CHECK(*divisor_override > 0, "cnn_ops.", op, ": divisor_override must be positive, got ",
-                *divisor_override);
     g.divisor_override = *divisor_override;
   }
 }

@@ -29,8 +29,10 @@ PoolGeometry window_backward_geometry(const char* op, const at::Tensor& grad_out
                                       at::IntArrayRef dilation, bool ceil_mode);
 
 // Adaptive pooling of an (N, C, *spatial) input to `output_size` (one entry per spatial
-// dimension, each >= 1... or 0 for an empty input dimension).
-PoolGeometry adaptive_geometry(const char* op, const at::Tensor& input, at::IntArrayRef output_size);
+// dimension, each >= 0). The input's spatial dimensions must be non-empty, and its channels
+// unless empty_channels_allowed (torch's adaptive average pooling in 1-d and 2-d).
+PoolGeometry adaptive_geometry(const char* op, const at::Tensor& input, at::IntArrayRef output_size,
+                               bool empty_channels_allowed = false);
 PoolGeometry adaptive_backward_geometry(const char* op, const at::Tensor& grad_output,
                                         at::IntArrayRef input_size);
 
@@ -38,7 +40,8 @@ PoolGeometry adaptive_backward_geometry(const char* op, const at::Tensor& grad_o
 PoolGeometry scatter_geometry(const char* op, const at::Tensor& grad_output, const at::Tensor& indices,
                               at::IntArrayRef input_size);
 
-// Sets divisor_override (> 0, or absent) and count_include_pad.
+// Sets divisor_override (non-zero, or absent; a negative one divides too, as torch) and
+// count_include_pad.
 void set_divisor(const char* op, PoolGeometry& g, bool count_include_pad,
                  std::optional<int64_t> divisor_override);
 

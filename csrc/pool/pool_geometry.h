@@ -25,7 +25,7 @@ struct PoolGeometry {
   int64_t pad[3] = {0, 0, 0};
   int64_t dilation[3] = {1, 1, 1};
   bool adaptive = false;
-  // avg only: count the padding in the divisor; divisor_override > 0 replaces the divisor.
+  // avg only: count the padding in the divisor; a non-zero divisor_override replaces the divisor.
   bool count_include_pad = true;
   int64_t divisor_override = 0;
 
@@ -124,7 +124,7 @@ TCO_HOST_DEVICE bool pool_window_has(const PoolWindow& w, int64_t i) {
 // The divisor of average pooling for the window (wd, wh, ww), torch's rule.
 TCO_HOST_DEVICE int64_t pool_divisor(const PoolGeometry& g, const PoolWindow& wd,
                                      const PoolWindow& wh, const PoolWindow& ww) {
-  if (g.divisor_override > 0) return g.divisor_override;
+  if (g.divisor_override != 0) return g.divisor_override;
   if (g.count_include_pad && !g.adaptive) return wd.extent * wh.extent * ww.extent;
   return wd.count * wh.count * ww.count;
 }

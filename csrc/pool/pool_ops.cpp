@@ -59,7 +59,7 @@ at::Tensor avg_pool_backward(const PoolBackend& be, const at::Tensor& grad_outpu
 
 at::Tensor adaptive_avg_pool_forward(const PoolBackend& be, const at::Tensor& input, at::IntArrayRef output_size) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const PoolGeometry g = adaptive_geometry("adaptive_avg_pool", input, output_size);
+  const PoolGeometry g = adaptive_geometry("adaptive_avg_pool", input, output_size, /*empty_channels_allowed=*/true);
   return be.sum_forward(input, g, static_cast<int64_t>(output_size.size()), false, 1.0);
 }
 
