@@ -26,6 +26,7 @@ from torch._dynamo.utils import counters
 from torch.fx.proxy import GraphAppendingTracer
 
 import torch_cnn_ops as tco
+from torch_cnn_ops._fx import leaf
 import torch_cnn_ops.functional.pool as pool_module
 from torch_cnn_ops import grad as G
 from torch_cnn_ops.functional import max_pool2d as imported_max_pool2d
@@ -61,13 +62,51 @@ def test_public_function_is_a_leaf_with_its_metadata(namespace, name):
     assert fn.__module__ == original.__module__ and fn.__qualname__ == original.__qualname__
     assert inspect.signature(fn) == inspect.signature(original)
     assert getattr(__import__(fn.__module__, fromlist=[name]), name) is fn  # the node's target is importable
+    params = list(inspect.signature(fn).parameters.values())
+    required = [p for p in params if p.default is p.empty]
     graph = torch.fx.Graph()
-    proxy = torch.fx.Proxy(graph.placeholder("x"), GraphAppendingTracer(graph))
-    out = fn(proxy)
+    tracer = GraphAppendingTracer(graph)
+    proxies = [torch.fx.Proxy(graph.placeholder(p.name), tracer) for p in required]
+    out = fn(*proxies)
     assert isinstance(out, torch.fx.Proxy)
-    assert out.node.op == "call_function" and out.node.target is fn and out.node.args == (proxy.node,)
-    kw = fn(torch.zeros(()), extra=proxy)  # a Proxy among the keyword arguments
-    assert kw.node.target is fn and kw.node.kwargs == {"extra": proxy.node}
+    node = out.node
+    assert node.op == "call_function" and node.target is fn
+    assert node.args[:len(proxies)] == tuple(p.node for p in proxies)
+    assert len(node.args) + len(node.kwargs) == len(params)  # every parameter, defaults filled in
+    # a Proxy as the last parameter, passed by keyword; the others plain values
+    last = params[-1].name
+    p = torch.fx.Proxy(graph.placeholder("last"), tracer)
+    out = fn(*[0] * (len(required) - (last == required[-1].name)), **{last: p})
+    assert out.node.target is fn and p.node in out.node.all_input_nodes
+
+
+@leaf
+def _positional_only(x, y=2.0, /, z=1.0, *, w=0.0):
+    return x * y + z + w
+
+
+@leaf
+def _variadic(x, *rest, scale=1.0, **extra):
+    return (x + sum(rest)) * scale + sum(extra.values())
+
+
+class _UsesOtherSignatures(torch.nn.Module):
+    def forward(self, x):
+        return _positional_only(x, 3.0, z=x, w=1.0) + _variadic(x, x, x, scale=2.0, bonus=x)
+
+
+def test_leaf_decorator_on_other_signatures():
+    """Positional-only and keyword-only parameters keep their kinds; ``*args``/``**kwargs``
+    functions get the generic wrapper; both record one node and compute as undecorated."""
+    assert inspect.signature(_positional_only) == inspect.signature(_positional_only.__wrapped__)
+    assert str(inspect.signature(_positional_only)) == "(x, y=2.0, /, z=1.0, *, w=0.0)"
+    with pytest.raises(TypeError):
+        _positional_only(torch.ones(1), y=2.0)  # still positional-only
+    traced = torch.fx.symbolic_trace(_UsesOtherSignatures())
+    targets = _call_targets(traced)
+    assert targets.count(_positional_only) == 1 and targets.count(_variadic) == 1
+    x = _r(3)
+    torch.testing.assert_close(traced(x), 3 * x + x + 1 + (x + 2 * x) * 2 + x)
 
 
 def test_functional_docstrings_are_kept():
