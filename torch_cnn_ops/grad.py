@@ -11,14 +11,15 @@ from typing import Sequence, Union
 import torch
 from torch import Tensor
 
+from ._fx import leaf
 from ._utils import IntOrTuple, ntuple
-from .functional.conv import conv_padding
+from .functional.conv import _conv_padding
 
 
 def _args(nd, kernel_size, stride, padding, dilation):
     stride = ntuple(stride, nd, "stride")
     dilation = ntuple(dilation, nd, "dilation")
-    pad_lo, _ = conv_padding(padding, tuple(kernel_size), stride, dilation)
+    pad_lo, _ = _conv_padding(padding, tuple(kernel_size), stride, dilation)
     return list(stride), pad_lo, list(dilation)
 
 
@@ -46,12 +47,14 @@ Size = Sequence[int]
 Padding = Union[str, IntOrTuple]
 
 
+@leaf
 def conv1d_input(input_size: Size, weight: Tensor, grad_output: Tensor, stride: IntOrTuple = 1,
                  padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1) -> Tensor:
     """Gradient of conv1d with respect to its input, of shape ``input_size`` (N, C_in, L)."""
     return _input_grad(1, input_size, weight, grad_output, stride, padding, dilation, groups)
 
 
+@leaf
 def conv2d_input(input_size: Size, weight: Tensor, grad_output: Tensor, stride: IntOrTuple = 1,
                  padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1) -> Tensor:
     """Gradient of conv2d with respect to its input, of shape ``input_size`` (N, C_in, H, W).
@@ -66,18 +69,21 @@ def conv2d_input(input_size: Size, weight: Tensor, grad_output: Tensor, stride: 
     return _input_grad(2, input_size, weight, grad_output, stride, padding, dilation, groups)
 
 
+@leaf
 def conv3d_input(input_size: Size, weight: Tensor, grad_output: Tensor, stride: IntOrTuple = 1,
                  padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1) -> Tensor:
     """Gradient of conv3d with respect to its input, of shape ``input_size`` (N, C_in, D, H, W)."""
     return _input_grad(3, input_size, weight, grad_output, stride, padding, dilation, groups)
 
 
+@leaf
 def conv1d_weight(input: Tensor, weight_size: Size, grad_output: Tensor, stride: IntOrTuple = 1,
                   padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1) -> Tensor:
     """Gradient of conv1d with respect to its weight, of shape ``weight_size``."""
     return _weight_grad(1, input, weight_size, grad_output, stride, padding, dilation, groups)
 
 
+@leaf
 def conv2d_weight(input: Tensor, weight_size: Size, grad_output: Tensor, stride: IntOrTuple = 1,
                   padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1) -> Tensor:
     """Gradient of conv2d with respect to its weight, of shape ``weight_size`` (C_out, C_in/groups, kH, kW).
@@ -91,6 +97,7 @@ def conv2d_weight(input: Tensor, weight_size: Size, grad_output: Tensor, stride:
     return _weight_grad(2, input, weight_size, grad_output, stride, padding, dilation, groups)
 
 
+@leaf
 def conv3d_weight(input: Tensor, weight_size: Size, grad_output: Tensor, stride: IntOrTuple = 1,
                   padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1) -> Tensor:
     """Gradient of conv3d with respect to its weight, of shape ``weight_size``."""

@@ -1,7 +1,9 @@
 """The functional API: ``torch_cnn_ops.functional`` (also ``torch_cnn_ops.F``).
 
 Names, argument order and defaults follow ``torch.nn.functional`` wherever a twin exists.
-One module per op family; everything public is re-exported here.
+One module per op family; everything public is re-exported here. Every public function is a
+leaf of torch.fx tracing: called with a ``torch.fx.Proxy`` among its arguments, it is recorded
+as one ``call_function`` node targeting itself (see ``torch_cnn_ops._fx``).
 """
 
 from .conv import conv1d, conv2d, conv3d, conv_padding

@@ -10,12 +10,14 @@ from typing import List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from .._fx import leaf
 from .._utils import IntOrTuple, ntuple
 
 ALGORITHMS = ("auto", "direct", "im2col", "shifted")
 PADDING_STRINGS = ("valid", "same", "full")
 
 
+@leaf
 def conv_padding(
     padding: Union[str, IntOrTuple],
     kernel_size: Tuple[int, ...],
@@ -52,6 +54,10 @@ def conv_padding(
     return pads, pads
 
 
+# What our own functions and modules call: they pass Python values, never Proxies.
+_conv_padding = conv_padding.__wrapped__
+
+
 def _check_algorithm(algorithm: str) -> None:
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
@@ -77,7 +83,7 @@ def _convnd(nd, input, weight, bias, stride, padding, dilation, groups, flip, al
     stride = ntuple(stride, nd, "stride")
     dilation = ntuple(dilation, nd, "dilation")
     kernel_size = tuple(weight.shape[2:])
-    pad_lo, pad_hi = conv_padding(padding, kernel_size, stride, dilation, flip)
+    pad_lo, pad_hi = _conv_padding(padding, kernel_size, stride, dilation, flip)
     if flip:
         weight = weight.flip(list(range(2, nd + 2)))
     out = torch.ops.cnn_ops.conv_forward(
@@ -113,6 +119,7 @@ Example::
 """
 
 
+@leaf
 def conv1d(
     input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrTuple = 1,
     padding: Union[str, IntOrTuple] = 0, dilation: IntOrTuple = 1, groups: int = 1,
@@ -121,6 +128,7 @@ def conv1d(
     return _convnd(1, input, weight, bias, stride, padding, dilation, groups, flip, algorithm)
 
 
+@leaf
 def conv2d(
     input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrTuple = 1,
     padding: Union[str, IntOrTuple] = 0, dilation: IntOrTuple = 1, groups: int = 1,
@@ -129,6 +137,7 @@ def conv2d(
     return _convnd(2, input, weight, bias, stride, padding, dilation, groups, flip, algorithm)
 
 
+@leaf
 def conv3d(
     input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrTuple = 1,
     padding: Union[str, IntOrTuple] = 0, dilation: IntOrTuple = 1, groups: int = 1,

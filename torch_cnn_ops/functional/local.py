@@ -16,8 +16,9 @@ from typing import List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from .._fx import leaf
 from .._utils import IntOrTuple, ntuple
-from .conv import conv_padding
+from .conv import _conv_padding
 
 Padding = Union[str, IntOrTuple]
 
@@ -70,7 +71,7 @@ def _localnd(name, nd, unshared, input, weight, bias, stride, padding, dilation)
     for arg, values in (("stride", stride), ("dilation", dilation)):
         if any(v < 1 for v in values):
             raise ValueError(f"{name}: {arg} must be at least 1, got {values}")
-    pad_lo, pad_hi = conv_padding(padding, kernel_size, stride, dilation)
+    pad_lo, pad_hi = _conv_padding(padding, kernel_size, stride, dilation)
     out_size = local_output_size(_shape(input.shape[2:]), kernel_size, stride, pad_lo, pad_hi, dilation)
     if unshared and grid != out_size:
         raise ValueError(
@@ -133,21 +134,25 @@ Example::
 """
 
 
+@leaf
 def tiled_conv1d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrTuple = 1,
                  padding: Padding = 0, dilation: IntOrTuple = 1) -> Tensor:
     return _localnd("tiled_conv1d", 1, False, input, weight, bias, stride, padding, dilation)
 
 
+@leaf
 def tiled_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrTuple = 1,
                  padding: Padding = 0, dilation: IntOrTuple = 1) -> Tensor:
     return _localnd("tiled_conv2d", 2, False, input, weight, bias, stride, padding, dilation)
 
 
+@leaf
 def unshared_conv1d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrTuple = 1,
                     padding: Padding = 0, dilation: IntOrTuple = 1) -> Tensor:
     return _localnd("unshared_conv1d", 1, True, input, weight, bias, stride, padding, dilation)
 
 
+@leaf
 def unshared_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrTuple = 1,
                     padding: Padding = 0, dilation: IntOrTuple = 1) -> Tensor:
     return _localnd("unshared_conv2d", 2, True, input, weight, bias, stride, padding, dilation)

@@ -11,6 +11,8 @@ from typing import List, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from .._fx import leaf
+
 ops = torch.ops.cnn_ops
 # The overloads themselves: calling them skips the packet's overload resolution, a few
 # microseconds per call that show on small inputs.
@@ -32,6 +34,7 @@ def _values_per_channel(input: Tensor) -> int:
     return n
 
 
+@leaf
 def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
                weight: Optional[Tensor] = None, bias: Optional[Tensor] = None, training: bool = False,
                momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
@@ -67,6 +70,7 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
     return out
 
 
+@leaf
 def instance_norm(input: Tensor, running_mean: Optional[Tensor] = None, running_var: Optional[Tensor] = None,
                   weight: Optional[Tensor] = None, bias: Optional[Tensor] = None, use_input_stats: bool = True,
                   momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
@@ -96,7 +100,7 @@ def instance_norm(input: Tensor, running_mean: Optional[Tensor] = None, running_
     b = bias.repeat(n) if bias is not None else None
     rm = running_mean.repeat(n) if running_mean is not None else None
     rv = running_var.repeat(n) if running_var is not None else None
-    out = batch_norm(x, rm, rv, w, b, use_input_stats, momentum, eps)
+    out = batch_norm.__wrapped__(x, rm, rv, w, b, use_input_stats, momentum, eps)  # x is a tensor: skip the Proxy check
     if running_mean is not None and use_input_stats:
         with torch.no_grad():
             running_mean.copy_(rm.view(n, c).mean(0))
@@ -104,6 +108,7 @@ def instance_norm(input: Tensor, running_mean: Optional[Tensor] = None, running_
     return out.view(input.shape)
 
 
+@leaf
 def group_norm(input: Tensor, num_groups: int, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
                eps: float = 1e-5) -> Tensor:
     """Group normalization (Wu & He 2018) of an ``(N, C, *)`` input: statistics per sample
@@ -130,6 +135,7 @@ def group_norm(input: Tensor, num_groups: int, weight: Optional[Tensor] = None, 
     return ops.group_norm_forward(input, weight, bias, num_groups, float(eps))[0]
 
 
+@leaf
 def layer_norm(input: Tensor, normalized_shape: Union[int, Sequence[int]], weight: Optional[Tensor] = None,
                bias: Optional[Tensor] = None, eps: float = 1e-5) -> Tensor:
     """Layer normalization (Ba et al. 2016) over the trailing dimensions ``normalized_shape``,

@@ -14,6 +14,7 @@ import math
 import torch
 from torch import Tensor
 
+from .._fx import leaf
 from .._utils import IntOrTuple, ntuple
 
 ops = torch.ops.cnn_ops
@@ -55,24 +56,28 @@ def _extreme_pool(name, nd, minimum, input, kernel_size, stride, padding, dilati
     return _unbatch((out, indices) if return_indices else out, unbatched)
 
 
+@leaf
 def max_pool1d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
                dilation: IntOrTuple = 1, ceil_mode: bool = False, return_indices: bool = False):
     return _extreme_pool("max_pool1d", 1, False, input, kernel_size, stride, padding, dilation, ceil_mode,
                          return_indices)
 
 
+@leaf
 def max_pool2d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
                dilation: IntOrTuple = 1, ceil_mode: bool = False, return_indices: bool = False):
     return _extreme_pool("max_pool2d", 2, False, input, kernel_size, stride, padding, dilation, ceil_mode,
                          return_indices)
 
 
+@leaf
 def max_pool3d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
                dilation: IntOrTuple = 1, ceil_mode: bool = False, return_indices: bool = False):
     return _extreme_pool("max_pool3d", 3, False, input, kernel_size, stride, padding, dilation, ceil_mode,
                          return_indices)
 
 
+@leaf
 def min_pool1d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
                dilation: IntOrTuple = 1, ceil_mode: bool = False, return_indices: bool = False):
     """Minimum over each window; equals ``-max_pool1d(-input)`` (values, indices, gradients)."""
@@ -80,6 +85,7 @@ def min_pool1d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTup
                          return_indices)
 
 
+@leaf
 def min_pool2d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
                dilation: IntOrTuple = 1, ceil_mode: bool = False, return_indices: bool = False):
     """Minimum over each window; equals ``-max_pool2d(-input)`` (values, indices, gradients)."""
@@ -87,6 +93,7 @@ def min_pool2d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTup
                          return_indices)
 
 
+@leaf
 def min_pool3d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
                dilation: IntOrTuple = 1, ceil_mode: bool = False, return_indices: bool = False):
     """Minimum over each window; equals ``-max_pool3d(-input)`` (values, indices, gradients)."""
@@ -106,11 +113,13 @@ def _avg_pool(name, nd, input, kernel_size, stride, padding, ceil_mode, count_in
     return _unbatch(out, unbatched)
 
 
+@leaf
 def avg_pool1d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
                ceil_mode: bool = False, count_include_pad: bool = True) -> Tensor:
     return _avg_pool("avg_pool1d", 1, input, kernel_size, stride, padding, ceil_mode, count_include_pad, None)
 
 
+@leaf
 def avg_pool2d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
                ceil_mode: bool = False, count_include_pad: bool = True,
                divisor_override: Optional[int] = None) -> Tensor:
@@ -118,6 +127,7 @@ def avg_pool2d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTup
                      divisor_override)
 
 
+@leaf
 def avg_pool3d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
                ceil_mode: bool = False, count_include_pad: bool = True,
                divisor_override: Optional[int] = None) -> Tensor:
@@ -135,18 +145,21 @@ def _lp_pool(name, nd, input, norm_type, kernel_size, stride, ceil_mode):
     return _unbatch(ops.lp_pool_forward(x, norm_type, list(kernel_size), list(stride), bool(ceil_mode)), unbatched)
 
 
+@leaf
 def lp_pool1d(input: Tensor, norm_type: Union[int, float], kernel_size: IntOrTuple,
               stride: Optional[IntOrTuple] = None, ceil_mode: bool = False) -> Tensor:
     """``(sum over the window of x^p)^(1/p)``, computed as torch's ``F.lp_pool1d``."""
     return _lp_pool("lp_pool1d", 1, input, norm_type, kernel_size, stride, ceil_mode)
 
 
+@leaf
 def lp_pool2d(input: Tensor, norm_type: Union[int, float], kernel_size: IntOrTuple,
               stride: Optional[IntOrTuple] = None, ceil_mode: bool = False) -> Tensor:
     """``(sum over the window of x^p)^(1/p)``, computed as torch's ``F.lp_pool2d``."""
     return _lp_pool("lp_pool2d", 2, input, norm_type, kernel_size, stride, ceil_mode)
 
 
+@leaf
 def lp_pool3d(input: Tensor, norm_type: Union[int, float], kernel_size: IntOrTuple,
               stride: Optional[IntOrTuple] = None, ceil_mode: bool = False) -> Tensor:
     """``(sum over the window of x^p)^(1/p)``, computed as torch's ``F.lp_pool3d``."""
@@ -173,26 +186,32 @@ def _adaptive_extreme(name, nd, minimum, input, output_size, return_indices):
     return _unbatch((out, indices) if return_indices else out, unbatched)
 
 
+@leaf
 def adaptive_max_pool1d(input: Tensor, output_size, return_indices: bool = False):
     return _adaptive_extreme("adaptive_max_pool1d", 1, False, input, output_size, return_indices)
 
 
+@leaf
 def adaptive_max_pool2d(input: Tensor, output_size, return_indices: bool = False):
     return _adaptive_extreme("adaptive_max_pool2d", 2, False, input, output_size, return_indices)
 
 
+@leaf
 def adaptive_max_pool3d(input: Tensor, output_size, return_indices: bool = False):
     return _adaptive_extreme("adaptive_max_pool3d", 3, False, input, output_size, return_indices)
 
 
+@leaf
 def adaptive_min_pool1d(input: Tensor, output_size, return_indices: bool = False):
     return _adaptive_extreme("adaptive_min_pool1d", 1, True, input, output_size, return_indices)
 
 
+@leaf
 def adaptive_min_pool2d(input: Tensor, output_size, return_indices: bool = False):
     return _adaptive_extreme("adaptive_min_pool2d", 2, True, input, output_size, return_indices)
 
 
+@leaf
 def adaptive_min_pool3d(input: Tensor, output_size, return_indices: bool = False):
     return _adaptive_extreme("adaptive_min_pool3d", 3, True, input, output_size, return_indices)
 
@@ -202,14 +221,17 @@ def _adaptive_avg(name, nd, input, output_size):
     return _unbatch(ops.adaptive_avg_pool_forward(x, _output_size(name, nd, x, output_size)), unbatched)
 
 
+@leaf
 def adaptive_avg_pool1d(input: Tensor, output_size) -> Tensor:
     return _adaptive_avg("adaptive_avg_pool1d", 1, input, output_size)
 
 
+@leaf
 def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
     return _adaptive_avg("adaptive_avg_pool2d", 2, input, output_size)
 
 
+@leaf
 def adaptive_avg_pool3d(input: Tensor, output_size) -> Tensor:
     return _adaptive_avg("adaptive_avg_pool3d", 3, input, output_size)
 
@@ -217,6 +239,7 @@ def adaptive_avg_pool3d(input: Tensor, output_size) -> Tensor:
 # ---- k-max and channel pooling ---------------------------------------------------------------------------
 
 
+@leaf
 def kmax_pool1d(input: Tensor, k: int, dim: int = -1) -> Tensor:
     """The ``k`` largest values along ``dim``, kept in their original order (Kalchbrenner et al.
     2014). The values chosen are those ``torch.topk`` picks (NaN counts as the largest value); on
@@ -238,12 +261,14 @@ def dynamic_k(layer: int, num_layers: int, k_top: int, length: int) -> int:
     return max(k_top, math.ceil((num_layers - layer) / num_layers * length))
 
 
+@leaf
 def dynamic_kmax_pool1d(input: Tensor, layer: int, num_layers: int, k_top: int, dim: int = -1) -> Tensor:
     """k-max pooling with ``k = max(k_top, ceil((num_layers - layer) / num_layers * s))``, ``s`` the
     length of ``input`` along ``dim`` (layer ``layer`` of ``num_layers`` convolutional layers)."""
-    return kmax_pool1d(input, dynamic_k(layer, num_layers, k_top, input.shape[dim]), dim)
+    return kmax_pool1d.__wrapped__(input, dynamic_k(layer, num_layers, k_top, input.shape[dim]), dim)
 
 
+@leaf
 def channel_max_pool(input: Tensor, pool_size: int, dim: int = 1) -> Tensor:
     """Maxout: the maximum over groups of ``pool_size`` consecutive entries along ``dim``
     (channels by default); that dimension shrinks by a factor ``pool_size``."""
@@ -266,6 +291,7 @@ def channel_max_pool(input: Tensor, pool_size: int, dim: int = 1) -> Tensor:
     return out.reshape(*input.shape[:dim], channels // pool_size, *input.shape[dim + 1:])
 
 
+@leaf
 def gaussian_pool2d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None,
                     padding: IntOrTuple = 0, sigma: float = 1.0) -> Tensor:
     """Average over each window weighted by ``exp(-d^2 / (2 sigma^2))``, ``d`` the distance of a
@@ -282,6 +308,7 @@ def gaussian_pool2d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[Int
     return _unbatch(out, unbatched)
 
 
+@leaf
 def stochastic_pool2d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None,
                       training: bool = True, generator: Optional[torch.Generator] = None) -> Tensor:
     """Stochastic pooling (Zeiler & Fergus 2013) of a non-negative input. In training, each

@@ -14,7 +14,7 @@ import torch.nn.functional as torch_F
 from torch import Tensor
 
 from .. import functional as F
-from ..functional.conv import conv_padding, _check_algorithm
+from ..functional.conv import _check_algorithm, _conv_padding
 
 
 class _ConvMixin:
@@ -32,7 +32,7 @@ class _ConvMixin:
 
     def _mode_pad(self) -> List[int]:
         """F.pad's argument (last dimension first) for a non-zero padding_mode."""
-        lo, hi = conv_padding(self.padding, self.kernel_size, self.stride, self.dilation, self.flip)
+        lo, hi = _conv_padding(self.padding, self.kernel_size, self.stride, self.dilation, self.flip)
         pads: List[int] = []
         for d in reversed(range(self._nd)):
             pads += [lo[d], hi[d]]

@@ -15,9 +15,23 @@ import torch
 from torch import Tensor
 
 from .. import functional as F
+from .._fx import leaf
 from .._utils import ntuple
-from ..functional.conv import conv_padding
+from ..functional.conv import _conv_padding
 from ..functional.local import local_output_size
+
+
+@leaf
+def _check_input_size(input: Tensor, input_size: Tuple[int, ...], name: str) -> Tensor:
+    """``input``, once it is ``(C, *input_size)`` or ``(N, C, *input_size)``; otherwise a
+    ValueError naming the layer ``name``. A leaf of fx tracing that passes its input on, so
+    that a traced graph checks the input as the module does."""
+    nd = len(input_size)
+    spatial = tuple(input.shape[-nd:]) if input.dim() >= nd else tuple(input.shape)
+    if input.dim() not in (nd + 1, nd + 2) or spatial != tuple(input_size):
+        raise ValueError(f"{name}: expected an input of spatial size {tuple(input_size)} (input_size), "
+                         f"got input of shape {tuple(input.shape)}")
+    return input
 
 
 class _LocalConvNd(torch.nn.Module):
@@ -36,7 +50,7 @@ class _LocalConvNd(torch.nn.Module):
             if any(v < 1 for v in values):
                 raise ValueError(f"{type(self).__name__}: {arg} must be at least 1, got {values}")
         self.padding = padding if isinstance(padding, str) else ntuple(padding, nd, "padding")
-        conv_padding(self.padding, self.kernel_size, self.stride, self.dilation)  # validates it
+        _conv_padding(self.padding, self.kernel_size, self.stride, self.dilation)  # validates it
         self._factory = {"device": device, "dtype": dtype}
 
     def _make_parameters(self, grid: Tuple[int, ...], bias_shape) -> None:
@@ -97,7 +111,7 @@ class _UnsharedConvNd(_LocalConvNd):
         super().__init__()
         self._init(in_channels, out_channels, kernel_size, stride, padding, dilation, device, dtype)
         self.input_size = ntuple(input_size, self._nd, "input_size")
-        pad_lo, pad_hi = conv_padding(self.padding, self.kernel_size, self.stride, self.dilation)
+        pad_lo, pad_hi = _conv_padding(self.padding, self.kernel_size, self.stride, self.dilation)
         self.output_size = local_output_size(self.input_size, self.kernel_size, self.stride, pad_lo, pad_hi,
                                              self.dilation)
         if any(o < 1 for o in self.output_size):
@@ -110,12 +124,7 @@ class _UnsharedConvNd(_LocalConvNd):
         self._make_parameters(self.output_size, (out_channels, *self.output_size) if bias else None)
 
     def forward(self, input: Tensor) -> Tensor:
-        spatial = tuple(input.shape[-self._nd:]) if input.dim() >= self._nd else tuple(input.shape)
-        if input.dim() not in (self._nd + 1, self._nd + 2) or spatial != self.input_size:
-            raise ValueError(
-                f"{type(self).__name__}: expected an input of spatial size {self.input_size} (input_size), "
-                f"got input of shape {tuple(input.shape)}"
-            )
+        input = _check_input_size(input, self.input_size, type(self).__name__)
         fn = F.unshared_conv1d if self._nd == 1 else F.unshared_conv2d
         return fn(input, self.weight, self.bias, self.stride, self.padding, self.dilation)
 

@@ -1,16 +1,25 @@
 """Normalization modules: drop-in twins of torch.nn's.
 
 Each subclasses its torch.nn twin, so constructors, parameters and buffers (``weight``,
-``bias``, ``running_mean``, ``running_var``, ``num_batches_tracked``), ``state_dict`` keys,
-``extra_repr`` and input checks are torch's; only the computation is ours. One difference
-by design: a call that raises leaves the module's state as it was (torch counts the batch
-in ``num_batches_tracked`` before computing it).
+``bias``, ``running_mean``, ``running_var``, ``num_batches_tracked``), ``state_dict`` keys
+and ``extra_repr`` are torch's, and the input checks raise torch's errors; only the
+computation is ours. One difference by design: a call that raises leaves the module's state
+as it was (torch counts the batch in ``num_batches_tracked`` before computing it).
+
+The forwards trace with ``torch.fx.symbolic_trace`` (our modules, unlike torch.nn's, are not
+leaves of it): what depends on the input's shape or on a buffer's value happens inside fx
+leaves (the functionals and the small checks here), so a traced graph computes, checks and
+updates the running statistics and ``num_batches_tracked`` as the module does.
 """
+
+import warnings
+from typing import Tuple
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from .._fx import leaf, traced_attr
 from ..functional import norm as F
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "GroupNorm", "LayerNorm",
@@ -19,29 +28,77 @@ __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "GroupN
 ops = torch.ops.cnn_ops
 
 
-class _BatchNormForward:
-    """The forward of torch's ``_BatchNorm`` on our ops, counting the batch after it succeeded."""
+@leaf
+def _check_input_dim(input: Tensor, dims: Tuple[int, ...]) -> Tensor:
+    """``input``, once its number of dimensions is one of ``dims``; otherwise the ValueError
+    of torch's ``_check_input_dim``. A leaf of fx tracing that passes its input on, so that a
+    traced graph checks the input before the layer computes, as the module does."""
+    if input.dim() not in dims:
+        raise ValueError(f"expected {' or '.join(f'{d}D' for d in dims)} input (got {input.dim()}D input)")
+    return input
 
-    def _batch_norm_args(self):
-        """(running_mean, running_var, use batch statistics, momentum factor, counts the batch)."""
+
+@leaf
+def _cumulative_average_factor(num_batches_tracked: Tensor) -> float:
+    """The momentum of a ``momentum=None`` layer for the batch it is about to count,
+    ``1 / (num_batches_tracked + 1)``: the running statistics become the plain average of the
+    batches' (torch's ``1.0 / float(num_batches_tracked)`` after counting). A leaf of fx
+    tracing, so that a traced graph reads the count when it runs."""
+    return 1.0 / float(num_batches_tracked + 1)
+
+
+@leaf
+def _count_batch(output: Tensor, num_batches_tracked: Tensor) -> Tensor:
+    """``output``, after adding 1 to ``num_batches_tracked`` in place. A BatchNorm layer counts
+    a batch once its output exists, so a failed call counts nothing. Passing the output on puts
+    the count after the computation in a traced graph and keeps it from dead-code elimination
+    (``torch.fx.Graph.eliminate_dead_code``, run by feature extractors): the layer's output
+    depends on it."""
+    num_batches_tracked.add_(1)
+    return output
+
+
+@leaf
+def _check_sync_batch_norm_input(input: Tensor) -> Tensor:
+    """``input``, once it has at least 2 dimensions and a channel; otherwise the ValueErrors of
+    torch.nn.SyncBatchNorm's input checks. A leaf of fx tracing that passes its input on."""
+    if input.dim() < 2:
+        raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+    if input.size(1) == 0:
+        raise ValueError("SyncBatchNorm number of input channels should be non-zero")
+    return input
+
+
+class _BatchNormForward:
+    """The forward of torch's ``_BatchNorm`` on our ops, counting the batch after it succeeded.
+
+    It traces with torch.fx: every test on the input runs inside the leaves above or in
+    ``F.batch_norm``, and the batch count is read and moved through a Proxy of the buffer, so a
+    traced graph updates ``num_batches_tracked`` and the running statistics as the module does.
+    """
+
+    _input_dims: Tuple[int, ...]
+
+    def _batch_norm_args(self, input):
+        """(running_mean, running_var, use batch statistics, momentum factor, the batch count
+        to move after the call or None)."""
         counts = self.training and self.track_running_stats and self.num_batches_tracked is not None
+        num_batches = traced_attr(self, "num_batches_tracked", input) if counts else None
         if self.momentum is None:  # cumulative moving average over the batches seen
-            factor = 1.0 / float(self.num_batches_tracked + 1) if counts else 0.0
+            factor = _cumulative_average_factor(num_batches) if counts else 0.0
         else:
             factor = self.momentum
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         track = not self.training or self.track_running_stats
         return (self.running_mean if track else None, self.running_var if track else None, use_batch_stats,
-                factor, counts)
+                factor, num_batches)
 
     def forward(self, input: Tensor) -> Tensor:
-        self._check_input_dim(input)
-        running_mean, running_var, use_batch_stats, factor, counts = self._batch_norm_args()
+        input = _check_input_dim(input, self._input_dims)
+        running_mean, running_var, use_batch_stats, factor, num_batches = self._batch_norm_args(input)
         out = F.batch_norm(input, running_mean, running_var, self.weight, self.bias, use_batch_stats, factor,
                            self.eps)
-        if counts:
-            self.num_batches_tracked.add_(1)
-        return out
+        return out if num_batches is None else _count_batch(out, num_batches)
 
 
 class BatchNorm1d(_BatchNormForward, torch.nn.BatchNorm1d):
@@ -55,6 +112,8 @@ class BatchNorm1d(_BatchNormForward, torch.nn.BatchNorm1d):
         torch.Size([32, 16, 10])
     """
 
+    _input_dims = (2, 3)
+
 
 class BatchNorm2d(_BatchNormForward, torch.nn.BatchNorm2d):
     """Batch normalization over an ``(N, C, H, W)`` input (NCHW or channels_last); arguments of
@@ -67,6 +126,8 @@ class BatchNorm2d(_BatchNormForward, torch.nn.BatchNorm2d):
         torch.Size([8, 16, 32, 32])
     """
 
+    _input_dims = (4,)
+
 
 class BatchNorm3d(_BatchNormForward, torch.nn.BatchNorm3d):
     """Batch normalization over an ``(N, C, D, H, W)`` input; arguments of ``torch.nn.BatchNorm3d``.
@@ -76,6 +137,8 @@ class BatchNorm3d(_BatchNormForward, torch.nn.BatchNorm3d):
         >>> BatchNorm3d(4)(torch.randn(2, 4, 3, 8, 8)).shape
         torch.Size([2, 4, 3, 8, 8])
     """
+
+    _input_dims = (5,)
 
 
 class _SyncBatchNormFunction(torch.autograd.Function):
@@ -133,7 +196,9 @@ class SyncBatchNorm(_BatchNormForward, torch.nn.modules.batchnorm._BatchNorm):
     ``torch.nn.SyncBatchNorm``, but it runs on every backend ``torch.distributed`` offers,
     gloo on CPUs included (torch's is GPU-only), also inside ``DistributedDataParallel``.
     (It derives from torch's ``_BatchNorm`` rather than ``torch.nn.SyncBatchNorm`` because
-    DistributedDataParallel refuses CPU modules holding the latter.)
+    DistributedDataParallel refuses CPU modules holding the latter.) ``torch.fx.symbolic_trace``
+    traces it where it computes as BatchNorm (no process group of several processes, or eval
+    mode); the cross-process path does not trace, as a process group cannot be a graph value.
 
     Example (each of W processes, after ``dist.init_process_group``)::
 
@@ -148,18 +213,9 @@ class SyncBatchNorm(_BatchNormForward, torch.nn.modules.batchnorm._BatchNorm):
                          bias=bias)
         self.process_group = process_group
 
-    def _check_input_dim(self, input: Tensor) -> None:
-        if input.dim() < 2:
-            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
-
-    def _check_non_zero_input_channels(self, input: Tensor) -> None:
-        if input.size(1) == 0:
-            raise ValueError("SyncBatchNorm number of input channels should be non-zero")
-
     def forward(self, input: Tensor) -> Tensor:
-        self._check_input_dim(input)
-        self._check_non_zero_input_channels(input)
-        running_mean, running_var, use_batch_stats, factor, counts = self._batch_norm_args()
+        input = _check_sync_batch_norm_input(input)
+        running_mean, running_var, use_batch_stats, factor, num_batches = self._batch_norm_args(input)
         group = self.process_group if self.process_group is not None else (
             dist.group.WORLD if dist.is_available() and dist.is_initialized() else None)
         world_size = dist.get_world_size(group) if group is not None else 1
@@ -169,9 +225,7 @@ class SyncBatchNorm(_BatchNormForward, torch.nn.modules.batchnorm._BatchNorm):
         else:
             out = _SyncBatchNormFunction.apply(input, self.weight, self.bias, running_mean, running_var, self.eps,
                                                factor, group, world_size)
-        if counts:
-            self.num_batches_tracked.add_(1)
-        return out
+        return out if num_batches is None else _count_batch(out, num_batches)
 
     @classmethod
     def convert_sync_batchnorm(cls, module, process_group=None):
@@ -220,14 +274,48 @@ class LayerNorm(torch.nn.LayerNorm):
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
 
 
-class _InstanceNormApply:
+@leaf
+def _instance_norm_input(input: Tensor, no_batch_dim: int, num_features: int, affine: bool) -> Tensor:
+    """``input`` with a batch dimension, after the checks of torch's ``_InstanceNorm.forward``:
+    ``no_batch_dim`` dimensions (unbatched: a batch of one is put in front) or one more, and
+    ``num_features`` channels (a ValueError when ``affine``, a warning otherwise). A leaf of fx
+    tracing, so that a traced graph checks and handles unbatched inputs as the module does."""
+    if input.dim() not in (no_batch_dim, no_batch_dim + 1):
+        raise ValueError(f"expected {no_batch_dim}D or {no_batch_dim + 1}D input (got {input.dim()}D input)")
+    feature_dim = input.dim() - no_batch_dim
+    if input.size(feature_dim) != num_features:
+        if affine:
+            raise ValueError(f"expected input's size at dim={feature_dim} to match num_features"
+                             f" ({num_features}), but got: {input.size(feature_dim)}.")
+        warnings.warn(f"input's size at dim={feature_dim} does not match num_features. You can silence this "
+                      "warning by not passing in num_features, which is not used because affine=False",
+                      stacklevel=3)
+    return input.unsqueeze(0) if input.dim() == no_batch_dim else input
+
+
+@leaf
+def _instance_norm_output(output: Tensor, input: Tensor, no_batch_dim: int) -> Tensor:
+    """``output`` without the batch dimension that ``_instance_norm_input`` put in front of an
+    unbatched ``input``. A leaf of fx tracing."""
+    return output.squeeze(0) if input.dim() == no_batch_dim else output
+
+
+class _InstanceNormForward:
+    """torch's ``_InstanceNorm.forward`` on our functional, tracing with torch.fx: the tests on
+    the input run inside the leaves above and ``F.instance_norm``."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        no_batch_dim = self._get_no_batch_dim()
+        batched = _instance_norm_input(input, no_batch_dim, self.num_features, self.affine)
+        return _instance_norm_output(self._apply_instance_norm(batched), input, no_batch_dim)
+
     def _apply_instance_norm(self, input: Tensor) -> Tensor:
         return F.instance_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
                                self.training or not self.track_running_stats,
                                self.momentum if self.momentum is not None else 0.0, self.eps)
 
 
-class InstanceNorm1d(_InstanceNormApply, torch.nn.InstanceNorm1d):
+class InstanceNorm1d(_InstanceNormForward, torch.nn.InstanceNorm1d):
     """Instance normalization of ``(N, C, L)`` or unbatched ``(C, L)`` inputs; arguments of
     ``torch.nn.InstanceNorm1d``.
 
@@ -238,7 +326,7 @@ class InstanceNorm1d(_InstanceNormApply, torch.nn.InstanceNorm1d):
     """
 
 
-class InstanceNorm2d(_InstanceNormApply, torch.nn.InstanceNorm2d):
+class InstanceNorm2d(_InstanceNormForward, torch.nn.InstanceNorm2d):
     """Instance normalization of ``(N, C, H, W)`` or unbatched ``(C, H, W)`` inputs; arguments of
     ``torch.nn.InstanceNorm2d``.
 
@@ -249,7 +337,7 @@ class InstanceNorm2d(_InstanceNormApply, torch.nn.InstanceNorm2d):
     """
 
 
-class InstanceNorm3d(_InstanceNormApply, torch.nn.InstanceNorm3d):
+class InstanceNorm3d(_InstanceNormForward, torch.nn.InstanceNorm3d):
     """Instance normalization of ``(N, C, D, H, W)`` or unbatched ``(C, D, H, W)`` inputs; arguments
     of ``torch.nn.InstanceNorm3d``.
 

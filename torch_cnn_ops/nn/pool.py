@@ -17,19 +17,19 @@ from .. import functional as F
 class MaxPool1d(torch_nn.MaxPool1d):
     def forward(self, input: Tensor):
         return F.max_pool1d(input, self.kernel_size, self.stride, self.padding, self.dilation,
-                            ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+                            self.ceil_mode, self.return_indices)
 
 
 class MaxPool2d(torch_nn.MaxPool2d):
     def forward(self, input: Tensor):
         return F.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
-                            ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+                            self.ceil_mode, self.return_indices)
 
 
 class MaxPool3d(torch_nn.MaxPool3d):
     def forward(self, input: Tensor):
         return F.max_pool3d(input, self.kernel_size, self.stride, self.padding, self.dilation,
-                            ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+                            self.ceil_mode, self.return_indices)
 
 
 class MinPool1d(_MaxPoolNd):
@@ -37,7 +37,7 @@ class MinPool1d(_MaxPoolNd):
 
     def forward(self, input: Tensor):
         return F.min_pool1d(input, self.kernel_size, self.stride, self.padding, self.dilation,
-                            ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+                            self.ceil_mode, self.return_indices)
 
 
 class MinPool2d(_MaxPoolNd):
@@ -45,7 +45,7 @@ class MinPool2d(_MaxPoolNd):
 
     def forward(self, input: Tensor):
         return F.min_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
-                            ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+                            self.ceil_mode, self.return_indices)
 
 
 class MinPool3d(_MaxPoolNd):
@@ -53,7 +53,7 @@ class MinPool3d(_MaxPoolNd):
 
     def forward(self, input: Tensor):
         return F.min_pool3d(input, self.kernel_size, self.stride, self.padding, self.dilation,
-                            ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+                            self.ceil_mode, self.return_indices)
 
 
 class AvgPool1d(torch_nn.AvgPool1d):
@@ -222,7 +222,7 @@ class StochasticPool2d(nn.Module):
         self.stride = stride if stride is not None else kernel_size
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.stochastic_pool2d(input, self.kernel_size, self.stride, training=self.training)
+        return F.stochastic_pool2d(input, self.kernel_size, self.stride, self.training)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
