@@ -48,6 +48,14 @@ auto call_below_autograd(const c10::TypedOperatorHandle<Signature>& op, Args&&..
   return op.call(std::forward<Args>(args)...);
 }
 
+// op.call below the Autograd key (the kernel of the op being recorded) or through it (a
+// formula's own call, recorded in turn).
+template <typename Signature, typename... Args>
+auto call(const c10::TypedOperatorHandle<Signature>& op, bool below_autograd, Args&&... args) {
+  if (below_autograd) return call_below_autograd(op, std::forward<Args>(args)...);
+  return op.call(std::forward<Args>(args)...);
+}
+
 inline Tensor value_or_undefined(const OptTensor& t) { return t.has_value() ? *t : Tensor(); }
 inline OptTensor as_optional(const Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; }
 

@@ -184,13 +184,6 @@ Tensor linear_backward(const char* name, const Tensor& grad_output, c10::SymIntA
   return out;
 }
 
-// op.call, below the Autograd key or through it.
-template <typename Signature, typename... Args>
-Tensor call(const c10::TypedOperatorHandle<Signature>& op, bool below_autograd, Args&&... args) {
-  if (below_autograd) return call_below_autograd(op, std::forward<Args>(args)...);
-  return op.call(std::forward<Args>(args)...);
-}
-
 struct AvgArgs {
   Ints kernel_size, stride, padding;
   bool ceil_mode, count_include_pad;
