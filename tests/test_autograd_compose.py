@@ -294,16 +294,58 @@ def _normalize(x, dims, eps):
     return (x - mean) / torch.sqrt((x - mean).pow(2).mean(dims, keepdim=True) + eps)
 
 
-# torch's own batch_norm and layer_norm have wrong third derivatives (their double-backward
-# formulas are not differentiated correctly: torch.autograd.gradgradcheck of their gradient
-# fails, see test_torch_norms_third_derivative_is_wrong), so the norms' third derivatives are
-# checked against the normalisation written out with torch's elementary ops.
-THIRD_ORDER_REFS = {
-    "batch_norm-train": lambda x, w, b: _normalize(x, (0, 2, 3), 1e-5) * w.view(1, -1, 1, 1) + b.view(1, -1, 1, 1),
+def _channel(t, dim):
+    """(C,) viewed to broadcast over an (N, C, *) tensor of `dim` dimensions."""
+    return t.view(1, -1, *([1] * (dim - 2)))
+
+
+def _affine(y, w, b):
+    return y * _channel(w, y.dim()) + _channel(b, y.dim())
+
+
+def _bn_train(x, eps=1e-5):
+    return _normalize(x, tuple(d for d in range(x.dim()) if d != 1), eps)
+
+
+def _bn_eval(x, c, eps=1e-5):
+    rm, rv = _rs(c)
+    return (x - _channel(rm, x.dim())) / torch.sqrt(_channel(rv, x.dim()) + eps)
+
+
+def _group(x, groups, eps=1e-5):
+    return _normalize(x.reshape(x.shape[0], groups, -1), (2,), eps).view(x.shape)
+
+
+# The norms written out with torch's elementary ops: the reference for derivatives that torch's
+# own norms get wrong. torch's batch_norm and layer_norm have wrong third derivatives (their
+# double-backward formulas are not differentiated correctly: torch.autograd.gradgradcheck of
+# their gradient fails, see test_torch_norms_third_derivative_is_wrong), and wrong second
+# derivatives in forward-over-forward and reverse-over-forward mode (test_func).
+NORM_COMPOSITIONS = {
+    "batch_norm-train": lambda x, w, b: _affine(_bn_train(x), w, b),
+    "batch_norm-train-running": lambda x, w, b: _affine(_bn_train(x), w, b),
+    "batch_norm-train-1d": lambda x, w, b: _affine(_bn_train(x, 1e-3), w, b),
+    "batch_norm-train-noaffine": lambda x: _bn_train(x),
+    "batch_norm-eval": lambda x, w, b: _affine(_bn_eval(x, 3), w, b),
+    "batch_norm-eval-noaffine": lambda x: _bn_eval(x, 4),
+    "instance_norm": lambda x, w, b: _affine(_normalize(x, (2, 3), 1e-5), w, b),
+    "instance_norm-running-stats": lambda x, w, b: _affine(_bn_eval(x, 3), w, b),
+    "group_norm": lambda x, w, b: _affine(_group(x, 2), w, b),
+    "group_norm-noaffine": lambda x: _group(x, 3),
     "layer_norm": lambda x, w, b: _normalize(x, (2, 3), 1e-5) * w + b,
-    "group_norm": lambda x, w, b: (_normalize(x.view(2, 2, -1), (2,), 1e-5).view(x.shape) * w.view(1, -1, 1, 1)
-                                   + b.view(1, -1, 1, 1)),
+    "layer_norm-whole": lambda x, w, b: _normalize(x, (0, 1), 1e-3) * w + b,
 }
+
+
+def math_reference(case):
+    """The reference whose derivatives of every order are right: the composition for the norms."""
+    return NORM_COMPOSITIONS.get(case.id, case.ref)
+
+
+def test_norm_compositions_are_the_norms():
+    for name, comp in NORM_COMPOSITIONS.items():
+        inputs = CASES[name].inputs()
+        torch.testing.assert_close(comp(*inputs), CASES[name].ref(*inputs), msg=lambda m: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("name", THIRD_ORDER)
@@ -313,7 +355,7 @@ def test_third_order_matches_reference(name):
     g = torch.Generator().manual_seed(3)
     v = [torch.randn(t.shape, dtype=D, generator=g) for t in inputs]
     ours = _third(case.fn, inputs, y, v)
-    ref = THIRD_ORDER_REFS.get(name, case.ref)
+    ref = math_reference(case)
     theirs = _third(ref, [t.detach().clone().requires_grad_() for t in inputs], y.detach(), v)
     for i, (a, b) in enumerate(zip(ours, theirs)):
         torch.testing.assert_close(a, b, msg=lambda m: f"{name}, input {i}: {m}")
