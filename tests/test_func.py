@@ -22,8 +22,9 @@ import torch_cnn_ops as tco
 
 D = torch.float64
 # vmap runs our ops through functorch's per-slice fallback, which warns once per op; torch's
-# 'same' padding with even kernels warns about its padded copy
+# 'same' padding with even kernels warns about its padded copy; torch.func scripts a helper
 pytestmark = [pytest.mark.filterwarnings("ignore:There is a performance drop"),
+              pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated"),  # inside torch.func
               pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")]
 
 
@@ -323,6 +324,14 @@ def test_op_grad_jvp_match_reference(case):
     tangents = tuple(_randn(*t.shape, seed=40 + i) for i, t in enumerate(inputs))
     _expect_like(lambda: jvp(case.ref, tuple(inputs), tangents), lambda: jvp(case.fn, tuple(inputs), tangents),
                  lambda a, b: _close(a, b, "jvp"))
+    # a tangent in one argument only (the others constant)
+    for i in argnums:
+        def only(f, i=i):
+            return lambda t: f(*inputs[:i], t, *inputs[i + 1:])
+
+        _expect_like(lambda: jvp(only(case.ref), (inputs[i],), (tangents[i],)),
+                     lambda: jvp(only(case.fn), (inputs[i],), (tangents[i],)),
+                     lambda a, b: _close(a, b, f"jvp in argument {i} only"))
 
 
 def _in_dims_variants(case):
@@ -416,6 +425,75 @@ def test_op_second_derivatives_every_mode(case):
     for name, (outer, inner) in {"jacfwd(jacrev)": (jacfwd, jacrev), "jacrev(jacfwd)": (jacrev, jacfwd),
                                  "jacfwd(jacfwd)": (jacfwd, jacfwd), "jacrev(jacrev)": (jacrev, jacrev)}.items():
         _close(outer(inner(scalar(case.fn), argnums=argnums), argnums=argnums)(*inputs), expected, name)
+
+
+# ---- inputs in other layouts ---------------------------------------------------------------------
+_W = _randn(4, 2, 3, 3, seed=50)
+_TILE = _randn(2, 2, 3, 4, 2, 2, seed=51)
+_LOCAL = {(5, 4): _randn(5, 4, 3, 4, 2, 2, seed=52), (4, 5): _randn(4, 5, 3, 4, 2, 2, seed=55)}
+
+
+def _local(x):
+    """The unshared weight for x's output size (2x2 kernel, no padding)."""
+    return _LOCAL[(x.shape[-2] - 1, x.shape[-1] - 1)]
+
+
+LAYOUT_OPS = {
+    "conv2d": (lambda x: tco.F.conv2d(x, _W, padding=1, groups=2), lambda x: TF.conv2d(x, _W, padding=1, groups=2)),
+    "max_pool2d": (lambda x: tco.F.max_pool2d(x, 2, 1), lambda x: TF.max_pool2d(x, 2, 1)),
+    "min_pool2d": (lambda x: tco.F.min_pool2d(x, 3, 2, 1), lambda x: -TF.max_pool2d(-x, 3, 2, 1)),
+    "avg_pool2d": (lambda x: tco.F.avg_pool2d(x, 3, 2, 1), lambda x: TF.avg_pool2d(x, 3, 2, 1)),
+    "lp_pool2d": (lambda x: tco.F.lp_pool2d(x, 2, 2), lambda x: TF.lp_pool2d(x, 2, 2)),
+    "adaptive_max_pool2d": (lambda x: tco.F.adaptive_max_pool2d(x, (2, 3)), lambda x: TF.adaptive_max_pool2d(x, (2, 3))),
+    "adaptive_avg_pool2d": (lambda x: tco.F.adaptive_avg_pool2d(x, (2, 3)), lambda x: TF.adaptive_avg_pool2d(x, (2, 3))),
+    "gaussian_pool2d": (lambda x: tco.F.gaussian_pool2d(x, 3, 1, 1, 0.9), lambda x: ref_gaussian_pool2d(x, 3, 1, 1, 0.9)),
+    "stochastic_pool2d-eval": (lambda x: tco.F.stochastic_pool2d(x.exp(), 2, training=False),
+                               lambda x: ref_stochastic_pool2d_eval(x.exp(), 2)),
+    "kmax_pool1d": (lambda x: tco.F.kmax_pool1d(x, 3), lambda x: ref_kmax_pool(x, 3)),
+    "channel_max_pool": (lambda x: tco.F.channel_max_pool(x, 2), lambda x: x.unflatten(1, (2, 2)).amax(2)),
+    "tiled_conv2d": (lambda x: tco.F.tiled_conv2d(x, _TILE, padding=1), lambda x: ref_tiled_conv(x, _TILE, None, 1, 1)),
+    "unshared_conv2d": (lambda x: tco.F.unshared_conv2d(x, _local(x)), lambda x: ref_unshared_conv(x, _local(x))),
+    "batch_norm-train": (lambda x: tco.F.batch_norm(x, None, None, training=True),
+                         lambda x: TF.batch_norm(x, None, None, training=True)),
+    "batch_norm-eval": (lambda x: tco.F.batch_norm(x, torch.full((4,), 0.2, dtype=D), torch.full((4,), 1.5, dtype=D)),
+                        lambda x: TF.batch_norm(x, torch.full((4,), 0.2, dtype=D), torch.full((4,), 1.5, dtype=D))),
+    "group_norm": (lambda x: tco.F.group_norm(x, 2), lambda x: TF.group_norm(x, 2)),
+    "instance_norm": (lambda x: tco.F.instance_norm(x), lambda x: TF.instance_norm(x)),
+    "layer_norm": (lambda x: tco.F.layer_norm(x, x.shape[-2:]), lambda x: TF.layer_norm(x, x.shape[-2:])),
+}
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "transposed"])
+@pytest.mark.parametrize("name", list(LAYOUT_OPS))
+def test_layouts_under_transforms(name, layout):
+    """A channels_last or a transposed (non-contiguous) input: gradients, Hessian-vector
+    products (double backward), tangents and vmap give the values of the reference on the
+    contiguous input (values do not depend on the layout; torch's own group_norm refuses a
+    channels_last input in forward mode, so the reference always gets a contiguous one)."""
+    ours, ref = LAYOUT_OPS[name]
+    base = _randn(3, 4, 6, 5, seed=53)
+    if layout == "channels_last":
+        x = base.contiguous(memory_format=torch.channels_last)
+    else:
+        base = base.transpose(2, 3).contiguous()  # (3, 4, 5, 6), the values of the view below
+        x = _randn(3, 4, 6, 5, seed=53).transpose(2, 3)
+    assert not x.is_contiguous()
+    tx = _randn(*x.shape, seed=54)
+
+    def loss(f):
+        return lambda t: (torch.tanh(f(t)) ** 2).sum()
+
+    _close(grad(loss(ours))(x), grad(loss(ref))(base), "grad")
+    _close(jvp(ours, (x,), (tx,)), jvp(ref, (base,), (tx,)), "jvp")
+
+    def hvp(f, t):
+        t = t.detach().clone().requires_grad_()
+        (g,) = torch.autograd.grad(loss(f)(t), t, create_graph=True)
+        return torch.autograd.grad((g * tx).sum(), t)[0]
+
+    _close(hvp(ours, x), hvp(ref, base), "double backward")
+    xs = torch.stack([x, 2 * x])
+    _close(vmap(ours)(xs), vmap(ref)(torch.stack([base, 2 * base])), "vmap")
 
 
 # ---- batch norm in training mode: what torch does -----------------------------------------------
