@@ -437,6 +437,44 @@ def test_op_second_derivatives_every_mode(case):
     assert not wrong, "\n".join(wrong)
 
 
+def _flat(t):
+    return [t] if isinstance(t, torch.Tensor) else [u for x in t for u in _flat(x)]
+
+
+@pytest.mark.parametrize("case", DETERMINISTIC_CASES, ids=lambda c: c.id)
+def test_op_autograd_functional_vectorized(case):
+    """torch.autograd.functional.jacobian and hessian with vectorize=True (the backward run
+    once over a batch of cotangents: autograd.grad(is_grads_batched=True), or forward mode
+    over a batch of tangents), in both strategies. Wherever the reference computes them, ours
+    must, with its values (torch's own max pooling fails the forward-mode strategies: no
+    comparison there)."""
+    inputs = tuple(_op_inputs(case))
+    ref = math_reference(case)
+
+    def scalar(f):
+        return lambda *a: torch.tanh(f(*a)).pow(2).sum()
+
+    af = torch.autograd.functional
+    calls = {
+        "jacobian, reverse mode": lambda f: af.jacobian(f, inputs, vectorize=True),
+        "jacobian, forward mode": lambda f: af.jacobian(f, inputs, vectorize=True, strategy="forward-mode"),
+        "hessian, reverse over reverse": lambda f: af.hessian(scalar(f), inputs, vectorize=True),
+        "hessian, forward over reverse": lambda f: af.hessian(scalar(f), inputs, vectorize=True,
+                                                              outer_jacobian_strategy="forward-mode"),
+    }
+    failures = []
+    for name, call in calls.items():
+        try:
+            expected = _flat(call(ref))
+        except RuntimeError:
+            continue
+        try:
+            _close(_flat(call(case.fn)), expected, name)
+        except (RuntimeError, AssertionError) as e:
+            failures.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0]}")
+    assert not failures, "\n".join(failures)
+
+
 # ---- inputs in other layouts ---------------------------------------------------------------------
 _W = _randn(4, 2, 3, 3, seed=50)
 _TILE = _randn(2, 2, 3, 4, 2, 2, seed=51)
