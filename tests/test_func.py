@@ -63,6 +63,9 @@ MODULES = [
     ("Conv2d", lambda nn: nn.Conv2d(2, 4, 3, padding=1, groups=2), (3, 2, 4, 4), False),
     ("Conv2d-same", lambda nn: nn.Conv2d(2, 3, (2, 3), padding="same", dilation=(1, 2)), (2, 2, 4, 5), False),
     ("Conv3d", lambda nn: nn.Conv3d(2, 3, 2, stride=(1, 2, 1)), (2, 2, 3, 4, 3), False),
+    ("Conv1d-reflect", lambda nn: nn.Conv1d(2, 3, 3, padding=2, padding_mode="reflect"), (3, 2, 6), False),
+    ("Conv2d-circular", lambda nn: nn.Conv2d(2, 2, 3, padding=1, padding_mode="circular", bias=False),
+     (2, 2, 4, 3), False),
     ("MaxPool1d", lambda nn: nn.MaxPool1d(3, 2, 1), (3, 2, 7), False),
     ("MaxPool2d", lambda nn: nn.MaxPool2d(2, ceil_mode=True), (3, 2, 5, 5), False),
     ("MaxPool3d", lambda nn: nn.MaxPool3d(2), (2, 2, 2, 4, 4), False),
@@ -94,6 +97,11 @@ MODULES = [
      (3, 2, 6, 6), False),
 ]
 MODULE_IDS = [m[0] for m in MODULES]
+# the layers that take an unbatched (C, *spatial) input, as torch's
+UNBATCHED_OK = {"Conv1d", "Conv2d", "Conv3d", "MaxPool1d", "MaxPool2d", "MaxPool3d", "AvgPool1d", "AvgPool2d",
+                "AvgPool3d", "LPPool1d", "LPPool2d", "LPPool3d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d",
+                "AdaptiveMaxPool3d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d", "InstanceNorm1d",
+                "InstanceNorm2d", "InstanceNorm3d", "LayerNorm"}
 
 
 def _module_twins(entry, device="cpu"):
@@ -160,6 +168,13 @@ def test_module_per_sample_grads(entry):
     a = vmap(grad(per_sample(ours), argnums=(0, 1)), in_dims=(None, 0, 0))(po, x, y)
     b = vmap(grad(per_sample(theirs), argnums=(0, 1)), in_dims=(None, 0, 0))(pt, x, y)
     _close(a, b, "per-sample grads")
+    if entry[0].split("-")[0] in UNBATCHED_OK:  # each sample given unbatched, (C, *spatial)
+        def unbatched(model):
+            return lambda params, xi, yi: torch.tanh(functional_call(model, params, (xi,)) - yi).pow(2).sum()
+
+        _close(vmap(grad(unbatched(ours), argnums=(0, 1)), in_dims=(None, 0, 0))(po, x, y),
+               vmap(grad(unbatched(theirs), argnums=(0, 1)), in_dims=(None, 0, 0))(pt, x, y),
+               "per-sample grads, unbatched samples")
 
 
 @pytest.mark.parametrize("entry", MODULES, ids=MODULE_IDS)
