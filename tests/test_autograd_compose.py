@@ -273,6 +273,29 @@ def test_hessian_vector_product_matches_reference(case):
             torch.testing.assert_close(ai, bi, msg=lambda m: f"{case.id} {name} of input {i}: {m}")
 
 
+@pytest.mark.parametrize("case", OP_CASES, ids=lambda c: c.id)
+def test_double_backward_with_some_inputs_requiring_grad(case):
+    """A gradient penalty through the op when only some of its tensors require grad (the
+    others constants): the first gradients and the penalty's gradients are the reference's."""
+    import itertools
+
+    base = [t.detach() for t in case.inputs()]
+    with torch.no_grad():
+        y = torch.randn(case.ref(*base).shape, dtype=D, generator=torch.Generator().manual_seed(5))
+    for mask in itertools.product([False, True], repeat=len(base)):
+        if not any(mask) or all(mask):
+            continue
+        results = []
+        for fn in (case.fn, case.ref):
+            inputs = [t.clone().requires_grad_(m) for t, m in zip(base, mask)]
+            diff = [t for t in inputs if t.requires_grad]
+            gs = torch.autograd.grad((torch.tanh(fn(*inputs)) * y).sum(), diff, create_graph=True)
+            penalty = sum(g.pow(2).sum() for g in gs)
+            results.append(gs + torch.autograd.grad(penalty, diff, allow_unused=True, materialize_grads=True))
+        for i, (a, b) in enumerate(zip(*results)):
+            torch.testing.assert_close(a, b, msg=lambda m: f"{case.id}, requires_grad {mask}, result {i}: {m}")
+
+
 # ---- third order ----------------------------------------------------------------------------------
 THIRD_ORDER = ["conv2d", "tiled_conv2d", "max_pool2d", "lp_pool2d-p1.5-ceil", "gaussian_pool2d",
                "stochastic_pool2d-eval", "batch_norm-train", "batch_norm-eval", "group_norm", "layer_norm",
