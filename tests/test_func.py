@@ -1,7 +1,9 @@
 """torch.func against torch's twins: grad, vjp, jacrev, per-sample gradients (vmap over grad),
-jvp, jacfwd and hessian of our modules and ops give the values torch's layers (or, for the
-layers torch lacks, compositions of torch's ops) give; vmap of every op equals a loop over the
-slices; batch norm in training mode behaves under the transforms as torch's does.
+jvp, jacfwd, linearize and hessian of our modules and ops give the values torch's layers (or,
+for the layers torch lacks, compositions of torch's ops) give, also for channels_last and
+non-contiguous inputs; second derivatives in every combination of the modes; vmap of every op
+equals a loop over the slices; torch.autograd.functional's vectorized jacobian and hessian;
+batch norm in training mode behaves under the transforms as torch's does.
 
 The op catalogue is OP_CASES of test_autograd_compose (every public functional, both modes of
 the norms and of stochastic pooling, and the tco.grad functions, each with its reference).
@@ -13,8 +15,8 @@ import pytest
 import torch
 import torch.nn as tnn
 import torch.nn.functional as TF
-from conftest import ref_gaussian_pool2d, ref_kmax_pool, ref_min_pool, ref_stochastic_pool2d_eval, ref_tiled_conv, \
-    ref_unshared_conv
+from conftest import (ref_gaussian_pool2d, ref_kmax_pool, ref_min_pool, ref_stochastic_pool2d_eval,
+                      ref_stochastic_pool2d_train, ref_tiled_conv, ref_unshared_conv)
 from test_autograd_compose import OP_CASES, math_reference
 from torch.func import (functional_call, grad, hessian, jacfwd, jacrev, jvp, linearize, stack_module_state, vjp,
                         vmap)
@@ -26,6 +28,7 @@ D = torch.float64
 # 'same' padding with even kernels warns about its padded copy; torch.func scripts a helper
 pytestmark = [pytest.mark.filterwarnings("ignore:There is a performance drop"),
               pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated"),  # inside torch.func
+              pytest.mark.filterwarnings("ignore:Attempted to insert a get_attr Node"),  # linearize, torch ops too
               pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")]
 
 
@@ -277,8 +280,6 @@ def test_stochastic_pool_training_transforms():
     randomness='same', every slice draws the same uniforms, as a loop with the same seed does)
     give the reference's values; with vmap's default randomness='error' it raises, as torch's
     random layers (dropout) do."""
-    from conftest import ref_stochastic_pool2d_train
-
     x = _randn(3, 2, 4, 4, seed=12).abs() + 0.2
 
     def ours(x):
@@ -319,7 +320,7 @@ def _expect_like(ref_call, our_call, compare):
     compare(our_call(), expected)
 
 
-def _op_inputs(case, positive_shift=0.2):
+def _op_inputs(case):
     return [t.detach() for t in case.inputs()]
 
 
@@ -507,9 +508,12 @@ LAYOUT_OPS = {
     "min_pool2d": (lambda x: tco.F.min_pool2d(x, 3, 2, 1), lambda x: -TF.max_pool2d(-x, 3, 2, 1)),
     "avg_pool2d": (lambda x: tco.F.avg_pool2d(x, 3, 2, 1), lambda x: TF.avg_pool2d(x, 3, 2, 1)),
     "lp_pool2d": (lambda x: tco.F.lp_pool2d(x, 2, 2), lambda x: TF.lp_pool2d(x, 2, 2)),
-    "adaptive_max_pool2d": (lambda x: tco.F.adaptive_max_pool2d(x, (2, 3)), lambda x: TF.adaptive_max_pool2d(x, (2, 3))),
-    "adaptive_avg_pool2d": (lambda x: tco.F.adaptive_avg_pool2d(x, (2, 3)), lambda x: TF.adaptive_avg_pool2d(x, (2, 3))),
-    "gaussian_pool2d": (lambda x: tco.F.gaussian_pool2d(x, 3, 1, 1, 0.9), lambda x: ref_gaussian_pool2d(x, 3, 1, 1, 0.9)),
+    "adaptive_max_pool2d": (lambda x: tco.F.adaptive_max_pool2d(x, (2, 3)),
+                            lambda x: TF.adaptive_max_pool2d(x, (2, 3))),
+    "adaptive_avg_pool2d": (lambda x: tco.F.adaptive_avg_pool2d(x, (2, 3)),
+                            lambda x: TF.adaptive_avg_pool2d(x, (2, 3))),
+    "gaussian_pool2d": (lambda x: tco.F.gaussian_pool2d(x, 3, 1, 1, 0.9),
+                        lambda x: ref_gaussian_pool2d(x, 3, 1, 1, 0.9)),
     "stochastic_pool2d-eval": (lambda x: tco.F.stochastic_pool2d(x.exp(), 2, training=False),
                                lambda x: ref_stochastic_pool2d_eval(x.exp(), 2)),
     "kmax_pool1d": (lambda x: tco.F.kmax_pool1d(x, 3), lambda x: ref_kmax_pool(x, 3)),
