@@ -82,3 +82,113 @@ def as_reference(t, requires_grad=None):
         return None
     rg = t.requires_grad if requires_grad is None else requires_grad
     return t.detach().to("cpu", torch.float64).clone().requires_grad_(rg)
+
+
+# ---- references built from torch ops, for the ops torch lacks ------------------------------------
+# Differentiable compositions of torch's own operators (autograd, forward AD and torch.func all
+# work through them), used to check our gradients, tangents and batching where no twin exists.
+def ref_min_pool(torch_max_pool, x, *args, **kwargs):
+    """Min pooling as ``-max_pool(-x)`` with torch's max pooling (window or adaptive)."""
+    return -torch_max_pool(-x, *args, **kwargs)
+
+
+def ref_kmax_pool(x, k, dim=-1):
+    """The k largest values along ``dim`` in their original order: topk, sort the indices, gather."""
+    idx = x.topk(k, dim).indices.sort(dim).values
+    return x.gather(dim, idx)
+
+
+def ref_channel_max_pool(x, pool_size, dim=1):
+    """Maxout: the maximum over groups of ``pool_size`` consecutive entries along ``dim``."""
+    dim = dim % x.dim()
+    return x.unflatten(dim, (x.shape[dim] // pool_size, pool_size)).amax(dim + 1)
+
+
+def ref_gaussian_pool2d(x, kernel_size, stride, padding, sigma):
+    """The depthwise convolution with the Gaussian kernel (distance to the window's centre),
+    normalised to sum 1."""
+    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+
+    def taps(k):
+        d = torch.arange(k, dtype=torch.float64) - (k - 1) / 2
+        return torch.exp(-d * d / (2 * sigma**2))
+
+    kernel = torch.outer(taps(kh), taps(kw))
+    kernel = (kernel / kernel.sum()).to(x.dtype).to(x.device)
+    c = x.shape[1]
+    return torch.nn.functional.conv2d(x, kernel.expand(c, 1, kh, kw), stride=stride, padding=padding, groups=c)
+
+
+def ref_stochastic_pool2d_eval(x, kernel_size, stride=None):
+    """Eval stochastic pooling: ``sum(x^2) / sum(x)`` per window (the average's divisor cancels)."""
+    return torch.nn.functional.avg_pool2d(x * x, kernel_size, stride) / torch.nn.functional.avg_pool2d(
+        x, kernel_size, stride)
+
+
+def ref_stochastic_pool2d_train(x, kernel_size, stride, seed):
+    """Training stochastic pooling with the uniforms ``torch.rand(out_shape, generator=seeded)``:
+    per window the first element (row-major) whose running sum exceeds ``uniform * window sum``."""
+    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+    sh, sw = (kh, kw) if stride is None else ((stride, stride) if isinstance(stride, int) else stride)
+    n, c, h, w = x.shape
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    uniform = torch.rand((n, c, oh, ow), generator=torch.Generator().manual_seed(seed), dtype=x.dtype)
+    windows = torch.nn.functional.unfold(x, (kh, kw), stride=(sh, sw)).view(n, c, kh * kw, oh * ow)
+    with torch.no_grad():
+        running = windows.cumsum(2)
+        above = running > (uniform.view(n, c, 1, oh * ow).to(x.device) * running[:, :, -1:])
+        pick = above.to(torch.int64).argmax(2, keepdim=True)
+    return windows.gather(2, pick).view(n, c, oh, ow)
+
+
+def _pad_for(nd, padding, kernel, dilation):
+    """(leading, trailing) pads per dimension of an int / tuple / 'valid' / 'same' / 'full' padding."""
+    total = [d * (k - 1) for k, d in zip(kernel, dilation)]
+    if padding == "valid":
+        return [0] * nd, [0] * nd
+    if padding == "full":
+        return total, total
+    if padding == "same":
+        return [t // 2 for t in total], [t - t // 2 for t in total]
+    p = [padding] * nd if isinstance(padding, int) else list(padding)
+    return p, p
+
+
+def ref_unshared_conv(x, w, b=None, stride=1, padding=0, dilation=1):
+    """Unshared (locally connected) 1-d / 2-d convolution as unfold + einsum.
+
+    x: (N, C, *in), w: (*out, O, C, *kernel), b: None, (O,) or (O, *out)."""
+    nd = x.dim() - 2
+    kernel = tuple(w.shape[nd + 2:])
+    stride = (stride,) * nd if isinstance(stride, int) else tuple(stride)
+    dilation = (dilation,) * nd if isinstance(dilation, int) else tuple(dilation)
+    lo, hi = _pad_for(nd, padding, kernel, dilation)
+    xp = torch.nn.functional.pad(x, [p for i in reversed(range(nd)) for p in (lo[i], hi[i])])
+    if nd == 1:
+        xp, kernel, stride, dilation = xp.unsqueeze(2), (1, *kernel), (1, *stride), (1, *dilation)
+    cols = torch.nn.functional.unfold(xp, kernel, dilation=dilation, stride=stride)  # (N, C * K, L)
+    out_size = tuple(w.shape[:nd])
+    weight = w.reshape(-1, w.shape[nd], cols.shape[1])  # (L, O, C * K)
+    y = torch.einsum("nkl,lok->nol", cols, weight).reshape(x.shape[0], w.shape[nd], *out_size)
+    if b is not None:
+        y = y + (b.view(1, -1, *([1] * nd)) if b.dim() == 1 else b.unsqueeze(0))
+    return y
+
+
+def ref_tiled_conv(x, w, b=None, stride=1, padding=0, dilation=1):
+    """Tiled convolution: the per-position weights ``w[p % tile]`` gathered from the tile, then
+    the unshared reference."""
+    nd = x.dim() - 2
+    kernel = tuple(w.shape[nd + 2:])
+    stride_t = (stride,) * nd if isinstance(stride, int) else tuple(stride)
+    dilation_t = (dilation,) * nd if isinstance(dilation, int) else tuple(dilation)
+    lo, hi = _pad_for(nd, padding, kernel, dilation_t)
+    out = [(x.shape[2 + i] + lo[i] + hi[i] - dilation_t[i] * (kernel[i] - 1) - 1) // stride_t[i] + 1
+           for i in range(nd)]
+    if nd == 1:
+        full = w[torch.arange(out[0]) % w.shape[0]]
+    else:
+        rows = (torch.arange(out[0]) % w.shape[0]).view(-1, 1)
+        cols = (torch.arange(out[1]) % w.shape[1]).view(1, -1)
+        full = w[rows, cols]
+    return ref_unshared_conv(x, full, b, stride, padding, dilation)
