@@ -20,6 +20,7 @@
 #include <torch/library.h>
 
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "../autograd_common.h"
@@ -102,12 +103,21 @@ Grouping layer_grouping(const Tensor& input, at::IntArrayRef normalized_shape) {
 // per element of normalized_shape (already trailing) for layer norm.
 using ParamView = std::function<Tensor(const Tensor&)>;
 
-// Tangent of y = xhat * weight + bias, with xhat normalised by the op's own statistics.
+// The mean and rstd of each group of x (grouped), written with torch's ops so that their
+// dependence on x is differentiated.
+std::pair<Tensor, Tensor> group_stats(const Tensor& x, const Grouping& g, double eps) {
+  const Tensor m = x.mean(g.dims, true);
+  return {m, at::rsqrt((x - m).pow(2).mean(g.dims, true) + eps)};
+}
+
+// Tangent of y = xhat * weight + bias. With batch statistics they are recomputed from the
+// input with torch's ops (the kernel's carry no history), so that the tangent can itself be
+// differentiated (jacrev of jacfwd); with constant ones (`mean`, `rstd`) they are used as given.
 Tensor norm_tangent(const Tensor& input, const OptTensor& weight, const OptTensor& bias, const Tensor& mean,
-                    const Tensor& rstd, bool constant_stats, const Grouping& g, const ParamView& param) {
+                    const Tensor& rstd, bool constant_stats, double eps, const Grouping& g, const ParamView& param) {
   const auto wide = compute_type(input);
   const Tensor x = g.group(primal(input).to(wide));
-  const Tensor m = g.stat(mean), r = g.stat(rstd);
+  const auto [m, r] = constant_stats ? std::pair{g.stat(mean), g.stat(rstd)} : group_stats(x, g, eps);
   const Tensor xhat = (x - m) * r;
   Tensor t;
   if (const Tensor tx = tangent(input); tx.defined()) {
@@ -129,14 +139,7 @@ Tensor3 norm_backward_composite(const Tensor& grad_output, const Tensor& input, 
   const auto wide = compute_type(input);
   const Tensor x = g.group(input.to(wide));
   const Tensor dy = grad_output.to(wide);
-  Tensor m, r;
-  if (constant_stats) {
-    m = g.stat(mean.to(wide));
-    r = g.stat(rstd.to(wide));
-  } else {
-    m = x.mean(g.dims, true);
-    r = at::rsqrt((x - m).pow(2).mean(g.dims, true) + eps);
-  }
+  const auto [m, r] = constant_stats ? std::pair{g.stat(mean.to(wide)), g.stat(rstd.to(wide))} : group_stats(x, g, eps);
   const Tensor xhat = (x - m) * r;
   const Tensor v = g.group(weight.has_value() ? dy * param(weight->to(wide)) : dy);
   const Tensor grad_input = g.ungroup(constant_stats ? v * r : project(v, xhat, r, g.dims));
@@ -187,7 +190,7 @@ Tensor4 batch_norm_forward_autograd(const Tensor& input, const OptTensor& weight
          });
   if (any_tangent({input, value_or_undefined(weight), value_or_undefined(bias)})) {
     const int64_t dim = input.dim();
-    set_tangent(out, norm_tangent(input, weight, bias, mean, invstd, !training, batch_grouping(input),
+    set_tangent(out, norm_tangent(input, weight, bias, mean, invstd, !training, eps, batch_grouping(input),
                                   [dim](const Tensor& p) { return per_channel(p, dim); }));
   }
   return {out, mean, invstd, var};
@@ -226,7 +229,7 @@ Tensor3 group_norm_forward_autograd(const Tensor& input, const OptTensor& weight
          });
   if (any_tangent({input, value_or_undefined(weight), value_or_undefined(bias)})) {
     const int64_t dim = input.dim();
-    set_tangent(out, norm_tangent(input, weight, bias, mean, rstd, false, group_grouping(input, num_groups),
+    set_tangent(out, norm_tangent(input, weight, bias, mean, rstd, false, eps, group_grouping(input, num_groups),
                                   [dim](const Tensor& p) { return per_channel(p, dim); }));
   }
   return {out, mean, rstd};
@@ -269,7 +272,7 @@ Tensor3 layer_norm_forward_autograd(const Tensor& input, at::IntArrayRef normali
                          bias_type);
          });
   if (any_tangent({input, value_or_undefined(weight), value_or_undefined(bias)}))
-    set_tangent(out, norm_tangent(input, weight, bias, mean, rstd, false, layer_grouping(input, normalized_shape),
+    set_tangent(out, norm_tangent(input, weight, bias, mean, rstd, false, eps, layer_grouping(input, normalized_shape),
                                   same));
   return {out, mean, rstd};
 }

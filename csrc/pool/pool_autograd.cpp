@@ -81,8 +81,13 @@ TCO_POOL_OP(stochastic_eval_backward_op, StochasticEvalBackward, "cnn_ops::stoch
 // ---- picking inputs at indices: max / min, adaptive max / min, stochastic training ----
 
 // values (N, C, *in) read at the flat plane indices (N, C, *out): the adjoint of the scatter.
+// (view rather than flatten: autograd's vectorised jacobians batch the formula with the legacy
+// batching rules, which have no flatten.)
 Tensor gather_planes(const Tensor& values, const Tensor& indices) {
-  return values.flatten(2).gather(2, indices.flatten(2)).view(indices.sizes());
+  const auto planes = [](const Tensor& t) {
+    return t.contiguous().view_symint({t.sym_size(0), t.sym_size(1), -1});
+  };
+  return planes(values).gather(2, planes(indices)).view_symint(indices.sym_sizes());
 }
 
 // Records a pooling whose output is input read at `indices` (flat positions in each plane).

@@ -217,12 +217,46 @@ def _kmax_pool_backward(info, in_dims, grad_output, indices, dim, input_size):
 
 @_rule("cnn_ops::batch_norm_forward")
 def _batch_norm_forward(info, in_dims, input, weight, bias, running_mean, running_var, training, eps):
-    # Statistics are per channel: each member of B is its own set of channels.
     size = info.batch_size
+    x_d, w_d, b_d, m_d, v_d = in_dims[:5]
+    if x_d is None and (training or (m_d is None and v_d is None)):
+        # The statistics are shared by the whole batch (an ensemble of affines over one input):
+        # normalise once, as unbatched outputs, so that the running statistics move once, as
+        # torch's; only the affine is batched.
+        stats = (None, None) if training else (running_mean, running_var)  # read in eval only
+        out, mean, invstd, var = ops.batch_norm_forward(input, None, None, *stats, training, eps)
+        shape = [size, 1, -1] + [1] * (input.dim() - 2)
+        out = out.unsqueeze(0)
+        if weight is not None:
+            out = out * _front(weight, w_d, size).reshape(shape)
+        if bias is not None:
+            out = out + _front(bias, b_d, size).reshape(shape)
+        return (out.to(input.dtype), mean, invstd, var), (0, None, None, None)
+    # Statistics are per channel: each member of B is its own set of channels.
     params = [_per_channel(p, d, size) for p, d in zip((weight, bias, running_mean, running_var), in_dims[1:5])]
     out, mean, invstd, var = ops.batch_norm_forward(_into_channels(_front(input, in_dims[0], size)), *params,
                                                     training, eps)
     return (_from_channels(out, size), *(s.unflatten(0, (size, -1)) for s in (mean, invstd, var))), (0, 0, 0, 0)
+
+
+@_rule("cnn_ops::batch_norm_update_stats")
+def _batch_norm_update_stats(info, in_dims, running_mean, running_var, mean, var, count, momentum):
+    size = info.batch_size
+    if in_dims[0] is None or in_dims[1] is None:
+        raise RuntimeError(
+            "batch_norm: under vmap the batch statistics are batched but running_mean and running_var, which "
+            "are updated in place, are not; give each member its own running statistics (e.g. "
+            "torch.func.stack_module_state), or use eval mode or track_running_stats=False")
+    # Each member of B moves its own running statistics: one update over B*C channels, written
+    # back into the batched tensors.
+    stats = [_front(t, d, size) for t, d in zip((running_mean, running_var), in_dims[:2])]
+    flat = [t.reshape(-1) for t in stats]
+    ops.batch_norm_update_stats(*flat, _per_channel(mean, in_dims[2], size), _per_channel(var, in_dims[3], size),
+                                count, momentum)
+    for t, f in zip(stats, flat):
+        if f.data_ptr() != t.data_ptr():  # reshape copied: write the update back
+            t.copy_(f.view_as(t))
+    return None, None
 
 
 @_rule("cnn_ops::batch_norm_backward")
