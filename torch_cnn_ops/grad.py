@@ -22,7 +22,14 @@ def _grad_tuple(value, nd: int, name: str, fn: str) -> Tuple[int, ...]:
     """``value`` as torch.nn.grad reads ``stride``, ``padding`` and ``dilation``: ``_pair`` (a
     sequence is taken as it is, anything else repeated), then ATen's convolution_backward, which
     takes ints and bools and refuses anything else with a RuntimeError (no overload matches)."""
-    values = tuple(value) if isinstance(value, Iterable) else (value,) * nd  # a 0-d tensor: TypeError, as torch
+    if isinstance(value, Iterable):
+        try:
+            values = tuple(value)
+        except TypeError:  # a 0-d tensor, as torch's _pair
+            raise TypeError(f"{fn}(): argument '{name}' must be an int or a tuple of {nd} ints, got {value!r}") \
+                from None
+    else:
+        values = (value,) * nd
     out = []
     for v in values:
         if type(v) is not int:

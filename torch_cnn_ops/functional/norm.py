@@ -57,19 +57,21 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
     """
     _check_tensor("batch_norm", input)
     # torch's Python checks, in its order: one value per channel, then eps
+    count = 0
     if training:
         if input.dim() == 0:
             raise IndexError("batch_norm(): input of shape () has no batch dimension: expected an input of shape "
                              "(N, C, *)")
-        if _values_per_channel(input) == 1:
+        count = _values_per_channel(input)
+        if count == 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.size()}")
     _check_eps(eps, training)
     if input.dim() < 2:
         return _batch_norm_without_channels(input, running_mean, running_var, weight, bias, training)
-    return _batch_norm("batch_norm", input, running_mean, running_var, weight, bias, training, momentum, eps)
+    return _batch_norm("batch_norm", input, running_mean, running_var, weight, bias, training, momentum, eps, count)
 
 
-def _batch_norm(name, input, running_mean, running_var, weight, bias, training, momentum, eps) -> Tensor:
+def _batch_norm(name, input, running_mean, running_var, weight, bias, training, momentum, eps, count=0) -> Tensor:
     """Batch norm on our op, after the checks of the caller ``name`` (batch or instance norm)."""
     if momentum is None:
         raise TypeError(f"{name}(): argument 'momentum' must be a float, got None (the norm modules turn "
@@ -83,7 +85,8 @@ def _batch_norm(name, input, running_mean, running_var, weight, bias, training, 
             raise _not_implemented(name, input) from None
         raise
     if training and running_mean is not None:
-        _batch_norm_update_stats(running_mean, running_var, mean, var, _values_per_channel(input), float(momentum))
+        _batch_norm_update_stats(running_mean, running_var, mean, var, count or _values_per_channel(input),
+                                 float(momentum))
     return out
 
 
@@ -122,6 +125,10 @@ def _not_implemented(name: str, input: Tensor) -> NotImplementedError:
     """torch's error for an input of a dtype its kernel has no implementation for (integers)."""
     return NotImplementedError(f"{name}(): not implemented for input of dtype {input.dtype} (input of shape "
                                f"{tuple(input.shape)}): the input must be float32, float64, float16 or bfloat16")
+
+
+def _same_dtype(input: Tensor, weight: Optional[Tensor], bias: Optional[Tensor]) -> bool:
+    return (weight is None or weight.dtype == input.dtype) and (bias is None or bias.dtype == input.dtype)
 
 
 def _as_float(value, name: str, fn: str) -> float:
@@ -214,9 +221,9 @@ def group_norm(input: Tensor, num_groups: int, weight: Optional[Tensor] = None, 
     try:
         return ops.group_norm_forward(input, weight, bias, num_groups, eps)[0]
     except RuntimeError:
-        if not input.is_floating_point():
+        if not input.is_floating_point() and _same_dtype(input, weight, bias):
             raise _not_implemented("group_norm", input) from None
-        raise
+        raise  # torch too raises a RuntimeError for parameters of another dtype
 
 
 @leaf
@@ -224,6 +231,8 @@ def layer_norm(input: Tensor, normalized_shape: Union[int, Sequence[int]], weigh
                bias: Optional[Tensor] = None, eps: float = 1e-5) -> Tensor:
     """Layer normalization (Ba et al. 2016) over the trailing dimensions ``normalized_shape``,
     with elementwise ``weight`` and ``bias`` of that shape, as ``torch.nn.functional.layer_norm``.
+    ``normalized_shape`` may also be a bare int, as for ``torch.nn.LayerNorm`` (torch's
+    functional refuses it).
 
     Example::
 
@@ -242,6 +251,6 @@ def layer_norm(input: Tensor, normalized_shape: Union[int, Sequence[int]], weigh
     try:
         return ops.layer_norm_forward(input, shape, weight, bias, eps)[0]
     except RuntimeError:
-        if not input.is_floating_point():
+        if not input.is_floating_point() and _same_dtype(input, weight, bias):
             raise _not_implemented("layer_norm", input) from None
-        raise
+        raise  # torch too raises a RuntimeError for parameters of another dtype

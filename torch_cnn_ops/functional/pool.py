@@ -5,6 +5,13 @@ Names, arguments and defaults follow ``torch.nn.functional`` (``min_pool*`` and
 ``adaptive_min_pool*`` take the arguments of their max twins). Inputs are batched
 ``(N, C, *spatial)`` or unbatched ``(C, *spatial)``. Indices (``return_indices=True``) are
 flat positions in each input plane, as torch's.
+
+Arguments are read by torch's rules, with torch's exception classes (see ``torch_cnn_ops._utils``):
+sizes are ints (NumPy integers and integer tensors too) or sequences of them, ``ceil_mode``
+and ``count_include_pad`` bools; wrong types are TypeErrors, sequences of the wrong length and
+inputs of the wrong rank RuntimeErrors, and integer inputs of average, lp and adaptive pooling
+NotImplementedErrors, as torch's. Max and min pooling have floating-point kernels only: an
+integer input, which torch's max pooling takes, is a RuntimeError naming the dtype.
 """
 
 from typing import Optional, Sequence, Union
@@ -123,6 +130,9 @@ def _avg_pool(name, nd, input, kernel_size, stride, padding, ceil_mode, count_in
     if count_include_pad is not True and count_include_pad is not False:
         as_bool(count_include_pad, "count_include_pad", name)
     if divisor_override is not None and type(divisor_override) is not int:
+        if isinstance(divisor_override, Tensor) and divisor_override.dim() != 0:  # torch's parser: no 1-d tensor
+            raise TypeError(f"{name}(): argument 'divisor_override' must be an int, got a tensor of shape "
+                            f"{tuple(divisor_override.shape)}")
         divisor_override = as_int(divisor_override, "divisor_override", name)
     x, unbatched = _batched(name, nd, input)
     try:  # a divisor_override of 0 is refused by the op, a negative one divides as torch's does
@@ -186,8 +196,8 @@ def _lp_pool(name, nd, input, norm_type, kernel_size, stride, ceil_mode):
     except (TypeError, ValueError):
         raise TypeError(f"{name}(): argument 'norm_type' must be a number, got {norm_type!r} of type "
                         f"{type(norm_type).__name__}") from None
-    if p == -math.inf:  # as torch: the smallest magnitude in each window
-        return _extreme_pool(name, nd, True, input.abs(), kernel_size, stride, 0, 1, ceil_mode, False)
+    if p == math.inf or p == -math.inf:  # as torch: the largest or smallest magnitude in each window
+        return _extreme_pool(name, nd, p < 0, input.abs(), kernel_size, stride, 0, 1, ceil_mode, False)
     stride = _stride(stride, kernel_size, nd, name)
     if ceil_mode is not False and ceil_mode is not True:
         as_bool(ceil_mode, "ceil_mode", name)
