@@ -23,9 +23,12 @@ _batch_norm_update_stats = ops.batch_norm_update_stats.default
 __all__ = ["batch_norm", "instance_norm", "group_norm", "layer_norm"]
 
 
-def _check_tensor(name: str, input) -> None:
+def _check_tensor(name: str, input, python_layer: bool = False) -> None:
+    """A TypeError for an input that is no tensor, as torch's argument parser raises; an
+    AttributeError where torch's Python layer reads a tensor attribute of it first."""
     if not isinstance(input, Tensor):
-        raise TypeError(f"{name}: input must be a tensor, got {type(input).__name__}")
+        error = AttributeError if python_layer else TypeError
+        raise error(f"{name}(): input must be a tensor, got {type(input).__name__}")
 
 
 def _values_per_channel(input: Tensor) -> int:
@@ -55,7 +58,7 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
         >>> rm, rv = torch.zeros(3), torch.ones(3)
         >>> y = batch_norm(x, rm, rv, training=True)   # y.mean((0, 2, 3)) ~ 0, rm moved
     """
-    _check_tensor("batch_norm", input)
+    _check_tensor("batch_norm", input, training)
     # torch's Python checks, in its order: one value per channel, then eps
     count = 0
     if training:
@@ -156,7 +159,7 @@ def instance_norm(input: Tensor, running_mean: Optional[Tensor] = None, running_
 
         >>> y = instance_norm(torch.randn(4, 3, 8, 8))   # y[n, c].mean() ~ 0, y[n, c].var() ~ 1
     """
-    _check_tensor("instance_norm", input)
+    _check_tensor("instance_norm", input, use_input_stats)
     if use_input_stats:
         spatial = 1
         for s in input.shape[2:]:
@@ -194,7 +197,7 @@ def group_norm(input: Tensor, num_groups: int, weight: Optional[Tensor] = None, 
 
         >>> y = group_norm(torch.randn(2, 8, 4, 4), 4)   # groups of 2 channels
     """
-    _check_tensor("group_norm", input)
+    _check_tensor("group_norm", input, True)
     if input.dim() < 2:
         raise RuntimeError(f"group_norm(): expected at least 2 dimensions for input tensor but received "
                            f"{input.dim()} (input of shape {tuple(input.shape)})")

@@ -191,6 +191,8 @@ def _lp_kernel_size(name, nd, kernel_size):
 
 def _lp_pool(name, nd, input, norm_type, kernel_size, stride, ceil_mode):
     kernel_size = _lp_kernel_size(name, nd, kernel_size)
+    if not isinstance(input, Tensor):  # torch's Python layer computes input.pow(norm_type) first
+        raise AttributeError(f"{name}(): argument 'input' must be a tensor, got {type(input).__name__}")
     try:
         p = float(norm_type)
     except (TypeError, ValueError):
@@ -247,6 +249,8 @@ def _output_size(name, nd, input, output_size) -> list:
     sequence whose Nones take the input's sizes; a TypeError for what has no length, a
     ValueError for an input of too few dimensions), then the parser's (no repetition of a
     single entry: a sequence of another length than nd is a RuntimeError)."""
+    if nd > 1 and not isinstance(input, Tensor):  # torch's Python layer reads input.size() first
+        raise AttributeError(f"{name}(): argument 'input' must be a tensor, got {type(input).__name__}")
     if type(output_size) is int:
         return [output_size] * nd
     if nd == 1:
@@ -258,8 +262,6 @@ def _output_size(name, nd, input, output_size) -> list:
     except TypeError:
         raise TypeError(f"{name}(): argument 'output_size' must be an int or a tuple of {nd} ints or Nones, got "
                         f"{output_size!r} of type {type(output_size).__name__}") from None
-    if not isinstance(input, Tensor):
-        raise TypeError(f"{name}(): argument 'input' must be a tensor, got {type(input).__name__}")
     if input.dim() <= n:
         raise ValueError(f"{name}(): input of shape {tuple(input.shape)} has too few dimensions for output_size "
                          f"{output_size!r}: expected at least {n + 1}")
