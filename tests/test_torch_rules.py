@@ -377,6 +377,16 @@ def _single_cases():
         ("lp2d-kernel-list-one", lambda m: m.lp_pool2d(x, 2, [2]), r"kernel_size"),
         ("lp3d-kernel-three", lambda m: m.lp_pool3d(x[None], 2, (2, 1, 2)), None),
         ("lp-input-5d", lambda m: m.lp_pool2d(x.unsqueeze(0), 2, 2), r"input"),
+        # inputs that are no tensors: a TypeError from torch's parser, an AttributeError where its
+        # Python layer reads an attribute of the input first
+        *((f"{fn}-input-list-{i}", (lambda m, fn=fn, a=a: getattr(m, fn)([[1.0, 2.0]], *a)), r"input")
+          for i, (fn, a) in enumerate([("conv2d", (w,)), ("max_pool2d", (2,)), ("max_pool1d", (2,)), ("avg_pool2d", (2,)),
+                        ("lp_pool2d", (2, 2)), ("lp_pool1d", (2, 2)), ("adaptive_avg_pool2d", (2,)),
+                        ("adaptive_avg_pool2d", ((2, 2),)), ("adaptive_avg_pool1d", (2,)),
+                        ("adaptive_max_pool3d", (2,)), ("adaptive_max_pool1d", (2,)),
+                        ("batch_norm", (None, None, None, None, True)), ("batch_norm", (z, o)),
+                        ("group_norm", (1,)), ("layer_norm", ((2,),)), ("instance_norm", ()),
+                        ("instance_norm", (z, o, None, None, False))])),
     ]
     return cases
 
@@ -387,6 +397,44 @@ SINGLE_CASES = _single_cases()
 @pytest.mark.parametrize("call,names", [c[1:] for c in SINGLE_CASES], ids=[c[0] for c in SINGLE_CASES])
 def test_single_case(call, names):
     assert_as_torch(lambda: call(TF), lambda: call(F), names)
+
+
+# ---- the same through the modules --------------------------------------------------------------
+_MODULE_ARGS = {
+    "Conv2d": ((4, 6, 3), ("stride", "padding", "dilation")),
+    "MaxPool2d": ((2,), ("kernel_size", "stride", "padding", "dilation", "ceil_mode")),
+    "AvgPool2d": ((2,), ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")),
+    "LPPool2d": ((2, 2), ("norm_type", "kernel_size", "stride", "ceil_mode")),
+    "AdaptiveAvgPool2d": ((), ("output_size",)),
+    "AdaptiveMaxPool2d": ((), ("output_size",)),
+}
+
+
+def _module_arg_cases():
+    return [(f"{name}-{arg}-{vid}", name, arg, value) for name, (_, args) in _MODULE_ARGS.items() for arg in args
+            for vid, value in _variants(2)]
+
+
+@pytest.mark.parametrize("name,arg,value", [c[1:] for c in _module_arg_cases()], ids=[c[0] for c in _module_arg_cases()])
+def test_module_arguments(name, arg, value):
+    """The modules take their arguments as torch's (our modules subclass them) and their forward
+    passes them to our functions: the same classes and values as torch's modules."""
+    args, _ = _MODULE_ARGS[name]
+    kwargs = {arg: value}
+    x = _input(2).abs() + 0.5
+
+    def make(module_cls):
+        def run():
+            torch.manual_seed(0)
+            return module_cls(*args, **kwargs).double()
+        return run
+
+    (theirs, their_error), (ours, our_error) = _run(make(getattr(torch.nn, name))), _run(make(getattr(tco.nn, name)))
+    if their_error is not None:  # torch's constructor (ours is a subclass of it) refuses the argument
+        assert type(our_error) is type(their_error), f"{their_error!r} != {our_error!r}"
+        return
+    assert our_error is None, f"torch constructs the module, ours raises {our_error!r}"
+    assert_as_torch(lambda: theirs(x), lambda: ours(x), "kernel_size|stride" if arg == "kernel_size" else arg)
 
 
 # ---- tco.grad against torch.nn.grad -----------------------------------------------------------
