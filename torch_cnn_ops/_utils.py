@@ -1,22 +1,93 @@
-"""Argument normalisation shared by the functional API and the modules."""
+"""Argument normalisation shared by the functional API and the modules.
 
+The rules are those of torch's argument parser for ``int`` and ``int[N]`` arguments, so
+that our twins take and refuse what torch's functions do, with the same exception classes:
+
+* an int is a Python int (not a bool), a NumPy integer or an integer tensor of one element
+  (anything ``operator.index`` takes, bools excepted); anything else (a float, even ``2.0``,
+  a bool, a string, None) is a ``TypeError``;
+* an ``int[N]`` is one int (repeated) or a list / tuple of ints; a sequence of one is
+  repeated too; a sequence of another length is a ``RuntimeError``, as torch's kernels raise
+  for it;
+* a bool argument (``ceil_mode``, ``count_include_pad``) must be a bool: torch's parser
+  refuses ``0`` and ``1`` with a ``TypeError``.
+"""
+
+import operator
 from typing import Sequence, Tuple, Union
 
 IntOrTuple = Union[int, Sequence[int]]
 
 
-def ntuple(value: IntOrTuple, n: int, name: str) -> Tuple[int, ...]:
-    """``value`` as an n-tuple of ints: an int is repeated, a sequence must have n entries."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int or a tuple of {n} ints, got {value!r}")
-    if isinstance(value, int):
+def _where(fn: str) -> str:
+    return f"{fn}(): " if fn else ""
+
+
+def _kind(value) -> str:
+    return f"{value!r} of type {type(value).__name__}"
+
+
+def as_int(value, name: str, fn: str = "") -> int:
+    """``value`` as an int, as torch's parser takes an ``int`` argument; a TypeError otherwise."""
+    if type(value) is int:
+        return value
+    if not isinstance(value, bool):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise TypeError(f"{_where(fn)}argument '{name}' must be an int, got {_kind(value)}")
+
+
+def as_bool(value, name: str, fn: str = "") -> bool:
+    """``value``, once it is a bool (torch's parser refuses ints, NumPy bools and tensors)."""
+    if value is True or value is False:
+        return value
+    raise TypeError(f"{_where(fn)}argument '{name}' must be a bool, got {_kind(value)}")
+
+
+def ntuple(value: IntOrTuple, n: int, name: str, fn: str = "") -> Tuple[int, ...]:
+    """``value`` as an n-tuple of ints: an int is repeated, a sequence must have 1 (repeated)
+    or n entries. A value or entry that is no int is a TypeError, a sequence of another length
+    a RuntimeError; both messages name the argument, the function ``fn`` and the value."""
+    kind = type(value)
+    if kind is int:
         return (value,) * n
-    try:
-        values = tuple(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int or a tuple of {n} ints, got {value!r}") from None
+    if (kind is tuple or kind is list) and len(value) == n:
+        for v in value:
+            if type(v) is not int:
+                break
+        else:
+            return tuple(value)
+    return _ntuple_slow(value, n, name, fn)
+
+
+def _ntuple_slow(value, n: int, name: str, fn: str) -> Tuple[int, ...]:
+    if not isinstance(value, (tuple, list)):
+        if isinstance(value, bool):
+            raise TypeError(f"{_where(fn)}argument '{name}' must be an int or a tuple of {n} ints, got {_kind(value)}")
+        try:
+            return (operator.index(value),) * n
+        except TypeError:
+            raise TypeError(f"{_where(fn)}argument '{name}' must be an int or a tuple of {n} ints, "
+                            f"got {_kind(value)}") from None
+    values = []
+    for i, v in enumerate(value):
+        if type(v) is not int:
+            if isinstance(v, bool):
+                v = None
+            else:
+                try:
+                    v = operator.index(v)
+                except TypeError:
+                    v = None
+            if v is None:
+                raise TypeError(f"{_where(fn)}argument '{name}' must be an int or a tuple of {n} ints, got "
+                                f"{value!r} whose entry {i} is {_kind(value[i])}")
+        values.append(v)
     if len(values) == 1:
-        values = values * n
-    if len(values) != n or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        raise ValueError(f"{name} must be an int or a tuple of {n} ints, got {value!r}")
-    return values
+        return tuple(values) * n
+    if len(values) != n:
+        raise RuntimeError(f"{_where(fn)}argument '{name}' must be an int or a tuple of {n} ints, got "
+                           f"{len(values)} values: {value!r}")
+    return tuple(values)

@@ -6,40 +6,106 @@ swapped (computed without materialising the inserted zeros). ``conv{1,2,3}d_weig
 correlation of the input with ``grad_output``. Both are differentiable (double backward).
 """
 
-from typing import Sequence, Union
+import operator
+from collections.abc import Iterable
+from typing import List, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from ._fx import leaf
-from ._utils import IntOrTuple, ntuple
+from ._utils import IntOrTuple, as_int
 from .functional.conv import _conv_padding
 
 
-def _args(nd, kernel_size, stride, padding, dilation):
-    stride = ntuple(stride, nd, "stride")
-    dilation = ntuple(dilation, nd, "dilation")
-    pad_lo, _ = _conv_padding(padding, tuple(kernel_size), stride, dilation)
-    return list(stride), pad_lo, list(dilation)
+def _grad_tuple(value, nd: int, name: str, fn: str) -> Tuple[int, ...]:
+    """``value`` as torch.nn.grad reads ``stride``, ``padding`` and ``dilation``: ``_pair`` (a
+    sequence is taken as it is, anything else repeated), then ATen's convolution_backward, which
+    takes ints and bools and refuses anything else with a RuntimeError (no overload matches)."""
+    if isinstance(value, Iterable):
+        try:
+            values = tuple(value)
+        except TypeError:  # a 0-d tensor, as torch's _pair
+            raise TypeError(f"{fn}(): argument '{name}' must be an int or a tuple of {nd} ints, got {value!r}") \
+                from None
+    else:
+        values = (value,) * nd
+    out = []
+    for v in values:
+        if type(v) is not int:
+            try:
+                v = operator.index(v)
+            except TypeError:
+                raise RuntimeError(f"{fn}(): argument '{name}' must be an int or a tuple of {nd} ints, got "
+                                   f"{value!r}") from None
+        out.append(v)
+    if len(out) == 1:
+        return tuple(out) * nd
+    if len(out) != nd:
+        raise RuntimeError(f"{fn}(): argument '{name}' must be an int or a tuple of {nd} ints, got {len(out)} values: "
+                           f"{value!r}")
+    return tuple(out)
+
+
+def _size(value, nd: int, name: str, fn: str) -> List[int]:
+    """``input_size`` / ``weight_size``: nd + 2 ints (torch: a TypeError for entries that are no
+    int, a RuntimeError for another number of dimensions)."""
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{fn}(): argument '{name}' must be a tuple of {nd + 2} ints, got {value!r}")
+    sizes = [v if type(v) is int else as_int(v, name, fn) for v in value]
+    if len(sizes) != nd + 2:
+        raise RuntimeError(f"{fn}(): argument '{name}' must have {nd + 2} entries, got {len(sizes)}: {value!r}")
+    return sizes
+
+
+def _args(fn, nd, kernel_size, stride, padding, dilation, groups):
+    stride = _grad_tuple(stride, nd, "stride", fn)
+    dilation = _grad_tuple(dilation, nd, "dilation", fn)
+    if not isinstance(padding, str):
+        padding = _grad_tuple(padding, nd, "padding", fn)
+    if type(groups) is not int:
+        try:
+            groups = operator.index(groups)
+        except TypeError:
+            raise RuntimeError(f"{fn}(): argument 'groups' must be an int, got {groups!r}") from None
+    pad_lo, pad_hi = _conv_padding(padding, tuple(kernel_size), stride, dilation, False, fn)
+    return list(stride), pad_lo, pad_hi, list(dilation), groups
+
+
+def _check_output_size(fn, input_size, kernel_size, stride, pad_lo, pad_hi, dilation, grad_output):
+    """grad_output must have the spatial size of the convolution's output, as torch's backward
+    requires (RuntimeError)."""
+    expected = tuple(
+        (i + lo + hi - d * (k - 1) - 1) // s + 1 if s > 0 else -1
+        for i, k, s, lo, hi, d in zip(input_size[2:], kernel_size, stride, pad_lo, pad_hi, dilation)
+    )
+    if isinstance(grad_output, Tensor) and grad_output.dim() == len(input_size) and \
+            tuple(grad_output.shape[2:]) != expected and all(e >= 0 for e in expected) and min(stride) > 0:
+        raise RuntimeError(f"{fn}(): grad_output of shape {tuple(grad_output.shape)} does not match the output of the "
+                           f"convolution of an input of size {tuple(input_size)} with kernel {tuple(kernel_size)}, "
+                           f"stride {tuple(stride)} and dilation {tuple(dilation)}: expected spatial size {expected}")
 
 
 def _input_grad(nd, input_size, weight, grad_output, stride, padding, dilation, groups) -> Tensor:
-    input_size = [int(s) for s in input_size]
-    if len(input_size) != nd + 2:
-        raise ValueError(f"conv{nd}d_input: input_size must have {nd + 2} entries, got {input_size}")
-    stride, pad_lo, dilation = _args(nd, weight.shape[2:], stride, padding, dilation)
+    fn = f"conv{nd}d_input"
+    input_size = _size(input_size, nd, "input_size", fn)
+    kernel_size = tuple(weight.shape[2:])
+    stride, pad_lo, pad_hi, dilation, groups = _args(fn, nd, kernel_size, stride, padding, dilation, groups)
+    _check_output_size(fn, input_size, kernel_size, stride, pad_lo, pad_hi, dilation, grad_output)
     return torch.ops.cnn_ops.conv_input_backward(
-        grad_output, weight, input_size, stride, pad_lo, dilation, int(groups), "auto"
+        grad_output, weight, input_size, stride, pad_lo, dilation, groups, "auto"
     )
 
 
 def _weight_grad(nd, input, weight_size, grad_output, stride, padding, dilation, groups) -> Tensor:
-    weight_size = [int(s) for s in weight_size]
-    if len(weight_size) != nd + 2:
-        raise ValueError(f"conv{nd}d_weight: weight_size must have {nd + 2} entries, got {weight_size}")
-    stride, pad_lo, dilation = _args(nd, weight_size[2:], stride, padding, dilation)
+    fn = f"conv{nd}d_weight"
+    weight_size = _size(weight_size, nd, "weight_size", fn)
+    kernel_size = tuple(weight_size[2:])
+    stride, pad_lo, pad_hi, dilation, groups = _args(fn, nd, kernel_size, stride, padding, dilation, groups)
+    if isinstance(input, Tensor):
+        _check_output_size(fn, tuple(input.shape), kernel_size, stride, pad_lo, pad_hi, dilation, grad_output)
     return torch.ops.cnn_ops.conv_weight_backward(
-        grad_output, input, weight_size, stride, pad_lo, dilation, int(groups), "auto"
+        grad_output, input, weight_size, stride, pad_lo, dilation, groups, "auto"
     )
 
 

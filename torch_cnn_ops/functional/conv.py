@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from .._fx import leaf
-from .._utils import IntOrTuple, ntuple
+from .._utils import IntOrTuple, _where, as_int, ntuple
 
 ALGORITHMS = ("auto", "direct", "im2col", "shifted")
 PADDING_STRINGS = ("valid", "same", "full")
@@ -24,6 +24,7 @@ def conv_padding(
     stride: Tuple[int, ...],
     dilation: Tuple[int, ...],
     flip: bool = False,
+    fn: str = "",
 ) -> Tuple[List[int], List[int]]:
     """Leading and trailing pads per spatial dimension for a padding argument.
 
@@ -33,24 +34,31 @@ def conv_padding(
       half goes at the end (as torch and ``scipy.signal.correlate2d``), for ``flip=True`` at the
       start (as ``scipy.signal.convolve2d``), since flipping the kernel mirrors the window.
     * ``"full"``: ``dilation * (k - 1)`` on each side, every partial overlap.
+
+    The errors are torch's convolution's: a RuntimeError for a negative pad, a padding of the
+    wrong length, an unknown string or ``"same"`` with a stride; a TypeError for a pad that is
+    no int. ``fn`` names the function in the messages.
     """
     nd = len(kernel_size)
     if isinstance(padding, str):
         if padding not in PADDING_STRINGS:
-            raise ValueError(f"padding must be an int, a tuple or one of {PADDING_STRINGS}, got {padding!r}")
+            raise RuntimeError(f"{_where(fn)}invalid padding string {padding!r}: padding must be an int, a tuple "
+                               f"of {nd} ints or one of {PADDING_STRINGS}")
         totals = [d * (k - 1) for k, d in zip(kernel_size, dilation)]
         if padding == "valid":
             return [0] * nd, [0] * nd
         if padding == "full":
             return list(totals), list(totals)
         if any(s != 1 for s in stride):
-            raise ValueError(f"padding='same' is not supported for strided convolutions (stride={tuple(stride)})")
+            raise RuntimeError(f"{_where(fn)}padding='same' is not supported for strided convolutions "
+                               f"(stride={tuple(stride)})")
         small = [t // 2 for t in totals]
         large = [t - t // 2 for t in totals]
         return (large, small) if flip else (small, large)
-    pads = list(ntuple(padding, nd, "padding"))
-    if any(p < 0 for p in pads):
-        raise ValueError(f"padding must be non-negative, got {padding!r}")
+    pads = list(ntuple(padding, nd, "padding", fn))
+    for p in pads:
+        if p < 0:
+            raise RuntimeError(f"{_where(fn)}negative padding is not supported, got padding={padding!r}")
     return pads, pads
 
 
@@ -64,32 +72,50 @@ def _check_algorithm(algorithm: str) -> None:
 
 
 def _convnd(nd, input, weight, bias, stride, padding, dilation, groups, flip, algorithm) -> Tensor:
-    _check_algorithm(algorithm)
+    name = _NAMES[nd]
+    if algorithm not in ALGORITHMS:
+        _check_algorithm(algorithm)
     if not isinstance(input, Tensor) or not isinstance(weight, Tensor):
-        raise TypeError(f"conv{nd}d: input and weight must be tensors")
+        raise TypeError(f"{name}(): input and weight must be tensors, got {type(input).__name__} and "
+                        f"{type(weight).__name__}")
+    if bias is not None and not isinstance(bias, Tensor):
+        raise TypeError(f"{name}(): bias must be a tensor or None, got {type(bias).__name__}")
+    # torch's argument parser first (TypeError for what is no int, RuntimeError for a wrong length) ...
+    stride = ntuple(stride, nd, "stride", name)
+    dilation = ntuple(dilation, nd, "dilation", name)
+    if type(groups) is not int:
+        groups = as_int(groups, "groups", name)
+    if isinstance(padding, str):
+        if padding not in PADDING_STRINGS:
+            raise RuntimeError(f"{name}(): invalid padding string {padding!r}: padding must be an int, a tuple of "
+                               f"{nd} ints or one of {PADDING_STRINGS}")
+    else:
+        padding = ntuple(padding, nd, "padding", name)
+    # ... then the shapes, as torch's kernel checks them (RuntimeError)
     if weight.dim() != nd + 2:
-        raise ValueError(
-            f"conv{nd}d: weight must have {nd + 2} dimensions (out_channels, in_channels/groups, "
-            f"{nd} kernel sizes), got shape {tuple(weight.shape)}"
+        raise RuntimeError(
+            f"{name}(): weight must have {nd + 2} dimensions (out_channels, in_channels/groups, "
+            f"{nd} kernel sizes), got weight of shape {tuple(weight.shape)} for input of shape {tuple(input.shape)}"
         )
     unbatched = input.dim() == nd + 1
     if unbatched:
         input = input.unsqueeze(0)
     elif input.dim() != nd + 2:
-        raise ValueError(
-            f"conv{nd}d: expected a {nd + 1}-d (unbatched) or {nd + 2}-d (batched) input, "
-            f"got input of shape {tuple(input.shape)}"
+        raise RuntimeError(
+            f"{name}(): expected a {nd + 1}-d (unbatched) or {nd + 2}-d (batched) input, "
+            f"got input of shape {tuple(input.shape)} (weight of shape {tuple(weight.shape)})"
         )
-    stride = ntuple(stride, nd, "stride")
-    dilation = ntuple(dilation, nd, "dilation")
     kernel_size = tuple(weight.shape[2:])
-    pad_lo, pad_hi = _conv_padding(padding, kernel_size, stride, dilation, flip)
+    pad_lo, pad_hi = _conv_padding(padding, kernel_size, stride, dilation, flip, name)
     if flip:
         weight = weight.flip(list(range(2, nd + 2)))
     out = torch.ops.cnn_ops.conv_forward(
-        input, weight, bias, list(stride), pad_lo, pad_hi, list(dilation), int(groups), algorithm
+        input, weight, bias, list(stride), pad_lo, pad_hi, list(dilation), groups, algorithm
     )
     return out.squeeze(0) if unbatched else out
+
+
+_NAMES = {1: "conv1d", 2: "conv2d", 3: "conv3d"}
 
 
 _DOC = """

@@ -39,43 +39,50 @@ def _shape(t) -> Tuple[int, ...]:
 
 
 def _localnd(name, nd, unshared, input, weight, bias, stride, padding, dilation) -> Tensor:
+    # The rules of torch's convolution: a TypeError for arguments of the wrong type, a
+    # RuntimeError for wrong values and shapes.
     if not isinstance(input, Tensor) or not isinstance(weight, Tensor):
-        raise TypeError(f"{name}: input and weight must be tensors")
+        raise TypeError(f"{name}(): input and weight must be tensors, got {type(input).__name__} and "
+                        f"{type(weight).__name__}")
+    if bias is not None and not isinstance(bias, Tensor):
+        raise TypeError(f"{name}(): bias must be a tensor or None, got {type(bias).__name__}")
+    stride = ntuple(stride, nd, "stride", name)
+    dilation = ntuple(dilation, nd, "dilation", name)
+    if not isinstance(padding, str):
+        padding = ntuple(padding, nd, "padding", name)
     grid_name = "output size" if unshared else "tile size"
     if weight.dim() != 2 * nd + 2:
-        raise ValueError(
-            f"{name}: weight must have {2 * nd + 2} dimensions ({nd} {grid_name}, out_channels, in_channels, "
-            f"{nd} kernel sizes), got shape {_shape(weight.shape)}"
+        raise RuntimeError(
+            f"{name}(): weight must have {2 * nd + 2} dimensions ({nd} {grid_name}, out_channels, in_channels, "
+            f"{nd} kernel sizes), got weight of shape {_shape(weight.shape)}"
         )
     unbatched = input.dim() == nd + 1
     if unbatched:
         input = input.unsqueeze(0)
     elif input.dim() != nd + 2:
-        raise ValueError(
-            f"{name}: expected a {nd + 1}-d (unbatched) or {nd + 2}-d (batched) input, "
+        raise RuntimeError(
+            f"{name}(): expected a {nd + 1}-d (unbatched) or {nd + 2}-d (batched) input, "
             f"got input of shape {_shape(input.shape)}"
         )
     grid = _shape(weight.shape[:nd])
     out_channels, in_channels = int(weight.shape[nd]), int(weight.shape[nd + 1])
     kernel_size = _shape(weight.shape[nd + 2 :])
     if not unshared and any(t < 1 for t in grid):
-        raise ValueError(f"{name}: the tile size (weight.shape[:{nd}]) must be at least 1, got weight of shape "
-                         f"{_shape(weight.shape)}")
+        raise RuntimeError(f"{name}(): the tile size (weight.shape[:{nd}]) must be at least 1, got weight of shape "
+                           f"{_shape(weight.shape)}")
     if input.shape[1] != in_channels:
-        raise ValueError(
-            f"{name}: input has {int(input.shape[1])} channels (shape {_shape(input.shape)}) but weight of shape "
+        raise RuntimeError(
+            f"{name}(): input has {int(input.shape[1])} channels (shape {_shape(input.shape)}) but weight of shape "
             f"{_shape(weight.shape)} expects in_channels = {in_channels} (weight.shape[{nd + 1}])"
         )
-    stride = ntuple(stride, nd, "stride")
-    dilation = ntuple(dilation, nd, "dilation")
     for arg, values in (("stride", stride), ("dilation", dilation)):
         if any(v < 1 for v in values):
-            raise ValueError(f"{name}: {arg} must be at least 1, got {values}")
-    pad_lo, pad_hi = _conv_padding(padding, kernel_size, stride, dilation)
+            raise RuntimeError(f"{name}(): {arg} must be at least 1, got {arg}={values}")
+    pad_lo, pad_hi = _conv_padding(padding, kernel_size, stride, dilation, False, name)
     out_size = local_output_size(_shape(input.shape[2:]), kernel_size, stride, pad_lo, pad_hi, dilation)
     if unshared and grid != out_size:
-        raise ValueError(
-            f"{name}: weight of shape {_shape(weight.shape)} has kernels for {grid} output positions, but the "
+        raise RuntimeError(
+            f"{name}(): weight of shape {_shape(weight.shape)} has kernels for {grid} output positions, but the "
             f"output of input {_shape(input.shape)} with kernel {kernel_size}, stride {stride}, padding {padding!r} "
             f"and dilation {dilation} has size {out_size}: weight must have shape "
             f"{(*out_size, out_channels, in_channels, *kernel_size)}"
@@ -83,8 +90,8 @@ def _localnd(name, nd, unshared, input, weight, bias, stride, padding, dilation)
     if bias is not None:
         allowed = [(out_channels,), (out_channels, *out_size)] if unshared else [(out_channels,)]
         if _shape(bias.shape) not in allowed:
-            raise ValueError(f"{name}: bias must have shape {' or '.join(map(str, allowed))}, "
-                             f"got {_shape(bias.shape)}")
+            raise RuntimeError(f"{name}(): bias must have shape {' or '.join(map(str, allowed))} (weight of shape "
+                               f"{_shape(weight.shape)}), got bias of shape {_shape(bias.shape)}")
     out = torch.ops.cnn_ops.local_forward(input, weight, bias, list(stride), pad_lo, pad_hi, list(dilation))
     return out.squeeze(0) if unbatched else out
 
@@ -118,7 +125,7 @@ uses ``weight[{idx}]``.
 Shapes: weight ``({odims}, C_out, C_in, {kdims})`` (output size first), bias ``(C_out,)`` or
 ``(C_out, {odims})`` (per position), output ``(N, C_out, {odims})``. ``stride``, ``padding``
 (int, tuple, ``"valid"``, ``"same"``, ``"full"``) and ``dilation`` as for :func:`conv{nd}d`;
-a weight whose leading sizes differ from the output size raises a ValueError.
+a weight whose leading sizes differ from the output size raises a RuntimeError.
 
 Memory: unlike the unfold + einsum workaround, the unfolded input of all positions and
 samples is never held at once: the kernels unfold one position (all samples) at a time into

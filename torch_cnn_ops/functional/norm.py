@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from .._fx import leaf
+from .._utils import as_int
 
 ops = torch.ops.cnn_ops
 # The overloads themselves: calling them skips the packet's overload resolution, a few
@@ -22,9 +23,12 @@ _batch_norm_update_stats = ops.batch_norm_update_stats.default
 __all__ = ["batch_norm", "instance_norm", "group_norm", "layer_norm"]
 
 
-def _check_tensor(name: str, input) -> None:
+def _check_tensor(name: str, input, python_layer: bool = False) -> None:
+    """A TypeError for an input that is no tensor, as torch's argument parser raises; an
+    AttributeError where torch's Python layer reads a tensor attribute of it first."""
     if not isinstance(input, Tensor):
-        raise TypeError(f"{name}: input must be a tensor, got {type(input).__name__}")
+        error = AttributeError if python_layer else TypeError
+        raise error(f"{name}(): input must be a tensor, got {type(input).__name__}")
 
 
 def _values_per_channel(input: Tensor) -> int:
@@ -54,20 +58,91 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
         >>> rm, rv = torch.zeros(3), torch.ones(3)
         >>> y = batch_norm(x, rm, rv, training=True)   # y.mean((0, 2, 3)) ~ 0, rm moved
     """
-    _check_tensor("batch_norm", input)
+    _check_tensor("batch_norm", input, training)
+    # torch's Python checks, in its order: one value per channel, then eps
+    count = 0
+    if training:
+        if input.dim() == 0:
+            raise IndexError("batch_norm(): input of shape () has no batch dimension: expected an input of shape "
+                             "(N, C, *)")
+        count = _values_per_channel(input)
+        if count == 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.size()}")
+    _check_eps(eps, training)
     if input.dim() < 2:
-        raise ValueError(f"batch_norm: expected an input of shape (N, C, *), got {tuple(input.shape)}")
+        return _batch_norm_without_channels(input, running_mean, running_var, weight, bias, training)
+    return _batch_norm("batch_norm", input, running_mean, running_var, weight, bias, training, momentum, eps, count)
+
+
+def _batch_norm(name, input, running_mean, running_var, weight, bias, training, momentum, eps, count=0) -> Tensor:
+    """Batch norm on our op, after the checks of the caller ``name`` (batch or instance norm)."""
     if momentum is None:
-        raise TypeError("batch_norm: momentum must be a float (BatchNorm modules turn momentum=None into "
-                        "the cumulative average factor)")
-    count = _values_per_channel(input)
-    if training and count == 1:
-        raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.size()}")
-    out, mean, _, var = _batch_norm_forward(input, weight, bias, running_mean, running_var, bool(training),
-                                            float(eps))
+        raise TypeError(f"{name}(): argument 'momentum' must be a float, got None (the norm modules turn "
+                        "momentum=None into the cumulative average factor)")
+    if type(eps) is not float:
+        eps = _as_float(eps, "eps", name)
+    try:
+        out, mean, _, var = _batch_norm_forward(input, weight, bias, running_mean, running_var, bool(training), eps)
+    except RuntimeError:
+        if not input.is_floating_point():
+            raise _not_implemented(name, input) from None
+        raise
     if training and running_mean is not None:
-        _batch_norm_update_stats(running_mean, running_var, mean, var, count, float(momentum))
+        _batch_norm_update_stats(running_mean, running_var, mean, var, count or _values_per_channel(input),
+                                 float(momentum))
     return out
+
+
+def _batch_norm_without_channels(input, running_mean, running_var, weight, bias, training) -> Tensor:
+    """What torch's kernel does with an input of fewer than 2 dimensions: it counts 0 channels,
+    so an empty 1-d input without weight and bias gives an empty output, per-channel tensors
+    of another size are a RuntimeError, missing running statistics in eval too, and reading the
+    channel dimension otherwise an IndexError."""
+    if input.dim() == 1 and input.numel() == 0 and weight is None and bias is None and \
+            all(t is None or t.numel() == 0 for t in (running_mean, running_var)):
+        return input.clone()
+    described = f"input of shape {tuple(input.shape)} (no channel dimension: expected an input of shape (N, C, *))"
+    for arg, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias)):
+        if t is not None and t.numel() != 0:
+            raise RuntimeError(f"batch_norm(): {arg} of shape {tuple(t.shape)} does not match the 0 channels of the "
+                               f"{described}")
+    if not training and (running_mean is None or running_var is None):
+        raise RuntimeError(f"batch_norm(): running_mean and running_var must be given in evaluation mode, got the "
+                           f"{described}")
+    raise IndexError(f"batch_norm(): dimension 1 (channels) is out of range for the {described}")
+
+
+def _check_eps(eps, training: bool) -> None:
+    """torch's ``F.batch_norm`` checks of eps: positive in training, non-negative otherwise (ValueError)."""
+    try:
+        if training and eps <= 0.0:
+            raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+        if eps < 0.0:
+            raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
+    except TypeError:
+        raise TypeError(f"batch_norm(): argument 'eps' must be a float, got {eps!r} of type "
+                        f"{type(eps).__name__}") from None
+
+
+def _not_implemented(name: str, input: Tensor) -> NotImplementedError:
+    """torch's error for an input of a dtype its kernel has no implementation for (integers)."""
+    return NotImplementedError(f"{name}(): not implemented for input of dtype {input.dtype} (input of shape "
+                               f"{tuple(input.shape)}): the input must be float32, float64, float16 or bfloat16")
+
+
+def _same_dtype(input: Tensor, weight: Optional[Tensor], bias: Optional[Tensor]) -> bool:
+    return (weight is None or weight.dtype == input.dtype) and (bias is None or bias.dtype == input.dtype)
+
+
+def _as_float(value, name: str, fn: str) -> float:
+    if type(value) is float:
+        return value
+    if not isinstance(value, (str, bytes)):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    raise TypeError(f"{fn}(): argument '{name}' must be a float, got {value!r} of type {type(value).__name__}")
 
 
 @leaf
@@ -84,23 +159,26 @@ def instance_norm(input: Tensor, running_mean: Optional[Tensor] = None, running_
 
         >>> y = instance_norm(torch.randn(4, 3, 8, 8))   # y[n, c].mean() ~ 0, y[n, c].var() ~ 1
     """
-    _check_tensor("instance_norm", input)
-    if input.dim() < 3:
-        raise ValueError(f"instance_norm: expected an input of shape (N, C, *) with spatial dimensions, "
-                         f"got {tuple(input.shape)}")
+    _check_tensor("instance_norm", input, use_input_stats)
     if use_input_stats:
         spatial = 1
         for s in input.shape[2:]:
             spatial *= s
         if spatial == 1:
             raise ValueError(f"Expected more than 1 spatial element when training, got input size {input.size()}")
+    elif input.dim() < 2:
+        if running_mean is None or running_var is None:
+            raise RuntimeError(f"instance_norm(): expected running_mean and running_var when use_input_stats is "
+                               f"False, got input of shape {tuple(input.shape)} and no running statistics")
+        raise IndexError(f"instance_norm(): input of shape {tuple(input.shape)} has no channel dimension: expected "
+                         f"an input of shape (N, C, *)")
     n, c = input.shape[:2]
     x = input.reshape(1, n * c, *input.shape[2:])
     w = weight.repeat(n) if weight is not None else None
     b = bias.repeat(n) if bias is not None else None
     rm = running_mean.repeat(n) if running_mean is not None else None
     rv = running_var.repeat(n) if running_var is not None else None
-    out = batch_norm.__wrapped__(x, rm, rv, w, b, use_input_stats, momentum, eps)  # x is a tensor: skip the Proxy check
+    out = _batch_norm("instance_norm", x, rm, rv, w, b, use_input_stats, momentum, eps)  # any eps, as torch's
     if running_mean is not None and use_input_stats:
         with torch.no_grad():
             running_mean.copy_(rm.view(n, c).mean(0))
@@ -119,20 +197,36 @@ def group_norm(input: Tensor, num_groups: int, weight: Optional[Tensor] = None, 
 
         >>> y = group_norm(torch.randn(2, 8, 4, 4), 4)   # groups of 2 channels
     """
-    _check_tensor("group_norm", input)
+    _check_tensor("group_norm", input, True)
     if input.dim() < 2:
-        raise RuntimeError(f"group_norm: expected at least 2 dimensions for input tensor but received {input.dim()}")
-    if not isinstance(num_groups, int) or isinstance(num_groups, bool):
-        raise TypeError(f"group_norm: num_groups must be an int, got {num_groups!r}")
-    if num_groups >= 1 and input.shape[1] % num_groups == 0:
-        # torch's check: the input seen as (N * C / G, G, *), counted without its dimension 1
-        size = [input.shape[0] * input.shape[1] // num_groups, num_groups, *input.shape[2:]]
-        prod = size[0]
-        for s in size[2:]:
+        raise RuntimeError(f"group_norm(): expected at least 2 dimensions for input tensor but received "
+                           f"{input.dim()} (input of shape {tuple(input.shape)})")
+    # torch's check, in Python before its kernel: the input seen as (N * C / G, G, *), counted
+    # without its dimension 1, must have more than one value
+    try:
+        size0 = input.shape[0] * input.shape[1] // num_groups
+    except ZeroDivisionError:
+        raise ZeroDivisionError(f"group_norm(): num_groups must not be 0 (the {input.shape[1]} channels of the input "
+                                f"of shape {tuple(input.shape)} are split into num_groups groups)") from None
+    except TypeError:
+        size0 = None
+    if size0 is not None:
+        prod = size0
+        for s in input.shape[2:]:
             prod *= s
         if prod == 1:
-            raise ValueError(f"Expected more than 1 value per channel when training, got input size {size}")
-    return ops.group_norm_forward(input, weight, bias, num_groups, float(eps))[0]
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size "
+                             f"{[size0, num_groups, *input.shape[2:]]}")
+    if type(num_groups) is not int:
+        num_groups = as_int(num_groups, "num_groups", "group_norm")
+    if type(eps) is not float:
+        eps = _as_float(eps, "eps", "group_norm")
+    try:
+        return ops.group_norm_forward(input, weight, bias, num_groups, eps)[0]
+    except RuntimeError:
+        if not input.is_floating_point() and _same_dtype(input, weight, bias):
+            raise _not_implemented("group_norm", input) from None
+        raise  # torch too raises a RuntimeError for parameters of another dtype
 
 
 @leaf
@@ -140,13 +234,26 @@ def layer_norm(input: Tensor, normalized_shape: Union[int, Sequence[int]], weigh
                bias: Optional[Tensor] = None, eps: float = 1e-5) -> Tensor:
     """Layer normalization (Ba et al. 2016) over the trailing dimensions ``normalized_shape``,
     with elementwise ``weight`` and ``bias`` of that shape, as ``torch.nn.functional.layer_norm``.
+    ``normalized_shape`` may also be a bare int, as for ``torch.nn.LayerNorm`` (torch's
+    functional refuses it).
 
     Example::
 
         >>> y = layer_norm(torch.randn(2, 3, 4, 4), (3, 4, 4))   # each sample normalised
     """
     _check_tensor("layer_norm", input)
-    if isinstance(normalized_shape, int):
-        normalized_shape = (normalized_shape,)
-    shape: List[int] = [int(s) for s in normalized_shape]
-    return ops.layer_norm_forward(input, shape, weight, bias, float(eps))[0]
+    if type(normalized_shape) is int:  # as torch.nn.LayerNorm's constructor (F.layer_norm wants a sequence)
+        shape: List[int] = [normalized_shape]
+    elif isinstance(normalized_shape, (list, tuple)):
+        shape = [s if type(s) is int else as_int(s, "normalized_shape", "layer_norm") for s in normalized_shape]
+    else:
+        raise TypeError(f"layer_norm(): argument 'normalized_shape' must be a tuple of ints, got {normalized_shape!r} "
+                        f"of type {type(normalized_shape).__name__}")
+    if type(eps) is not float:
+        eps = _as_float(eps, "eps", "layer_norm")
+    try:
+        return ops.layer_norm_forward(input, shape, weight, bias, eps)[0]
+    except RuntimeError:
+        if not input.is_floating_point() and _same_dtype(input, weight, bias):
+            raise _not_implemented("layer_norm", input) from None
+        raise  # torch too raises a RuntimeError for parameters of another dtype

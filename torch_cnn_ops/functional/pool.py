@@ -5,38 +5,47 @@ Names, arguments and defaults follow ``torch.nn.functional`` (``min_pool*`` and
 ``adaptive_min_pool*`` take the arguments of their max twins). Inputs are batched
 ``(N, C, *spatial)`` or unbatched ``(C, *spatial)``. Indices (``return_indices=True``) are
 flat positions in each input plane, as torch's.
+
+Arguments are read by torch's rules, with torch's exception classes (see ``torch_cnn_ops._utils``):
+sizes are ints (NumPy integers and integer tensors too) or sequences of them, ``ceil_mode``
+and ``count_include_pad`` bools; wrong types are TypeErrors, sequences of the wrong length and
+inputs of the wrong rank RuntimeErrors, and integer inputs of average, lp and adaptive pooling
+NotImplementedErrors, as torch's. Max and min pooling have floating-point kernels only: an
+integer input, which torch's max pooling takes, is a RuntimeError naming the dtype.
 """
 
 from typing import Optional, Sequence, Union
 
 import math
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor
 
 from .._fx import leaf
-from .._utils import IntOrTuple, ntuple
+from .._utils import IntOrTuple, as_bool, as_int, ntuple
 
 ops = torch.ops.cnn_ops
 
 
 def _batched(name: str, nd: int, input: Tensor):
     if not isinstance(input, Tensor):
-        raise TypeError(f"{name}: input must be a tensor, got {type(input).__name__}")
-    if input.dim() == nd + 1:
+        raise TypeError(f"{name}(): argument 'input' must be a tensor, got {type(input).__name__}")
+    dim = input.dim()
+    if dim == nd + 1:
         return input.unsqueeze(0), True
-    if input.dim() != nd + 2:
-        raise ValueError(
-            f"{name}: expected a {nd + 1}-d (unbatched) or {nd + 2}-d (batched) input, "
+    if dim != nd + 2:
+        raise RuntimeError(
+            f"{name}(): expected a {nd + 1}-d (unbatched) or {nd + 2}-d (batched) input, "
             f"got input of shape {tuple(input.shape)}"
         )
     return input, False
 
 
-def _stride(stride, kernel_size, nd):
+def _stride(stride, kernel_size, nd, name=""):
     if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0):
         return kernel_size
-    return ntuple(stride, nd, "stride")
+    return ntuple(stride, nd, "stride", name)
 
 
 def _unbatch(result, unbatched):
@@ -47,12 +56,23 @@ def _unbatch(result, unbatched):
     return result.squeeze(0)
 
 
+def _not_implemented(name: str, input: Tensor) -> NotImplementedError:
+    """torch's error for an integer input of a pooling it has no integer kernel of."""
+    return NotImplementedError(f"{name}(): not implemented for input of dtype {input.dtype} (input of shape "
+                               f"{tuple(input.shape)}): the input must be float32, float64, float16 or bfloat16")
+
+
 def _extreme_pool(name, nd, minimum, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    # torch's argument parser first: a TypeError for what is no int or bool, a RuntimeError for a wrong length
+    kernel_size = ntuple(kernel_size, nd, "kernel_size", name)
+    stride = _stride(stride, kernel_size, nd, name)
+    padding = ntuple(padding, nd, "padding", name)
+    dilation = ntuple(dilation, nd, "dilation", name)
+    if ceil_mode is not False and ceil_mode is not True:
+        as_bool(ceil_mode, "ceil_mode", name)
     x, unbatched = _batched(name, nd, input)
-    kernel_size = ntuple(kernel_size, nd, "kernel_size")
-    stride = _stride(stride, kernel_size, nd)
-    out, indices = ops.max_pool_forward(x, list(kernel_size), list(stride), list(ntuple(padding, nd, "padding")),
-                                        list(ntuple(dilation, nd, "dilation")), bool(ceil_mode), minimum)
+    out, indices = ops.max_pool_forward(x, list(kernel_size), list(stride), list(padding), list(dilation),
+                                        ceil_mode, minimum)
     return _unbatch((out, indices) if return_indices else out, unbatched)
 
 
@@ -102,14 +122,26 @@ def min_pool3d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTup
 
 
 def _avg_pool(name, nd, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    kernel_size = ntuple(kernel_size, nd, "kernel_size", name)
+    stride = _stride(stride, kernel_size, nd, name)
+    padding = ntuple(padding, nd, "padding", name)
+    if ceil_mode is not False and ceil_mode is not True:
+        as_bool(ceil_mode, "ceil_mode", name)
+    if count_include_pad is not True and count_include_pad is not False:
+        as_bool(count_include_pad, "count_include_pad", name)
+    if divisor_override is not None and type(divisor_override) is not int:
+        if isinstance(divisor_override, Tensor) and divisor_override.dim() != 0:  # torch's parser: no 1-d tensor
+            raise TypeError(f"{name}(): argument 'divisor_override' must be an int, got a tensor of shape "
+                            f"{tuple(divisor_override.shape)}")
+        divisor_override = as_int(divisor_override, "divisor_override", name)
     x, unbatched = _batched(name, nd, input)
-    kernel_size = ntuple(kernel_size, nd, "kernel_size")
-    stride = _stride(stride, kernel_size, nd)
-    if divisor_override is not None and (isinstance(divisor_override, bool) or divisor_override <= 0):
-        raise ValueError(f"{name}: divisor_override must be a positive int, got {divisor_override!r}")
-    out = ops.avg_pool_forward(x, list(kernel_size), list(stride), list(ntuple(padding, nd, "padding")),
-                               bool(ceil_mode), bool(count_include_pad),
-                               None if divisor_override is None else int(divisor_override))
+    try:  # a divisor_override of 0 is refused by the op, a negative one divides as torch's does
+        out = ops.avg_pool_forward(x, list(kernel_size), list(stride), list(padding), ceil_mode, count_include_pad,
+                                   divisor_override)
+    except RuntimeError:
+        if not x.is_floating_point():
+            raise _not_implemented(name, x) from None
+        raise
     return _unbatch(out, unbatched)
 
 
@@ -135,14 +167,56 @@ def avg_pool3d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTup
                      divisor_override)
 
 
+def _lp_kernel_size(name, nd, kernel_size):
+    """``kernel_size`` of lp pooling as an nd-tuple, with the errors of torch's ``F.lp_poolNd``,
+    which unpacks it in Python before its avg pooling reads it."""
+    if type(kernel_size) is int:
+        return (kernel_size,) * nd
+    if nd == 1:
+        size = ntuple(kernel_size, 1, "kernel_size", name)
+        if isinstance(kernel_size, (list, tuple)):  # torch multiplies its result by kernel_size
+            raise TypeError(f"{name}(): argument 'kernel_size' must be an int, got {kernel_size!r}")
+        return size
+    if isinstance(kernel_size, Iterable):
+        try:
+            values = tuple(kernel_size)
+        except TypeError:
+            raise TypeError(f"{name}(): argument 'kernel_size' must be an int or a tuple of {nd} ints, got "
+                            f"{kernel_size!r} of type {type(kernel_size).__name__}") from None
+        if len(values) != nd:
+            raise ValueError(f"{name}(): argument 'kernel_size' must be an int or a tuple of {nd} ints, got "
+                             f"{len(values)} values: {kernel_size!r}")
+    return ntuple(kernel_size, nd, "kernel_size", name)
+
+
 def _lp_pool(name, nd, input, norm_type, kernel_size, stride, ceil_mode):
+    kernel_size = _lp_kernel_size(name, nd, kernel_size)
+    if not isinstance(input, Tensor):  # torch's Python layer computes input.pow(norm_type) first
+        raise AttributeError(f"{name}(): argument 'input' must be a tensor, got {type(input).__name__}")
+    try:
+        p = float(norm_type)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}(): argument 'norm_type' must be a number, got {norm_type!r} of type "
+                        f"{type(norm_type).__name__}") from None
+    if p == math.inf or p == -math.inf:  # as torch: the largest or smallest magnitude in each window
+        return _extreme_pool(name, nd, p < 0, input.abs(), kernel_size, stride, 0, 1, ceil_mode, False)
+    stride = _stride(stride, kernel_size, nd, name)
+    if ceil_mode is not False and ceil_mode is not True:
+        as_bool(ceil_mode, "ceil_mode", name)
     x, unbatched = _batched(name, nd, input)
-    norm_type = float(norm_type)
-    if not norm_type > 0:
-        raise ValueError(f"{name}: norm_type must be positive, got {norm_type}")
-    kernel_size = ntuple(kernel_size, nd, "kernel_size")
-    stride = _stride(stride, kernel_size, nd)
-    return _unbatch(ops.lp_pool_forward(x, norm_type, list(kernel_size), list(stride), bool(ceil_mode)), unbatched)
+    if p > 0:
+        try:
+            return _unbatch(ops.lp_pool_forward(x, p, list(kernel_size), list(stride), ceil_mode), unbatched)
+        except RuntimeError:
+            if x.is_floating_point():
+                raise
+    # a norm_type of 0, a negative or NaN one, or an integer input: torch's formula on our average pooling
+    out = _avg_pool(name, nd, x.pow(norm_type), kernel_size, stride, 0, ceil_mode, True, None)
+    if p == 0:
+        raise ZeroDivisionError(f"{name}(): norm_type must not be 0 (the result is the (1 / norm_type)-th power of "
+                                f"the window's sum of x^norm_type), got norm_type={norm_type!r}")
+    out = (torch.sign(out) * torch.relu(torch.abs(out))).mul(math.prod(kernel_size)).pow(1.0 / norm_type)
+    return _unbatch(out, unbatched)
 
 
 @leaf
@@ -169,20 +243,45 @@ def lp_pool3d(input: Tensor, norm_type: Union[int, float], kernel_size: IntOrTup
 # ---- adaptive ---------------------------------------------------------------------------------------
 
 
-def _output_size(name, nd, x, output_size) -> list:
-    if isinstance(output_size, int) or output_size is None:
-        output_size = (output_size,) * nd
-    sizes = list(output_size)
-    if len(sizes) == 1 and nd > 1:
-        sizes = sizes * nd
-    if len(sizes) != nd:
-        raise ValueError(f"{name}: output_size must be an int or a tuple of {nd} entries, got {output_size!r}")
-    return [x.shape[2 + i] if s is None else int(s) for i, s in enumerate(sizes)]
+def _output_size(name, nd, input, output_size) -> list:
+    """``output_size`` as a list of nd sizes, with torch's errors: its argument parser's in 1-d
+    (an int or one int in a sequence), and in 2-d and 3-d first those of its Python layer (a
+    sequence whose Nones take the input's sizes; a TypeError for what has no length, a
+    ValueError for an input of too few dimensions), then the parser's (no repetition of a
+    single entry: a sequence of another length than nd is a RuntimeError)."""
+    if nd > 1 and not isinstance(input, Tensor):  # torch's Python layer reads input.size() first
+        raise AttributeError(f"{name}(): argument 'input' must be a tensor, got {type(input).__name__}")
+    if type(output_size) is int:
+        return [output_size] * nd
+    if nd == 1:
+        return list(ntuple(output_size, 1, "output_size", name))
+    if isinstance(output_size, int):
+        return [as_int(output_size, "output_size", name)] * nd
+    try:
+        n = len(output_size)
+    except TypeError:
+        raise TypeError(f"{name}(): argument 'output_size' must be an int or a tuple of {nd} ints or Nones, got "
+                        f"{output_size!r} of type {type(output_size).__name__}") from None
+    if input.dim() <= n:
+        raise ValueError(f"{name}(): input of shape {tuple(input.shape)} has too few dimensions for output_size "
+                         f"{output_size!r}: expected at least {n + 1}")
+    sizes = [as_int(input.shape[input.dim() - n + i] if v is None else v, "output_size", name)
+             for i, v in enumerate(output_size)]
+    if n != nd:
+        raise RuntimeError(f"{name}(): argument 'output_size' must be an int or a tuple of {nd} ints, got {n} "
+                           f"values: {output_size!r}")
+    return sizes
 
 
 def _adaptive_extreme(name, nd, minimum, input, output_size, return_indices):
+    sizes = _output_size(name, nd, input, output_size)
     x, unbatched = _batched(name, nd, input)
-    out, indices = ops.adaptive_max_pool_forward(x, _output_size(name, nd, x, output_size), minimum)
+    try:
+        out, indices = ops.adaptive_max_pool_forward(x, sizes, minimum)
+    except RuntimeError:
+        if not x.is_floating_point():
+            raise _not_implemented(name, x) from None
+        raise
     return _unbatch((out, indices) if return_indices else out, unbatched)
 
 
@@ -217,8 +316,15 @@ def adaptive_min_pool3d(input: Tensor, output_size, return_indices: bool = False
 
 
 def _adaptive_avg(name, nd, input, output_size):
+    sizes = _output_size(name, nd, input, output_size)
     x, unbatched = _batched(name, nd, input)
-    return _unbatch(ops.adaptive_avg_pool_forward(x, _output_size(name, nd, x, output_size)), unbatched)
+    try:
+        out = ops.adaptive_avg_pool_forward(x, sizes)
+    except RuntimeError:
+        if not x.is_floating_point():
+            raise _not_implemented(name, x) from None
+        raise
+    return _unbatch(out, unbatched)
 
 
 @leaf
@@ -301,9 +407,10 @@ def gaussian_pool2d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[Int
     x, unbatched = _batched("gaussian_pool2d", 2, input)
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not (0 < float(sigma) < math.inf):
         raise ValueError(f"gaussian_pool2d: sigma must be a positive finite number, got {sigma!r}")
-    kernel_size = ntuple(kernel_size, 2, "kernel_size")
-    stride = _stride(stride, kernel_size, 2)
-    out = ops.gaussian_pool_forward(x, list(kernel_size), list(stride), list(ntuple(padding, 2, "padding")),
+    kernel_size = ntuple(kernel_size, 2, "kernel_size", "gaussian_pool2d")
+    stride = _stride(stride, kernel_size, 2, "gaussian_pool2d")
+    out = ops.gaussian_pool_forward(x, list(kernel_size), list(stride),
+                                    list(ntuple(padding, 2, "padding", "gaussian_pool2d")),
                                     float(sigma))
     return _unbatch(out, unbatched)
 
@@ -318,8 +425,8 @@ def stochastic_pool2d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[I
     picks. In eval (``training=False``), the probability-weighted average ``sum(x^2) / sum(x)``
     (0 for an all-zero window)."""
     x, unbatched = _batched("stochastic_pool2d", 2, input)
-    kernel_size = list(ntuple(kernel_size, 2, "kernel_size"))
-    stride = list(_stride(stride, kernel_size, 2))
+    kernel_size = list(ntuple(kernel_size, 2, "kernel_size", "stochastic_pool2d"))
+    stride = list(_stride(stride, kernel_size, 2, "stochastic_pool2d"))
     if not training:
         return _unbatch(ops.stochastic_pool_eval_forward(x, kernel_size, stride), unbatched)
     # out-of-range sizes give an empty draw; the op then reports the bad geometry

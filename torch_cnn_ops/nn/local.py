@@ -43,14 +43,17 @@ class _LocalConvNd(torch.nn.Module):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{type(self).__name__}: {name} must be a positive int, got {value!r}")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = ntuple(kernel_size, nd, "kernel_size")
-        self.stride = ntuple(stride, nd, "stride")
-        self.dilation = ntuple(dilation, nd, "dilation")
+        self.kernel_size = ntuple(kernel_size, nd, "kernel_size", type(self).__name__)
+        self.stride = ntuple(stride, nd, "stride", type(self).__name__)
+        self.dilation = ntuple(dilation, nd, "dilation", type(self).__name__)
         for arg, values in (("kernel_size", self.kernel_size), ("stride", self.stride), ("dilation", self.dilation)):
             if any(v < 1 for v in values):
                 raise ValueError(f"{type(self).__name__}: {arg} must be at least 1, got {values}")
-        self.padding = padding if isinstance(padding, str) else ntuple(padding, nd, "padding")
-        _conv_padding(self.padding, self.kernel_size, self.stride, self.dilation)  # validates it
+        self.padding = padding if isinstance(padding, str) else ntuple(padding, nd, "padding", type(self).__name__)
+        try:  # the checks of torch.nn.Conv2d's constructor: a ValueError for a bad padding string
+            _conv_padding(self.padding, self.kernel_size, self.stride, self.dilation)
+        except RuntimeError as error:
+            raise ValueError(f"{type(self).__name__}: {error}") from None
         self._factory = {"device": device, "dtype": dtype}
 
     def _make_parameters(self, grid: Tuple[int, ...], bias_shape) -> None:
@@ -91,7 +94,7 @@ class _TiledConvNd(_LocalConvNd):
                  bias=True, device=None, dtype=None):
         super().__init__()
         self._init(in_channels, out_channels, kernel_size, stride, padding, dilation, device, dtype)
-        self.tile_size = ntuple(tile_size, self._nd, "tile_size")
+        self.tile_size = ntuple(tile_size, self._nd, "tile_size", type(self).__name__)
         if any(t < 1 for t in self.tile_size):
             raise ValueError(f"{type(self).__name__}: tile_size must be at least 1, got {tile_size!r}")
         self._make_parameters(self.tile_size, (out_channels,) if bias else None)
@@ -110,7 +113,7 @@ class _UnsharedConvNd(_LocalConvNd):
                  bias=True, device=None, dtype=None):
         super().__init__()
         self._init(in_channels, out_channels, kernel_size, stride, padding, dilation, device, dtype)
-        self.input_size = ntuple(input_size, self._nd, "input_size")
+        self.input_size = ntuple(input_size, self._nd, "input_size", type(self).__name__)
         pad_lo, pad_hi = _conv_padding(self.padding, self.kernel_size, self.stride, self.dilation)
         self.output_size = local_output_size(self.input_size, self.kernel_size, self.stride, pad_lo, pad_hi,
                                              self.dilation)
