@@ -22,9 +22,6 @@ raise a RuntimeError that names the dtype), a bare int as ``normalized_shape`` o
 
 import copy
 import re
-import sys
-import types
-import unittest
 import warnings
 
 import numpy as np
@@ -39,15 +36,8 @@ F = tco.F
 
 
 def _torch_testing_db():
-    """op_db and module_db of torch.testing._internal. Its common_utils imports expecttest, a
-    test dependency of PyTorch's own suite that only its TestCase base class needs here; a
-    minimal stand-in is put in its place where expecttest is not installed."""
-    try:
-        import expecttest  # noqa: F401
-    except ImportError:
-        stand_in = types.ModuleType("expecttest")
-        stand_in.TestCase = type("TestCase", (unittest.TestCase,), {})
-        sys.modules["expecttest"] = stand_in
+    """op_db and module_db of torch.testing._internal (which needs expecttest, a test dependency
+    of PyTorch's own suite, installed by the README's test command)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from torch.testing._internal.common_methods_invocations import op_db
