@@ -27,6 +27,7 @@ from torch.fx.proxy import GraphAppendingTracer
 
 import torch_cnn_ops as tco
 from torch_cnn_ops._fx import leaf
+from torch_cnn_ops.nn.norm import _counted_batch_norm
 import torch_cnn_ops.functional.pool as pool_module
 from torch_cnn_ops import grad as G
 from torch_cnn_ops.functional import max_pool2d as imported_max_pool2d
@@ -282,7 +283,7 @@ def _module_cases():
         ("StochasticPool2d", lambda: nn.StochasticPool2d(2), (2, 3, 8, 6), F.stochastic_pool2d),
         ("GroupNorm", lambda: nn.GroupNorm(2, 4), (2, 4, 5, 3), F.group_norm),
         ("LayerNorm", lambda: nn.LayerNorm([5, 3]), (2, 4, 5, 3), F.layer_norm),
-        ("SyncBatchNorm", lambda: nn.SyncBatchNorm(3), (4, 3, 5), F.batch_norm),
+        ("SyncBatchNorm", lambda: nn.SyncBatchNorm(3), (4, 3, 5), _counted_batch_norm),
     ]
     for kind in ("Max", "Min", "Avg", "LP"):
         for nd, shape in ((1, (2, 3, 9)), (2, (2, 3, 8, 7)), (3, (1, 2, 5, 6, 4))):
@@ -296,7 +297,8 @@ def _module_cases():
     for nd, shape in ((1, (4, 3, 5)), (2, (2, 3, 4, 5)), (3, (2, 3, 2, 3, 4))):
         for momentum in (0.1, None):
             c.append((f"BatchNorm{nd}d-momentum-{momentum}",
-                      lambda n=nd, m=momentum: getattr(nn, f"BatchNorm{n}d")(3, momentum=m), shape, F.batch_norm))
+                      lambda n=nd, m=momentum: getattr(nn, f"BatchNorm{n}d")(3, momentum=m), shape,
+                      _counted_batch_norm))
         c.append((f"BatchNorm{nd}d-no-tracking",
                   lambda n=nd: getattr(nn, f"BatchNorm{n}d")(3, track_running_stats=False), shape, F.batch_norm))
         c.append((f"InstanceNorm{nd}d-tracking",
@@ -359,7 +361,7 @@ def test_batch_norm_graph_reads_count_and_updates_in_place():
     theirs = torch.nn.BatchNorm1d(2, momentum=None).double()
     traced = torch.fx.symbolic_trace(ours)
     targets = _call_targets(traced)
-    assert F.batch_norm in targets
+    assert _counted_batch_norm in targets  # training with running statistics: counts, then F.batch_norm
     batches = [_r(5, 2) + i for i in range(4)]
     for x in batches:
         torch.testing.assert_close(traced(x), theirs(x))
@@ -500,7 +502,7 @@ def test_converted_resnet18_traces_and_equals_eager(resnet):
     eager = copy.deepcopy(converted)
     traced = torch.fx.symbolic_trace(converted)
     targets = _call_targets(traced)
-    assert targets.count(F.conv2d) == 20 and targets.count(F.batch_norm) == 20
+    assert targets.count(F.conv2d) == 20 and targets.count(_counted_batch_norm) == 20
     assert F.max_pool2d in targets and F.adaptive_avg_pool2d in targets
     leaf_modules = {type(traced.get_submodule(n.target)) for n in traced.graph.nodes if n.op == "call_module"}
     assert leaf_modules == {torch.nn.ReLU, torch.nn.Linear}

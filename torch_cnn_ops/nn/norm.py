@@ -13,7 +13,7 @@ updates the running statistics and ``num_batches_tracked`` as the module does.
 """
 
 import warnings
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -39,23 +39,24 @@ def _check_input_dim(input: Tensor, dims: Tuple[int, ...]) -> Tensor:
 
 
 @leaf
-def _cumulative_average_factor(num_batches_tracked: Tensor) -> float:
-    """The momentum of a ``momentum=None`` layer for the batch it is about to count,
-    ``1 / (num_batches_tracked + 1)``: the running statistics become the plain average of the
-    batches' (torch's ``1.0 / float(num_batches_tracked)`` after counting). A leaf of fx
-    tracing, so that a traced graph reads the count when it runs."""
-    return 1.0 / float(num_batches_tracked + 1)
-
-
 @leaf
-def _count_batch(output: Tensor, num_batches_tracked: Tensor) -> Tensor:
-    """``output``, after adding 1 to ``num_batches_tracked`` in place. A BatchNorm layer counts
-    a batch once its output exists, so a failed call counts nothing. Passing the output on puts
-    the count after the computation in a traced graph and keeps it from dead-code elimination
-    (``torch.fx.Graph.eliminate_dead_code``, run by feature extractors): the layer's output
-    depends on it."""
+def _counted_batch_norm(input: Tensor, num_batches_tracked: Tensor, running_mean: Tensor, running_var: Tensor,
+                        weight: Optional[Tensor], bias: Optional[Tensor], momentum: Optional[float],
+                        eps: float) -> Tensor:
+    """Training batch norm with running statistics, counting the batch first as torch's layers
+    do (``momentum=None``: the running statistics become the plain average of the batches,
+    ``1 / num_batches_tracked``), and taking the count back when the normalisation fails, so that
+    a failed call changes nothing. Under torch.func transforms, where the buffers are captured,
+    the count is the in-place update that raises, before the statistics move, as in torch's.
+    One fx leaf, so that a traced graph counts and normalises as the module does (and its
+    output keeps the count from dead-code elimination)."""
     num_batches_tracked.add_(1)
-    return output
+    try:
+        factor = 1.0 / float(num_batches_tracked) if momentum is None else momentum
+        return F.batch_norm(input, running_mean, running_var, weight, bias, True, factor, eps)
+    except Exception:
+        num_batches_tracked.sub_(1)
+        raise
 
 
 @leaf
@@ -70,7 +71,8 @@ def _check_sync_batch_norm_input(input: Tensor) -> Tensor:
 
 
 class _BatchNormForward:
-    """The forward of torch's ``_BatchNorm`` on our ops, counting the batch after it succeeded.
+    """The forward of torch's ``_BatchNorm`` on our ops, counting the batch first (as torch's) and
+    taking the count back when the call fails.
 
     It traces with torch.fx: every test on the input runs inside the leaves above or in
     ``F.batch_norm``, and the batch count is read and moved through a Proxy of the buffer, so a
@@ -79,26 +81,26 @@ class _BatchNormForward:
 
     _input_dims: Tuple[int, ...]
 
-    def _batch_norm_args(self, input):
-        """(running_mean, running_var, use batch statistics, momentum factor, the batch count
-        to move after the call or None)."""
-        counts = self.training and self.track_running_stats and self.num_batches_tracked is not None
-        num_batches = traced_attr(self, "num_batches_tracked", input) if counts else None
-        if self.momentum is None:  # cumulative moving average over the batches seen
-            factor = _cumulative_average_factor(num_batches) if counts else 0.0
-        else:
-            factor = self.momentum
+    def _counts(self) -> bool:
+        """Whether this call counts the batch and moves the running statistics."""
+        return self.training and self.track_running_stats and self.num_batches_tracked is not None
+
+    def _plain_batch_norm(self, input: Tensor) -> Tensor:
+        """Batch norm that counts nothing: eval mode, or no running statistics to move."""
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         track = not self.training or self.track_running_stats
-        return (self.running_mean if track else None, self.running_var if track else None, use_batch_stats,
-                factor, num_batches)
+        return F.batch_norm(input, self.running_mean if track else None, self.running_var if track else None,
+                            self.weight, self.bias, use_batch_stats, 0.0 if self.momentum is None else self.momentum,
+                            self.eps)
 
     def forward(self, input: Tensor) -> Tensor:
-        input = _check_input_dim(input, self._input_dims)
-        running_mean, running_var, use_batch_stats, factor, num_batches = self._batch_norm_args(input)
-        out = F.batch_norm(input, running_mean, running_var, self.weight, self.bias, use_batch_stats, factor,
-                           self.eps)
-        return out if num_batches is None else _count_batch(out, num_batches)
+        return self._normalize(_check_input_dim(input, self._input_dims))
+
+    def _normalize(self, input: Tensor) -> Tensor:
+        if not self._counts():
+            return self._plain_batch_norm(input)
+        return _counted_batch_norm(input, traced_attr(self, "num_batches_tracked", input), self.running_mean,
+                                   self.running_var, self.weight, self.bias, self.momentum, self.eps)
 
 
 class BatchNorm1d(_BatchNormForward, torch.nn.BatchNorm1d):
@@ -215,17 +217,25 @@ class SyncBatchNorm(_BatchNormForward, torch.nn.modules.batchnorm._BatchNorm):
 
     def forward(self, input: Tensor) -> Tensor:
         input = _check_sync_batch_norm_input(input)
-        running_mean, running_var, use_batch_stats, factor, num_batches = self._batch_norm_args(input)
         group = self.process_group if self.process_group is not None else (
             dist.group.WORLD if dist.is_available() and dist.is_initialized() else None)
         world_size = dist.get_world_size(group) if group is not None else 1
-        if not (use_batch_stats and self.training and world_size > 1):
-            out = F.batch_norm(input, running_mean, running_var, self.weight, self.bias, use_batch_stats, factor,
-                               self.eps)
-        else:
-            out = _SyncBatchNormFunction.apply(input, self.weight, self.bias, running_mean, running_var, self.eps,
-                                               factor, group, world_size)
-        return out if num_batches is None else _count_batch(out, num_batches)
+        if not (self.training and world_size > 1):
+            return self._normalize(input)
+        # Statistics across processes (not traceable: a process group is no graph value).
+        counts = self._counts()
+        running_mean, running_var = (self.running_mean, self.running_var) if counts else (None, None)
+        if counts:
+            self.num_batches_tracked.add_(1)
+        try:
+            factor = (1.0 / float(self.num_batches_tracked) if counts else 0.0) if self.momentum is None \
+                else self.momentum
+            return _SyncBatchNormFunction.apply(input, self.weight, self.bias, running_mean, running_var, self.eps,
+                                                factor, group, world_size)
+        except Exception:
+            if counts:
+                self.num_batches_tracked.sub_(1)
+            raise
 
     @classmethod
     def convert_sync_batchnorm(cls, module, process_group=None):
