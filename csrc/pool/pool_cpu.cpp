@@ -69,7 +69,7 @@ Tables make_tables(const PoolGeometry& g) {
 }
 
 int64_t grain_for(int64_t plane_elems) {
-  return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(plane_elems, 1));
+  return std::max<int64_t>(1, (int64_t(1) << 12) / std::max<int64_t>(plane_elems, 1));
 }
 
 // ---------------------------------------------------------------------------------------
