@@ -91,3 +91,13 @@ def _ntuple_slow(value, n: int, name: str, fn: str) -> Tuple[int, ...]:
         raise RuntimeError(f"{_where(fn)}argument '{name}' must be an int or a tuple of {n} ints, got "
                            f"{len(values)} values: {value!r}")
     return tuple(values)
+
+
+def check_floating(name: str, input, *params) -> None:
+    """torch's NotImplementedError for an integer input of an op that has only floating-point
+    kernels (ours are float32, float64, float16 and bfloat16). With parameters of another dtype
+    than the input's, torch raises its dtype-mismatch RuntimeError first, which the op gives."""
+    if input.is_floating_point() or any(p is not None and p.dtype != input.dtype for p in params):
+        return
+    raise NotImplementedError(f"{name}(): not implemented for input of dtype {input.dtype} (input of shape "
+                              f"{tuple(input.shape)}): the input must be float32, float64, float16 or bfloat16")

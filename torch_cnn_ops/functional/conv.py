@@ -66,6 +66,16 @@ def conv_padding(
 _conv_padding = conv_padding.__wrapped__
 
 
+def _check_operands(name: str, input, weight, bias) -> None:
+    """torch's TypeError for a convolution's input, weight or bias that is no tensor (shared by
+    tiled and unshared convolution)."""
+    if not isinstance(input, Tensor) or not isinstance(weight, Tensor):
+        raise TypeError(f"{name}(): input and weight must be tensors, got {type(input).__name__} and "
+                        f"{type(weight).__name__}")
+    if bias is not None and not isinstance(bias, Tensor):
+        raise TypeError(f"{name}(): bias must be a tensor or None, got {type(bias).__name__}")
+
+
 def _check_algorithm(algorithm: str) -> None:
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
@@ -75,11 +85,7 @@ def _convnd(nd, input, weight, bias, stride, padding, dilation, groups, flip, al
     name = _NAMES[nd]
     if algorithm not in ALGORITHMS:
         _check_algorithm(algorithm)
-    if not isinstance(input, Tensor) or not isinstance(weight, Tensor):
-        raise TypeError(f"{name}(): input and weight must be tensors, got {type(input).__name__} and "
-                        f"{type(weight).__name__}")
-    if bias is not None and not isinstance(bias, Tensor):
-        raise TypeError(f"{name}(): bias must be a tensor or None, got {type(bias).__name__}")
+    _check_operands(name, input, weight, bias)
     # torch's argument parser first (TypeError for what is no int, RuntimeError for a wrong length) ...
     stride = ntuple(stride, nd, "stride", name)
     dilation = ntuple(dilation, nd, "dilation", name)

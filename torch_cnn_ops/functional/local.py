@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .._fx import leaf
 from .._utils import IntOrTuple, ntuple
-from .conv import _conv_padding
+from .conv import _conv_padding, _check_operands
 
 Padding = Union[str, IntOrTuple]
 
@@ -41,11 +41,7 @@ def _shape(t) -> Tuple[int, ...]:
 def _localnd(name, nd, unshared, input, weight, bias, stride, padding, dilation) -> Tensor:
     # The rules of torch's convolution: a TypeError for arguments of the wrong type, a
     # RuntimeError for wrong values and shapes.
-    if not isinstance(input, Tensor) or not isinstance(weight, Tensor):
-        raise TypeError(f"{name}(): input and weight must be tensors, got {type(input).__name__} and "
-                        f"{type(weight).__name__}")
-    if bias is not None and not isinstance(bias, Tensor):
-        raise TypeError(f"{name}(): bias must be a tensor or None, got {type(bias).__name__}")
+    _check_operands(name, input, weight, bias)
     stride = ntuple(stride, nd, "stride", name)
     dilation = ntuple(dilation, nd, "dilation", name)
     if not isinstance(padding, str):

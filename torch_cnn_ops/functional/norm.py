@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from .._fx import leaf
-from .._utils import as_int
+from .._utils import as_int, check_floating
 
 ops = torch.ops.cnn_ops
 # The overloads themselves: calling them skips the packet's overload resolution, a few
@@ -81,12 +81,8 @@ def _batch_norm(name, input, running_mean, running_var, weight, bias, training, 
                         "momentum=None into the cumulative average factor)")
     if type(eps) is not float:
         eps = _as_float(eps, "eps", name)
-    try:
-        out, mean, _, var = _batch_norm_forward(input, weight, bias, running_mean, running_var, bool(training), eps)
-    except RuntimeError:
-        if not input.is_floating_point():
-            raise _not_implemented(name, input) from None
-        raise
+    check_floating(name, input)
+    out, mean, _, var = _batch_norm_forward(input, weight, bias, running_mean, running_var, bool(training), eps)
     if training and running_mean is not None:
         _batch_norm_update_stats(running_mean, running_var, mean, var, count or _values_per_channel(input),
                                  float(momentum))
@@ -122,16 +118,6 @@ def _check_eps(eps, training: bool) -> None:
     except TypeError:
         raise TypeError(f"batch_norm(): argument 'eps' must be a float, got {eps!r} of type "
                         f"{type(eps).__name__}") from None
-
-
-def _not_implemented(name: str, input: Tensor) -> NotImplementedError:
-    """torch's error for an input of a dtype its kernel has no implementation for (integers)."""
-    return NotImplementedError(f"{name}(): not implemented for input of dtype {input.dtype} (input of shape "
-                               f"{tuple(input.shape)}): the input must be float32, float64, float16 or bfloat16")
-
-
-def _same_dtype(input: Tensor, weight: Optional[Tensor], bias: Optional[Tensor]) -> bool:
-    return (weight is None or weight.dtype == input.dtype) and (bias is None or bias.dtype == input.dtype)
 
 
 def _as_float(value, name: str, fn: str) -> float:
@@ -221,12 +207,8 @@ def group_norm(input: Tensor, num_groups: int, weight: Optional[Tensor] = None, 
         num_groups = as_int(num_groups, "num_groups", "group_norm")
     if type(eps) is not float:
         eps = _as_float(eps, "eps", "group_norm")
-    try:
-        return ops.group_norm_forward(input, weight, bias, num_groups, eps)[0]
-    except RuntimeError:
-        if not input.is_floating_point() and _same_dtype(input, weight, bias):
-            raise _not_implemented("group_norm", input) from None
-        raise  # torch too raises a RuntimeError for parameters of another dtype
+    check_floating("group_norm", input, weight, bias)
+    return ops.group_norm_forward(input, weight, bias, num_groups, eps)[0]
 
 
 @leaf
@@ -251,9 +233,5 @@ def layer_norm(input: Tensor, normalized_shape: Union[int, Sequence[int]], weigh
                         f"of type {type(normalized_shape).__name__}")
     if type(eps) is not float:
         eps = _as_float(eps, "eps", "layer_norm")
-    try:
-        return ops.layer_norm_forward(input, shape, weight, bias, eps)[0]
-    except RuntimeError:
-        if not input.is_floating_point() and _same_dtype(input, weight, bias):
-            raise _not_implemented("layer_norm", input) from None
-        raise  # torch too raises a RuntimeError for parameters of another dtype
+    check_floating("layer_norm", input, weight, bias)
+    return ops.layer_norm_forward(input, shape, weight, bias, eps)[0]

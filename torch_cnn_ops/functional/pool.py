@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .._fx import leaf
-from .._utils import IntOrTuple, as_bool, as_int, ntuple
+from .._utils import IntOrTuple, as_bool, as_int, check_floating, ntuple
 
 ops = torch.ops.cnn_ops
 
@@ -54,12 +54,6 @@ def _unbatch(result, unbatched):
     if isinstance(result, tuple):
         return tuple(r.squeeze(0) for r in result)
     return result.squeeze(0)
-
-
-def _not_implemented(name: str, input: Tensor) -> NotImplementedError:
-    """torch's error for an integer input of a pooling it has no integer kernel of."""
-    return NotImplementedError(f"{name}(): not implemented for input of dtype {input.dtype} (input of shape "
-                               f"{tuple(input.shape)}): the input must be float32, float64, float16 or bfloat16")
 
 
 def _extreme_pool(name, nd, minimum, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
@@ -135,13 +129,10 @@ def _avg_pool(name, nd, input, kernel_size, stride, padding, ceil_mode, count_in
                             f"{tuple(divisor_override.shape)}")
         divisor_override = as_int(divisor_override, "divisor_override", name)
     x, unbatched = _batched(name, nd, input)
-    try:  # a divisor_override of 0 is refused by the op, a negative one divides as torch's does
-        out = ops.avg_pool_forward(x, list(kernel_size), list(stride), list(padding), ceil_mode, count_include_pad,
-                                   divisor_override)
-    except RuntimeError:
-        if not x.is_floating_point():
-            raise _not_implemented(name, x) from None
-        raise
+    check_floating(name, x)
+    # A divisor_override of 0 is refused by the op, a negative one divides as torch's does.
+    out = ops.avg_pool_forward(x, list(kernel_size), list(stride), list(padding), ceil_mode, count_include_pad,
+                               divisor_override)
     return _unbatch(out, unbatched)
 
 
@@ -276,12 +267,8 @@ def _output_size(name, nd, input, output_size) -> list:
 def _adaptive_extreme(name, nd, minimum, input, output_size, return_indices):
     sizes = _output_size(name, nd, input, output_size)
     x, unbatched = _batched(name, nd, input)
-    try:
-        out, indices = ops.adaptive_max_pool_forward(x, sizes, minimum)
-    except RuntimeError:
-        if not x.is_floating_point():
-            raise _not_implemented(name, x) from None
-        raise
+    check_floating(name, x)
+    out, indices = ops.adaptive_max_pool_forward(x, sizes, minimum)
     return _unbatch((out, indices) if return_indices else out, unbatched)
 
 
@@ -318,12 +305,8 @@ def adaptive_min_pool3d(input: Tensor, output_size, return_indices: bool = False
 def _adaptive_avg(name, nd, input, output_size):
     sizes = _output_size(name, nd, input, output_size)
     x, unbatched = _batched(name, nd, input)
-    try:
-        out = ops.adaptive_avg_pool_forward(x, sizes)
-    except RuntimeError:
-        if not x.is_floating_point():
-            raise _not_implemented(name, x) from None
-        raise
+    check_floating(name, x)
+    out = ops.adaptive_avg_pool_forward(x, sizes)
     return _unbatch(out, unbatched)
 
 
