@@ -3,7 +3,7 @@
 // backward ops (double backward), and tangents (forward-mode AD).
 //
 // An op's Autograd kernel records a node the way torch's own operators do (a Node subclass with
-// saved variables, csrc/autograd/generated), not a torch::autograd::Function: torch.func's
+// saved variables, as torch/csrc/autograd/generated), not a torch::autograd::Function: torch.func's
 // transforms (grad, vjp, jacrev, and vmap over them) refuse C++ Functions, and Python
 // registration (torch.library.register_autograd) costs about 35 us per forward and 80 us per
 // backward, more than the kernels of a small layer.
@@ -12,7 +12,7 @@
 // are recorded in turn (double backward, to any order). Nonlinear backward ops (lp and
 // stochastic pooling, the norms) are differentiated as compositions: when a derivative of such
 // an op is wanted, its Autograd kernel computes the same values with differentiable ops instead
-// of its fused kernel (differentiable_call below), so the graph built is torch's own.
+// of its fused kernel (`differentiating` below), so the graph built is torch's own.
 #pragma once
 
 #include <ATen/TensorOperators.h>

@@ -1,11 +1,12 @@
 // The one list of every op in the library: the schemas ("what it is"). Kernels register
-// per dispatch key in their family folder; fake kernels and autograd live in Python
-// (torch_cnn_ops/ops/<family>.py).
+// per dispatch key in their family folder: the device kernels, the autograd
+// (csrc/<family>/<family>_autograd.cpp) and the autocast policy (csrc/autocast.cpp); the fake
+// kernels and batching rules are in Python (torch_cnn_ops/ops/).
 //
 // Spatial arguments (stride, padding, dilation) have one entry per spatial dimension, so
 // the same op serves 1-d, 2-d and 3-d. Padding is split into the leading `padding` and the
 // trailing `padding_end` so that 'same' with an even kernel needs no padded copy.
-// `algorithm` is "direct", "im2col" or "auto".
+// `algorithm` is "direct", "im2col", "shifted" or "auto".
 
 #include <Python.h>
 #include <torch/library.h>
