@@ -416,7 +416,7 @@ def test_module_wrong_input_size():
     (lambda: tco.F.tiled_conv2d(randn(2, 3, 8, 8), randn(2, 2, 4, 3, 3, 3, dtype=torch.float32)), r"same dtype"),
     (lambda: tco.F.tiled_conv2d(randn(2, 3, 8, 8).int(), randn(2, 2, 4, 3, 3, 3).int()), r"must be float32"),
     (lambda: torch.ops.cnn_ops.local_input_backward(randn(2, 4, 6, 6), randn(2, 2, 4, 3, 3, 3), [2, 3, 4, 4],
-                                                    [1, 1], [0, 0], [1, 1]), r"too large for input_size"),
+                                                    [1, 1], [0, 0], [1, 1]), r"too large for an input of size"),
     (lambda: torch.ops.cnn_ops.local_weight_backward(randn(2, 5, 6, 6), randn(2, 3, 8, 8), [2, 2, 4, 3, 3, 3],
                                                      [1, 1], [0, 0], [1, 1]), r"does not match batch 2 and out_channels 4"),
 ], ids=["weight-dims", "input-dims", "tiled-bias", "tiled-position-bias", "unshared-bias", "stride", "padding-str",

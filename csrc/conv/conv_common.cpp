@@ -1,5 +1,7 @@
 #include "conv_common.h"
 
+#include <c10/util/safe_numerics.h>
+
 #include "conv_shifted.h"
 
 #include <c10/util/Exception.h>
@@ -30,6 +32,49 @@ void check_same_kind(const at::Tensor& a, const char* a_name, const at::Tensor& 
               ") and ", b_name, " (", b.scalar_type(), ") must have the same dtype");
   TORCH_CHECK(a.device() == b.device(), op, ": ", a_name, " (", a.device(), ") and ",
               b_name, " (", b.device(), ") must be on the same device");
+}
+
+namespace {
+
+int64_t checked(bool overflowed, int64_t value, const char* op, const char* what) {
+  TORCH_CHECK(!overflowed, op, ": ", what, " overflows int64");
+  return value;
+}
+
+}  // namespace
+
+int64_t forward_extent(const char* op, const ConvGeometry& c, int64_t d, int64_t i, int64_t pad_end,
+                       at::IntArrayRef input_sizes) {
+  int64_t span = 0, padded = 0;
+  checked(c10::mul_overflows(c.dilation[d], c.kernel[d] - 1, &span) || c10::add_overflows(span, int64_t{1}, &span),
+          span, op, "the dilated kernel's extent dilation * (kernel_size - 1) + 1");
+  checked(c10::add_overflows(c.in_size[d], c.pad[d], &padded) || c10::add_overflows(padded, pad_end, &padded),
+          padded, op, "the padded input's length");
+  TORCH_CHECK(padded >= span, op, ": the (dilated) kernel is larger than the padded input in spatial dimension ", i,
+              ": kernel size ", c.kernel[d], " with dilation ", c.dilation[d], " spans ", span,
+              " but the input of shape ", shape_str(input_sizes), " padded by (", c.pad[d], ", ", pad_end,
+              ") is only ", padded, " long");
+  return (padded - span) / c.stride[d] + 1;
+}
+
+void check_backward_extent(const char* op, const ConvGeometry& c, int64_t d, int64_t i,
+                           at::IntArrayRef grad_output_sizes, at::IntArrayRef input_sizes) {
+  const int64_t out = c.out_size[d];
+  int64_t full_pad = 0, reach = 0;
+  checked(c10::mul_overflows(c.dilation[d], c.kernel[d] - 1, &full_pad), full_pad, op,
+          "the dilated kernel's extent");
+  // The last window starts at (out - 1) * stride and spans dilation * (kernel - 1) + 1; with a
+  // trailing pad below stride it must reach the input's last position: out * stride + span > in + pad.
+  const bool overflow = c10::mul_overflows(out, c.stride[d], &reach) || c10::add_overflows(reach, full_pad, &reach);
+  const int64_t max_pad_end = std::max(c.pad[d], full_pad);
+  TORCH_CHECK(c.in_size[d] >= 0 && out >= 1 && (overflow || reach >= c.in_size[d] + c.pad[d]), op,
+              ": grad_output of shape ", shape_str(grad_output_sizes), " is too small in spatial dimension ", i,
+              " for an input of size ", shape_str(input_sizes), ": a convolution with kernel size ", c.kernel[d],
+              ", stride ", c.stride[d], ", padding ", c.pad[d], " and dilation ", c.dilation[d], " gives at least ",
+              (c.in_size[d] + c.pad[d] - full_pad - 1) / c.stride[d] + 1, " outputs");
+  TORCH_CHECK(out <= conv_out_size(c.in_size[d], c.pad[d], max_pad_end, c.kernel[d], c.stride[d], c.dilation[d]),
+              op, ": grad_output of shape ", shape_str(grad_output_sizes), " is too large for an input of size ",
+              shape_str(input_sizes), " with this kernel, stride and padding");
 }
 
 void fill_spatial_args(ConvGeometry& g, at::IntArrayRef stride, at::IntArrayRef padding,
@@ -129,14 +174,7 @@ ConvGeometry forward_geometry(const at::Tensor& input, const at::Tensor& weight,
     TORCH_CHECK(padding_end[i] >= 0, "cnn_ops.conv: padding must be non-negative, got padding_end ",
                 shape_str(padding_end));
     g.in_size[d] = input.size(2 + i);
-    const int64_t padded = g.in_size[d] + g.pad[d] + padding_end[i];
-    const int64_t span = g.dilation[d] * (g.kernel[d] - 1) + 1;
-    TORCH_CHECK(padded >= span, "cnn_ops.conv: the (dilated) kernel is larger than the padded input in spatial dimension ",
-                i, ": kernel size ", g.kernel[d], " with dilation ", g.dilation[d], " spans ", span,
-                " but the input of shape ", shape_str(input.sizes()), " padded by (", g.pad[d], ", ",
-                padding_end[i], ") is only ", padded, " long");
-    g.out_size[d] = conv_out_size(g.in_size[d], g.pad[d], padding_end[i], g.kernel[d], g.stride[d],
-                                  g.dilation[d]);
+    g.out_size[d] = forward_extent("cnn_ops.conv", g, d, i, padding_end[i], input.sizes());
   }
   return g;
 }
@@ -164,14 +202,7 @@ ConvGeometry input_backward_geometry(const at::Tensor& grad_output, const at::Te
     const int64_t d = 3 - nd + i;
     g.in_size[d] = input_size[2 + i];
     g.out_size[d] = grad_output.size(2 + i);
-    // The trailing pad is not passed; it is whatever makes the output size come out. The
-    // kernels only read in-range positions, so this check is about meaning, not safety:
-    // no more outputs than the largest trailing pad any padding mode uses would give.
-    const int64_t max_pad_end = std::max(g.pad[d], g.dilation[d] * (g.kernel[d] - 1));
-    TORCH_CHECK(g.in_size[d] >= 0 && g.out_size[d] <= conv_out_size(g.in_size[d], g.pad[d], max_pad_end,
-                                                                     g.kernel[d], g.stride[d], g.dilation[d]),
-                "cnn_ops.conv_input_backward: grad_output of shape ", shape_str(grad_output.sizes()),
-                " is too large for input_size ", shape_str(input_size), " with this kernel, stride and padding");
+    check_backward_extent("cnn_ops.conv_input_backward", g, d, i, grad_output.sizes(), input_size);
   }
   return g;
 }
@@ -199,6 +230,7 @@ ConvGeometry weight_backward_geometry(const at::Tensor& grad_output, const at::T
     const int64_t d = 3 - nd + i;
     g.in_size[d] = input.size(2 + i);
     g.out_size[d] = grad_output.size(2 + i);
+    check_backward_extent("cnn_ops.conv_weight_backward", g, d, i, grad_output.sizes(), input.sizes());
   }
   return g;
 }

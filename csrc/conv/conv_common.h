@@ -26,6 +26,22 @@ void check_same_kind(const at::Tensor& a, const char* a_name, const at::Tensor& 
                      const char* b_name, const char* op = "cnn_ops.conv");
 // Checks the per-dimension arguments (one entry each per spatial dimension, 1 to 3 of them)
 // and fills g's stride, pad, dilation and groups; 1-d and 2-d map onto the trailing dimensions.
+// The output size along spatial dimension d (the i-th of the input) of a forward convolution
+// of c.in_size[d] positions padded by (c.pad[d], pad_end), for c's kernel, stride and
+// dilation: refused when the dilated kernel is larger than the padded input, with size
+// arithmetic that refuses int64 overflow (torch refuses such sizes too). Convolution and
+// tiled / unshared convolution share it.
+int64_t forward_extent(const char* op, const ConvGeometry& c, int64_t d, int64_t i, int64_t pad_end,
+                       at::IntArrayRef input_sizes);
+
+// The backward ops take grad_output's spatial size as the output size (their trailing pad is
+// implied by it): along dimension d it must be one that a forward convolution of c.in_size[d]
+// positions gives for some trailing pad: at least one output, the last window reaching the
+// input's last position, and no more outputs than the largest trailing pad of any padding mode
+// ('full': dilation * (kernel - 1)) gives.
+void check_backward_extent(const char* op, const ConvGeometry& c, int64_t d, int64_t i,
+                           at::IntArrayRef grad_output_sizes, at::IntArrayRef input_sizes);
+
 void fill_spatial_args(ConvGeometry& g, at::IntArrayRef stride, at::IntArrayRef padding,
                        at::IntArrayRef dilation, int64_t groups, const char* op = "cnn_ops.conv");
 

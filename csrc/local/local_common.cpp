@@ -68,14 +68,7 @@ LocalGeometry local_forward_geometry(const at::Tensor& input, const at::Tensor& 
     TORCH_CHECK(padding_end[i] >= 0, kOp, ": padding must be non-negative, got padding_end ",
                 shape_str(padding_end));
     c.in_size[d] = input.size(2 + i);
-    const int64_t padded = c.in_size[d] + c.pad[d] + padding_end[i];
-    const int64_t span = c.dilation[d] * (c.kernel[d] - 1) + 1;
-    TORCH_CHECK(padded >= span, kOp, ": the (dilated) kernel is larger than the padded input in spatial dimension ",
-                i, ": kernel size ", c.kernel[d], " with dilation ", c.dilation[d], " spans ", span,
-                " but the input of shape ", shape_str(input.sizes()), " padded by (", c.pad[d], ", ",
-                padding_end[i], ") is only ", padded, " long");
-    c.out_size[d] = conv_out_size(c.in_size[d], c.pad[d], padding_end[i], c.kernel[d], c.stride[d],
-                                  c.dilation[d]);
+    c.out_size[d] = forward_extent(kOp, c, d, i, padding_end[i], input.sizes());
   }
   if (bias.has_value() && bias->defined()) {
     check_same_kind(input, "input", *bias, "bias", kOp);
@@ -109,13 +102,7 @@ LocalGeometry local_input_backward_geometry(const at::Tensor& grad_output, const
     const int64_t d = 3 - nd + i;
     c.in_size[d] = input_size[2 + i];
     c.out_size[d] = grad_output.size(2 + i);
-    // As for conv: the trailing pad is implied by the output size; refuse more outputs than
-    // the largest trailing pad of any padding mode would give.
-    const int64_t max_pad_end = std::max(c.pad[d], c.dilation[d] * (c.kernel[d] - 1));
-    TORCH_CHECK(c.in_size[d] >= 0 && c.out_size[d] <= conv_out_size(c.in_size[d], c.pad[d], max_pad_end,
-                                                                     c.kernel[d], c.stride[d], c.dilation[d]),
-                "cnn_ops.local_input_backward: grad_output of shape ", shape_str(grad_output.sizes()),
-                " is too large for input_size ", shape_str(input_size), " with this kernel, stride and padding");
+    check_backward_extent("cnn_ops.local_input_backward", c, d, i, grad_output.sizes(), input_size);
   }
   return g;
 }
@@ -141,6 +128,7 @@ LocalGeometry local_weight_backward_geometry(const at::Tensor& grad_output, cons
     const int64_t d = 3 - nd + i;
     c.in_size[d] = input.size(2 + i);
     c.out_size[d] = grad_output.size(2 + i);
+    check_backward_extent("cnn_ops.local_weight_backward", c, d, i, grad_output.sizes(), input.sizes());
   }
   return g;
 }

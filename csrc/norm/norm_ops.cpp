@@ -14,6 +14,8 @@
 
 #include "norm_ops.h"
 
+#include <ATen/MemoryOverlap.h>
+
 #include <ATen/TensorOperators.h>
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/ops/empty.h>
@@ -410,6 +412,14 @@ void batch_norm_update_stats(const at::Tensor& running_mean, const at::Tensor& r
   check_vector(op, mean, "mean", running_mean, c, "running_mean's size");
   check_vector(op, var, "var", running_mean, c, "running_mean's size");
   TORCH_CHECK(count >= 0, op, ": count must be non-negative, got ", count);
+  // Refused before either is written, so that a failed call moves neither.
+  for (const auto& [t, name] : {std::pair{&running_mean, "running_mean"}, std::pair{&running_var, "running_var"}}) {
+    TORCH_CHECK(at::has_internal_overlap(*t) != at::MemOverlap::Yes, op, ": ", name,
+                " is updated in place, so its elements must not share memory, got a tensor of shape ",
+                t->sizes(), " and strides ", t->strides(), " (an expanded tensor?); clone() it first");
+    TORCH_CHECK(!(at::GradMode::is_enabled() && t->requires_grad()), op, ": ", name,
+                " is updated in place, so it must not require grad (torch's batch_norm refuses that too)");
+  }
   if (count == 0) return;  // an empty batch has no statistics to move towards
   // An unbiased estimate needs two values; with one (count - 1 = 0) torch's formula gives
   // inf or nan, and training batch norm has refused such a batch already.

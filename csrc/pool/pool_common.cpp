@@ -132,8 +132,11 @@ PoolGeometry adaptive_geometry(const char* op, const at::Tensor& input, at::IntA
 PoolGeometry adaptive_backward_geometry(const char* op, const at::Tensor& grad_output,
                                         at::IntArrayRef input_size) {
   check_dtype(op, grad_output, "grad_output");
+  TORCH_CHECK(input_size.size() >= 3 && input_size.size() <= 5, "cnn_ops.", op,
+              ": input_size must have 1, 2 or 3 spatial dimensions after (batch, channels), got ",
+              shape_str(input_size));
   const size_t nd = input_size.size() - 2;
-  TORCH_CHECK(input_size.size() >= 3 && grad_output.dim() == static_cast<int64_t>(input_size.size()) &&
+  TORCH_CHECK(grad_output.dim() == static_cast<int64_t>(input_size.size()) &&
                   grad_output.size(0) == input_size[0] && grad_output.size(1) == input_size[1],
               "cnn_ops.", op, ": grad_output of shape ", shape_str(grad_output.sizes()),
               " does not match input_size ", shape_str(input_size));
@@ -142,9 +145,9 @@ PoolGeometry adaptive_backward_geometry(const char* op, const at::Tensor& grad_o
   g.planes = input_size[0] * input_size[1];
   for (size_t i = 0; i < nd; ++i) {
     const size_t d = 3 - nd + i;
-    TORCH_CHECK(input_size[2 + i] >= 1 && grad_output.size(2 + i) >= 1, "cnn_ops.", op,
-                ": empty spatial size in input_size ", shape_str(input_size), " or grad_output ",
-                shape_str(grad_output.sizes()));
+    // An empty output (output_size 0, as torch allows) has an all-zero gradient.
+    TORCH_CHECK(input_size[2 + i] >= 1, "cnn_ops.", op, ": empty spatial size in input_size ",
+                shape_str(input_size));
     g.in_size[d] = input_size[2 + i];
     g.out_size[d] = grad_output.size(2 + i);
   }

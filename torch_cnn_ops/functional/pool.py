@@ -367,6 +367,11 @@ def channel_max_pool(input: Tensor, pool_size: int, dim: int = 1) -> Tensor:
         raise ValueError(f"channel_max_pool: pool_size must be a positive int, got {pool_size!r}")
     if input.dim() == 0:
         raise ValueError("channel_max_pool: input must have at least one dimension")
+    dim = as_int(dim, "dim", "channel_max_pool")
+    if not -input.dim() <= dim < input.dim():  # torch's rule and class for a dimension argument
+        raise IndexError(f"channel_max_pool: dimension out of range (expected to be in range of "
+                         f"[{-input.dim()}, {input.dim() - 1}], but got {dim}) for an input of shape "
+                         f"{tuple(input.shape)}")
     dim = dim % input.dim()
     channels = input.shape[dim]
     if channels % pool_size != 0:
