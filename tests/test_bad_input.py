@@ -57,6 +57,15 @@ CASES = {
         "F.batch_norm(torch.randn(4, 3), m, v, training=True)",
         "RuntimeError", "running_mean.*must not require grad",
         "torch.equal(m.detach(), torch.zeros(3)) and torch.equal(v, torch.ones(3))"),
+    "batch-norm-meta-weight": (
+        "F.batch_norm(torch.randn(4, 3), None, None, torch.ones(3, device='meta'), None, training=True)",
+        "RuntimeError", "device meta is not on the expected device cpu", None),
+    "group-norm-meta-weight": (
+        "F.group_norm(torch.randn(4, 3, 5), 1, torch.ones(3, device='meta'))",
+        "RuntimeError", "device meta is not on the expected device cpu", None),
+    "layer-norm-meta-bias": (
+        "F.layer_norm(torch.randn(4, 3, 5), (5,), None, torch.ones(5, device='meta'))",
+        "RuntimeError", "device meta is not on the expected device cpu", None),
     "maxout-dim-out-of-range": (
         "F.channel_max_pool(torch.randn(2, 4, 3), 2, dim=4)", "IndexError", "out of range", None),
 }

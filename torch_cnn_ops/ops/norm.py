@@ -15,6 +15,26 @@ import torch
 ops = torch.ops.cnn_ops
 
 
+def _register_fake(name):
+    """torch.library.register_fake for a norm op, with the device rule of its kernels: every
+    tensor on the first one's device. A meta tensor among CPU or CUDA ones sends the call here
+    (the Meta key), where a fake result on the input's device would be uninitialised memory;
+    torch's norms raise this RuntimeError instead."""
+
+    def register(fake):
+        def checked(*args):
+            tensors = [a for a in args if isinstance(a, torch.Tensor)]
+            for t in tensors[1:]:
+                torch._check(t.device == tensors[0].device,
+                             lambda: f"Tensor on device {t.device} is not on the expected device {tensors[0].device}!")
+            return fake(*args)
+
+        torch.library.register_fake(f"cnn_ops::{name}")(checked)
+        return fake
+
+    return register
+
+
 def _compute_dtype(t):
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
@@ -47,50 +67,50 @@ def _param_dtype(input, weight):
 # --- fake kernels ------------------------------------------------------------------------------
 
 
-@torch.library.register_fake("cnn_ops::batch_norm_stats")
+@_register_fake("batch_norm_stats")
 def _batch_norm_stats_fake(input):
     return _channel_vector(input), _channel_vector(input)
 
 
-@torch.library.register_fake("cnn_ops::batch_norm_elemt")
+@_register_fake("batch_norm_elemt")
 def _batch_norm_elemt_fake(input, weight, bias, mean, invstd):
     return _empty_like_layout(input)
 
 
-@torch.library.register_fake("cnn_ops::batch_norm_forward")
+@_register_fake("batch_norm_forward")
 def _batch_norm_forward_fake(input, weight, bias, running_mean, running_var, training, eps):
     torch._check(input.dim() >= 2, lambda: "batch_norm: expected an input of shape (N, C, *)")
     return _empty_like_layout(input), _channel_vector(input), _channel_vector(input), _channel_vector(input)
 
 
-@torch.library.register_fake("cnn_ops::batch_norm_update_stats")
+@_register_fake("batch_norm_update_stats")
 def _batch_norm_update_stats_fake(running_mean, running_var, mean, var, count, momentum):
     return None
 
 
-@torch.library.register_fake("cnn_ops::batch_norm_backward_reduce")
+@_register_fake("batch_norm_backward_reduce")
 def _batch_norm_backward_reduce_fake(grad_output, input, mean):
     return _channel_vector(input), _channel_vector(input)
 
 
-@torch.library.register_fake("cnn_ops::batch_norm_backward_elemt")
+@_register_fake("batch_norm_backward_elemt")
 def _batch_norm_backward_elemt_fake(grad_output, input, mean, invstd, weight, sum_dy, sum_dy_xmu, count):
     return _empty_like_layout(input)
 
 
-@torch.library.register_fake("cnn_ops::batch_norm_backward")
+@_register_fake("batch_norm_backward")
 def _batch_norm_backward_fake(grad_output, input, weight, mean, invstd, training, eps):
     c, dtype = input.shape[1], _param_dtype(input, weight)
     return _empty_like_layout(input), input.new_empty((c,), dtype=dtype), input.new_empty((c,), dtype=dtype)
 
 
-@torch.library.register_fake("cnn_ops::group_norm_forward")
+@_register_fake("group_norm_forward")
 def _group_norm_forward_fake(input, weight, bias, num_groups, eps):
     stats = input.new_empty((input.shape[0], num_groups), dtype=_compute_dtype(input))
     return _empty_like_layout(input), stats, stats.new_empty(stats.shape)
 
 
-@torch.library.register_fake("cnn_ops::group_norm_backward")
+@_register_fake("group_norm_backward")
 def _group_norm_backward_fake(grad_output, input, weight, mean, rstd, num_groups, eps):
     c, dtype = input.shape[1], _param_dtype(input, weight)
     return _empty_like_layout(input), input.new_empty((c,), dtype=dtype), input.new_empty((c,), dtype=dtype)
@@ -103,13 +123,13 @@ def _rows(input, normalized_shape):
     return rows
 
 
-@torch.library.register_fake("cnn_ops::layer_norm_forward")
+@_register_fake("layer_norm_forward")
 def _layer_norm_forward_fake(input, normalized_shape, weight, bias, eps):
     stats = input.new_empty((_rows(input, normalized_shape),), dtype=_compute_dtype(input))
     return input.new_empty(input.shape), stats, stats.new_empty(stats.shape)
 
 
-@torch.library.register_fake("cnn_ops::layer_norm_backward")
+@_register_fake("layer_norm_backward")
 def _layer_norm_backward_fake(grad_output, input, normalized_shape, weight, mean, rstd, eps):
     dtype = _param_dtype(input, weight)
     shape = tuple(normalized_shape)
