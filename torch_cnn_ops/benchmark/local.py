@@ -55,7 +55,8 @@ def _setup_memory():
         return None
 
 
-_LIBC = _setup_memory()
+_LIBC = None  # set up by the first measurement, not at import (mallopt changes the whole process)
+_LIBC_READY = False
 
 
 def _status_kb(field: str) -> int:
@@ -68,6 +69,9 @@ def _status_kb(field: str) -> int:
 
 def peak_extra_bytes(fn: Callable[[], object]) -> Optional[float]:
     """Growth of the peak resident set size during one call of ``fn`` (None where unsupported)."""
+    global _LIBC, _LIBC_READY
+    if not _LIBC_READY:
+        _LIBC, _LIBC_READY = _setup_memory(), True
     if _LIBC is None:
         return None
     gc.collect()
