@@ -141,8 +141,10 @@ def ref_stochastic_pool2d_train(x, kernel_size, stride, seed):
     return windows.gather(2, pick).view(n, c, oh, ow)
 
 
-def _pad_for(nd, padding, kernel, dilation):
-    """(leading, trailing) pads per dimension of an int / tuple / 'valid' / 'same' / 'full' padding."""
+def explicit_pads(nd, padding, kernel, dilation):
+    """(leading, trailing) pads per dimension of an int / tuple / 'valid' / 'same' / 'full' padding
+    (DESIGN.md 3, as conv: 'same' puts the larger half at the end); dilation an int or a tuple."""
+    dilation = (dilation,) * nd if isinstance(dilation, int) else tuple(dilation)
     total = [d * (k - 1) for k, d in zip(kernel, dilation)]
     if padding == "valid":
         return [0] * nd, [0] * nd
@@ -162,7 +164,7 @@ def ref_unshared_conv(x, w, b=None, stride=1, padding=0, dilation=1):
     kernel = tuple(w.shape[nd + 2:])
     stride = (stride,) * nd if isinstance(stride, int) else tuple(stride)
     dilation = (dilation,) * nd if isinstance(dilation, int) else tuple(dilation)
-    lo, hi = _pad_for(nd, padding, kernel, dilation)
+    lo, hi = explicit_pads(nd, padding, kernel, dilation)
     xp = torch.nn.functional.pad(x, [p for i in reversed(range(nd)) for p in (lo[i], hi[i])])
     if nd == 1:
         xp, kernel, stride, dilation = xp.unsqueeze(2), (1, *kernel), (1, *stride), (1, *dilation)
@@ -182,7 +184,7 @@ def ref_tiled_conv(x, w, b=None, stride=1, padding=0, dilation=1):
     kernel = tuple(w.shape[nd + 2:])
     stride_t = (stride,) * nd if isinstance(stride, int) else tuple(stride)
     dilation_t = (dilation,) * nd if isinstance(dilation, int) else tuple(dilation)
-    lo, hi = _pad_for(nd, padding, kernel, dilation_t)
+    lo, hi = explicit_pads(nd, padding, kernel, dilation_t)
     out = [(x.shape[2 + i] + lo[i] + hi[i] - dilation_t[i] * (kernel[i] - 1) - 1) // stride_t[i] + 1
            for i in range(nd)]
     if nd == 1:

@@ -14,7 +14,7 @@ from typing import Any, Tuple
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import LOW_PRECISION_DTYPES, as_reference, assert_close_to_reference, randn
+from conftest import LOW_PRECISION_DTYPES, as_reference, assert_close_to_reference, explicit_pads, randn
 
 import torch_cnn_ops as tco
 from torch_cnn_ops.benchmark.local import peak_extra_bytes, unshared_einsum
@@ -27,20 +27,6 @@ TORCH_CONV = {1: F.conv1d, 2: F.conv2d}
 
 def _tuple(v, nd):
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * nd
-
-
-def explicit_pads(nd, padding, kernel, dilation):
-    """(leading, trailing) pads per dimension for the padding argument (DESIGN.md 3, as conv):
-    'same' puts the larger half at the end."""
-    total = [d * (k - 1) for d, k in zip(_tuple(dilation, nd), kernel)]
-    if padding == "valid":
-        return [0] * nd, [0] * nd
-    if padding == "full":
-        return total, total
-    if padding == "same":
-        return [t // 2 for t in total], [t - t // 2 for t in total]
-    p = list(_tuple(padding, nd))
-    return p, p
 
 
 def output_size(nd, in_size, kernel, stride, padding, dilation):
