@@ -49,7 +49,7 @@ def _from_samples(y, size):
 
 
 def _into_channels(x):
-    """(B, N, C, ...) -> (N, B*C, ...)."""
+    """(B, N, C, ...) -> (N, B*C, ...) (also group statistics (B, N, G) -> (N, B*G))."""
     return x.movedim(0, 1).flatten(1, 2)
 
 
@@ -269,11 +269,6 @@ def _batch_norm_backward(info, in_dims, grad_output, input, weight, mean, invstd
     return (_from_channels(gi, size), gw.unflatten(0, (size, -1)), gb.unflatten(0, (size, -1))), (0, 0, 0)
 
 
-def _groups_into_channels(s):
-    """Group statistics (B, N, G) -> (N, B*G)."""
-    return s.movedim(0, 1).flatten(1, 2)
-
-
 @_rule("cnn_ops::group_norm_forward")
 def _group_norm_forward(info, in_dims, input, weight, bias, num_groups, eps):
     # Groups are consecutive channels, so B members of G groups are B*G groups of (N, B*C).
@@ -281,7 +276,7 @@ def _group_norm_forward(info, in_dims, input, weight, bias, num_groups, eps):
     out, mean, rstd = ops.group_norm_forward(_into_channels(_front(input, in_dims[0], size)),
                                              _per_channel(weight, in_dims[1], size),
                                              _per_channel(bias, in_dims[2], size), num_groups * size, eps)
-    stats = tuple(s.unflatten(1, (size, -1)).movedim(1, 0) for s in (mean, rstd))
+    stats = tuple(_from_channels(s, size) for s in (mean, rstd))  # (N, B*G) -> (B, N, G)
     return (_from_channels(out, size), *stats), (0, 0, 0)
 
 
@@ -290,8 +285,8 @@ def _group_norm_backward(info, in_dims, grad_output, input, weight, mean, rstd, 
     size = info.batch_size
     gi, gw, gb = ops.group_norm_backward(
         _into_channels(_front(grad_output, in_dims[0], size)), _into_channels(_front(input, in_dims[1], size)),
-        _per_channel(weight, in_dims[2], size), _groups_into_channels(_front(mean, in_dims[3], size)),
-        _groups_into_channels(_front(rstd, in_dims[4], size)), num_groups * size, eps)
+        _per_channel(weight, in_dims[2], size), _into_channels(_front(mean, in_dims[3], size)),
+        _into_channels(_front(rstd, in_dims[4], size)), num_groups * size, eps)
     return (_from_channels(gi, size), gw.unflatten(0, (size, -1)), gb.unflatten(0, (size, -1))), (0, 0, 0)
 
 
