@@ -246,38 +246,20 @@ __global__ void __launch_bounds__(kThreads)
 
 #undef TCO_GRID_STRIDE_LOOP
 
-// ---------------------------------------------------------------------------------------
-// Type dispatch: calls launch(Tag<T>{}) with the element type of `dtype`.
-
-template <typename T>
-struct Tag {
-  using type = T;
-};
-
-template <typename F>
-cudaError_t dispatch(DType dtype, F&& launch) {
-  switch (dtype) {
-    case DType::Float: return launch(Tag<float>{});
-    case DType::Double: return launch(Tag<double>{});
-    case DType::Half: return launch(Tag<__half>{});
-    case DType::BFloat16: return launch(Tag<__nv_bfloat16>{});
-  }
-  return cudaErrorInvalidValue;
-}
-
 }  // namespace
+
+// Launchers: each calls its kernel for the element type of `dtype` (dispatch_float_types).
 
 cudaError_t direct_forward(DType dtype, const ConvGeometry& g, const void* input,
                            const void* weight, const void* bias, void* output,
                            cudaStream_t stream) {
   const int64_t total = g.batch * g.out_channels * g.out_plane();
   if (total == 0) return cudaSuccess;
-  return dispatch(dtype, [&](auto tag) {
-    using T = typename decltype(tag)::type;
+  return dispatch_float_types(dtype, [&](auto tag) {
+    using T = decltype(tag);
     direct_forward_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(
         g, static_cast<const T*>(input), static_cast<const T*>(weight),
         static_cast<const T*>(bias), static_cast<T*>(output));
-    return cudaGetLastError();
   });
 }
 
@@ -285,12 +267,11 @@ cudaError_t direct_input_backward(DType dtype, const ConvGeometry& g, const void
                                   const void* weight, void* grad_input, cudaStream_t stream) {
   const int64_t total = g.batch * g.in_channels * g.in_plane();
   if (total == 0) return cudaSuccess;
-  return dispatch(dtype, [&](auto tag) {
-    using T = typename decltype(tag)::type;
+  return dispatch_float_types(dtype, [&](auto tag) {
+    using T = decltype(tag);
     direct_input_backward_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(
         g, static_cast<const T*>(grad_output), static_cast<const T*>(weight),
         static_cast<T*>(grad_input));
-    return cudaGetLastError();
   });
 }
 
@@ -299,12 +280,11 @@ cudaError_t direct_weight_backward(DType dtype, const ConvGeometry& g, const voi
   const int64_t numel = g.out_channels * g.in_per_group() * g.kernel_volume();
   if (numel == 0) return cudaSuccess;
   const auto blocks = static_cast<unsigned>(std::min(numel, kMaxBlocks));
-  return dispatch(dtype, [&](auto tag) {
-    using T = typename decltype(tag)::type;
+  return dispatch_float_types(dtype, [&](auto tag) {
+    using T = decltype(tag);
     direct_weight_backward_kernel<T><<<blocks, kThreads, 0, stream>>>(
         g, static_cast<const T*>(grad_output), static_cast<const T*>(input),
         static_cast<T*>(grad_weight));
-    return cudaGetLastError();
   });
 }
 
@@ -312,12 +292,11 @@ cudaError_t im2col(DType dtype, const ConvGeometry& g, const void* input, void* 
                    cudaStream_t stream) {
   const int64_t total = g.in_channels * g.kernel_volume() * g.batch * g.out_plane();
   if (total == 0) return cudaSuccess;
-  return dispatch(dtype, [&](auto tag) {
-    using T = typename decltype(tag)::type;
+  return dispatch_float_types(dtype, [&](auto tag) {
+    using T = decltype(tag);
     using acc_t = typename Num<T>::acc;
     im2col_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(
         g, static_cast<const T*>(input), static_cast<acc_t*>(col));
-    return cudaGetLastError();
   });
 }
 
@@ -325,12 +304,11 @@ cudaError_t col2im(DType dtype, const ConvGeometry& g, const void* col, void* gr
                    cudaStream_t stream) {
   const int64_t total = g.batch * g.in_channels * g.in_plane();
   if (total == 0) return cudaSuccess;
-  return dispatch(dtype, [&](auto tag) {
-    using T = typename decltype(tag)::type;
+  return dispatch_float_types(dtype, [&](auto tag) {
+    using T = decltype(tag);
     using acc_t = typename Num<T>::acc;
     col2im_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(
         g, static_cast<const acc_t*>(col), static_cast<T*>(grad_input));
-    return cudaGetLastError();
   });
 }
 

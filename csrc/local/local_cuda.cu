@@ -211,28 +211,17 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+}  // namespace
+
 // ---------------------------------------------------------------------------------------
 // Launchers.
-
-template <typename F>
-cudaError_t dispatch(DType dtype, F&& launch) {
-  switch (dtype) {
-    case DType::Float: launch(static_cast<float*>(nullptr)); break;
-    case DType::Double: launch(static_cast<double*>(nullptr)); break;
-    case DType::Half: launch(static_cast<__half*>(nullptr)); break;
-    case DType::BFloat16: launch(static_cast<__nv_bfloat16*>(nullptr)); break;
-  }
-  return cudaGetLastError();
-}
-
-}  // namespace
 
 cudaError_t forward(DType dtype, const LocalGeometry& g, const void* input, const void* weight,
                     const void* bias, bool bias_per_position, void* output, cudaStream_t stream) {
   const int64_t total = g.conv.batch * g.conv.out_channels * g.conv.out_plane();
   if (total == 0) return cudaSuccess;
-  return dispatch(dtype, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
+  return dispatch_float_types(dtype, [&](auto tag) {
+    using T = decltype(tag);
     forward_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(
         g, static_cast<const T*>(input), static_cast<const T*>(weight), static_cast<const T*>(bias),
         bias_per_position, static_cast<T*>(output));
@@ -243,8 +232,8 @@ cudaError_t input_backward(DType dtype, const LocalGeometry& g, const void* grad
                            const void* weight, void* grad_input, cudaStream_t stream) {
   const int64_t total = g.conv.batch * g.conv.in_channels * g.conv.in_plane();
   if (total == 0) return cudaSuccess;
-  return dispatch(dtype, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
+  return dispatch_float_types(dtype, [&](auto tag) {
+    using T = decltype(tag);
     input_backward_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(
         g, static_cast<const T*>(grad_output), static_cast<const T*>(weight), static_cast<T*>(grad_input));
   });
@@ -255,8 +244,8 @@ cudaError_t weight_backward(DType dtype, const LocalGeometry& g, const void* gra
   const int64_t total = g.cells() * g.cell_size();
   if (total == 0) return cudaSuccess;
   const int64_t terms = g.conv.batch * g.positions_per_cell();
-  return dispatch(dtype, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
+  return dispatch_float_types(dtype, [&](auto tag) {
+    using T = decltype(tag);
     const T* gy = static_cast<const T*>(grad_output);
     const T* x = static_cast<const T*>(input);
     T* gw = static_cast<T*>(grad_weight);

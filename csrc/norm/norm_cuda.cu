@@ -546,24 +546,6 @@ struct LayerNormApplyFn {
 // ---------------------------------------------------------------------------------------
 
 template <typename T>
-struct Tag {
-  using type = T;
-};
-
-// Calls f(Tag<T>{}) for the element type of `dtype`; returns the launch status.
-template <typename F>
-cudaError_t dispatch(DType dtype, const F& f) {
-  switch (dtype) {
-    case DType::Float: f(Tag<float>{}); break;
-    case DType::Double: f(Tag<double>{}); break;
-    case DType::Half: f(Tag<__half>{}); break;
-    case DType::BFloat16: f(Tag<__nv_bfloat16>{}); break;
-    default: return cudaErrorInvalidValue;
-  }
-  return cudaGetLastError();
-}
-
-template <typename T>
 using acc_t = typename Num<T>::acc;
 
 }  // namespace
@@ -585,8 +567,8 @@ cudaError_t moments(DType dtype, Layout layout, int64_t R, int64_t L, const void
   const bool planar = layout == Layout::Planar;
   if ((planar ? R : L) <= 0) return cudaSuccess;
   if (!workspace && moments_workspace(layout, R, L) > 0) return cudaErrorInvalidValue;
-  return dispatch(dtype, [&](auto tag) {
-    using T = typename decltype(tag)::type;
+  return dispatch_float_types(dtype, [&](auto tag) {
+    using T = decltype(tag);
     using A = acc_t<T>;
     const MomentsOp<T> op{{}, static_cast<const T*>(x), planar ? L : 1, planar ? L : R, static_cast<A*>(mean),
                           static_cast<A*>(var)};
@@ -601,8 +583,8 @@ cudaError_t moments(DType dtype, Layout layout, int64_t R, int64_t L, const void
 cudaError_t affine(DType dtype, Layout layout, int64_t R, int64_t L, const void* x, const void* scale,
                    const void* shift, void* y, cudaStream_t stream) {
   if (R <= 0 || L <= 0) return cudaSuccess;
-  return dispatch(dtype, [&](auto tag) {
-    using T = typename decltype(tag)::type;
+  return dispatch_float_types(dtype, [&](auto tag) {
+    using T = decltype(tag);
     using A = acc_t<T>;
     const AffineFn<T> f{layout == Layout::Planar, static_cast<const T*>(x), static_cast<const A*>(scale),
                         static_cast<const A*>(shift), static_cast<T*>(y)};
@@ -615,8 +597,8 @@ cudaError_t grad_sums(DType dtype, Layout layout, int64_t R, int64_t L, const vo
   const bool planar = layout == Layout::Planar;
   if ((planar ? R : L) <= 0) return cudaSuccess;
   if (!workspace && grad_sums_workspace(layout, R, L) > 0) return cudaErrorInvalidValue;
-  return dispatch(dtype, [&](auto tag) {
-    using T = typename decltype(tag)::type;
+  return dispatch_float_types(dtype, [&](auto tag) {
+    using T = decltype(tag);
     using A = acc_t<T>;
     const GradSumsOp<T> op{{}, static_cast<const T*>(dy), static_cast<const T*>(x), static_cast<const A*>(mean),
                            static_cast<A*>(sum_dy), static_cast<A*>(sum_dy_xmu)};
@@ -631,8 +613,8 @@ cudaError_t grad_sums(DType dtype, Layout layout, int64_t R, int64_t L, const vo
 cudaError_t linear_grad(DType dtype, Layout layout, int64_t R, int64_t L, const void* dy, const void* x,
                         const void* a, const void* b, const void* c, void* dx, cudaStream_t stream) {
   if (R <= 0 || L <= 0) return cudaSuccess;
-  return dispatch(dtype, [&](auto tag) {
-    using T = typename decltype(tag)::type;
+  return dispatch_float_types(dtype, [&](auto tag) {
+    using T = decltype(tag);
     using A = acc_t<T>;
     const LinearGradFn<T> f{layout == Layout::Planar, static_cast<const T*>(dy), static_cast<const T*>(x),
                             static_cast<const A*>(a), static_cast<const A*>(b), static_cast<const A*>(c),
@@ -647,8 +629,8 @@ cudaError_t layer_norm_forward(DType dtype, int64_t M, int64_t K, const void* x,
   if (M <= 0) return cudaSuccess;
   const PlanarPlan plan = planar_plan(M, K, true);
   if (!workspace && plan.chunks > 1) return cudaErrorInvalidValue;
-  return dispatch(dtype, [&](auto tag) {
-    using T = typename decltype(tag)::type;
+  return dispatch_float_types(dtype, [&](auto tag) {
+    using T = decltype(tag);
     using A = acc_t<T>;
     const LayerNormForwardOp<T> op{{}, static_cast<const T*>(x), K, static_cast<const A*>(weight),
                                    static_cast<const A*>(bias), static_cast<A>(eps), static_cast<T*>(y),
@@ -665,8 +647,8 @@ cudaError_t layer_norm_backward(DType dtype, int64_t M, int64_t K, const void* d
   if (K <= 0) return cudaSuccess;
   const bool column_sums = grad_weight || grad_bias;
   if (column_sums && !workspace && layer_norm_backward_workspace(M, K) > 0) return cudaErrorInvalidValue;
-  return dispatch(dtype, [&](auto tag) {
-    using T = typename decltype(tag)::type;
+  return dispatch_float_types(dtype, [&](auto tag) {
+    using T = decltype(tag);
     using A = acc_t<T>;
     const auto* dy_t = static_cast<const T*>(dy);
     const auto* x_t = static_cast<const T*>(x);

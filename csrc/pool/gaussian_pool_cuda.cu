@@ -77,24 +77,13 @@ __global__ void gaussian_backward_kernel(PoolGeometry g, const typename Num<T>::
   }
 }
 
-template <typename F>
-cudaError_t dispatch(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::Float: f(float{}); break;
-    case DType::Double: f(double{}); break;
-    case DType::Half: f(__half{}); break;
-    case DType::BFloat16: f(__nv_bfloat16{}); break;
-  }
-  return cudaGetLastError();
-}
-
 }  // namespace
 
 cudaError_t gaussian_forward(DType dtype, const PoolGeometry& g, const void* weights, const void* input,
                              void* output, cudaStream_t stream) {
   const int64_t total = g.planes * g.out_plane();
   if (total == 0) return cudaSuccess;
-  return dispatch(dtype, [&](auto tag) {
+  return dispatch_float_types(dtype, [&](auto tag) {
     using T = decltype(tag);
     using A = typename Num<T>::acc;
     gaussian_forward_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(
@@ -106,7 +95,7 @@ cudaError_t gaussian_backward(DType dtype, const PoolGeometry& g, const void* we
                               void* grad_input, cudaStream_t stream) {
   const int64_t total = g.planes * g.in_plane();
   if (total == 0) return cudaSuccess;
-  return dispatch(dtype, [&](auto tag) {
+  return dispatch_float_types(dtype, [&](auto tag) {
     using T = decltype(tag);
     using A = typename Num<T>::acc;
     gaussian_backward_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(

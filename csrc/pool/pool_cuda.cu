@@ -168,24 +168,13 @@ __global__ void sum_gather_kernel(PoolGeometry g, bool lp, typename Num<T>::acc 
   }
 }
 
-template <typename F>
-cudaError_t dispatch(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::Float: f(float{}); break;
-    case DType::Double: f(double{}); break;
-    case DType::Half: f(__half{}); break;
-    case DType::BFloat16: f(__nv_bfloat16{}); break;
-  }
-  return cudaGetLastError();
-}
-
 }  // namespace
 
 cudaError_t extreme_forward(DType dtype, const PoolGeometry& g, bool minimum, const void* input, void* output,
                             int64_t* indices, cudaStream_t stream) {
   const int64_t total = g.planes * g.out_plane();
   if (total == 0) return cudaSuccess;
-  return dispatch(dtype, [&](auto tag) {
+  return dispatch_float_types(dtype, [&](auto tag) {
     using T = decltype(tag);
     if (minimum) {
       extreme_forward_kernel<T, true><<<blocks_for(total), kThreads, 0, stream>>>(
@@ -201,7 +190,7 @@ cudaError_t scatter_add(DType dtype, const PoolGeometry& g, const void* grad_out
                         void* grad_acc, cudaStream_t stream) {
   const int64_t total = g.planes * g.out_plane();
   if (total == 0) return cudaSuccess;
-  return dispatch(dtype, [&](auto tag) {
+  return dispatch_float_types(dtype, [&](auto tag) {
     using T = decltype(tag);
     scatter_add_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(
         g, static_cast<const T*>(grad_output), indices, static_cast<typename Num<T>::acc*>(grad_acc));
@@ -212,7 +201,7 @@ cudaError_t sum_forward(DType dtype, const PoolGeometry& g, bool lp, double norm
                         void* output, cudaStream_t stream) {
   const int64_t total = g.planes * g.out_plane();
   if (total == 0) return cudaSuccess;
-  return dispatch(dtype, [&](auto tag) {
+  return dispatch_float_types(dtype, [&](auto tag) {
     using T = decltype(tag);
     using A = typename Num<T>::acc;
     sum_forward_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(g, lp, A(norm_type),
@@ -225,7 +214,7 @@ cudaError_t sum_backward(DType dtype, const PoolGeometry& g, bool lp, double nor
                          const void* input, void* coef_scratch, void* grad_input, cudaStream_t stream) {
   const int64_t outs = g.planes * g.out_plane(), ins = g.planes * g.in_plane();
   if (ins == 0) return cudaSuccess;
-  return dispatch(dtype, [&](auto tag) {
+  return dispatch_float_types(dtype, [&](auto tag) {
     using T = decltype(tag);
     using A = typename Num<T>::acc;
     A* coef = static_cast<A*>(coef_scratch);

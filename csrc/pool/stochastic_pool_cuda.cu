@@ -124,24 +124,13 @@ __global__ void eval_gather_kernel(PoolGeometry g, const typename Num<T>::acc* _
   }
 }
 
-template <typename F>
-cudaError_t dispatch(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::Float: f(float{}); break;
-    case DType::Double: f(double{}); break;
-    case DType::Half: f(__half{}); break;
-    case DType::BFloat16: f(__nv_bfloat16{}); break;
-  }
-  return cudaGetLastError();
-}
-
 }  // namespace
 
 cudaError_t stochastic_train(DType dtype, const PoolGeometry& g, const void* input, const void* uniform,
                              void* output, int64_t* indices, cudaStream_t stream) {
   const int64_t total = g.planes * g.out_plane();
   if (total == 0) return cudaSuccess;
-  return dispatch(dtype, [&](auto tag) {
+  return dispatch_float_types(dtype, [&](auto tag) {
     using T = decltype(tag);
     train_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(
         g, static_cast<const T*>(input), static_cast<const T*>(uniform), static_cast<T*>(output), indices);
@@ -152,7 +141,7 @@ cudaError_t stochastic_eval(DType dtype, const PoolGeometry& g, const void* inpu
                             cudaStream_t stream) {
   const int64_t total = g.planes * g.out_plane();
   if (total == 0) return cudaSuccess;
-  return dispatch(dtype, [&](auto tag) {
+  return dispatch_float_types(dtype, [&](auto tag) {
     using T = decltype(tag);
     eval_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(g, static_cast<const T*>(input),
                                                                static_cast<T*>(output));
@@ -163,7 +152,7 @@ cudaError_t stochastic_eval_backward(DType dtype, const PoolGeometry& g, const v
                                      void* coef_scratch, void* grad_input, cudaStream_t stream) {
   const int64_t outs = g.planes * g.out_plane(), ins = g.planes * g.in_plane();
   if (ins == 0) return cudaSuccess;
-  return dispatch(dtype, [&](auto tag) {
+  return dispatch_float_types(dtype, [&](auto tag) {
     using T = decltype(tag);
     using A = typename Num<T>::acc;
     A* a = static_cast<A*>(coef_scratch);
