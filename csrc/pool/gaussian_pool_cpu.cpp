@@ -9,24 +9,17 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <vector>
 
 #include "../cpu_vectorize.h"
 #include "gaussian_pool.h"
-#include "pool_common.h"
+#include "pool_cpu.h"
 
 namespace tco {
 namespace {
-
-int64_t grain_for(int64_t plane_elems) {
-  return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(plane_elems, 1));
-}
 
 // acc[o] += c * src[o * step] for o in [lo, hi) (one width tap of one output row).
 template <typename acc_t, typename scalar_t>
@@ -135,43 +128,22 @@ void gaussian_backward(const scalar_t* gout, scalar_t* gin, const PoolGeometry& 
   });
 }
 
-at::Tensor gaussian_pool_forward_cpu(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
-                                     at::IntArrayRef padding, double sigma) {
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  check_sigma("gaussian_pool", sigma);
-  const PoolGeometry g = window_geometry("gaussian_pool", input, kernel_size, stride, padding,
-                                         std::vector<int64_t>(kernel_size.size(), 1), false);
-  const at::Tensor x = input.contiguous();
-  at::Tensor out = at::empty(pool_output_shape(input.size(0), input.size(1), g, kernel_size.size()), x.options());
-  if (g.planes == 0 || g.out_plane() == 0) return out;
-  const std::vector<double> w = gaussian_weights(g, sigma);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "cnn_ops_gaussian_pool_forward", [&] {
-    gaussian_forward<scalar_t>(x.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), g, w);
-  });
-  return out;
-}
-
-at::Tensor gaussian_pool_backward_cpu(const at::Tensor& grad_output, at::IntArrayRef input_size,
-                                      at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
-                                      double sigma) {
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  check_sigma("gaussian_pool_backward", sigma);
-  const PoolGeometry g = window_backward_geometry("gaussian_pool_backward", grad_output, input_size, kernel_size,
-                                                  stride, padding, std::vector<int64_t>(kernel_size.size(), 1), false);
-  const at::Tensor gy = grad_output.contiguous();
-  at::Tensor gin = at::empty(input_size, gy.options());
-  if (g.planes == 0 || g.in_plane() == 0) return gin;
-  const std::vector<double> w = gaussian_weights(g, sigma);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "cnn_ops_gaussian_pool_backward", [&] {
-    gaussian_backward<scalar_t>(gy.const_data_ptr<scalar_t>(), gin.data_ptr<scalar_t>(), g, w);
-  });
-  return gin;
-}
-
 }  // namespace
-}  // namespace tco
 
-TORCH_LIBRARY_IMPL(cnn_ops, CPU, m) {
-  m.impl("gaussian_pool_forward", &tco::gaussian_pool_forward_cpu);
-  m.impl("gaussian_pool_backward", &tco::gaussian_pool_backward_cpu);
+void gaussian_forward_cpu(const at::Tensor& input, const PoolGeometry& g, const std::vector<double>& weights,
+                          const at::Tensor& output) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "cnn_ops_gaussian_pool_forward", [&] {
+    gaussian_forward<scalar_t>(input.const_data_ptr<scalar_t>(), output.mutable_data_ptr<scalar_t>(), g, weights);
+  });
 }
+
+void gaussian_backward_cpu(const at::Tensor& grad_output, const PoolGeometry& g, const std::vector<double>& weights,
+                           const at::Tensor& grad_input) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(),
+                                  "cnn_ops_gaussian_pool_backward", [&] {
+    gaussian_backward<scalar_t>(grad_output.const_data_ptr<scalar_t>(), grad_input.mutable_data_ptr<scalar_t>(), g,
+                                weights);
+  });
+}
+
+}  // namespace tco

@@ -9,7 +9,7 @@
 #include <algorithm>
 
 #include "../cuda_common.cuh"
-#include "gaussian_pool_cuda.h"
+#include "pool_cuda.h"
 #include "pool_geometry.h"
 
 namespace tco::cuda_pool {

@@ -24,11 +24,8 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
@@ -39,7 +36,7 @@
 
 #include "../cpu_vectorize.h"
 #include "kmax_pool.h"
-#include "pool_common.h"
+#include "pool_cpu.h"
 
 namespace tco {
 namespace {
@@ -64,11 +61,6 @@ TCO_VECTORIZE void row_keys(K* __restrict keys, const scalar_t* __restrict src, 
   } else {
     for (int64_t j = 0; j < length; ++j) keys[j] = key_of(src[j * step]);
   }
-}
-
-// Rows of about 32K elements per task.
-int64_t grain_for(int64_t elems_per_row) {
-  return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(elems_per_row, 1));
 }
 
 // torch.topk's own selection of a row, for rows where copies of the threshold must be
@@ -204,46 +196,22 @@ void kmax_backward_kernel(const scalar_t* gout, const int64_t* positions, scalar
   });
 }
 
-std::vector<int64_t> with_size(at::IntArrayRef sizes, int64_t d, int64_t n) {
-  std::vector<int64_t> out(sizes.begin(), sizes.end());
-  out[d] = n;
-  return out;
-}
+}  // namespace
 
-std::tuple<at::Tensor, at::Tensor> kmax_pool_forward_cpu(const at::Tensor& input, int64_t k, int64_t dim) {
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  int64_t d = 0;
-  const KmaxShape s = kmax_forward_shape(input, k, dim, &d);
-  const at::Tensor x = input.contiguous();
-  const auto shape = with_size(x.sizes(), d, k);
-  at::Tensor values = at::empty(shape, x.options());
-  at::Tensor positions = at::empty(shape, x.options().dtype(at::kLong));
-  if (s.rows() == 0) return {values, positions};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "kmax_pool_forward_cpu", [&] {
-    kmax_forward_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), values.mutable_data_ptr<scalar_t>(),
+void kmax_forward_cpu(const at::Tensor& input, const KmaxShape& s, const at::Tensor& values,
+                      const at::Tensor& positions) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "kmax_pool_forward_cpu", [&] {
+    kmax_forward_kernel<scalar_t>(input.const_data_ptr<scalar_t>(), values.mutable_data_ptr<scalar_t>(),
                                   positions.mutable_data_ptr<int64_t>(), s);
   });
-  return {values, positions};
 }
 
-at::Tensor kmax_pool_backward_cpu(const at::Tensor& grad_output, const at::Tensor& indices, int64_t dim,
-                                  at::IntArrayRef input_size) {
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const KmaxShape s = kmax_backward_shape(grad_output, indices, dim, input_size);
-  const at::Tensor gy = grad_output.contiguous(), pos = indices.contiguous();
-  at::Tensor grad_input = at::empty(input_size, gy.options());
-  if (grad_input.numel() == 0) return grad_input;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "kmax_pool_backward_cpu", [&] {
-    kmax_backward_kernel<scalar_t>(gy.const_data_ptr<scalar_t>(), pos.const_data_ptr<int64_t>(),
+void kmax_backward_cpu(const at::Tensor& grad_output, const at::Tensor& positions, const KmaxShape& s,
+                       const at::Tensor& grad_input) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "kmax_pool_backward_cpu", [&] {
+    kmax_backward_kernel<scalar_t>(grad_output.const_data_ptr<scalar_t>(), positions.const_data_ptr<int64_t>(),
                                    grad_input.mutable_data_ptr<scalar_t>(), s);
   });
-  return grad_input;
 }
 
-}  // namespace
 }  // namespace tco
-
-TORCH_LIBRARY_IMPL(cnn_ops, CPU, m) {
-  m.impl("kmax_pool_forward", &tco::kmax_pool_forward_cpu);
-  m.impl("kmax_pool_backward", &tco::kmax_pool_backward_cpu);
-}

@@ -24,7 +24,7 @@
 
 #include "../cuda_common.cuh"
 #include "kmax_pool.h"
-#include "kmax_pool_cuda.h"
+#include "pool_cuda.h"
 
 namespace tco::cuda_pool {
 namespace {

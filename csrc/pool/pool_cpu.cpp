@@ -23,8 +23,6 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -36,6 +34,7 @@
 
 #include "../cpu_vectorize.h"
 #include "pool_common.h"
+#include "pool_cpu.h"
 #include "pool_ops.h"
 
 
@@ -68,9 +67,9 @@ Tables make_tables(const PoolGeometry& g) {
   return t;
 }
 
-int64_t grain_for(int64_t plane_elems) {
-  return std::max<int64_t>(1, (int64_t(1) << 12) / std::max<int64_t>(plane_elems, 1));
-}
+// Work per at::parallel_for task of the window passes: about 4K elements, less than the other
+// passes' 32K because these loops are light per element and small layers gain from two cores.
+constexpr int64_t kTaskElems = int64_t(1) << 12;
 
 // ---------------------------------------------------------------------------------------
 // Row kernels.
@@ -310,7 +309,7 @@ void extreme_forward(const scalar_t* in, scalar_t* out, int64_t* ind, const Pool
   const acc_t init = kMin ? std::numeric_limits<acc_t>::infinity() : -std::numeric_limits<acc_t>::infinity();
   std::vector<idx_t> start_w(oW);
   for (int64_t ow = 0; ow < oW; ++ow) start_w[ow] = static_cast<idx_t>(t.win[2][ow].start);
-  at::parallel_for(0, g.planes, grain_for(in_plane), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.planes, grain_for(in_plane, kTaskElems), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> best(oW);
     std::vector<idx_t> idx(oW);
     for (int64_t plane = begin; plane < end; ++plane) {
@@ -360,7 +359,7 @@ template <typename scalar_t>
 void scatter_backward(const scalar_t* gout, const int64_t* ind, scalar_t* gin, const PoolGeometry& g) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t in_plane = g.in_plane(), out_plane = g.out_plane();
-  at::parallel_for(0, g.planes, grain_for(in_plane), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.planes, grain_for(in_plane, kTaskElems), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> buf(std::is_same_v<acc_t, scalar_t> ? 0 : in_plane);
     for (int64_t plane = begin; plane < end; ++plane) {
       const scalar_t* gy = gout + plane * out_plane;
@@ -431,7 +430,7 @@ void extreme_forward_cl(const scalar_t* in, scalar_t* out, int64_t* ind, const P
   const Tables t = make_tables(g);
   const int64_t N = g.planes / C, HW = g.in_plane(), oH = g.out_size[1], oW = g.out_size[2];
   const acc_t init = kMin ? std::numeric_limits<acc_t>::infinity() : -std::numeric_limits<acc_t>::infinity();
-  at::parallel_for(0, N * oH, grain_for(oW * C * g.kernel_volume()), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, N * oH, grain_for(oW * C * g.kernel_volume(), kTaskElems), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> best(C);
     std::vector<idx_t> idx(C);
     for (int64_t task = begin; task < end; ++task) {
@@ -547,7 +546,7 @@ void sum_forward(const scalar_t* in, scalar_t* out, const PoolGeometry& g, const
   const Tables t = make_tables(g);
   const int64_t oH = g.out_size[1], oW = g.out_size[2];
   const int64_t in_plane = g.in_plane(), out_plane = g.out_plane();
-  at::parallel_for(0, g.planes, grain_for(in_plane), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.planes, grain_for(in_plane, kTaskElems), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> acc(oW);
     for (int64_t plane = begin; plane < end; ++plane) {
       const scalar_t* src = in + plane * in_plane;
@@ -576,7 +575,7 @@ void sum_backward(const scalar_t* gout, const scalar_t* in, scalar_t* gin, const
   const Tables t = make_tables(g);
   const int64_t oH = g.out_size[1], oW = g.out_size[2];
   const int64_t in_plane = g.in_plane(), out_plane = g.out_plane();
-  at::parallel_for(0, g.planes, grain_for(in_plane), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.planes, grain_for(in_plane, kTaskElems), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> buf(std::is_same_v<acc_t, scalar_t> ? 0 : in_plane);
     std::vector<acc_t> sums(oW), coef(oW);
     for (int64_t plane = begin; plane < end; ++plane) {
@@ -638,7 +637,7 @@ void sum_forward_cl(const scalar_t* in, scalar_t* out, const PoolGeometry& g, in
   const Tables t = make_tables(g);
   const int64_t N = g.planes / C, HW = g.in_plane(), oH = g.out_size[1], oW = g.out_size[2];
   const PoolWindow& wd = t.win[0][0];
-  at::parallel_for(0, N * oH, grain_for(oW * C * g.kernel_volume()), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, N * oH, grain_for(oW * C * g.kernel_volume(), kTaskElems), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> acc(C);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / oH, oh = task % oH;
@@ -717,21 +716,15 @@ void with_power(double norm_type, Fn&& fn) {
 #define TCO_POOL_DISPATCH(TYPE, NAME, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
-std::tuple<at::Tensor, at::Tensor> extreme_forward_entry(const at::Tensor& input, const PoolGeometry& g,
-                                                         int64_t nd, bool minimum) {
-  const bool cl = use_channels_last(input);
-  const auto format = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  const at::Tensor x = input.contiguous(format);
-  const auto shape = pool_output_shape(input.size(0), input.size(1), g, nd);
-  at::Tensor out = at::empty(shape, x.options().memory_format(format));
-  at::Tensor ind = at::empty(shape, x.options().dtype(at::kLong).memory_format(format));
-  if (g.planes == 0 || g.out_plane() == 0) return {out, ind};
+void extreme_forward_pass(const at::Tensor& x, const PoolGeometry& g, bool minimum, const at::Tensor& out,
+                          const at::Tensor& ind) {
+  const bool cl = use_channels_last(x);  // the layout the entry chose
   const bool small = g.in_plane() < std::numeric_limits<int32_t>::max();
-  const int64_t C = input.size(1);
+  const int64_t C = x.size(1);
   TCO_POOL_DISPATCH(x.scalar_type(), "cnn_ops_max_pool_forward", [&] {
     const scalar_t* src = x.const_data_ptr<scalar_t>();
-    scalar_t* dst = out.data_ptr<scalar_t>();
-    int64_t* ix = ind.data_ptr<int64_t>();
+    scalar_t* dst = out.mutable_data_ptr<scalar_t>();
+    int64_t* ix = ind.mutable_data_ptr<int64_t>();
     auto run = [&](auto is_min, auto idx_tag) {
       constexpr bool kMin = decltype(is_min)::value;
       using idx_t = decltype(idx_tag);
@@ -749,60 +742,41 @@ std::tuple<at::Tensor, at::Tensor> extreme_forward_entry(const at::Tensor& input
       if (small) run(no{}, int32_t{}); else run(no{}, int64_t{});
     }
   });
-  return {out, ind};
 }
 
-at::Tensor scatter_backward_entry(const at::Tensor& grad_output, const at::Tensor& indices, const PoolGeometry& g,
-                                  at::IntArrayRef input_size) {
-  // The layout of the forward (remembered by the indices) is the layout of the gradient.
-  const bool cl = use_channels_last(indices);
-  const auto format = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  const at::Tensor gy = grad_output.contiguous(format), ix = indices.contiguous(format);
-  at::Tensor gin = at::empty(input_size, gy.options().memory_format(format));
-  if (g.planes == 0 || g.in_plane() == 0) return gin;
+void scatter_backward_pass(const at::Tensor& gy, const at::Tensor& ix, const PoolGeometry& g, const at::Tensor& gin) {
+  const bool cl = use_channels_last(gin);  // the layout the entry chose
   TCO_POOL_DISPATCH(gy.scalar_type(), "cnn_ops_max_pool_backward", [&] {
     if (cl) {
       scatter_backward_cl<scalar_t>(gy.const_data_ptr<scalar_t>(), ix.const_data_ptr<int64_t>(),
-                                    gin.data_ptr<scalar_t>(), g, input_size[1]);
+                                    gin.mutable_data_ptr<scalar_t>(), g, gin.size(1));
     } else {
       scatter_backward<scalar_t>(gy.const_data_ptr<scalar_t>(), ix.const_data_ptr<int64_t>(),
-                                 gin.data_ptr<scalar_t>(), g);
+                                 gin.mutable_data_ptr<scalar_t>(), g);
     }
   });
-  return gin;
 }
 
-at::Tensor sum_forward_entry(const at::Tensor& input, const PoolGeometry& g, int64_t nd, bool lp, double norm_type) {
-  const bool cl = use_channels_last(input);
-  const auto format = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  const at::Tensor x = input.contiguous(format);
-  at::Tensor out = at::empty(pool_output_shape(input.size(0), input.size(1), g, nd), x.options().memory_format(format));
-  if (g.planes == 0 || g.out_plane() == 0) return out;
+void sum_forward_pass(const at::Tensor& x, const PoolGeometry& g, bool lp, double norm_type, const at::Tensor& out) {
+  const bool cl = use_channels_last(x);  // the layout the entry chose
   TCO_POOL_DISPATCH(x.scalar_type(), "cnn_ops_sum_pool_forward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const SumFinish<acc_t> fin{lp, static_cast<acc_t>(norm_type), static_cast<acc_t>(g.kernel_volume())};
     with_power(lp ? norm_type : 1.0, [&](auto pow_kind) {
       constexpr int kPow = decltype(pow_kind)::value;
       if (cl) {
-        sum_forward_cl<kPow, scalar_t>(x.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), g, input.size(1), fin);
+        sum_forward_cl<kPow, scalar_t>(x.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), g, x.size(1),
+                                       fin);
       } else {
-        sum_forward<kPow, scalar_t>(x.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), g, fin);
+        sum_forward<kPow, scalar_t>(x.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), g, fin);
       }
     });
   });
-  return out;
 }
 
-// `layout` decides the memory format of the gradient: the input for lp, grad_output for avg
-// (whose autograd formula passes grad_output in the layout of the forward's input).
-at::Tensor sum_backward_entry(const at::Tensor& grad_output, const at::Tensor* input, const PoolGeometry& g,
-                              at::IntArrayRef input_size, bool lp, double norm_type) {
-  const bool cl = use_channels_last(input ? *input : grad_output);
-  const auto format = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  const at::Tensor gy = grad_output.contiguous(format);
-  const at::Tensor x = input ? input->contiguous(format) : at::Tensor();
-  at::Tensor gin = at::empty(input_size, gy.options().memory_format(format));
-  if (g.planes == 0 || g.in_plane() == 0) return gin;
+void sum_backward_pass(const at::Tensor& gy, const at::Tensor& x, const PoolGeometry& g, bool lp, double norm_type,
+                       const at::Tensor& gin) {
+  const bool cl = use_channels_last(gin);  // the layout the entry chose
   TCO_POOL_DISPATCH(gy.scalar_type(), "cnn_ops_sum_pool_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const SumFinish<acc_t> fin{lp, static_cast<acc_t>(norm_type), static_cast<acc_t>(g.kernel_volume())};
@@ -810,24 +784,34 @@ at::Tensor sum_backward_entry(const at::Tensor& grad_output, const at::Tensor* i
     with_power(lp ? norm_type : 1.0, [&](auto pow_kind) {
       constexpr int kPow = decltype(pow_kind)::value;
       if (cl) {
-        sum_backward_cl<kPow, scalar_t>(gy.const_data_ptr<scalar_t>(), src, gin.data_ptr<scalar_t>(), g,
-                                        input_size[1], fin);
+        sum_backward_cl<kPow, scalar_t>(gy.const_data_ptr<scalar_t>(), src, gin.mutable_data_ptr<scalar_t>(), g,
+                                        gin.size(1), fin);
       } else {
-        sum_backward<kPow, scalar_t>(gy.const_data_ptr<scalar_t>(), src, gin.data_ptr<scalar_t>(), g, fin);
+        sum_backward<kPow, scalar_t>(gy.const_data_ptr<scalar_t>(), src, gin.mutable_data_ptr<scalar_t>(), g, fin);
       }
     });
   });
-  return gin;
 }
 
 }  // namespace
 
 const PoolBackend& cpu_pool_backend() {
-  static const PoolBackend backend{&extreme_forward_entry, &scatter_backward_entry, &sum_forward_entry,
-                                   &sum_backward_entry};
+  static const PoolBackend backend{c10::DeviceType::CPU,
+                                   /*channels_last=*/true,
+                                   &extreme_forward_pass,
+                                   &scatter_backward_pass,
+                                   &sum_forward_pass,
+                                   &sum_backward_pass,
+                                   &kmax_forward_cpu,
+                                   &kmax_backward_cpu,
+                                   &gaussian_forward_cpu,
+                                   &gaussian_backward_cpu,
+                                   &stochastic_train_cpu,
+                                   &stochastic_eval_cpu,
+                                   &stochastic_eval_backward_cpu};
   return backend;
 }
 
 }  // namespace tco
 
-TORCH_LIBRARY_IMPL(cnn_ops, CPU, m) { tco::register_pool_ops<&tco::cpu_pool_backend>(m); }
+TORCH_LIBRARY_IMPL(cnn_ops, CPU, m) { tco::register_pool_ops(m, tco::cpu_pool_backend()); }

@@ -1,89 +1,134 @@
-// The CUDA backend of the window / adaptive pooling ops (pool_ops.h, which holds the ops and
-// their checks for both devices): tensors in, kernel launches of pool_cuda.cu out. Compiled
-// by the host compiler only in CUDA builds; narrow headers keep it quick to build.
+// The CUDA backend of the pool family (pool_ops.h, whose entries check the arguments, set the
+// device and allocate the outputs): tensors in, launches of the kernels in pool_cuda.h out.
+// The kernels work on NCHW-contiguous tensors (channels_last = false: the entries convert).
+// Compiled by the host compiler only in CUDA builds; narrow headers keep it quick to build.
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
+#include <ATen/ops/tensor.h>
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
+#include <c10/util/Exception.h>
 #include <torch/library.h>
 
-#include <tuple>
+#include <limits>
 #include <vector>
 
 #include "../compute_type.h"
 #include "../cuda_glue.h"
-#include "pool_common.h"
 #include "pool_cuda.h"
 #include "pool_ops.h"
 
 namespace tco {
 namespace {
 
-// The kernels work on NCHW-contiguous tensors; results take the layout that the CPU kernels
-// and the fake kernels give (see use_channels_last).
-at::Tensor in_layout(const at::Tensor& t, bool channels_last) {
-  return channels_last ? t.contiguous(at::MemoryFormat::ChannelsLast) : t;
+CudaDType dtype_of(const at::Tensor& t) { return cuda_dtype_of(t.scalar_type(), "cnn_ops pooling"); }
+
+// Scratch in the accumulation type of t (float for the half types).
+at::Tensor scratch(int64_t n, const at::Tensor& t) {
+  return at::empty({n}, t.options().dtype(compute_type(t.scalar_type())));
 }
 
-std::tuple<at::Tensor, at::Tensor> extreme_forward_entry(const at::Tensor& input, const PoolGeometry& g,
-                                                         int64_t nd, bool minimum) {
-  const c10::cuda::CUDAGuard guard(input.device());
-  const at::Tensor x = input.contiguous();
-  const auto shape = pool_output_shape(input.size(0), input.size(1), g, nd);
-  at::Tensor out = at::empty(shape, x.options());
-  at::Tensor ind = at::empty(shape, x.options().dtype(at::kLong));
-  C10_CUDA_CHECK(cuda_pool::extreme_forward(cuda_dtype_of(x.scalar_type()), g, minimum, x.const_data_ptr(),
-                                            out.mutable_data_ptr(), ind.mutable_data_ptr<int64_t>(),
-                                            current_cuda_stream()));
-  const bool cl = use_channels_last(input);
-  return {in_layout(out, cl), in_layout(ind, cl)};
+void extreme_forward(const at::Tensor& x, const PoolGeometry& g, bool minimum, const at::Tensor& out,
+                     const at::Tensor& ind) {
+  C10_CUDA_CHECK(cuda_pool::extreme_forward(dtype_of(x), g, minimum, x.const_data_ptr(), out.mutable_data_ptr(),
+                                            ind.mutable_data_ptr<int64_t>(), current_cuda_stream()));
 }
 
-at::Tensor scatter_backward_entry(const at::Tensor& grad_output, const at::Tensor& indices, const PoolGeometry& g,
-                                  at::IntArrayRef input_size) {
-  const c10::cuda::CUDAGuard guard(grad_output.device());
-  const at::Tensor gy = grad_output.contiguous(), ix = indices.contiguous();
-  at::Tensor acc = at::zeros(input_size, gy.options().dtype(compute_type(gy.scalar_type())));
-  C10_CUDA_CHECK(cuda_pool::scatter_add(cuda_dtype_of(gy.scalar_type()), g, gy.const_data_ptr(),
-                                        ix.const_data_ptr<int64_t>(), acc.mutable_data_ptr(), current_cuda_stream()));
-  return in_layout(acc.scalar_type() == gy.scalar_type() ? acc : acc.to(gy.scalar_type()),
-                   use_channels_last(indices));
+void scatter_backward(const at::Tensor& gy, const at::Tensor& ix, const PoolGeometry& g, const at::Tensor& gin) {
+  // Overlapping windows add to one element atomically, in the accumulation type.
+  const bool direct = compute_type(gy.scalar_type()) == gy.scalar_type();
+  const at::Tensor acc = direct ? gin : at::empty(gin.sizes(), gin.options().dtype(compute_type(gy.scalar_type())));
+  acc.zero_();
+  C10_CUDA_CHECK(cuda_pool::scatter_add(dtype_of(gy), g, gy.const_data_ptr(), ix.const_data_ptr<int64_t>(),
+                                        acc.mutable_data_ptr(), current_cuda_stream()));
+  if (!direct) gin.copy_(acc);
 }
 
-at::Tensor sum_forward_entry(const at::Tensor& input, const PoolGeometry& g, int64_t nd, bool lp, double norm_type) {
-  const c10::cuda::CUDAGuard guard(input.device());
-  const at::Tensor x = input.contiguous();
-  at::Tensor out = at::empty(pool_output_shape(input.size(0), input.size(1), g, nd), x.options());
-  C10_CUDA_CHECK(cuda_pool::sum_forward(cuda_dtype_of(x.scalar_type()), g, lp, norm_type, x.const_data_ptr(),
-                                        out.mutable_data_ptr(), current_cuda_stream()));
-  return in_layout(out, use_channels_last(input));
+void sum_forward(const at::Tensor& x, const PoolGeometry& g, bool lp, double norm_type, const at::Tensor& out) {
+  C10_CUDA_CHECK(cuda_pool::sum_forward(dtype_of(x), g, lp, norm_type, x.const_data_ptr(), out.mutable_data_ptr(),
+                                        current_cuda_stream()));
 }
 
-at::Tensor sum_backward_entry(const at::Tensor& grad_output, const at::Tensor* input, const PoolGeometry& g,
-                              at::IntArrayRef input_size, bool lp, double norm_type) {
-  const c10::cuda::CUDAGuard guard(grad_output.device());
-  const at::Tensor gy = grad_output.contiguous();
-  const at::Tensor x = input ? input->contiguous() : at::Tensor();
-  at::Tensor gin = at::empty(input_size, gy.options());
-  at::Tensor coef = at::empty({g.planes * g.out_plane()}, gy.options().dtype(compute_type(gy.scalar_type())));
-  C10_CUDA_CHECK(cuda_pool::sum_backward(cuda_dtype_of(gy.scalar_type()), g, lp, norm_type, gy.const_data_ptr(),
+void sum_backward(const at::Tensor& gy, const at::Tensor& x, const PoolGeometry& g, bool lp, double norm_type,
+                  const at::Tensor& gin) {
+  at::Tensor coef = scratch(g.planes * g.out_plane(), gy);
+  C10_CUDA_CHECK(cuda_pool::sum_backward(dtype_of(gy), g, lp, norm_type, gy.const_data_ptr(),
                                          x.defined() ? x.const_data_ptr() : nullptr, coef.mutable_data_ptr(),
                                          gin.mutable_data_ptr(), current_cuda_stream()));
-  return in_layout(gin, use_channels_last(input ? *input : grad_output));
 }
 
-}  // namespace
+void kmax_forward(const at::Tensor& x, const KmaxShape& s, const at::Tensor& values, const at::Tensor& positions) {
+  // The block's counters are 32-bit.
+  TORCH_CHECK(s.length < std::numeric_limits<int32_t>::max(), "cnn_ops.kmax_pool (CUDA): the pooled dimension of size ",
+              s.length, " is too long (at most 2^31 - 2 elements)");
+  C10_CUDA_CHECK(cuda_pool::kmax_forward(dtype_of(x), s, x.const_data_ptr(), values.mutable_data_ptr(),
+                                         positions.mutable_data_ptr<int64_t>(), current_cuda_stream()));
+}
 
-// The CUDA backend of the window / adaptive pooling ops (pool_ops.h).
+void kmax_backward(const at::Tensor& gy, const at::Tensor& positions, const KmaxShape& s, const at::Tensor& gin) {
+  gin.zero_();
+  C10_CUDA_CHECK(cuda_pool::kmax_backward(dtype_of(gy), s, gy.const_data_ptr(), positions.const_data_ptr<int64_t>(),
+                                          gin.mutable_data_ptr(), current_cuda_stream()));
+}
+
+// The weight tables on the device, in the accumulation type of `t`.
+at::Tensor device_weights(const std::vector<double>& weights, const at::Tensor& t) {
+  return at::tensor(weights, at::TensorOptions().dtype(at::kDouble))
+      .to(t.device(), compute_type(t.scalar_type()));
+}
+
+void gaussian_forward(const at::Tensor& x, const PoolGeometry& g, const std::vector<double>& weights,
+                      const at::Tensor& out) {
+  const at::Tensor w = device_weights(weights, x);
+  C10_CUDA_CHECK(cuda_pool::gaussian_forward(dtype_of(x), g, w.const_data_ptr(), x.const_data_ptr(),
+                                             out.mutable_data_ptr(), current_cuda_stream()));
+}
+
+void gaussian_backward(const at::Tensor& gy, const PoolGeometry& g, const std::vector<double>& weights,
+                       const at::Tensor& gin) {
+  const at::Tensor w = device_weights(weights, gy);
+  C10_CUDA_CHECK(cuda_pool::gaussian_backward(dtype_of(gy), g, w.const_data_ptr(), gy.const_data_ptr(),
+                                              gin.mutable_data_ptr(), current_cuda_stream()));
+}
+
+void stochastic_train(const at::Tensor& x, const at::Tensor& u, const PoolGeometry& g, const at::Tensor& out,
+                      const at::Tensor& ind) {
+  C10_CUDA_CHECK(cuda_pool::stochastic_train(dtype_of(x), g, x.const_data_ptr(), u.const_data_ptr(),
+                                             out.mutable_data_ptr(), ind.mutable_data_ptr<int64_t>(),
+                                             current_cuda_stream()));
+}
+
+void stochastic_eval(const at::Tensor& x, const PoolGeometry& g, const at::Tensor& out) {
+  C10_CUDA_CHECK(cuda_pool::stochastic_eval(dtype_of(x), g, x.const_data_ptr(), out.mutable_data_ptr(),
+                                            current_cuda_stream()));
+}
+
+void stochastic_eval_backward(const at::Tensor& gy, const at::Tensor& x, const PoolGeometry& g,
+                              const at::Tensor& gin) {
+  at::Tensor coef = scratch(2 * g.planes * g.out_plane(), x);
+  C10_CUDA_CHECK(cuda_pool::stochastic_eval_backward(dtype_of(x), g, gy.const_data_ptr(), x.const_data_ptr(),
+                                                     coef.mutable_data_ptr(), gin.mutable_data_ptr(),
+                                                     current_cuda_stream()));
+}
+
 const PoolBackend& cuda_pool_backend() {
-  static const PoolBackend backend{&extreme_forward_entry, &scatter_backward_entry, &sum_forward_entry,
-                                   &sum_backward_entry};
+  static const PoolBackend backend{c10::DeviceType::CUDA,
+                                   /*channels_last=*/false,
+                                   &extreme_forward,
+                                   &scatter_backward,
+                                   &sum_forward,
+                                   &sum_backward,
+                                   &kmax_forward,
+                                   &kmax_backward,
+                                   &gaussian_forward,
+                                   &gaussian_backward,
+                                   &stochastic_train,
+                                   &stochastic_eval,
+                                   &stochastic_eval_backward};
   return backend;
 }
 
+}  // namespace
 }  // namespace tco
 
-TORCH_LIBRARY_IMPL(cnn_ops, CUDA, m) { tco::register_pool_ops<&tco::cuda_pool_backend>(m); }
+TORCH_LIBRARY_IMPL(cnn_ops, CUDA, m) { tco::register_pool_ops(m, tco::cuda_pool_backend()); }

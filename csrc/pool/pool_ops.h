@@ -1,103 +1,81 @@
-// The window and adaptive pooling ops (max / min, avg, lp), once for every device: argument
-// checks and geometry here (pool_ops.cpp), the passes over the data in a device backend
-// (pool_cpu.cpp, pool_cuda_ops.cpp). Each device registers the ops for its dispatch key with
-// register_pool_ops<its backend>().
+// The ops of the pool family, once for every device. pool_ops.cpp holds each op's entry: the
+// argument checks and geometry (pool_common.cpp), the device guard, the memory layout, the
+// output allocation and the shortcut for empty outputs. A device backend holds only the passes
+// over the data (pool_cpu.cpp with the k-max, Gaussian and stochastic CPU files; pool_cuda_ops.cpp),
+// each filling outputs that the entry allocated; each device registers the ops for its dispatch
+// key with register_pool_ops(m, its backend).
+//
+// Adding a pooling op: its schema (csrc/registration.cpp), its entry and one line of
+// register_pool_ops (pool_ops.cpp), a pass in each backend (a slot below), its derivative
+// (pool_autograd.cpp), its fake kernel (torch_cnn_ops/ops/pool.py) and its public function
+// and module (torch_cnn_ops/functional/pool.py, torch_cnn_ops/nn/pool.py).
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <c10/util/ArrayRef.h>
+#include <c10/core/DeviceType.h>
 #include <torch/library.h>
 
-#include <optional>
-#include <tuple>
+#include <vector>
 
-#include "pool_common.h"
+#include "kmax_pool.h"
+#include "pool_geometry.h"
 
 namespace tco {
 
-using Tensor2 = std::tuple<at::Tensor, at::Tensor>;
-
+// The passes of one device. Inputs come contiguous (4-d ones channels_last where the entry
+// chose that layout, see channels_last below); outputs are allocated by the entry, in the
+// inputs' layout, and are not empty. A pass may allocate scratch of its own.
 struct PoolBackend {
-  // Max (or min) pooling over the windows of g: values and flat input-plane indices, in the
-  // layout use_channels_last(input) chooses. nd: spatial dimensions of input.
-  Tensor2 (*extreme_forward)(const at::Tensor& input, const PoolGeometry& g, int64_t nd, bool minimum);
-  // grad_output scattered to the indices (input_size: the forward input's shape), in the
-  // layout of the indices.
-  at::Tensor (*scatter_backward)(const at::Tensor& grad_output, const at::Tensor& indices, const PoolGeometry& g,
-                                 at::IntArrayRef input_size);
+  c10::DeviceType device;
+  // Whether the window passes (extreme, scatter, sum) read and write a 4-d channels_last
+  // tensor in that layout. If not, they get NCHW tensors and the entry converts the results
+  // to the layout the op promises (use_channels_last in pool_common.h).
+  bool channels_last;
+
+  // Max (or min) over each window of g (regular or adaptive): values and flat input-plane
+  // indices (int64).
+  void (*extreme_forward)(const at::Tensor& input, const PoolGeometry& g, bool minimum, const at::Tensor& output,
+                          const at::Tensor& indices);
+  // grad_output scattered to the indices; every element of grad_input is written.
+  void (*scatter_backward)(const at::Tensor& grad_output, const at::Tensor& indices, const PoolGeometry& g,
+                           const at::Tensor& grad_input);
   // Window sums divided by g's divisor (avg), or the lp norm of the window (lp: x^p summed,
   // then the 1/p power) with p = norm_type.
-  at::Tensor (*sum_forward)(const at::Tensor& input, const PoolGeometry& g, int64_t nd, bool lp, double norm_type);
-  // Their gradient; input is null for avg (lp needs it).
-  at::Tensor (*sum_backward)(const at::Tensor& grad_output, const at::Tensor* input, const PoolGeometry& g,
-                             at::IntArrayRef input_size, bool lp, double norm_type);
+  void (*sum_forward)(const at::Tensor& input, const PoolGeometry& g, bool lp, double norm_type,
+                      const at::Tensor& output);
+  // Their gradient; input is undefined for avg (lp needs it).
+  void (*sum_backward)(const at::Tensor& grad_output, const at::Tensor& input, const PoolGeometry& g, bool lp,
+                       double norm_type, const at::Tensor& grad_input);
+
+  // k-max pooling on (outer, length, inner) rows (KmaxShape): the k largest values of each row
+  // in their order along it, and their positions (int64).
+  void (*kmax_forward)(const at::Tensor& input, const KmaxShape& s, const at::Tensor& values,
+                       const at::Tensor& positions);
+  // grad_output written at the positions, zero elsewhere (every element of grad_input written).
+  void (*kmax_backward)(const at::Tensor& grad_output, const at::Tensor& positions, const KmaxShape& s,
+                        const at::Tensor& grad_input);
+
+  // Gaussian pooling with the weight tables of gaussian_weights (gaussian_pool.h), and its
+  // transpose.
+  void (*gaussian_forward)(const at::Tensor& input, const PoolGeometry& g, const std::vector<double>& weights,
+                           const at::Tensor& output);
+  void (*gaussian_backward)(const at::Tensor& grad_output, const PoolGeometry& g, const std::vector<double>& weights,
+                            const at::Tensor& grad_input);
+
+  // Stochastic pooling: training picks (values and flat indices) from uniform numbers of the
+  // output's shape; eval's sum(x^2) / sum(x) per window, and its gradient.
+  void (*stochastic_train)(const at::Tensor& input, const at::Tensor& uniform, const PoolGeometry& g,
+                           const at::Tensor& output, const at::Tensor& indices);
+  void (*stochastic_eval)(const at::Tensor& input, const PoolGeometry& g, const at::Tensor& output);
+  void (*stochastic_eval_backward)(const at::Tensor& grad_output, const at::Tensor& input, const PoolGeometry& g,
+                                   const at::Tensor& grad_input);
 };
 
 // The CPU backend (pool_cpu.cpp).
 const PoolBackend& cpu_pool_backend();
 
-Tensor2 max_pool_forward(const PoolBackend& be, const at::Tensor& input, at::IntArrayRef kernel_size,
-                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode,
-                         bool minimum);
-Tensor2 adaptive_max_pool_forward(const PoolBackend& be, const at::Tensor& input, at::IntArrayRef output_size,
-                                  bool minimum);
-at::Tensor max_pool_backward(const PoolBackend& be, const at::Tensor& grad_output, const at::Tensor& indices,
-                             at::IntArrayRef input_size);
-at::Tensor avg_pool_forward(const PoolBackend& be, const at::Tensor& input, at::IntArrayRef kernel_size,
-                            at::IntArrayRef stride, at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
-                            std::optional<int64_t> divisor_override);
-at::Tensor avg_pool_backward(const PoolBackend& be, const at::Tensor& grad_output, at::IntArrayRef input_size,
-                             at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
-                             bool ceil_mode, bool count_include_pad, std::optional<int64_t> divisor_override);
-at::Tensor adaptive_avg_pool_forward(const PoolBackend& be, const at::Tensor& input, at::IntArrayRef output_size);
-at::Tensor adaptive_avg_pool_backward(const PoolBackend& be, const at::Tensor& grad_output,
-                                      at::IntArrayRef input_size);
-at::Tensor lp_pool_forward(const PoolBackend& be, const at::Tensor& input, double norm_type,
-                           at::IntArrayRef kernel_size, at::IntArrayRef stride, bool ceil_mode);
-at::Tensor lp_pool_backward(const PoolBackend& be, const at::Tensor& grad_output, const at::Tensor& input,
-                            double norm_type, at::IntArrayRef kernel_size, at::IntArrayRef stride, bool ceil_mode);
-
-// Registers those ops for the library block `m` (one dispatch key) with the backend that
-// `backend()` returns.
-template <const PoolBackend& (*backend)()>
-void register_pool_ops(torch::Library& m) {
-  using IntArrayRef = at::IntArrayRef;
-  m.impl("max_pool_forward", [](const at::Tensor& input, IntArrayRef kernel_size, IntArrayRef stride,
-                                IntArrayRef padding, IntArrayRef dilation, bool ceil_mode, bool minimum) {
-    return max_pool_forward(backend(), input, kernel_size, stride, padding, dilation, ceil_mode, minimum);
-  });
-  m.impl("adaptive_max_pool_forward", [](const at::Tensor& input, IntArrayRef output_size, bool minimum) {
-    return adaptive_max_pool_forward(backend(), input, output_size, minimum);
-  });
-  m.impl("max_pool_backward", [](const at::Tensor& grad_output, const at::Tensor& indices, IntArrayRef input_size) {
-    return max_pool_backward(backend(), grad_output, indices, input_size);
-  });
-  m.impl("avg_pool_forward", [](const at::Tensor& input, IntArrayRef kernel_size, IntArrayRef stride,
-                                IntArrayRef padding, bool ceil_mode, bool count_include_pad,
-                                std::optional<int64_t> divisor_override) {
-    return avg_pool_forward(backend(), input, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                            divisor_override);
-  });
-  m.impl("avg_pool_backward", [](const at::Tensor& grad_output, IntArrayRef input_size, IntArrayRef kernel_size,
-                                 IntArrayRef stride, IntArrayRef padding, bool ceil_mode, bool count_include_pad,
-                                 std::optional<int64_t> divisor_override) {
-    return avg_pool_backward(backend(), grad_output, input_size, kernel_size, stride, padding, ceil_mode,
-                             count_include_pad, divisor_override);
-  });
-  m.impl("adaptive_avg_pool_forward", [](const at::Tensor& input, IntArrayRef output_size) {
-    return adaptive_avg_pool_forward(backend(), input, output_size);
-  });
-  m.impl("adaptive_avg_pool_backward", [](const at::Tensor& grad_output, IntArrayRef input_size) {
-    return adaptive_avg_pool_backward(backend(), grad_output, input_size);
-  });
-  m.impl("lp_pool_forward", [](const at::Tensor& input, double norm_type, IntArrayRef kernel_size,
-                               IntArrayRef stride, bool ceil_mode) {
-    return lp_pool_forward(backend(), input, norm_type, kernel_size, stride, ceil_mode);
-  });
-  m.impl("lp_pool_backward", [](const at::Tensor& grad_output, const at::Tensor& input, double norm_type,
-                                IntArrayRef kernel_size, IntArrayRef stride, bool ceil_mode) {
-    return lp_pool_backward(backend(), grad_output, input, norm_type, kernel_size, stride, ceil_mode);
-  });
-}
+// Registers every op of the family for the library block `m` (the backend's dispatch key),
+// its entries running the passes of `backend`.
+void register_pool_ops(torch::Library& m, const PoolBackend& backend);
 
 }  // namespace tco

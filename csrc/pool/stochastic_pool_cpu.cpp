@@ -13,23 +13,16 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <tuple>
 #include <vector>
 
-#include "pool_common.h"
+#include "pool_cpu.h"
 
 namespace tco {
 namespace {
-
-int64_t grain_for(int64_t plane_elems) {
-  return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(plane_elems, 1));
-}
 
 template <typename scalar_t>
 void stochastic_train(const scalar_t* in, const scalar_t* uniform, scalar_t* out, int64_t* ind,
@@ -159,68 +152,29 @@ void stochastic_eval_backward(const scalar_t* gout, const scalar_t* in, scalar_t
   });
 }
 
-PoolGeometry stochastic_geometry(const char* op, const at::Tensor& input, at::IntArrayRef kernel_size,
-                                 at::IntArrayRef stride) {
-  const std::vector<int64_t> zeros(kernel_size.size(), 0), ones(kernel_size.size(), 1);
-  const PoolGeometry g = window_geometry(op, input, kernel_size, stride, zeros, ones, false);
-  check_non_negative(op, input);
-  return g;
-}
-
-std::tuple<at::Tensor, at::Tensor> stochastic_pool_forward_cpu(const at::Tensor& input, const at::Tensor& uniform,
-                                                               at::IntArrayRef kernel_size, at::IntArrayRef stride) {
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const PoolGeometry g = stochastic_geometry("stochastic_pool", input, kernel_size, stride);
-  const auto shape = pool_output_shape(input.size(0), input.size(1), g, kernel_size.size());
-  check_uniform("stochastic_pool", uniform, input, shape);
-  const at::Tensor x = input.contiguous(), u = uniform.contiguous();
-  at::Tensor out = at::empty(shape, x.options());
-  at::Tensor ind = at::empty(shape, x.options().dtype(at::kLong));
-  if (out.numel() == 0) return {out, ind};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "cnn_ops_stochastic_pool", [&] {
-    stochastic_train<scalar_t>(x.const_data_ptr<scalar_t>(), u.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
-                               ind.data_ptr<int64_t>(), g);
-  });
-  return {out, ind};
-}
-
-at::Tensor stochastic_pool_eval_forward_cpu(const at::Tensor& input, at::IntArrayRef kernel_size,
-                                            at::IntArrayRef stride) {
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const PoolGeometry g = stochastic_geometry("stochastic_pool", input, kernel_size, stride);
-  const at::Tensor x = input.contiguous();
-  at::Tensor out = at::empty(pool_output_shape(input.size(0), input.size(1), g, kernel_size.size()), x.options());
-  if (out.numel() == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "cnn_ops_stochastic_pool_eval", [&] {
-    stochastic_eval<scalar_t>(x.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), g);
-  });
-  return out;
-}
-
-at::Tensor stochastic_pool_eval_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
-                                             at::IntArrayRef kernel_size, at::IntArrayRef stride) {
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const std::vector<int64_t> zeros(kernel_size.size(), 0), ones(kernel_size.size(), 1);
-  const PoolGeometry g = window_backward_geometry("stochastic_pool_eval_backward", grad_output, input.sizes(),
-                                                  kernel_size, stride, zeros, ones, false);
-  check_same_dtype_device("stochastic_pool_eval_backward", grad_output, input);
-  const at::Tensor gy = grad_output.contiguous(), x = input.contiguous();
-  at::Tensor gin = at::empty(input.sizes(), x.options());
-  if (gin.numel() == 0) return gin;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "cnn_ops_stochastic_pool_eval_backward",
-                                  [&] {
-                                    stochastic_eval_backward<scalar_t>(gy.const_data_ptr<scalar_t>(),
-                                                                       x.const_data_ptr<scalar_t>(),
-                                                                       gin.data_ptr<scalar_t>(), g);
-                                  });
-  return gin;
-}
-
 }  // namespace
-}  // namespace tco
 
-TORCH_LIBRARY_IMPL(cnn_ops, CPU, m) {
-  m.impl("stochastic_pool_forward", &tco::stochastic_pool_forward_cpu);
-  m.impl("stochastic_pool_eval_forward", &tco::stochastic_pool_eval_forward_cpu);
-  m.impl("stochastic_pool_eval_backward", &tco::stochastic_pool_eval_backward_cpu);
+void stochastic_train_cpu(const at::Tensor& input, const at::Tensor& uniform, const PoolGeometry& g,
+                          const at::Tensor& output, const at::Tensor& indices) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "cnn_ops_stochastic_pool", [&] {
+    stochastic_train<scalar_t>(input.const_data_ptr<scalar_t>(), uniform.const_data_ptr<scalar_t>(),
+                               output.mutable_data_ptr<scalar_t>(), indices.mutable_data_ptr<int64_t>(), g);
+  });
 }
+
+void stochastic_eval_cpu(const at::Tensor& input, const PoolGeometry& g, const at::Tensor& output) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "cnn_ops_stochastic_pool_eval", [&] {
+    stochastic_eval<scalar_t>(input.const_data_ptr<scalar_t>(), output.mutable_data_ptr<scalar_t>(), g);
+  });
+}
+
+void stochastic_eval_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input, const PoolGeometry& g,
+                                  const at::Tensor& grad_input) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
+                                  "cnn_ops_stochastic_pool_eval_backward", [&] {
+    stochastic_eval_backward<scalar_t>(grad_output.const_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(),
+                                       grad_input.mutable_data_ptr<scalar_t>(), g);
+  });
+}
+
+}  // namespace tco

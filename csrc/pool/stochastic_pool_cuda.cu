@@ -10,7 +10,7 @@
 
 #include "../cuda_common.cuh"
 #include "pool_geometry.h"
-#include "stochastic_pool_cuda.h"
+#include "pool_cuda.h"
 
 namespace tco::cuda_pool {
 namespace {
