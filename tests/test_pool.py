@@ -5,6 +5,8 @@ References are torch.nn.functional's pooling functions (in float64 on the CPU); 
 is checked against -max_pool(-x), which it must equal in values, indices and gradients.
 """
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -194,6 +196,16 @@ def test_lp_matches_torch(case, device):
     out.backward(gy)
     ref.backward(gy.cpu())
     assert_close_to_reference(x.grad, xr.grad, msg="gradient")
+
+
+@pytest.mark.parametrize("p", [math.inf, -math.inf])
+def test_lp_infinite_norm_is_extreme_magnitude(p, device):
+    # torch's lp_pool takes an infinite norm_type to the window's largest (smallest) |x|; the
+    # raw op, whose power formula would give 1, refuses it.
+    x = randn(2, 3, 8, 9, device=device)
+    assert_close_to_reference(TF.lp_pool2d(x, p, 2), torch.nn.functional.lp_pool2d(as_reference(x), p, 2))
+    with pytest.raises(RuntimeError, match="norm_type must be positive and finite"):
+        ops.lp_pool_forward(x, p, [2, 2], [2, 2], False)
 
 
 def test_lp_zero_window_has_zero_gradient(device):
@@ -732,6 +744,24 @@ def test_gaussian_gradcheck_gradgradcheck_opcheck(device):
     torch.library.opcheck(ops.gaussian_pool_backward.default, (gy, list(x.shape), [3, 3], [2, 2], [1, 1], 1.5))
 
 
+@pytest.mark.parametrize("sigma", [0.05, 0.01, 1e-200])
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_gaussian_small_sigma_weighs_the_nearest_taps(sigma, k, device):
+    # exp(-d^2 / (2 sigma^2)) underflows to 0 at every tap of an even kernel (d >= 1/2) for a
+    # small sigma; the normalised weights are still defined: the taps nearest the centre share
+    # the weight (reference: the depthwise convolution in float64 with the limiting weights,
+    # 1 / (number of nearest taps) on them, 0 elsewhere, up to exp(-1/(2 sigma^2)) ~ 1e-87).
+    x = randn(2, 3, 9, 8, device=device)
+    out = TF.gaussian_pool2d(x, k, 1, 0, sigma)
+    centre = (k - 1) / 2
+    one = torch.tensor([1.0 if abs(i - centre) <= 0.5 else 0.0 for i in range(k)], dtype=torch.float64)
+    one = one / one.sum()
+    kernel = torch.outer(one, one)
+    ref = F.conv2d(as_reference(x), kernel.expand(3, 1, k, k), groups=3)
+    assert torch.isfinite(out).all()
+    assert_close_to_reference(out, ref)
+
+
 def test_gaussian_module_and_compile():
     torch._dynamo.reset()
     module = tco.nn.GaussianPool2d(3, 1, 1, sigma=2.0)
@@ -850,6 +880,23 @@ def test_stochastic_low_precision(dtype, device):
     assert_close_to_reference(TF.stochastic_pool2d(x, 2, training=False), ref)
     out = TF.stochastic_pool2d(x, 2, generator=torch.Generator(device=device).manual_seed(0))
     assert out.dtype == dtype and out.shape == (2, 3, 4, 4)
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e38, 1e-25, 1e-40])
+def test_stochastic_eval_large_and_tiny_inputs(scale, device):
+    # x^2 overflows (or underflows in) float32 for these magnitudes, yet S2 / S1 lies within
+    # the window's values: values and gradient against float64.
+    x = (_positive(2, 3, 8, 8, device=device) + 0.5) * scale
+    x = x.float().requires_grad_()
+    out = TF.stochastic_pool2d(x, 2, training=False)
+    xr = x.detach().cpu().double().requires_grad_()
+    ref = _stochastic_eval_reference(xr, (2, 2), (2, 2)).view(out.shape)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.cpu().double(), ref, rtol=1e-5, atol=0)
+    gy = randn(*out.shape, device=device)
+    (grad,) = torch.autograd.grad(out, x, gy)
+    (grad_ref,) = torch.autograd.grad(ref, xr, gy.cpu().double())
+    torch.testing.assert_close(grad.cpu().double(), grad_ref, rtol=1e-4, atol=1e-6)
 
 
 def test_stochastic_gradient_goes_to_picked_element(device):

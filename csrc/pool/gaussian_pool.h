@@ -23,11 +23,17 @@ inline std::vector<double> gaussian_weights(const PoolGeometry& g, double sigma)
   for (int d = 0; d < 3; ++d) {
     const int64_t k = g.kernel[d];
     const double centre = 0.5 * static_cast<double>(k - 1);
+    // Distances are measured from the nearest tap's (0, or 1/2 for an even kernel), which
+    // scales every weight by one factor that the normalisation removes: the nearest taps
+    // weigh exp(0) = 1, so a small sigma cannot underflow all of them to 0 / 0.
+    const double nearest = (k % 2 == 1) ? 0.0 : 0.25;  // squared distance of the nearest tap
+    const double two_var = 2.0 * sigma * sigma;        // may underflow to 0 for a tiny sigma
     double sum = 0.0;
     const size_t first = w.size();
     for (int64_t i = 0; i < k; ++i) {
       const double dist = static_cast<double>(i) - centre;
-      const double v = std::exp(-dist * dist / (2.0 * sigma * sigma));
+      const double excess = dist * dist - nearest;
+      const double v = excess == 0.0 ? 1.0 : std::exp(-excess / two_var);
       w.push_back(v);
       sum += v;
     }

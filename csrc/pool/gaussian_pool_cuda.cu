@@ -1,5 +1,5 @@
-// CUDA kernels of Gaussian pooling. No torch header here (see gaussian_pool_cuda.h); the glue
-// is gaussian_pool_cuda_ops.cpp. Same window math as the CPU kernels (pool_geometry.h), in
+// CUDA kernels of Gaussian pooling. No torch header here (see pool_cuda.h); the tensors come
+// from pool_cuda_ops.cpp. Same window math as the CPU kernels (pool_geometry.h), in
 // grid-stride loops with 64-bit indices.
 
 #include <cuda_bf16.h>

@@ -1,5 +1,5 @@
-// CUDA kernels of k-max pooling. No torch header here (see kmax_pool_cuda.h); the glue is
-// kmax_pool_cuda_ops.cpp.
+// CUDA kernels of k-max pooling. No torch header here (see pool_cuda.h); the tensors come
+// from pool_cuda_ops.cpp.
 //
 // Forward: one block per row (blocks stride over the rows).
 //  1. Radix select of the k-th largest key, 8 bits a pass from the top: a shared histogram of

@@ -188,7 +188,10 @@ void set_divisor(const char* op, PoolGeometry& g, bool count_include_pad,
 }
 
 void check_norm_type(const char* op, double norm_type) {
-  TORCH_CHECK(norm_type > 0, "cnn_ops.", op, ": norm_type must be positive, got ", norm_type);
+  // An infinite norm is the window's largest magnitude: the public lp_pool functions take it to
+  // max pooling of |x|, as torch's do; the power formula of this op would give 1.
+  TORCH_CHECK(norm_type > 0 && std::isfinite(norm_type), "cnn_ops.", op,
+              ": norm_type must be positive and finite, got ", norm_type);
 }
 
 void check_sigma(const char* op, double sigma) {

@@ -88,9 +88,9 @@ cudaError_t stochastic_train(DType dtype, const PoolGeometry& g, const void* inp
 cudaError_t stochastic_eval(DType dtype, const PoolGeometry& g, const void* input, void* output,
                             cudaStream_t stream);
 
-// Eval gradient: per output the coefficients a = 2 gy / S1 and b = gy S2 / S1^2 (accumulation
-// type, 2 * planes * out_plane entries of scratch given by the caller), then one thread per
-// input element gathers x_i * sum(a) - sum(b) over the windows that contain it.
+// Eval gradient: per output its WindowGrad (stochastic_pool.h: three numbers of the
+// accumulation type, 3 * planes * out_plane entries of scratch given by the caller), then one
+// thread per input element sums their values at x_i over the windows that contain it.
 cudaError_t stochastic_eval_backward(DType dtype, const PoolGeometry& g, const void* grad_output, const void* input,
                                      void* coef_scratch, void* grad_input, cudaStream_t stream);
 

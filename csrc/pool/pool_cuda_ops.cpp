@@ -105,7 +105,7 @@ void stochastic_eval(const at::Tensor& x, const PoolGeometry& g, const at::Tenso
 
 void stochastic_eval_backward(const at::Tensor& gy, const at::Tensor& x, const PoolGeometry& g,
                               const at::Tensor& gin) {
-  at::Tensor coef = scratch(2 * g.planes * g.out_plane(), x);
+  at::Tensor coef = scratch(3 * g.planes * g.out_plane(), x);  // a WindowGrad per output
   C10_CUDA_CHECK(cuda_pool::stochastic_eval_backward(dtype_of(x), g, gy.const_data_ptr(), x.const_data_ptr(),
                                                      coef.mutable_data_ptr(), gin.mutable_data_ptr(),
                                                      current_cuda_stream()));

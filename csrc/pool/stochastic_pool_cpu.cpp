@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "pool_cpu.h"
+#include "stochastic_pool.h"
 
 namespace tco {
 namespace {
@@ -73,23 +74,6 @@ void stochastic_train(const scalar_t* in, const scalar_t* uniform, scalar_t* out
   });
 }
 
-// Window sums S1 = sum(x), S2 = sum(x^2) of output o of a plane.
-template <typename acc_t, typename scalar_t>
-inline void window_sums(const scalar_t* src, const PoolGeometry& g, int64_t od, int64_t oh, int64_t ow, acc_t& s1,
-                        acc_t& s2) {
-  const PoolWindow wd = pool_window(g, 0, od), wh = pool_window(g, 1, oh), ww = pool_window(g, 2, ow);
-  const int64_t H = g.in_size[1], W = g.in_size[2];
-  s1 = 0;
-  s2 = 0;
-  for (int64_t id = wd.start; id < wd.start + wd.count; ++id)
-    for (int64_t ih = wh.start; ih < wh.start + wh.count; ++ih)
-      for (int64_t iw = ww.start; iw < ww.start + ww.count; ++iw) {
-        const acc_t v = static_cast<acc_t>(src[(id * H + ih) * W + iw]);
-        s1 += v;
-        s2 += v * v;
-      }
-}
-
 template <typename scalar_t>
 void stochastic_eval(const scalar_t* in, scalar_t* out, const PoolGeometry& g) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -100,21 +84,20 @@ void stochastic_eval(const scalar_t* in, scalar_t* out, const PoolGeometry& g) {
       for (int64_t od = 0; od < g.out_size[0]; ++od)
         for (int64_t oh = 0; oh < g.out_size[1]; ++oh)
           for (int64_t ow = 0; ow < g.out_size[2]; ++ow) {
-            acc_t s1, s2;
-            window_sums(src, g, od, oh, ow, s1, s2);
-            dst[(od * g.out_size[1] + oh) * g.out_size[2] + ow] = static_cast<scalar_t>(s1 > 0 ? s2 / s1 : acc_t(0));
+            const auto m = window_moments<acc_t>(g, od, oh, ow, [src](int64_t i) { return static_cast<acc_t>(src[i]); });
+            dst[(od * g.out_size[1] + oh) * g.out_size[2] + ow] = static_cast<scalar_t>(m.mean_by_weight());
           }
     }
   });
 }
 
-// grad_input[i] = x_i * sum_o a_o - sum_o b_o over the windows o containing i, with
-// a = 2 gy / S1 and b = gy S2 / S1^2 (both 0 where S1 = 0).
+// grad_input[i] = the sum over the windows o that contain i of their WindowGrad at x_i
+// (stochastic_pool.h), zero for all-zero windows.
 template <typename scalar_t>
 void stochastic_eval_backward(const scalar_t* gout, const scalar_t* in, scalar_t* gin, const PoolGeometry& g) {
   using acc_t = at::opmath_type<scalar_t>;
   at::parallel_for(0, g.planes, grain_for(g.in_plane() * g.kernel_volume()), [&](int64_t p0, int64_t p1) {
-    std::vector<acc_t> a(g.out_plane()), b(g.out_plane());
+    std::vector<WindowGrad<acc_t>> coef(g.out_plane());
     for (int64_t p = p0; p < p1; ++p) {
       const scalar_t* src = in + p * g.in_plane();
       const scalar_t* gy = gout + p * g.out_plane();
@@ -123,11 +106,8 @@ void stochastic_eval_backward(const scalar_t* gout, const scalar_t* in, scalar_t
         for (int64_t oh = 0; oh < g.out_size[1]; ++oh)
           for (int64_t ow = 0; ow < g.out_size[2]; ++ow) {
             const int64_t o = (od * g.out_size[1] + oh) * g.out_size[2] + ow;
-            acc_t s1, s2;
-            window_sums(src, g, od, oh, ow, s1, s2);
-            const acc_t y = static_cast<acc_t>(gy[o]);
-            a[o] = s1 > 0 ? 2 * y / s1 : acc_t(0);
-            b[o] = s1 > 0 ? y * s2 / (s1 * s1) : acc_t(0);
+            const auto m = window_moments<acc_t>(g, od, oh, ow, [src](int64_t i) { return static_cast<acc_t>(src[i]); });
+            coef[o] = m.grad(static_cast<acc_t>(gy[o]));
           }
       for (int64_t id = 0; id < g.in_size[0]; ++id) {
         const PoolRange rd = pool_outputs_near(g, 0, id);
@@ -135,16 +115,16 @@ void stochastic_eval_backward(const scalar_t* gout, const scalar_t* in, scalar_t
           const PoolRange rh = pool_outputs_near(g, 1, ih);
           for (int64_t iw = 0; iw < g.in_size[2]; ++iw) {
             const PoolRange rw = pool_outputs_near(g, 2, iw);
-            acc_t sa = 0, sb = 0;
+            const int64_t i = (id * g.in_size[1] + ih) * g.in_size[2] + iw;
+            const acc_t x = static_cast<acc_t>(src[i]);
+            acc_t sum = 0;
             for (int64_t od = rd.lo; od < rd.hi; ++od)
               for (int64_t oh = rh.lo; oh < rh.hi; ++oh)
                 for (int64_t ow = rw.lo; ow < rw.hi; ++ow) {
                   const int64_t o = (od * g.out_size[1] + oh) * g.out_size[2] + ow;
-                  sa += a[o];
-                  sb += b[o];
+                  sum += coef[o].at(x);
                 }
-            const int64_t i = (id * g.in_size[1] + ih) * g.in_size[2] + iw;
-            dst[i] = static_cast<scalar_t>(static_cast<acc_t>(src[i]) * sa - sb);
+            dst[i] = static_cast<scalar_t>(sum);
           }
         }
       }

@@ -1,5 +1,5 @@
-// CUDA kernels of stochastic pooling. No torch header here (see stochastic_pool_cuda.h);
-// the glue is stochastic_pool_cuda_ops.cpp. Same window math and pick rule as the CPU
+// CUDA kernels of stochastic pooling. No torch header here (see pool_cuda.h); the tensors
+// come from pool_cuda_ops.cpp. Same window math and pick rule as the CPU
 // kernels, in grid-stride loops with 64-bit indices.
 
 #include <cuda_bf16.h>
@@ -11,28 +11,12 @@
 #include "../cuda_common.cuh"
 #include "pool_geometry.h"
 #include "pool_cuda.h"
+#include "stochastic_pool.h"
 
 namespace tco::cuda_pool {
 namespace {
 
 using namespace tco::cuda;
-
-// S1 = sum(x), S2 = sum(x^2) over the window of output (od, oh, ow) of a plane.
-template <typename T, typename A>
-__device__ __forceinline__ void window_sums(const PoolGeometry& g, const T* src, int64_t od, int64_t oh, int64_t ow,
-                                            A& s1, A& s2) {
-  const PoolWindow wd = pool_window(g, 0, od), wh = pool_window(g, 1, oh), ww = pool_window(g, 2, ow);
-  const int64_t H = g.in_size[1], W = g.in_size[2];
-  s1 = 0;
-  s2 = 0;
-  for (int64_t id = wd.start; id < wd.start + wd.count; ++id)
-    for (int64_t ih = wh.start; ih < wh.start + wh.count; ++ih)
-      for (int64_t iw = ww.start; iw < ww.start + ww.count; ++iw) {
-        const A v = Num<T>::widen(src[(id * H + ih) * W + iw]);
-        s1 += v;
-        s2 += v * v;
-      }
-}
 
 template <typename T>
 __global__ void train_kernel(PoolGeometry g, const T* __restrict__ in, const T* __restrict__ uniform,
@@ -45,8 +29,10 @@ __global__ void train_kernel(PoolGeometry g, const T* __restrict__ in, const T* 
     unflatten_index(o, g.out_size, p, od, oh, ow);
     const PoolWindow wd = pool_window(g, 0, od), wh = pool_window(g, 1, oh), ww = pool_window(g, 2, ow);
     const T* src = in + p * g.in_plane();
-    A s1, s2;
-    window_sums(g, src, od, oh, ow, s1, s2);
+    A s1 = 0;
+    for (int64_t id = wd.start; id < wd.start + wd.count; ++id)
+      for (int64_t ih = wh.start; ih < wh.start + wh.count; ++ih)
+        for (int64_t iw = ww.start; iw < ww.start + ww.count; ++iw) s1 += Num<T>::widen(src[(id * H + ih) * W + iw]);
     const A threshold = Num<T>::widen(uniform[o]) * s1;
     int64_t pick = (wd.start * H + wh.start) * W + ww.start, last_positive = -1;
     bool found = false;
@@ -77,31 +63,29 @@ __global__ void eval_kernel(PoolGeometry g, const T* __restrict__ in, T* __restr
   TCO_GRID_STRIDE_LOOP(o, total) {
     int64_t p, od, oh, ow;
     unflatten_index(o, g.out_size, p, od, oh, ow);
-    A s1, s2;
-    window_sums(g, in + p * g.in_plane(), od, oh, ow, s1, s2);
-    out[o] = Num<T>::narrow(s1 > A(0) ? s2 / s1 : A(0));
+    const T* src = in + p * g.in_plane();
+    const auto m = window_moments<A>(g, od, oh, ow, [src](int64_t i) { return Num<T>::widen(src[i]); });
+    out[o] = Num<T>::narrow(m.mean_by_weight());
   }
 }
 
 template <typename T>
 __global__ void eval_coef_kernel(PoolGeometry g, const T* __restrict__ gout, const T* __restrict__ in,
-                                 typename Num<T>::acc* __restrict__ a, typename Num<T>::acc* __restrict__ b) {
+                                 WindowGrad<typename Num<T>::acc>* __restrict__ coef) {
   using A = typename Num<T>::acc;
   const int64_t total = g.planes * g.out_plane();
   TCO_GRID_STRIDE_LOOP(o, total) {
     int64_t p, od, oh, ow;
     unflatten_index(o, g.out_size, p, od, oh, ow);
-    A s1, s2;
-    window_sums(g, in + p * g.in_plane(), od, oh, ow, s1, s2);
-    const A y = Num<T>::widen(gout[o]);
-    a[o] = s1 > A(0) ? A(2) * y / s1 : A(0);
-    b[o] = s1 > A(0) ? y * s2 / (s1 * s1) : A(0);
+    const T* src = in + p * g.in_plane();
+    const auto m = window_moments<A>(g, od, oh, ow, [src](int64_t i) { return Num<T>::widen(src[i]); });
+    coef[o] = m.grad(Num<T>::widen(gout[o]));
   }
 }
 
 template <typename T>
-__global__ void eval_gather_kernel(PoolGeometry g, const typename Num<T>::acc* __restrict__ a,
-                                   const typename Num<T>::acc* __restrict__ b, const T* __restrict__ in,
+__global__ void eval_gather_kernel(PoolGeometry g, const WindowGrad<typename Num<T>::acc>* __restrict__ coef,
+                                   const T* __restrict__ in,
                                    T* __restrict__ gin) {
   using A = typename Num<T>::acc;
   const int64_t total = g.planes * g.in_plane();
@@ -112,15 +96,15 @@ __global__ void eval_gather_kernel(PoolGeometry g, const typename Num<T>::acc* _
     const PoolRange rd = pool_outputs_near(g, 0, id), rh = pool_outputs_near(g, 1, ih),
                     rw = pool_outputs_near(g, 2, iw);
     const int64_t base = p * g.out_plane();
-    A sa = 0, sb = 0;
+    const A x = Num<T>::widen(in[i]);
+    A sum = 0;
     for (int64_t od = rd.lo; od < rd.hi; ++od)
       for (int64_t oh = rh.lo; oh < rh.hi; ++oh)
         for (int64_t ow = rw.lo; ow < rw.hi; ++ow) {
           const int64_t o = base + (od * oH + oh) * oW + ow;
-          sa += a[o];
-          sb += b[o];
+          sum += coef[o].at(x);
         }
-    gin[i] = Num<T>::narrow(Num<T>::widen(in[i]) * sa - sb);
+    gin[i] = Num<T>::narrow(sum);
   }
 }
 
@@ -155,13 +139,12 @@ cudaError_t stochastic_eval_backward(DType dtype, const PoolGeometry& g, const v
   return dispatch_float_types(dtype, [&](auto tag) {
     using T = decltype(tag);
     using A = typename Num<T>::acc;
-    A* a = static_cast<A*>(coef_scratch);
-    A* b = a + outs;
+    auto* coef = static_cast<WindowGrad<A>*>(coef_scratch);
     if (outs > 0) {
       eval_coef_kernel<T><<<blocks_for(outs), kThreads, 0, stream>>>(g, static_cast<const T*>(grad_output),
-                                                                     static_cast<const T*>(input), a, b);
+                                                                     static_cast<const T*>(input), coef);
     }
-    eval_gather_kernel<T><<<blocks_for(ins), kThreads, 0, stream>>>(g, a, b, static_cast<const T*>(input),
+    eval_gather_kernel<T><<<blocks_for(ins), kThreads, 0, stream>>>(g, coef, static_cast<const T*>(input),
                                                                     static_cast<T*>(grad_input));
   });
 }

@@ -1,0 +1,78 @@
+// Stochastic pooling's window statistics, shared by the CPU and CUDA kernels (free of torch
+// headers, like the .cu files that include it).
+//
+// Eval gives S2 / S1 per window (S1 = sum(x), S2 = sum(x^2)); its gradient is
+// gy (2 x S1 - S2) / S1^2. x^2 overflows float for x above about 1.8e19 (and underflows below about
+// 1e-19), although S2 / S1 lies between the window's smallest and largest value; such windows
+// are summed again with every x divided by the window's largest value m, S1 = m s1 and
+// S2 = m^2 s2, which keeps every quantity above in range (WindowGrad).
+#pragma once
+
+#include <cstdint>
+#include <limits>
+
+#include "../host_device.h"
+#include "pool_geometry.h"
+
+namespace tco {
+
+// The gradient of S2 / S1 with respect to an element x of its window, times gy:
+// gy (2 x S1 - S2) / S1^2 = (x / scale) a - b with a = 2 gy / s1 and b = gy s2 / s1^2, which do
+// not grow with 1 / scale (2 gy / S1 would overflow for a window of subnormal values).
+template <typename A>
+struct WindowGrad {
+  A a = 0, b = 0, scale = 1;
+  TCO_HOST_DEVICE A at(A x) const { return (x / scale) * a - b; }
+};
+
+template <typename A>
+struct WindowMoments {
+  A s1 = 0, s2 = 0, scale = 1;  // S1 = scale * s1, S2 = scale^2 * s2
+  // S2 / S1 (0 for an all-zero window).
+  TCO_HOST_DEVICE A mean_by_weight() const { return s1 > A(0) ? scale * (s2 / s1) : A(0); }
+  // Its gradient times gy (zero for an all-zero window).
+  TCO_HOST_DEVICE WindowGrad<A> grad(A gy) const {
+    WindowGrad<A> r;
+    r.scale = scale;
+    if (s1 > A(0)) {
+      r.a = A(2) * gy / s1;
+      r.b = gy * (s2 / (s1 * s1));
+    }
+    return r;
+  }
+};
+
+// The moments of the window of output (od, oh, ow) of one plane; load(i) gives the plane's
+// element i (flat index in the input plane) in the accumulation type A. Inputs are
+// non-negative (the ops check).
+template <typename A, typename Load>
+TCO_HOST_DEVICE WindowMoments<A> window_moments(const PoolGeometry& g, int64_t od, int64_t oh, int64_t ow,
+                                                const Load& load) {
+  const PoolWindow wd = pool_window(g, 0, od), wh = pool_window(g, 1, oh), ww = pool_window(g, 2, ow);
+  const int64_t H = g.in_size[1], W = g.in_size[2];
+  auto for_window = [&](auto&& f) {
+    for (int64_t id = wd.start; id < wd.start + wd.count; ++id)
+      for (int64_t ih = wh.start; ih < wh.start + wh.count; ++ih)
+        for (int64_t iw = ww.start; iw < ww.start + ww.count; ++iw) f(load((id * H + ih) * W + iw));
+  };
+  WindowMoments<A> m;
+  for_window([&](A v) {
+    m.s1 += v;
+    m.s2 += v * v;
+  });
+  const bool in_range = m.s1 <= std::numeric_limits<A>::max() && m.s2 <= std::numeric_limits<A>::max() &&
+                        (m.s1 == A(0) || m.s2 >= std::numeric_limits<A>::min());
+  if (in_range) return m;
+  A largest = 0;
+  for_window([&](A v) { largest = v > largest ? v : largest; });
+  WindowMoments<A> r;
+  r.scale = largest;
+  for_window([&](A v) {
+    const A u = v / largest;
+    r.s1 += u;
+    r.s2 += u * u;
+  });
+  return r;
+}
+
+}  // namespace tco
