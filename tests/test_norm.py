@@ -9,7 +9,6 @@ one process's torch.nn.BatchNorm2d on the whole batch.
 
 import copy
 import os
-import pathlib
 import socket
 import subprocess
 import sys
@@ -852,15 +851,50 @@ def test_sync_batch_norm_two_processes(tmp_path):
 
 
 # ---- the ATen arithmetic path (the one CUDA takes) on the CPU ---------------------------------------
-def test_norm_tests_pass_with_aten_arithmetic():
-    """On CUDA the per-channel arithmetic of the norms runs as ATen ops, on the CPU as loops
-    (csrc/norm/norm_ops.cpp). TCO_NORM_ATEN_ARITHMETIC=1 sends the CPU down the ATen path: this
-    file's CPU tests run again that way, so that path is checked without a GPU."""
-    root = pathlib.Path(__file__).resolve().parents[1]
-    env = dict(os.environ, TCO_NORM_ATEN_ARITHMETIC="1",
-               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(pathlib.Path(__file__)),
-           "-k", "not two_processes and not aten_arithmetic"]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert " passed" in result.stdout and "failed" not in result.stdout
+# The per-channel arithmetic of the norms runs as ATen ops on CUDA, and on the CPU for vectors of
+# 4096 entries or more (csrc/norm/norm_ops.cpp, kLoopsBelow); shorter ones take plain loops, which
+# the rest of this file checks. These cases have 4096 channels, groups or rows.
+ATEN_PATH_CASES = {
+    "batch_norm-train": (lambda x, w, b, rm, rv: tco.F.batch_norm(x, rm, rv, w, b, True, 0.3, 1e-5),
+                         lambda x, w, b, rm, rv: F.batch_norm(x, rm, rv, w, b, True, 0.3, 1e-5), (3, 4096, 2), 4096),
+    "batch_norm-eval": (lambda x, w, b, rm, rv: tco.F.batch_norm(x, rm, rv, w, b, False, 0.3, 1e-5),
+                        lambda x, w, b, rm, rv: F.batch_norm(x, rm, rv, w, b, False, 0.3, 1e-5), (3, 4096, 2), 4096),
+    "group_norm": (lambda x, w, b, rm, rv: tco.F.group_norm(x, 2048, w, b, 1e-5),
+                   lambda x, w, b, rm, rv: F.group_norm(x, 2048, w, b, 1e-5), (2, 4096, 3), 4096),
+    "layer_norm": (lambda x, w, b, rm, rv: tco.F.layer_norm(x, (3,), w, b, 1e-5),
+                   lambda x, w, b, rm, rv: F.layer_norm(x, (3,), w, b, 1e-5), (4096, 3), 3),
+}
+
+
+# (case, channels_last): the channel norms also on a 4-d channels_last input (layer norm
+# normalises trailing dimensions, where the layout makes no other case).
+ATEN_PATH_RUNS = [(name, False) for name in ATEN_PATH_CASES] + [
+    (name, True) for name in ATEN_PATH_CASES if name != "layer_norm"]
+
+
+@pytest.mark.parametrize("name,channels_last", ATEN_PATH_RUNS)
+def test_norm_aten_arithmetic_path_matches_torch(name, channels_last):
+    ours, theirs, shape, params = ATEN_PATH_CASES[name]
+    x = torch.randn(*shape, dtype=torch.float64)
+    if channels_last:  # the same values with a trailing dimension of 1, in channels_last memory
+        x = x.unsqueeze(-1).contiguous(memory_format=torch.channels_last)
+    w = (torch.rand(params, dtype=torch.float64) + 0.5).requires_grad_()
+    b = torch.randn(params, dtype=torch.float64).requires_grad_()
+    x.requires_grad_()
+    stats = [torch.randn(shape[1], dtype=torch.float64), torch.rand(shape[1], dtype=torch.float64) + 0.5]
+    ref_stats = [t.clone() for t in stats]
+    y, y_ref = ours(x, w, b, *stats), theirs(x, w, b, *ref_stats)
+    torch.testing.assert_close(y, y_ref)
+    for got, want in zip(stats, ref_stats):
+        torch.testing.assert_close(got, want)
+    gy = torch.randn_like(y_ref)
+    grads = torch.autograd.grad(y, (x, w, b), gy, create_graph=True)
+    ref_grads = torch.autograd.grad(y_ref, (x, w, b), gy, create_graph=True)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want)
+    # double backward: the gradient of <grads, v> against torch's
+    vs = [torch.randn_like(g) for g in grads]
+    second = torch.autograd.grad(sum((g * v).sum() for g, v in zip(grads, vs)), (x, w), allow_unused=True)
+    ref_second = torch.autograd.grad(sum((g * v).sum() for g, v in zip(ref_grads, vs)), (x, w), allow_unused=True)
+    for got, want in zip(second, ref_second):
+        torch.testing.assert_close(got, want)

@@ -24,9 +24,7 @@
 #include <ATen/ops/zeros.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <limits>
-#include <string>
 #include <vector>
 
 #include "../conv/conv_common.h"
@@ -116,19 +114,15 @@ ChannelView channel_view(const at::Tensor& input) {
   return v;
 }
 
-// Per-channel arithmetic on C-sized vectors. On the CPU each formula is one plain loop: as a
-// chain of ATen ops it costs about 2 us per op, more than the passes over a small input such
-// as BatchNorm1d's (256, 256). Elsewhere (CUDA) the ATen ops run asynchronously on the stream.
-//
-// TCO_NORM_ATEN_ARITHMETIC=1 in the environment makes the CPU take the ATen formulas too, so
-// that the tests check the path CUDA takes on machines without a GPU.
-bool loops_for(const at::Tensor& t) {
-  static const bool aten_only = [] {
-    const char* v = std::getenv("TCO_NORM_ATEN_ARITHMETIC");
-    return v != nullptr && std::string(v) == "1";
-  }();
-  return t.is_cpu() && !aten_only;
-}
+// Per-channel arithmetic on C-sized vectors. On the CPU a formula on a short vector is one
+// plain loop: as a chain of ATen ops it costs about 2 us per op, more than the passes over a
+// small input such as BatchNorm1d's (256, 256). Vectors of kLoopsBelow entries or more take the
+// ATen ops on every device: their overhead is small against the passes over such inputs, and
+// CUDA takes them always (asynchronously on the stream), so the CPU tests with that many
+// channels (or groups, or rows) check the path CUDA takes.
+constexpr int64_t kLoopsBelow = 4096;
+
+bool loops_for(const at::Tensor& t) { return t.is_cpu() && t.numel() < kLoopsBelow; }
 
 // A vector of the compute type or null when absent (for the CPU loops).
 template <typename T>
