@@ -70,56 +70,24 @@ at::Tensor real_columns(const at::Tensor& wide, const ConvGeometry& g, const Pad
                          {wide.stride(0), p.size[1] * p.size[2], p.size[2], 1}, wide.storage_offset());
 }
 
-// The (C, Lw) view of a padded buffer (C, P) that tap `t` reads.
-at::Tensor shifted(const at::Tensor& padded_flat, const PaddedGrid& p, int64_t t) {
-  return padded_flat.as_strided({padded_flat.size(0), p.wide}, {padded_flat.stride(0), 1},
-                                padded_flat.storage_offset() + p.offsets[t]);
+// The (C, Lw) views of a padded buffer (C, *padded grid) that the taps read, one per tap
+// (made once per task: the buffer is reused for every sample and group).
+std::vector<at::Tensor> shifted_views(const at::Tensor& padded, const PaddedGrid& p) {
+  const at::Tensor flat = padded.view({padded.size(0), p.plane});
+  std::vector<at::Tensor> views;
+  views.reserve(p.offsets.size());
+  for (const int64_t offset : p.offsets) {
+    views.push_back(flat.as_strided({flat.size(0), p.wide}, {flat.stride(0), 1}, flat.storage_offset() + offset));
+  }
+  return views;
 }
 
-}  // namespace
-}  // namespace tco
-
-// The Fortran BLAS GEMM that torch's CPU library carries (MKL or OpenBLAS), declared weak: where
-// a build of torch does not export it, the pointers are null and the ATen ops are used.
-extern "C" {
-void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const float* alpha,
-            const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c,
-            const int* ldc) __attribute__((weak));
-void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const double* alpha,
-            const double* a, const int* lda, const double* b, const int* ldb, const double* beta, double* c,
-            const int* ldc) __attribute__((weak));
-}
-
-namespace tco {
-namespace {
-
-bool have_blas() { return sgemm_ != nullptr && dgemm_ != nullptr; }
-
-void fortran_gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k, const float* alpha,
-                  const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c,
-                  const int* ldc) {
-  sgemm_(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-void fortran_gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k, const double* alpha,
-                  const double* a, const int* lda, const double* b, const int* ldb, const double* beta, double* c,
-                  const int* ldc) {
-  dgemm_(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-
-// Row-major C (m x n, ldc) = op(A) (m x k) * op(B) (k x n) + beta * C on the CPU, straight to
-// BLAS: op(X) is X or, when its flag is set, the transpose of the stored X. A small
-// convolution makes a GEMM per (sample, group, tap), hundreds per call, and the ATen op costs
-// about 2 us of dispatch and view bookkeeping each. Row-major C is column-major C^T =
-// op(B)^T op(A)^T, hence the swapped operands. Sizes fit int: the buffers are bounded by
-// kBufferBudgetBytes.
-template <typename T>
-void gemm_row_major(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
-                    const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
-  const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
-  const int im = static_cast<int>(n), in = static_cast<int>(m), ik = static_cast<int>(k);
-  const int ia = static_cast<int>(ldb), ib = static_cast<int>(lda), ic = static_cast<int>(ldc);
-  const T one = 1;
-  fortran_gemm(&tb, &ta, &im, &in, &ik, &one, b, &ia, a, &ib, &beta, c, &ic);
+// The (O, Cg) matrices of a per-tap tensor (K, O, Cg), one per tap.
+std::vector<at::Tensor> per_tap(const at::Tensor& t) {
+  std::vector<at::Tensor> views;
+  views.reserve(t.size(0));
+  for (int64_t k = 0; k < t.size(0); ++k) views.push_back(t.select(0, k));
+  return views;
 }
 
 // Runs fn(n, grp) over all (sample, group) tasks: in parallel on the CPU (each worker
@@ -173,37 +141,28 @@ at::Tensor shifted_forward(const at::Tensor& input, const at::Tensor& weight,
     at::ScalarType ct;
     int64_t Cg, Og;
     at::Tensor padded, wide;
+    std::vector<at::Tensor> taps, w_taps;
     void start() {
       // Zeros once: the interior is overwritten by every task, the border stays zero.
       padded = at::zeros({Cg, p.size[0], p.size[1], p.size[2]}, x.options().dtype(ct));
       wide = at::empty({Og, p.wide}, x.options().dtype(ct));
+      taps = shifted_views(padded, p);
+      w_taps = per_tap(w);
     }
     void operator()(int64_t n, int64_t grp) {
       interior(padded, g, p).copy_(input_part(x.select(0, n).narrow(0, grp * Cg, Cg), g, p));
-      const at::Tensor flat = padded.view({Cg, p.plane});
-      if (padded.is_cpu() && have_blas()) {
-        // wide (Og x Lw) = sum over taps of W_t (Og x Cg) * shifted input (Cg x Lw, rows `plane` apart).
-        for_compute_type(ct, [&](auto zero) {
-          using T = decltype(zero);
-          const int64_t O = g.out_channels;
-          for (size_t t = 0; t < p.offsets.size(); ++t)
-            gemm_row_major<T>(false, false, Og, p.wide, Cg, w.const_data_ptr<T>() + (t * O + grp * Og) * Cg, Cg,
-                              padded.const_data_ptr<T>() + p.offsets[t], p.plane, t == 0 ? T(0) : T(1),
-                              wide.mutable_data_ptr<T>(), p.wide);
-        });
-      } else {
-        for (size_t t = 0; t < p.offsets.size(); ++t) {
-          const at::Tensor w_t = w.select(0, t).narrow(0, grp * Og, Og);
-          if (t == 0) {
-            at::mm_out(wide, w_t, shifted(flat, p, t));
-          } else {
-            wide.addmm_(w_t, shifted(flat, p, t));
-          }
+      // wide (Og x Lw) = sum over taps of W_t (Og x Cg) * shifted input (Cg x Lw, rows `plane` apart).
+      for (size_t t = 0; t < taps.size(); ++t) {
+        const at::Tensor w_t = w_taps[t].narrow(0, grp * Og, Og);
+        if (t == 0) {
+          at::mm_out(wide, w_t, taps[t]);
+        } else {
+          wide.addmm_(w_t, taps[t]);
         }
       }
       out.select(0, n).narrow(0, grp * Og, Og).copy_(real_columns(wide, g, p));
     }
-  } task{x, w, out, g, p, ct, Cg, Og, {}, {}};
+  } task{x, w, out, g, p, ct, Cg, Og, {}, {}, {}, {}};
   for_each_task(input, g, task);
   if (bias.has_value() && bias->defined()) out.add_(bias->view({1, g.out_channels, 1, 1, 1}));
   return out;
@@ -227,33 +186,22 @@ at::Tensor shifted_input_backward(const at::Tensor& grad_output, const at::Tenso
     at::ScalarType ct;
     int64_t Cg, Og;
     at::Tensor padded, wide;
+    std::vector<at::Tensor> taps, w_taps;
     void start() {
       padded = at::empty({Cg, p.size[0], p.size[1], p.size[2]}, gy.options().dtype(ct));
       // Zeros once: the real columns are overwritten by every task, the rest stays zero.
       wide = at::zeros({Og, p.wide}, gy.options().dtype(ct));
+      taps = shifted_views(padded, p);
+      w_taps = per_tap(w);
     }
     void operator()(int64_t n, int64_t grp) {
       real_columns(wide, g, p).copy_(gy.select(0, n).narrow(0, grp * Og, Og));
-      const at::Tensor flat = padded.view({Cg, p.plane});
-      flat.zero_();
-      if (padded.is_cpu() && have_blas()) {
-        // shifted grid (Cg x Lw, rows `plane` apart) += W_t^T (Cg x Og) * wide (Og x Lw), tap by tap.
-        for_compute_type(ct, [&](auto zero) {
-          using T = decltype(zero);
-          const int64_t O = g.out_channels;
-          for (size_t t = 0; t < p.offsets.size(); ++t)
-            gemm_row_major<T>(true, false, Cg, p.wide, Og, w.const_data_ptr<T>() + (t * O + grp * Og) * Cg, Cg,
-                              wide.const_data_ptr<T>(), p.wide, T(1), padded.mutable_data_ptr<T>() + p.offsets[t],
-                              p.plane);
-        });
-      } else {
-        for (size_t t = 0; t < p.offsets.size(); ++t) {
-          shifted(flat, p, t).addmm_(w.select(0, t).narrow(0, grp * Og, Og).t(), wide);
-        }
-      }
+      padded.zero_();
+      // shifted grid (Cg x Lw, rows `plane` apart) += W_t^T (Cg x Og) * wide (Og x Lw), tap by tap.
+      for (size_t t = 0; t < taps.size(); ++t) taps[t].addmm_(w_taps[t].narrow(0, grp * Og, Og).t(), wide);
       input_part(gin.select(0, n).narrow(0, grp * Cg, Cg), g, p).copy_(interior(padded, g, p));
     }
-  } task{gy, w, gin, g, p, ct, Cg, Og, {}, {}};
+  } task{gy, w, gin, g, p, ct, Cg, Og, {}, {}, {}, {}};
   for_each_task(grad_output, g, task);
   return gin;
 }
@@ -276,34 +224,23 @@ at::Tensor shifted_weight_backward(const at::Tensor& grad_output, const at::Tens
     at::ScalarType ct;
     int64_t Cg, Og, threads;
     at::Tensor padded, wide, acc;
+    std::vector<at::Tensor> taps, acc_taps;
     void start() {
       padded = at::zeros({Cg, p.size[0], p.size[1], p.size[2]}, x.options().dtype(ct));
       wide = at::zeros({Og, p.wide}, x.options().dtype(ct));
       const int64_t thread = x.is_cpu() ? at::get_thread_num() : 0;
       TORCH_INTERNAL_ASSERT(thread >= 0 && thread < threads);
       acc = partial.select(0, thread);
+      taps = shifted_views(padded, p);
+      acc_taps = per_tap(acc);
     }
     void operator()(int64_t n, int64_t grp) {
       interior(padded, g, p).copy_(input_part(x.select(0, n).narrow(0, grp * Cg, Cg), g, p));
       real_columns(wide, g, p).copy_(gy.select(0, n).narrow(0, grp * Og, Og));
-      const at::Tensor flat = padded.view({Cg, p.plane});
-      if (padded.is_cpu() && have_blas()) {
-        // acc_t (Og x Cg) += wide (Og x Lw) * shifted input^T (Lw x Cg), tap by tap.
-        for_compute_type(ct, [&](auto zero) {
-          using T = decltype(zero);
-          const int64_t O = g.out_channels;
-          for (size_t t = 0; t < p.offsets.size(); ++t)
-            gemm_row_major<T>(false, true, Og, Cg, p.wide, wide.const_data_ptr<T>(), p.wide,
-                              padded.const_data_ptr<T>() + p.offsets[t], p.plane, T(1),
-                              acc.mutable_data_ptr<T>() + (t * O + grp * Og) * Cg, Cg);
-        });
-      } else {
-        for (size_t t = 0; t < p.offsets.size(); ++t) {
-          acc.select(0, t).narrow(0, grp * Og, Og).addmm_(wide, shifted(flat, p, t).t());
-        }
-      }
+      // acc_t (Og x Cg) += wide (Og x Lw) * shifted input^T (Lw x Cg), tap by tap.
+      for (size_t t = 0; t < taps.size(); ++t) acc_taps[t].narrow(0, grp * Og, Og).addmm_(wide, taps[t].t());
     }
-  } task{gy, x, partial, g, p, ct, Cg, Og, threads, {}, {}, {}};
+  } task{gy, x, partial, g, p, ct, Cg, Og, threads, {}, {}, {}, {}, {}};
   for_each_task(input, g, task);
   at::Tensor gw = partial.sum(0);  // (K, O, Cg)
   return gw.permute({1, 2, 0}).contiguous().to(grad_output.scalar_type());

@@ -24,8 +24,8 @@
 // for the weight gradient of the by-cells path when there are fewer cells than threads, one
 // partial weight gradient per extra thread. Never the unfolded input of the whole batch.
 //
-// The by-cells GEMMs run single-threaded inside at::parallel_for tasks, on the BLAS that
-// libtorch links (its Fortran sgemm_/dgemm_, at::mm where not exported).
+// The by-cells GEMMs run single-threaded inside at::parallel_for tasks, through at::mm (the BLAS
+// that libtorch links).
 // float16 and bfloat16 are computed in float32 (buffers, products and accumulators).
 
 #include <ATen/Dispatch.h>
@@ -34,6 +34,7 @@
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/addmm.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
@@ -41,7 +42,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <climits>
 #include <cstdint>
 #include <type_traits>
 #include <cstring>
@@ -55,18 +55,6 @@
 #include <sys/mman.h>
 #endif
 
-// The Fortran GEMMs of the BLAS inside libtorch (MKL on x86 wheels, OpenBLAS elsewhere).
-// Weak, so that the extension still loads against a torch that does not export them; then
-// the GEMMs go through at::mm.
-extern "C" {
-void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
-            const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
-            const float* beta, float* c, const int* ldc) __attribute__((weak));
-void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
-            const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
-            const double* beta, double* c, const int* ldc) __attribute__((weak));
-}
-
 namespace tco {
 namespace {
 
@@ -74,31 +62,6 @@ namespace {
 // Single-threaded row-major GEMM: C (m x n) = op(A) (m x k) @ op(B) (k x n) + beta * C, with
 // op(A) = A^T when `ta` (A is then stored k x m); lda, ldb, ldc are row strides. beta is 0
 // (C is overwritten, it may hold garbage) or 1.
-
-template <typename T>
-void blas_gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k, const T* alpha,
-               const T* a, const int* lda, const T* b, const int* ldb, const T* beta, T* c, const int* ldc);
-template <>
-void blas_gemm<float>(const char* ta, const char* tb, const int* m, const int* n, const int* k,
-                      const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
-                      const float* beta, float* c, const int* ldc) {
-  sgemm_(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-template <>
-void blas_gemm<double>(const char* ta, const char* tb, const int* m, const int* n, const int* k,
-                       const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
-                       const double* beta, double* c, const int* ldc) {
-  dgemm_(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-
-template <typename T>
-bool have_blas() {
-  if constexpr (std::is_same_v<T, float>) {
-    return sgemm_ != nullptr;
-  } else {
-    return dgemm_ != nullptr;
-  }
-}
 
 template <typename T>
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b,
@@ -110,19 +73,7 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t
     }
     return;
   }
-  // BLAS wants each leading dimension at least the stored row length, even for one row.
-  lda = std::max(lda, ta ? m : k);
-  ldb = std::max(ldb, tb ? k : n);
-  ldc = std::max(ldc, n);
-  const bool fits = std::max({m, n, k, lda, ldb, ldc}) <= INT_MAX;
-  if (fits && have_blas<T>()) {
-    // Column-major BLAS sees each row-major matrix transposed: C^T = op(B)^T op(A)^T.
-    const int im = static_cast<int>(m), in = static_cast<int>(n), ik = static_cast<int>(k);
-    const int ilda = static_cast<int>(lda), ildb = static_cast<int>(ldb), ildc = static_cast<int>(ldc);
-    const T one = 1;
-    blas_gemm<T>(tb ? "T" : "N", ta ? "T" : "N", &in, &im, &ik, &one, b, &ildb, a, &ilda, &beta, c, &ildc);
-    return;
-  }
+  // Through ATen's matrix product (its CPU BLAS, called single-threaded inside our tasks).
   const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
   const at::Tensor A = ta ? at::from_blob(const_cast<T*>(a), {k, m}, {lda, 1}, options).t()
                           : at::from_blob(const_cast<T*>(a), {m, k}, {lda, 1}, options);
@@ -130,9 +81,9 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t
                           : at::from_blob(const_cast<T*>(b), {k, n}, {ldb, 1}, options);
   at::Tensor C = at::from_blob(c, {m, n}, {ldc, 1}, options);
   if (beta == T(0)) {
-    C.copy_(at::mm(A, B));
+    at::mm_out(C, A, B);
   } else {
-    C.add_(at::mm(A, B));
+    C.addmm_(A, B);
   }
 }
 
