@@ -57,7 +57,7 @@ enum class ConvAlgorithm { Direct, Im2col, Shifted };
 //    planes the padded grid's extra columns cost more than the unfold saves);
 //  * im2col + GEMM otherwise (strided convolutions, few channels, 1x1 kernels, which
 //    read the input as it is).
-// The thresholds come from benchmarks/bench_conv.py on a 2-core CPU (forward+backward):
+// The thresholds come from the conv benchmark (python -m torch_cnn_ops bench conv) on a 2-core CPU (forward+backward):
 // with 3 input channels and a 5x5 kernel im2col is about 3x faster than direct and 2x
 // faster than shifted; with 64 channels on 56x56 shifted is about 10% faster than im2col,
 // on 28x28 they tie, on 14x14 with 256 channels im2col is 10% faster.
