@@ -13,6 +13,8 @@ from torch import Tensor
 from .._fx import leaf
 from .._utils import IntOrTuple, _where, as_int, ntuple
 
+__all__ = ["conv1d", "conv2d", "conv3d", "conv_padding"]
+
 ALGORITHMS = ("auto", "direct", "im2col", "shifted")
 PADDING_STRINGS = ("valid", "same", "full")
 

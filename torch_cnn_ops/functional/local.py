@@ -20,6 +20,8 @@ from .._fx import leaf
 from .._utils import IntOrTuple, ntuple
 from .conv import _conv_padding, _check_operands
 
+__all__ = ["tiled_conv1d", "tiled_conv2d", "unshared_conv1d", "unshared_conv2d"]
+
 Padding = Union[str, IntOrTuple]
 
 

@@ -16,6 +16,8 @@ from torch import Tensor
 from .. import functional as F
 from ..functional.conv import _check_algorithm, _conv_padding
 
+__all__ = ["Conv1d", "Conv2d", "Conv3d"]
+
 
 class _ConvMixin:
     """What our three classes add to torch.nn.ConvNd."""

@@ -20,6 +20,9 @@ from .._utils import ntuple
 from ..functional.conv import _conv_padding
 from ..functional.local import local_output_size
 
+__all__ = ["TiledConv1d", "TiledConv2d", "UnsharedConv1d", "UnsharedConv2d", "LocallyConnected1d",
+           "LocallyConnected2d"]
+
 
 @leaf
 def _check_input_size(input: Tensor, input_size: Tuple[int, ...], name: str) -> Tensor:
