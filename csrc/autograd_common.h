@@ -89,7 +89,10 @@ class FormulaNode : public torch::autograd::Node {
     variable_list saved;
     saved.reserve(saved_.size());
     for (const auto& s : saved_) saved.push_back(s.unpack(self()));
-    return formula_(*this, saved, grads[0]);
+    variable_list result = formula_(*this, saved, grads[0]);
+    TORCH_INTERNAL_ASSERT(result.size() == num_outputs(), name_, ": its formula returned ", result.size(),
+                          " gradients for ", num_outputs(), " inputs");
+    return result;
   }
 
  protected:

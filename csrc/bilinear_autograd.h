@@ -41,7 +41,7 @@ struct BilinearAutograd {
     record(name, {input, weight, bias}, out, {input, weight},
            [a, bias_dim](const FormulaNode& node, const variable_list& saved, const Tensor& grad) {
              const Tensor &x = saved[0], &w = saved[1];
-             variable_list g(3);
+             variable_list g(node.num_outputs());  // one per edge: input, weight, bias
              if (node.wants(0)) g[0] = Family::input_backward(grad, w, x.sym_sizes(), a, false);
              if (node.wants(1)) g[1] = Family::weight_backward(grad, x, w.sym_sizes(), a, false);
              if (node.wants(2)) g[2] = Family::bias_grad(grad, bias_dim);
@@ -64,7 +64,7 @@ struct BilinearAutograd {
     record(name, {grad_output, weight}, out, {grad_output, weight},
            [a](const FormulaNode& node, const variable_list& saved, const Tensor& grad) {
              const Tensor &gy = saved[0], &w = saved[1];
-             variable_list g(2);
+             variable_list g(node.num_outputs());
              if (node.wants(0)) g[0] = forward_like(grad, w, gy, a);
              if (node.wants(1)) g[1] = Family::weight_backward(gy, grad, w.sym_sizes(), a, false);
              return g;
@@ -85,7 +85,7 @@ struct BilinearAutograd {
     record(name, {grad_output, input}, out, {grad_output, input},
            [a](const FormulaNode& node, const variable_list& saved, const Tensor& grad) {
              const Tensor &gy = saved[0], &x = saved[1];
-             variable_list g(2);
+             variable_list g(node.num_outputs());
              if (node.wants(0)) g[0] = forward_like(x, grad, gy, a);
              if (node.wants(1)) g[1] = Family::input_backward(gy, grad, x.sym_sizes(), a, false);
              return g;
