@@ -1,6 +1,7 @@
-// CPU kernels of the conv family.
+// The CPU backend of the conv family (conv_ops.h, whose entries check the arguments and answer
+// the empty cases; the shifted-GEMM algorithm is conv_shifted.cpp, for every device).
 //
-// Two algorithms, both ours:
+// Two algorithms of its own:
 //  * direct: loops over output planes and kernel taps; the innermost loop runs along an
 //    output row, so it is a contiguous (for stride 1) multiply-add that the compiler
 //    vectorises. Best when each group has few input channels (depthwise), where a GEMM
@@ -36,7 +37,7 @@
 
 #include "../cpu_vectorize.h"
 #include "conv_common.h"
-#include "conv_shifted.h"
+#include "conv_ops.h"
 #include "im2col_cpu.h"
 
 namespace tco {
@@ -288,89 +289,44 @@ at::Tensor im2col_weight_backward(const at::Tensor& gout, const at::Tensor& inpu
 }
 
 // ---------------------------------------------------------------------------------------
-// Op entry points (CPU dispatch key).
+// The direct passes of the CPU backend.
 
-at::Tensor output_shape_tensor(const at::Tensor& flat, const ConvGeometry& g, int64_t nd) {
-  std::vector<int64_t> shape{g.batch, g.out_channels};
-  for (int64_t d = 3 - nd; d < 3; ++d) shape.push_back(g.out_size[d]);
-  return flat.view(shape);
-}
+#define TCO_CONV_DISPATCH(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
-at::Tensor conv_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
-                            const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
-                            at::IntArrayRef padding, at::IntArrayRef padding_end,
-                            at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm) {
-  // The ATen calls below (GEMMs, copies) are implementation details, not graph nodes.
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const ConvGeometry g =
-      forward_geometry(input, weight, bias, stride, padding, padding_end, dilation, groups);
-  const ConvAlgorithm algo = resolve_algorithm(algorithm, g, input);
-  const int64_t nd = static_cast<int64_t>(stride.size());
-  const at::Tensor x = input.contiguous(), w = weight.contiguous();
-  std::optional<at::Tensor> b;
-  if (bias.has_value() && bias->defined()) b = bias->contiguous();
-  if (g.batch == 0 || g.out_plane() == 0) {
-    return output_shape_tensor(at::empty({g.batch * g.out_channels * g.out_plane()}, x.options()), g, nd);
-  }
-  if (algo == ConvAlgorithm::Im2col) return output_shape_tensor(im2col_forward(x, w, b, g), g, nd);
-  if (algo == ConvAlgorithm::Shifted) return output_shape_tensor(shifted_forward(x, w, b, g), g, nd);
-  at::Tensor out = at::empty({g.batch * g.out_channels * g.out_plane()}, x.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "cnn_ops_conv_forward", [&] {
+void direct_forward_pass(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& b,
+                         const ConvGeometry& g, const at::Tensor& out) {
+  TCO_CONV_DISPATCH(x.scalar_type(), "cnn_ops_conv_forward", [&] {
     direct_forward<scalar_t>(x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-                             b ? b->const_data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(), g);
+                             b ? b->const_data_ptr<scalar_t>() : nullptr, out.mutable_data_ptr<scalar_t>(), g);
   });
-  return output_shape_tensor(out, g, nd);
 }
 
-at::Tensor conv_input_backward_cpu(const at::Tensor& grad_output, const at::Tensor& weight,
-                                   at::IntArrayRef input_size, at::IntArrayRef stride,
-                                   at::IntArrayRef padding, at::IntArrayRef dilation,
-                                   int64_t groups, c10::string_view algorithm) {
-  // The ATen calls below (GEMMs, copies) are implementation details, not graph nodes.
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const ConvGeometry g =
-      input_backward_geometry(grad_output, weight, input_size, stride, padding, dilation, groups);
-  const ConvAlgorithm algo = resolve_algorithm(algorithm, g, grad_output);
-  const at::Tensor gout = grad_output.contiguous(), w = weight.contiguous();
-  if (g.batch == 0 || g.in_plane() == 0 || g.in_channels == 0 || g.out_plane() == 0) {
-    return at::zeros(input_size, gout.options());
-  }
-  if (algo == ConvAlgorithm::Im2col) return im2col_input_backward(gout, w, g, input_size);
-  if (algo == ConvAlgorithm::Shifted) return shifted_input_backward(gout, w, g).view(input_size);
-  at::Tensor gin = at::empty(input_size, gout.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gout.scalar_type(), "cnn_ops_conv_input_backward", [&] {
+void direct_input_backward_pass(const at::Tensor& gout, const at::Tensor& w, const ConvGeometry& g,
+                                const at::Tensor& gin) {
+  TCO_CONV_DISPATCH(gout.scalar_type(), "cnn_ops_conv_input_backward", [&] {
     direct_input_backward<scalar_t>(gout.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-                                    gin.data_ptr<scalar_t>(), g);
+                                    gin.mutable_data_ptr<scalar_t>(), g);
   });
-  return gin;
 }
 
-at::Tensor conv_weight_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
-                                    at::IntArrayRef weight_size, at::IntArrayRef stride,
-                                    at::IntArrayRef padding, at::IntArrayRef dilation,
-                                    int64_t groups, c10::string_view algorithm) {
-  // The ATen calls below (GEMMs, copies) are implementation details, not graph nodes.
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const ConvGeometry g =
-      weight_backward_geometry(grad_output, input, weight_size, stride, padding, dilation, groups);
-  const ConvAlgorithm algo = resolve_algorithm(algorithm, g, input);
-  const at::Tensor gout = grad_output.contiguous(), x = input.contiguous();
-  if (g.batch == 0 || g.out_plane() == 0) return at::zeros(weight_size, gout.options());
-  if (algo == ConvAlgorithm::Im2col) return im2col_weight_backward(gout, x, g, weight_size);
-  if (algo == ConvAlgorithm::Shifted) return shifted_weight_backward(gout, x, g).view(weight_size);
-  at::Tensor gw = at::empty(weight_size, gout.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gout.scalar_type(), "cnn_ops_conv_weight_backward", [&] {
+void direct_weight_backward_pass(const at::Tensor& gout, const at::Tensor& x, const ConvGeometry& g,
+                                 const at::Tensor& gw) {
+  TCO_CONV_DISPATCH(gout.scalar_type(), "cnn_ops_conv_weight_backward", [&] {
     direct_weight_backward<scalar_t>(gout.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-                                     gw.data_ptr<scalar_t>(), g);
+                                     gw.mutable_data_ptr<scalar_t>(), g);
   });
-  return gw;
+}
+
+const ConvBackend& cpu_conv_backend() {
+  static const ConvBackend backend{c10::DeviceType::CPU,          &direct_forward_pass,
+                                   &direct_input_backward_pass,   &direct_weight_backward_pass,
+                                   &im2col_forward,               &im2col_input_backward,
+                                   &im2col_weight_backward};
+  return backend;
 }
 
 }  // namespace
 }  // namespace tco
 
-TORCH_LIBRARY_IMPL(cnn_ops, CPU, m) {
-  m.impl("conv_forward", &tco::conv_forward_cpu);
-  m.impl("conv_input_backward", &tco::conv_input_backward_cpu);
-  m.impl("conv_weight_backward", &tco::conv_weight_backward_cpu);
-}
+TORCH_LIBRARY_IMPL(cnn_ops, CPU, m) { tco::register_conv_ops(m, tco::cpu_conv_backend()); }

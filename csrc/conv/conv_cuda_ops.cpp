@@ -1,6 +1,7 @@
-// CUDA implementations of the conv ops (CUDA dispatch key): tensors in, kernel launches of
-// conv_cuda.cu and cuBLAS GEMMs (through ATen's bmm) out. Compiled by the host compiler
-// only in CUDA builds; narrow headers keep it quick to build.
+// The CUDA backend of the conv ops (conv_ops.h, whose entries check the arguments, set the
+// device and answer the empty cases): tensors in, kernel launches of conv_cuda.cu and cuBLAS
+// GEMMs (through ATen's bmm) out. Compiled by the host compiler only in CUDA builds; narrow
+// headers keep it quick to build.
 //
 // The algorithms are those of conv_cpu.cpp:
 //  * direct: one thread per output element (conv_cuda.cu).
@@ -19,7 +20,6 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
@@ -29,7 +29,7 @@
 #include "../cuda_glue.h"
 #include "conv_common.h"
 #include "conv_cuda.h"
-#include "conv_shifted.h"
+#include "conv_ops.h"
 
 namespace tco {
 namespace {
@@ -154,90 +154,35 @@ at::Tensor im2col_weight_backward(const at::Tensor& gout, const at::Tensor& inpu
 }
 
 // ---------------------------------------------------------------------------------------
-// Op entry points (CUDA dispatch key).
+// The direct passes of the CUDA backend.
 
-at::Tensor conv_forward_cuda(const at::Tensor& input, const at::Tensor& weight,
-                             const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
-                             at::IntArrayRef padding, at::IntArrayRef padding_end,
-                             at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm) {
-  const ConvGeometry g =
-      forward_geometry(input, weight, bias, stride, padding, padding_end, dilation, groups);
-  ConvAlgorithm algo = resolve_algorithm(algorithm, g, input);
-  const c10::cuda::CUDAGuard guard(input.device());
-  // The ATen calls below (GEMMs, copies) are implementation details, not graph nodes.
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const at::Tensor x = input.contiguous(), w = weight.contiguous();
-  std::optional<at::Tensor> b;
-  if (bias.has_value() && bias->defined()) b = bias->contiguous();
-
-  std::vector<int64_t> shape{g.batch, g.out_channels};
-  for (int64_t d = 3 - static_cast<int64_t>(stride.size()); d < 3; ++d) shape.push_back(g.out_size[d]);
-  if (g.batch == 0 || g.out_plane() == 0) return at::empty(shape, x.options());
-  // With no input channels the output is the bias alone: nothing to unfold or multiply.
-  if (g.in_channels == 0) algo = ConvAlgorithm::Direct;
-  if (algo == ConvAlgorithm::Im2col) return im2col_forward(x, w, b, g).view(shape);
-  if (algo == ConvAlgorithm::Shifted) return shifted_forward(x, w, b, g).view(shape);
-
-  at::Tensor out = at::empty(shape, x.options());
-  C10_CUDA_CHECK(cuda_conv::direct_forward(cuda_dtype_of(x.scalar_type()), g, x.const_data_ptr(),
-                                           w.const_data_ptr(), b ? b->const_data_ptr() : nullptr,
-                                           out.mutable_data_ptr(), current_cuda_stream()));
-  return out;
+void direct_forward(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& b,
+                    const ConvGeometry& g, const at::Tensor& out) {
+  C10_CUDA_CHECK(cuda_conv::direct_forward(cuda_dtype_of(x.scalar_type()), g, x.const_data_ptr(), w.const_data_ptr(),
+                                           b ? b->const_data_ptr() : nullptr, out.mutable_data_ptr(),
+                                           current_cuda_stream()));
 }
 
-at::Tensor conv_input_backward_cuda(const at::Tensor& grad_output, const at::Tensor& weight,
-                                    at::IntArrayRef input_size, at::IntArrayRef stride,
-                                    at::IntArrayRef padding, at::IntArrayRef dilation,
-                                    int64_t groups, c10::string_view algorithm) {
-  const ConvGeometry g =
-      input_backward_geometry(grad_output, weight, input_size, stride, padding, dilation, groups);
-  const ConvAlgorithm algo = resolve_algorithm(algorithm, g, grad_output);
-  const c10::cuda::CUDAGuard guard(grad_output.device());
-  // The ATen calls below (GEMMs, copies) are implementation details, not graph nodes.
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const at::Tensor gout = grad_output.contiguous(), w = weight.contiguous();
-  if (g.batch == 0 || g.in_plane() == 0 || g.in_channels == 0) {
-    return at::empty(input_size, gout.options());
-  }
-  if (gout.numel() == 0) return at::zeros(input_size, gout.options());
-  if (algo == ConvAlgorithm::Im2col) return im2col_input_backward(gout, w, g, input_size);
-  if (algo == ConvAlgorithm::Shifted) return shifted_input_backward(gout, w, g).view(input_size);
-
-  at::Tensor gin = at::empty(input_size, gout.options());
-  C10_CUDA_CHECK(cuda_conv::direct_input_backward(cuda_dtype_of(gout.scalar_type()), g,
-                                                  gout.const_data_ptr(), w.const_data_ptr(),
-                                                  gin.mutable_data_ptr(), current_cuda_stream()));
-  return gin;
+void direct_input_backward(const at::Tensor& gout, const at::Tensor& w, const ConvGeometry& g,
+                           const at::Tensor& gin) {
+  C10_CUDA_CHECK(cuda_conv::direct_input_backward(cuda_dtype_of(gout.scalar_type()), g, gout.const_data_ptr(),
+                                                  w.const_data_ptr(), gin.mutable_data_ptr(), current_cuda_stream()));
 }
 
-at::Tensor conv_weight_backward_cuda(const at::Tensor& grad_output, const at::Tensor& input,
-                                     at::IntArrayRef weight_size, at::IntArrayRef stride,
-                                     at::IntArrayRef padding, at::IntArrayRef dilation,
-                                     int64_t groups, c10::string_view algorithm) {
-  const ConvGeometry g =
-      weight_backward_geometry(grad_output, input, weight_size, stride, padding, dilation, groups);
-  const ConvAlgorithm algo = resolve_algorithm(algorithm, g, input);
-  const c10::cuda::CUDAGuard guard(grad_output.device());
-  // The ATen calls below (GEMMs, copies) are implementation details, not graph nodes.
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const at::Tensor gout = grad_output.contiguous(), x = input.contiguous();
-  if (g.in_channels == 0) return at::empty(weight_size, gout.options());
-  if (g.batch == 0 || g.out_plane() == 0) return at::zeros(weight_size, gout.options());
-  if (algo == ConvAlgorithm::Im2col) return im2col_weight_backward(gout, x, g, weight_size);
-  if (algo == ConvAlgorithm::Shifted) return shifted_weight_backward(gout, x, g).view(weight_size);
+void direct_weight_backward(const at::Tensor& gout, const at::Tensor& x, const ConvGeometry& g,
+                            const at::Tensor& gw) {
+  C10_CUDA_CHECK(cuda_conv::direct_weight_backward(cuda_dtype_of(gout.scalar_type()), g, gout.const_data_ptr(),
+                                                   x.const_data_ptr(), gw.mutable_data_ptr(), current_cuda_stream()));
+}
 
-  at::Tensor gw = at::empty(weight_size, gout.options());
-  C10_CUDA_CHECK(cuda_conv::direct_weight_backward(cuda_dtype_of(gout.scalar_type()), g,
-                                                   gout.const_data_ptr(), x.const_data_ptr(),
-                                                   gw.mutable_data_ptr(), current_cuda_stream()));
-  return gw;
+const ConvBackend& cuda_conv_backend() {
+  static const ConvBackend backend{c10::DeviceType::CUDA,   &direct_forward,         &direct_input_backward,
+                                   &direct_weight_backward, &im2col_forward,         &im2col_input_backward,
+                                   &im2col_weight_backward};
+  return backend;
 }
 
 }  // namespace
 }  // namespace tco
 
-TORCH_LIBRARY_IMPL(cnn_ops, CUDA, m) {
-  m.impl("conv_forward", &tco::conv_forward_cuda);
-  m.impl("conv_input_backward", &tco::conv_input_backward_cuda);
-  m.impl("conv_weight_backward", &tco::conv_weight_backward_cuda);
-}
+TORCH_LIBRARY_IMPL(cnn_ops, CUDA, m) { tco::register_conv_ops(m, tco::cuda_conv_backend()); }
