@@ -9,27 +9,16 @@
 #include <c10/core/DeviceGuard.h>
 #include <c10/util/Exception.h>
 
-#include <array>
 #include <vector>
 
+#include "../device_backends.h"
 #include "conv_common.h"
 #include "conv_shifted.h"
 
 namespace tco {
 namespace {
 
-std::array<const ConvBackend*, static_cast<size_t>(c10::DeviceType::COMPILE_TIME_MAX_DEVICE_TYPES)>& backends() {
-  static std::array<const ConvBackend*, static_cast<size_t>(c10::DeviceType::COMPILE_TIME_MAX_DEVICE_TYPES)> table{};
-  return table;
-}
-
-// The backend of t's device: the dispatcher reaches an entry only through a dispatch key that
-// register_conv_ops registered together with its backend.
-const ConvBackend& backend_for(const at::Tensor& t) {
-  const ConvBackend* be = backends()[static_cast<size_t>(t.device().type())];
-  TORCH_CHECK(be != nullptr, "cnn_ops: no convolution backend for device ", t.device());
-  return *be;
-}
+const ConvBackend& backend_for(const at::Tensor& t) { return DeviceBackends<ConvBackend>::of(t, "convolution"); }
 
 // (N, O, *out) for an nd-dimensional convolution.
 std::vector<int64_t> output_shape(const ConvGeometry& g, size_t nd) {
@@ -104,7 +93,7 @@ at::Tensor conv_weight_backward(const at::Tensor& grad_output, const at::Tensor&
 }  // namespace
 
 void register_conv_ops(torch::Library& m, const ConvBackend& backend) {
-  backends()[static_cast<size_t>(backend.device)] = &backend;
+  DeviceBackends<ConvBackend>::add(backend);
   m.impl("conv_forward", TORCH_FN(conv_forward));
   m.impl("conv_input_backward", TORCH_FN(conv_input_backward));
   m.impl("conv_weight_backward", TORCH_FN(conv_weight_backward));

@@ -1,4 +1,5 @@
-// CPU kernels of the local family: tiled and unshared (locally connected) convolution.
+// The CPU backend of the local family (local_ops.h): tiled and unshared (locally connected)
+// convolution.
 //
 // One engine serves both through the rule of local_geometry.h (output position -> weight
 // cell). Two ways to cut the work, chosen by the number of output positions per cell:
@@ -50,6 +51,7 @@
 #include "../conv/conv_common.h"
 #include "../conv/im2col_cpu.h"
 #include "local_common.h"
+#include "local_ops.h"
 
 #ifdef __linux__
 #include <sys/mman.h>
@@ -619,26 +621,13 @@ at::Tensor sample_outermost(const at::Tensor& t, at::IntArrayRef shape, at::Scal
   return out;
 }
 
-std::vector<int64_t> output_shape(const LocalGeometry& g, int64_t nd) {
-  std::vector<int64_t> shape{g.conv.batch, g.conv.out_channels};
-  for (int64_t d = 3 - nd; d < 3; ++d) shape.push_back(g.conv.out_size[d]);
-  return shape;
-}
-
 // ---------------------------------------------------------------------------------------
-// Op entry points (CPU dispatch key).
+// The passes of the CPU backend (local_ops.h).
 
-at::Tensor local_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
-                             const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
-                             at::IntArrayRef padding, at::IntArrayRef padding_end, at::IntArrayRef dilation) {
-  // The ATen calls below (copies, conversions) are implementation details, not graph nodes.
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const LocalGeometry g = local_forward_geometry(input, weight, bias, stride, padding, padding_end, dilation);
+at::Tensor forward_pass(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                        const LocalGeometry& g, at::IntArrayRef shape) {
   const ConvGeometry& c = g.conv;
-  const int64_t nd = static_cast<int64_t>(stride.size());
-  const std::vector<int64_t> shape = output_shape(g, nd);
   const at::ScalarType st = input.scalar_type(), ct = compute_type(st);
-  if (c.batch == 0 || c.out_plane() == 0) return at::empty(shape, input.options());
   const at::Tensor w = weight.to(ct).contiguous();
   std::optional<at::Tensor> b;
   if (bias.has_value() && bias->defined()) b = bias->to(ct).contiguous();
@@ -666,17 +655,10 @@ at::Tensor local_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
   return out;
 }
 
-at::Tensor local_input_backward_cpu(const at::Tensor& grad_output, const at::Tensor& weight,
-                                    at::IntArrayRef input_size, at::IntArrayRef stride,
-                                    at::IntArrayRef padding, at::IntArrayRef dilation) {
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const LocalGeometry g =
-      local_input_backward_geometry(grad_output, weight, input_size, stride, padding, dilation);
+at::Tensor input_backward_pass(const at::Tensor& grad_output, const at::Tensor& weight, const LocalGeometry& g,
+                               at::IntArrayRef input_size) {
   const ConvGeometry& c = g.conv;
   const at::ScalarType st = grad_output.scalar_type(), ct = compute_type(st);
-  if (c.batch == 0 || c.in_plane() == 0 || c.in_channels == 0 || c.out_plane() == 0) {
-    return at::zeros(input_size, grad_output.options());
-  }
   const at::Tensor w = weight.to(ct).contiguous();
   if (by_positions(g)) {
     const at::Tensor gyt = sample_innermost(grad_output, c.out_channels, c.out_plane(), ct);
@@ -697,15 +679,10 @@ at::Tensor local_input_backward_cpu(const at::Tensor& grad_output, const at::Ten
   return gin.to(st);
 }
 
-at::Tensor local_weight_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
-                                     at::IntArrayRef weight_size, at::IntArrayRef stride,
-                                     at::IntArrayRef padding, at::IntArrayRef dilation) {
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const LocalGeometry g =
-      local_weight_backward_geometry(grad_output, input, weight_size, stride, padding, dilation);
+at::Tensor weight_backward_pass(const at::Tensor& grad_output, const at::Tensor& input, const LocalGeometry& g,
+                                at::IntArrayRef weight_size) {
   const ConvGeometry& c = g.conv;
   const at::ScalarType st = grad_output.scalar_type(), ct = compute_type(st);
-  if (c.batch == 0 || c.out_plane() == 0) return at::zeros(weight_size, grad_output.options());
   const at::TensorOptions ct_options = grad_output.options().dtype(ct);
   if (by_positions(g)) {
     const at::Tensor x = input.contiguous();
@@ -736,11 +713,12 @@ at::Tensor local_weight_backward_cpu(const at::Tensor& grad_output, const at::Te
   return gw.to(st);
 }
 
+const LocalBackend& cpu_local_backend() {
+  static const LocalBackend backend{c10::DeviceType::CPU, &forward_pass, &input_backward_pass, &weight_backward_pass};
+  return backend;
+}
+
 }  // namespace
 }  // namespace tco
 
-TORCH_LIBRARY_IMPL(cnn_ops, CPU, m) {
-  m.impl("local_forward", &tco::local_forward_cpu);
-  m.impl("local_input_backward", &tco::local_input_backward_cpu);
-  m.impl("local_weight_backward", &tco::local_weight_backward_cpu);
-}
+TORCH_LIBRARY_IMPL(cnn_ops, CPU, m) { tco::register_local_ops(m, tco::cpu_local_backend()); }

@@ -9,11 +9,11 @@
 #include <c10/core/DeviceGuard.h>
 #include <c10/util/Exception.h>
 
-#include <array>
 #include <optional>
 #include <tuple>
 #include <vector>
 
+#include "../device_backends.h"
 #include "gaussian_pool.h"
 #include "pool_common.h"
 
@@ -22,18 +22,7 @@ namespace {
 
 using Tensor2 = std::tuple<at::Tensor, at::Tensor>;
 
-std::array<const PoolBackend*, static_cast<size_t>(c10::DeviceType::COMPILE_TIME_MAX_DEVICE_TYPES)>& backends() {
-  static std::array<const PoolBackend*, static_cast<size_t>(c10::DeviceType::COMPILE_TIME_MAX_DEVICE_TYPES)> table{};
-  return table;
-}
-
-// The backend of t's device: the dispatcher reaches an entry only through a dispatch key that
-// register_pool_ops registered together with its backend.
-const PoolBackend& backend_for(const at::Tensor& t) {
-  const PoolBackend* be = backends()[static_cast<size_t>(t.device().type())];
-  TORCH_CHECK(be != nullptr, "cnn_ops: no pooling backend for device ", t.device());
-  return *be;
-}
+const PoolBackend& backend_for(const at::Tensor& t) { return DeviceBackends<PoolBackend>::of(t, "pooling"); }
 
 std::vector<int64_t> ones(size_t n) { return std::vector<int64_t>(n, 1); }
 std::vector<int64_t> zeros(size_t n) { return std::vector<int64_t>(n, 0); }
@@ -292,7 +281,7 @@ at::Tensor stochastic_pool_eval_backward(const at::Tensor& grad_output, const at
 }  // namespace
 
 void register_pool_ops(torch::Library& m, const PoolBackend& backend) {
-  backends()[static_cast<size_t>(backend.device)] = &backend;
+  DeviceBackends<PoolBackend>::add(backend);
   m.impl("max_pool_forward", TORCH_FN(max_pool_forward));
   m.impl("adaptive_max_pool_forward", TORCH_FN(adaptive_max_pool_forward));
   m.impl("max_pool_backward", TORCH_FN(max_pool_backward));
