@@ -1045,6 +1045,26 @@ def test_every_family_covers_every_path():
             assert any(n.startswith(f"{family}-{path}-") for n in names), (family, path)
 
 
+def test_legal_backward_output_sizes_still_pass():
+    # Every output size a forward convolution gives for some trailing pad is accepted by the
+    # backward ops (the new lower bound refuses only sizes no forward gives).
+    import torch
+    import torch_cnn_ops  # noqa: F401
+
+    ops = torch.ops.cnn_ops
+    w = torch.randn(3, 2, 3, 3)
+    for size in range(3, 10):
+        for stride in (1, 2, 3):
+            for pad, pad_end in ((0, 0), (1, 1), (0, 2), (1, 0)):
+                x = torch.randn(1, 2, size, size)
+                y = ops.conv_forward(x, w, None, [stride] * 2, [pad] * 2, [pad_end] * 2, [1, 1], 1, "auto")
+                gx = ops.conv_input_backward(torch.ones_like(y), w, list(x.shape), [stride] * 2, [pad] * 2, [1, 1],
+                                             1, "auto")
+                gw = ops.conv_weight_backward(torch.ones_like(y), x, list(w.shape), [stride] * 2, [pad] * 2, [1, 1],
+                                              1, "auto")
+                assert gx.shape == x.shape and gw.shape == w.shape
+
+
 def test_strided_running_statistics_move_as_torchs():
     # Not bad input: a strided (non-contiguous, not overlapping) running statistic is updated in
     # place through the view, as torch's batch and instance norm do, rather than refused.
