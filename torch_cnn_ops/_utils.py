@@ -9,6 +9,9 @@ that our twins take and refuse what torch's functions do, with the same exceptio
 * an ``int[N]`` is one int (repeated) or a list / tuple of ints; a sequence of one is
   repeated too; a sequence of another length is a ``RuntimeError``, as torch's kernels raise
   for it;
+* an int outside int64 (``2**63``, ``-2**63 - 1``) is a ``ValueError``, as torch's parser's
+  "Overflow when unpacking long long" (the dispatcher would refuse it with a message about a
+  list of another type);
 * a bool argument (``ceil_mode``, ``count_include_pad``) must be a bool: torch's parser
   refuses ``0`` and ``1`` with a ``TypeError``.
 """
@@ -27,15 +30,28 @@ def _kind(value) -> str:
     return f"{value!r} of type {type(value).__name__}"
 
 
+_INT64_MIN, _INT64_END = -(2**63), 2**63
+
+
+def _int64(value: int, name: str, fn: str, whole=None) -> int:
+    """``value`` once it fits in int64, torch's integer type; a ValueError naming the argument otherwise."""
+    if _INT64_MIN <= value < _INT64_END:
+        return value
+    shown = "" if whole is None or whole is value else f" (in {whole!r})"
+    raise ValueError(f"{_where(fn)}argument '{name}' must fit in int64, got {value}{shown}")
+
+
 def as_int(value, name: str, fn: str = "") -> int:
     """``value`` as an int, as torch's parser takes an ``int`` argument; a TypeError otherwise."""
     if type(value) is int:
-        return value
+        return _int64(value, name, fn)
     if not isinstance(value, bool):
         try:
-            return operator.index(value)
+            index = operator.index(value)
         except TypeError:
             pass
+        else:
+            return _int64(index, name, fn)
     raise TypeError(f"{_where(fn)}argument '{name}' must be an int, got {_kind(value)}")
 
 
@@ -51,11 +67,11 @@ def ntuple(value: IntOrTuple, n: int, name: str, fn: str = "") -> Tuple[int, ...
     or n entries. A value or entry that is no int is a TypeError, a sequence of another length
     a RuntimeError; both messages name the argument, the function ``fn`` and the value."""
     kind = type(value)
-    if kind is int:
+    if kind is int and _INT64_MIN <= value < _INT64_END:
         return (value,) * n
     if (kind is tuple or kind is list) and len(value) == n:
         for v in value:
-            if type(v) is not int:
+            if type(v) is not int or not _INT64_MIN <= v < _INT64_END:
                 break
         else:
             return tuple(value)
@@ -67,10 +83,11 @@ def _ntuple_slow(value, n: int, name: str, fn: str) -> Tuple[int, ...]:
         if isinstance(value, bool):
             raise TypeError(f"{_where(fn)}argument '{name}' must be an int or a tuple of {n} ints, got {_kind(value)}")
         try:
-            return (operator.index(value),) * n
+            index = operator.index(value)
         except TypeError:
             raise TypeError(f"{_where(fn)}argument '{name}' must be an int or a tuple of {n} ints, "
                             f"got {_kind(value)}") from None
+        return (_int64(index, name, fn),) * n
     values = []
     for i, v in enumerate(value):
         if type(v) is not int:
@@ -84,7 +101,7 @@ def _ntuple_slow(value, n: int, name: str, fn: str) -> Tuple[int, ...]:
             if v is None:
                 raise TypeError(f"{_where(fn)}argument '{name}' must be an int or a tuple of {n} ints, got "
                                 f"{value!r} whose entry {i} is {_kind(value[i])}")
-        values.append(v)
+        values.append(_int64(v, name, fn, value))
     if len(values) == 1:
         return tuple(values) * n
     if len(values) != n:

@@ -38,6 +38,9 @@ def _grad_tuple(value, nd: int, name: str, fn: str) -> Tuple[int, ...]:
             except TypeError:
                 raise RuntimeError(f"{fn}(): argument '{name}' must be an int or a tuple of {nd} ints, got "
                                    f"{value!r}") from None
+        if not -(2**63) <= v < 2**63:  # no int64: no overload of convolution_backward matches either
+            raise RuntimeError(f"{fn}(): argument '{name}' must be an int or a tuple of {nd} ints that fit in "
+                               f"int64, got {value!r}")
         out.append(v)
     if len(out) == 1:
         return tuple(out) * nd
@@ -48,13 +51,15 @@ def _grad_tuple(value, nd: int, name: str, fn: str) -> Tuple[int, ...]:
 
 
 def _size(value, nd: int, name: str, fn: str) -> List[int]:
-    """``input_size`` / ``weight_size``: nd + 2 ints (torch: a TypeError for entries that are no
-    int, a RuntimeError for another number of dimensions)."""
+    """``input_size`` / ``weight_size``: nd + 2 non-negative ints (torch: a TypeError for entries
+    that are no int, a RuntimeError for another number of dimensions or a negative size)."""
     if not isinstance(value, (list, tuple)):
         raise TypeError(f"{fn}(): argument '{name}' must be a tuple of {nd + 2} ints, got {value!r}")
-    sizes = [v if type(v) is int else as_int(v, name, fn) for v in value]
+    sizes = [as_int(v, name, fn) for v in value]
     if len(sizes) != nd + 2:
         raise RuntimeError(f"{fn}(): argument '{name}' must have {nd + 2} entries, got {len(sizes)}: {value!r}")
+    if min(sizes) < 0:  # torch: "numel: integer multiplication overflow"
+        raise RuntimeError(f"{fn}(): argument '{name}' must not have a negative size, got {tuple(sizes)}")
     return sizes
 
 

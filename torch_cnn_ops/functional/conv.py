@@ -46,9 +46,12 @@ def conv_padding(
         if padding not in PADDING_STRINGS:
             raise RuntimeError(f"{_where(fn)}invalid padding string {padding!r}: padding must be an int, a tuple "
                                f"of {nd} ints or one of {PADDING_STRINGS}")
-        totals = [d * (k - 1) for k, d in zip(kernel_size, dilation)]
         if padding == "valid":
             return [0] * nd, [0] * nd
+        totals = [d * (k - 1) for k, d in zip(kernel_size, dilation)]
+        if any(t >= 2**63 for t in totals):  # the kernels' message for a size that overflows int64
+            raise RuntimeError(f"{_where(fn)}padding={padding!r} of {totals} (dilation * (kernel_size - 1) with "
+                               f"kernel_size {tuple(kernel_size)} and dilation {tuple(dilation)}) overflows int64")
         if padding == "full":
             return list(totals), list(totals)
         if any(s != 1 for s in stride):

@@ -69,13 +69,16 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
         if count == 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.size()}")
     _check_eps(eps, training)
+    _check_running_pair("batch_norm", running_mean, running_var)
     if input.dim() < 2:
         return _batch_norm_without_channels(input, running_mean, running_var, weight, bias, training)
     return _batch_norm("batch_norm", input, running_mean, running_var, weight, bias, training, momentum, eps, count)
 
 
-def _batch_norm(name, input, running_mean, running_var, weight, bias, training, momentum, eps, count=0) -> Tensor:
-    """Batch norm on our op, after the checks of the caller ``name`` (batch or instance norm)."""
+def _batch_norm(name, input, running_mean, running_var, weight, bias, training, momentum, eps, count=0,
+                _stats=False):
+    """Batch norm on our op, after the checks of the caller ``name`` (batch or instance norm);
+    with ``_stats``, the output and the batch's mean and biased variance."""
     if momentum is None:
         raise TypeError(f"{name}(): argument 'momentum' must be a float, got None (the norm modules turn "
                         "momentum=None into the cumulative average factor)")
@@ -86,7 +89,15 @@ def _batch_norm(name, input, running_mean, running_var, weight, bias, training, 
     if training and running_mean is not None:
         _batch_norm_update_stats(running_mean, running_var, mean, var, count or _values_per_channel(input),
                                  float(momentum))
-    return out
+    return (out, mean, var) if _stats else out
+
+
+def _check_running_pair(name: str, running_mean, running_var) -> None:
+    """torch's ValueError for one running statistic without the other."""
+    if (running_mean is None) != (running_var is None):
+        given = "running_mean" if running_var is None else "running_var"
+        raise ValueError(f"{name}(): running_mean and running_var must be given together (either both be None or "
+                         f"neither be None), got only {given}")
 
 
 def _batch_norm_without_channels(input, running_mean, running_var, weight, bias, training) -> Tensor:
@@ -158,17 +169,29 @@ def instance_norm(input: Tensor, running_mean: Optional[Tensor] = None, running_
                                f"False, got input of shape {tuple(input.shape)} and no running statistics")
         raise IndexError(f"instance_norm(): input of shape {tuple(input.shape)} has no channel dimension: expected "
                          f"an input of shape (N, C, *)")
+    _check_running_pair("instance_norm", running_mean, running_var)
     n, c = input.shape[:2]
+    # Checked here, so that the messages show the caller's shapes rather than the (1, N * C, *) view's.
+    for arg, t in (("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)):
+        if t is not None and tuple(t.shape) != (c,):
+            raise RuntimeError(f"instance_norm(): {arg} of shape {tuple(t.shape)} does not match the {c} channels of "
+                               f"the input of shape {tuple(input.shape)}: expected shape ({c},)")
     x = input.reshape(1, n * c, *input.shape[2:])
     w = weight.repeat(n) if weight is not None else None
     b = bias.repeat(n) if bias is not None else None
-    rm = running_mean.repeat(n) if running_mean is not None else None
-    rv = running_var.repeat(n) if running_var is not None else None
-    out = _batch_norm("instance_norm", x, rm, rv, w, b, use_input_stats, momentum, eps)  # any eps, as torch's
-    if running_mean is not None and use_input_stats:
+    if not use_input_stats:
+        rm = running_mean.repeat(n) if running_mean is not None else None
+        rv = running_var.repeat(n) if running_var is not None else None
+        return _batch_norm("instance_norm", x, rm, rv, w, b, False, momentum, eps).view(input.shape)
+    out = _batch_norm("instance_norm", x, None, None, w, b, True, momentum, eps, _stats=running_mean is not None)
+    if running_mean is not None:
+        # The running statistics move towards the batch average of the per-plane statistics (what
+        # torch's update of N repeated copies, averaged back, amounts to), by the op that refuses
+        # expanded or grad-requiring statistics before writing either.
+        out, mean, var = out
         with torch.no_grad():
-            running_mean.copy_(rm.view(n, c).mean(0))
-            running_var.copy_(rv.view(n, c).mean(0))
+            mean, var = mean.view(n, c).mean(0), var.view(n, c).mean(0)
+        _batch_norm_update_stats(running_mean, running_var, mean, var, _values_per_channel(x), float(momentum))
     return out.view(input.shape)
 
 

@@ -10,8 +10,9 @@ Arguments are read by torch's rules, with torch's exception classes (see ``torch
 sizes are ints (NumPy integers and integer tensors too) or sequences of them, ``ceil_mode``
 and ``count_include_pad`` bools; wrong types are TypeErrors, sequences of the wrong length and
 inputs of the wrong rank RuntimeErrors, and integer inputs of average, lp and adaptive pooling
-NotImplementedErrors, as torch's. Max and min pooling have floating-point kernels only: an
-integer input, which torch's max pooling takes, is a RuntimeError naming the dtype.
+NotImplementedErrors, as torch's (so are those of Gaussian and stochastic pooling, weighted
+averages and samples). Max and min pooling have floating-point kernels only: an integer input,
+which torch's max pooling takes, is a RuntimeError naming the dtype.
 """
 
 from typing import Optional, Sequence, Union
@@ -337,6 +338,8 @@ def kmax_pool1d(input: Tensor, k: int, dim: int = -1) -> Tensor:
         raise TypeError(f"kmax_pool1d: input must be a tensor, got {type(input).__name__}")
     if isinstance(k, bool) or not isinstance(k, int):
         raise TypeError(f"kmax_pool1d: k must be an int, got {k!r}")
+    if type(dim) is not int:  # torch.topk's TypeError (the dispatcher would raise a RuntimeError)
+        dim = as_int(dim, "dim", "kmax_pool1d")
     return ops.kmax_pool_forward(input, k, dim)[0]
 
 
@@ -354,7 +357,28 @@ def dynamic_k(layer: int, num_layers: int, k_top: int, length: int) -> int:
 def dynamic_kmax_pool1d(input: Tensor, layer: int, num_layers: int, k_top: int, dim: int = -1) -> Tensor:
     """k-max pooling with ``k = max(k_top, ceil((num_layers - layer) / num_layers * s))``, ``s`` the
     length of ``input`` along ``dim`` (layer ``layer`` of ``num_layers`` convolutional layers)."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"dynamic_kmax_pool1d: input must be a tensor, got {type(input).__name__}")
+    dim = _dim(as_int(dim, "dim", "dynamic_kmax_pool1d"), input, "dynamic_kmax_pool1d")
     return kmax_pool1d.__wrapped__(input, dynamic_k(layer, num_layers, k_top, input.shape[dim]), dim)
+
+
+def _dim(dim: int, input: Tensor, fn: str) -> int:
+    """``dim`` once it indexes a dimension of ``input``; otherwise torch's IndexError for a
+    dimension argument, with the input's shape."""
+    n = max(input.dim(), 1)  # as torch, a 0-d tensor has dimensions -1 and 0
+    if not -n <= dim < n:
+        raise IndexError(f"{fn}: dimension out of range (expected to be in range of [{-n}, {n - 1}], but got "
+                         f"{dim}) for an input of shape {tuple(input.shape)}")
+    return dim
+
+
+def _pool_size(pool_size, fn: str) -> int:
+    """``pool_size`` of maxout: an int (a TypeError otherwise, as torch's for an int argument) of at least 1."""
+    pool_size = as_int(pool_size, "pool_size", fn)
+    if pool_size < 1:
+        raise ValueError(f"{fn}: pool_size must be a positive int, got {pool_size!r}")
+    return pool_size
 
 
 @leaf
@@ -363,16 +387,10 @@ def channel_max_pool(input: Tensor, pool_size: int, dim: int = 1) -> Tensor:
     (channels by default); that dimension shrinks by a factor ``pool_size``."""
     if not isinstance(input, Tensor):
         raise TypeError(f"channel_max_pool: input must be a tensor, got {type(input).__name__}")
-    if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
-        raise ValueError(f"channel_max_pool: pool_size must be a positive int, got {pool_size!r}")
+    pool_size = _pool_size(pool_size, "channel_max_pool")
     if input.dim() == 0:
         raise ValueError("channel_max_pool: input must have at least one dimension")
-    dim = as_int(dim, "dim", "channel_max_pool")
-    if not -input.dim() <= dim < input.dim():  # torch's rule and class for a dimension argument
-        raise IndexError(f"channel_max_pool: dimension out of range (expected to be in range of "
-                         f"[{-input.dim()}, {input.dim() - 1}], but got {dim}) for an input of shape "
-                         f"{tuple(input.shape)}")
-    dim = dim % input.dim()
+    dim = _dim(as_int(dim, "dim", "channel_max_pool"), input, "channel_max_pool") % input.dim()
     channels = input.shape[dim]
     if channels % pool_size != 0:
         raise ValueError(f"channel_max_pool: the size of dimension {dim} ({channels}) must be divisible by "
@@ -385,6 +403,12 @@ def channel_max_pool(input: Tensor, pool_size: int, dim: int = 1) -> Tensor:
     return out.reshape(*input.shape[:dim], channels // pool_size, *input.shape[dim + 1:])
 
 
+def _check_sigma(sigma, fn: str) -> None:
+    """The ValueError of a Gaussian's ``sigma`` that is no positive finite number."""
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not (0 < float(sigma) < math.inf):
+        raise ValueError(f"{fn}: sigma must be a positive finite number, got {sigma!r}")
+
+
 @leaf
 def gaussian_pool2d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None,
                     padding: IntOrTuple = 0, sigma: float = 1.0) -> Tensor:
@@ -393,8 +417,8 @@ def gaussian_pool2d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[Int
     over the full kernel; the padding counts as zeros. Equals the depthwise convolution with that
     kernel: ``F.conv2d(input, kernel.expand(C, 1, kh, kw), stride=stride, padding=padding, groups=C)``."""
     x, unbatched = _batched("gaussian_pool2d", 2, input)
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not (0 < float(sigma) < math.inf):
-        raise ValueError(f"gaussian_pool2d: sigma must be a positive finite number, got {sigma!r}")
+    _check_sigma(sigma, "gaussian_pool2d")
+    check_floating("gaussian_pool2d", x)
     kernel_size = ntuple(kernel_size, 2, "kernel_size", "gaussian_pool2d")
     stride = _stride(stride, kernel_size, 2, "gaussian_pool2d")
     out = ops.gaussian_pool_forward(x, list(kernel_size), list(stride),
@@ -415,6 +439,7 @@ def stochastic_pool2d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[I
     x, unbatched = _batched("stochastic_pool2d", 2, input)
     kernel_size = list(ntuple(kernel_size, 2, "kernel_size", "stochastic_pool2d"))
     stride = list(_stride(stride, kernel_size, 2, "stochastic_pool2d"))
+    check_floating("stochastic_pool2d", x)  # before torch.rand, which has no integer kernel either
     if not training:
         return _unbatch(ops.stochastic_pool_eval_forward(x, kernel_size, stride), unbatched)
     # out-of-range sizes give an empty draw; the op then reports the bad geometry

@@ -179,9 +179,7 @@ class Maxout(nn.Module):
 
     def __init__(self, pool_size: int, dim: int = 1) -> None:
         super().__init__()
-        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
-            raise ValueError(f"Maxout: pool_size must be a positive int, got {pool_size!r}")
-        self.pool_size = pool_size
+        self.pool_size = F.pool._pool_size(pool_size, "Maxout")
         self.dim = dim
 
     def forward(self, input: Tensor) -> Tensor:
@@ -197,8 +195,7 @@ class GaussianPool2d(nn.Module):
 
     def __init__(self, kernel_size, stride=None, padding=0, sigma: float = 1.0) -> None:
         super().__init__()
-        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
-            raise ValueError(f"GaussianPool2d: sigma must be a positive number, got {sigma!r}")
+        F.pool._check_sigma(sigma, "GaussianPool2d")
         self.kernel_size = kernel_size
         self.stride = stride if stride is not None else kernel_size
         self.padding = padding
