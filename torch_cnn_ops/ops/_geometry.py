@@ -204,3 +204,111 @@ def check_backward_extent(op, in_size, out, pad, kernel, stride, dilation, i, gr
     torch._check(out <= conv_out_size(in_size, pad, max_pad_end, kernel, stride, dilation),
                  lambda: f"{op}: grad_output of shape {shape_str(grad_output_shape)} is too large for an input of "
                          f"size {shape_str(input_shape)} with this kernel, stride and padding")
+
+
+# --- pooling (pool family) -------------------------------------------------------------------------
+
+
+def check_rank(op, sizes, name, nd):
+    """check_rank (pool_common.cpp): 1 to 3 spatial dimensions, and sizes is (N, C, *nd)."""
+    torch._check(1 <= nd <= 3, lambda: f"{op}: expected 1, 2 or 3 spatial dimensions, got {nd}")
+    torch._check(len(sizes) == nd + 2,
+                 lambda: f"{op}: expected a {nd + 2}-d {name} (batch, channels, {nd} spatial), got {name} of shape "
+                         f"{shape_str(sizes)}")
+
+
+def check_non_batch_dims(op, sizes, channels):
+    """check_non_batch_dims (pool_common.cpp): torch's pooling refuses an empty channel or
+    spatial dimension (only the batch may be empty)."""
+    msg = lambda: f"{op}: expected the input's {'non-batch' if channels else 'spatial'} dimensions to be " \
+                  f"non-empty, got input of shape {shape_str(sizes)}"  # noqa: E731
+    for s in sizes[1 if channels else 2:]:
+        torch._check(s != 0, msg)
+
+
+def pool_out_size(in_size, pad, kernel, stride, dilation, ceil_mode):
+    """pool_out_size (csrc/pool/pool_geometry.h), torch's rule: floor (or ceil with ceil_mode)
+    of (in + 2 pad - dilation (k - 1) - 1) / stride, plus one; with ceil_mode the last window
+    must start inside the input or the leading padding."""
+    span = in_size + 2 * pad - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)
+    out = span // stride + 1
+    if ceil_mode:
+        out = torch.sym_ite((out - 1) * stride >= in_size + pad, out - 1, out)
+    return out
+
+
+def window_shape(op, input_shape, kernel_size, stride, padding, dilation, ceil_mode):
+    """fill_window_args (pool_common.cpp): the (N, C, *out) output shape of a regular window
+    pooling (max, min, avg, lp, gaussian, stochastic), after its checks: kernel, stride and
+    dilation >= 1, 0 <= padding <= kernel_size / 2, the (dilated) kernel no larger than the
+    padded input, and at least one output."""
+    nd = len(kernel_size)
+    check_rank(op, input_shape, "input", nd)
+    torch._check(len(stride) == nd and len(padding) == nd and len(dilation) == nd,
+                 lambda: f"{op}: kernel_size {shape_str(kernel_size)}, stride {shape_str(stride)}, padding "
+                         f"{shape_str(padding)} and dilation {shape_str(dilation)} must have one entry per spatial "
+                         f"dimension")
+    check_non_batch_dims(op, input_shape, channels=True)
+    out = []
+    for i in range(nd):
+        k, s, p, d, in_size = kernel_size[i], stride[i], padding[i], dilation[i], input_shape[2 + i]
+        torch._check(k >= 1, lambda: f"{op}: kernel_size must be at least 1, got {shape_str(kernel_size)}")
+        torch._check(s >= 1, lambda: f"{op}: stride must be at least 1, got {shape_str(stride)}")
+        torch._check(d >= 1, lambda: f"{op}: dilation must be at least 1, got {shape_str(dilation)}")
+        torch._check(0 <= p <= k // 2,
+                     lambda: f"{op}: padding must be non-negative and at most half of kernel_size, got padding "
+                             f"{shape_str(padding)} with kernel_size {shape_str(kernel_size)}")
+        span = _dilated_extent(op, k, d)
+        padded = _padded_length(op, in_size, 2 * p)
+        torch._check(padded >= span,
+                     lambda: f"{op}: the (dilated) kernel is larger than the padded input in spatial dimension {i}: "
+                             f"kernel_size {k} with dilation {d} spans {span} but the input of shape "
+                             f"{shape_str(input_shape)} padded by {p} on each side is only {padded} long")
+        o = pool_out_size(in_size, p, k, s, d, ceil_mode)
+        torch._check(o >= 1,
+                     lambda: f"{op}: output size is too small: input of shape {shape_str(input_shape)} with "
+                             f"kernel_size {shape_str(kernel_size)}, stride {shape_str(stride)}, padding "
+                             f"{shape_str(padding)} and dilation {shape_str(dilation)} gives {o} outputs in spatial "
+                             f"dimension {i}")
+        out.append(o)
+    return [input_shape[0], input_shape[1], *out]
+
+
+def check_window_backward(op, grad_output, input_size, kernel_size, stride, padding, dilation, ceil_mode):
+    """window_backward_geometry (pool_common.cpp): grad_output (a float) has the shape that the
+    forward pooling of an input of `input_size` gives."""
+    check_dtype(grad_output, "grad_output", op)
+    expected = window_shape(op, input_size, kernel_size, stride, padding, dilation, ceil_mode)
+    check_sizes_equal(grad_output.shape, expected,
+                      lambda: f"{op}: grad_output of shape {shape_str(grad_output.shape)} does not match the output "
+                              f"shape {shape_str(expected)} of input_size {shape_str(input_size)}")
+
+
+def adaptive_shape(op, input, output_size, empty_channels_allowed=False):
+    """adaptive_geometry (pool_common.cpp): the (N, C, *output_size) output of adaptive pooling
+    of a float input with non-empty spatial dimensions (and channels, but for torch's adaptive
+    average pooling in 1-d and 2-d); output sizes >= 0."""
+    check_dtype(input, "input", op)
+    nd = len(output_size)
+    check_rank(op, input.shape, "input", nd)
+    check_non_batch_dims(op, input.shape, channels=not empty_channels_allowed or nd == 3)
+    for s in output_size:
+        torch._check(s >= 0, lambda: f"{op}: output_size must be non-negative, got {shape_str(output_size)}")
+    return [input.shape[0], input.shape[1], *output_size]
+
+
+def check_grad_output_matches(op, grad_output, input_size):
+    """The scatter and adaptive backward ops' rule (pool_common.cpp): input_size has 1 to 3
+    spatial dimensions, grad_output as many, and the same batch and channels."""
+    msg = lambda: f"{op}: grad_output of shape {shape_str(grad_output.shape)} does not match input_size " \
+                  f"{shape_str(input_size)}"  # noqa: E731
+    torch._check(3 <= len(input_size) <= 5 and grad_output.dim() == len(input_size), msg)
+    torch._check(grad_output.shape[0] == input_size[0], msg)
+    torch._check(grad_output.shape[1] == input_size[1], msg)
+
+
+def pool_channels_last(t):
+    """use_channels_last (pool_common.cpp): a 4-d tensor dense in channels_last strides and not
+    NCHW-contiguous is pooled in that layout, and its results (outputs, indices, gradients) come
+    back channels_last."""
+    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
