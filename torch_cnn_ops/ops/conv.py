@@ -3,38 +3,114 @@
 The backward passes are ops themselves (``conv_input_backward`` and
 ``conv_weight_backward``). Every op's derivatives (first derivatives, double backward to any
 order, tangents for forward-mode AD) are registered in C++, csrc/conv/conv_autograd.cpp.
+
+The fakes check what csrc/conv/conv_common.cpp checks (through ._geometry) and return what
+the CPU and CUDA kernels return: contiguous results in the dtype of the first tensor.
 """
 
 import torch
 
+from ._geometry import (check_backward_extent, check_dtype, check_padding_end, check_same_kind, check_spatial_args,
+                        forward_extent, register_fake, shape_str)
+
 ops = torch.ops.cnn_ops
 
-
-def _out_size(in_size, pad_lo, pad_hi, k, stride, dilation):
-    return (in_size + pad_lo + pad_hi - dilation * (k - 1) - 1) // stride + 1
+_OP = "cnn_ops.conv"  # the prefix of the shared checks' messages, as in conv_common.cpp
 
 
-@torch.library.register_fake("cnn_ops::conv_forward")
+def _check_weight(wsize, in_channels, groups, what):
+    """fill_weight (conv_common.cpp): (out_channels, in_channels / groups, *kernel) with both
+    channel counts divisible by groups and positive kernel sizes."""
+    out_channels = wsize[0]
+    torch._check(in_channels % groups == 0,
+                 lambda: f"{_OP}: {what} channels ({in_channels}) must be divisible by groups ({groups})")
+    positive_multiple = lambda: f"{_OP}: weight.size(0) (out_channels = {out_channels}) must be a positive multiple " \
+                                f"of groups ({groups}); weight shape {shape_str(wsize)}"  # noqa: E731
+    torch._check(out_channels >= 1, positive_multiple)
+    torch._check(out_channels % groups == 0, positive_multiple)
+    torch._check(wsize[1] == in_channels // groups,
+                 lambda: f"{_OP}: weight of shape {shape_str(wsize)} expects {wsize[1] * groups} input channels "
+                         f"({wsize[1]} per group x {groups} groups), but the {what} has {in_channels}")
+    for k in wsize[2:]:
+        torch._check(k >= 1, lambda: f"{_OP}: kernel sizes must be positive, weight shape {shape_str(wsize)}")
+
+
+def _check_algorithm(algorithm, stride):
+    """resolve_algorithm (conv_common.cpp): a known name; 'shifted' only with stride 1."""
+    torch._check(algorithm in ("auto", "direct", "im2col", "shifted"),
+                 lambda: f"{_OP}: algorithm must be 'auto', 'direct', 'im2col' or 'shifted', got '{algorithm}'")
+    torch._check(algorithm != "shifted" or all(s == 1 for s in stride),
+                 lambda: f"{_OP}: algorithm='shifted' needs stride 1 in every dimension; use 'im2col' or 'auto' for "
+                         f"strided convolutions")
+
+
+def _check_grad_output(op, grad_output, batch, out_channels):
+    msg = lambda: f"{op}: grad_output of shape {shape_str(grad_output.shape)} does not match batch {batch} and " \
+                  f"out_channels {out_channels}"  # noqa: E731
+    torch._check(grad_output.shape[0] == batch, msg)
+    torch._check(grad_output.shape[1] == out_channels, msg)
+
+
+@register_fake("conv_forward")
 def _conv_forward_fake(input, weight, bias, stride, padding, padding_end, dilation, groups, algorithm):
-    nd = len(stride)
-    torch._check(input.dim() == nd + 2, lambda: f"conv: expected a {nd + 2}-d input, got {input.dim()}-d")
-    torch._check(weight.dim() == nd + 2, lambda: f"conv: expected a {nd + 2}-d weight, got {weight.dim()}-d")
-    torch._check(input.shape[1] == weight.shape[1] * groups, lambda: "conv: input channels do not match weight")
-    torch._check(input.dtype == weight.dtype, lambda: "conv: input and weight must have the same dtype")
+    nd = check_spatial_args(_OP, stride, padding, dilation, groups)
+    check_padding_end(_OP, padding_end, nd)
+    torch._check(input.dim() == nd + 2,
+                 lambda: f"{_OP}{nd}d: expected a {nd + 2}-d input (batch, channels, {nd} spatial), got input of "
+                         f"shape {shape_str(input.shape)}")
+    torch._check(weight.dim() == nd + 2,
+                 lambda: f"{_OP}{nd}d: expected a {nd + 2}-d weight (out_channels, in_channels/groups, {nd} kernel "
+                         f"sizes), got weight of shape {shape_str(weight.shape)}")
+    check_dtype(input, "input", _OP)
+    check_same_kind(input, "input", weight, "weight", _OP)
+    _check_weight(weight.shape, input.shape[1], groups, "input")
+    out_channels = weight.shape[0]
+    if bias is not None:
+        check_same_kind(input, "input", bias, "bias", _OP)
+        msg = lambda: f"{_OP}: bias must have shape [{out_channels}] (out_channels), got " \
+                      f"{shape_str(bias.shape)}"  # noqa: E731
+        torch._check(bias.dim() == 1, msg)
+        torch._check(bias.shape[0] == out_channels, msg)
     spatial = [
-        _out_size(input.shape[2 + i], padding[i], padding_end[i], weight.shape[2 + i], stride[i], dilation[i])
+        forward_extent(_OP, input.shape[2 + i], padding[i], padding_end[i], weight.shape[2 + i], stride[i],
+                       dilation[i], i, input.shape)
         for i in range(nd)
     ]
-    return input.new_empty([input.shape[0], weight.shape[0], *spatial])
+    _check_algorithm(algorithm, stride)
+    return input.new_empty([input.shape[0], out_channels, *spatial])
 
 
-@torch.library.register_fake("cnn_ops::conv_input_backward")
+@register_fake("conv_input_backward")
 def _conv_input_backward_fake(grad_output, weight, input_size, stride, padding, dilation, groups, algorithm):
+    op = "cnn_ops.conv_input_backward"
+    nd = check_spatial_args(_OP, stride, padding, dilation, groups)
+    torch._check(len(input_size) == nd + 2 and grad_output.dim() == nd + 2 and weight.dim() == nd + 2,
+                 lambda: f"{op}: input_size {shape_str(input_size)}, grad_output {shape_str(grad_output.shape)} and "
+                         f"weight {shape_str(weight.shape)} must all have {nd + 2} dimensions")
+    check_dtype(grad_output, "grad_output", _OP)
+    check_same_kind(grad_output, "grad_output", weight, "weight", _OP)
+    _check_weight(weight.shape, input_size[1], groups, "input")
+    _check_grad_output(op, grad_output, input_size[0], weight.shape[0])
+    for i in range(nd):
+        check_backward_extent(op, input_size[2 + i], grad_output.shape[2 + i], padding[i], weight.shape[2 + i],
+                              stride[i], dilation[i], i, grad_output.shape, input_size)
+    _check_algorithm(algorithm, stride)
     return grad_output.new_empty(input_size)
 
 
-@torch.library.register_fake("cnn_ops::conv_weight_backward")
+@register_fake("conv_weight_backward")
 def _conv_weight_backward_fake(grad_output, input, weight_size, stride, padding, dilation, groups, algorithm):
+    op = "cnn_ops.conv_weight_backward"
+    nd = check_spatial_args(_OP, stride, padding, dilation, groups)
+    torch._check(len(weight_size) == nd + 2 and grad_output.dim() == nd + 2 and input.dim() == nd + 2,
+                 lambda: f"{op}: weight_size {shape_str(weight_size)}, grad_output {shape_str(grad_output.shape)} and "
+                         f"input {shape_str(input.shape)} must all have {nd + 2} dimensions")
+    check_dtype(grad_output, "grad_output", _OP)
+    check_same_kind(grad_output, "grad_output", input, "input", _OP)
+    _check_weight(weight_size, input.shape[1], groups, "input")
+    _check_grad_output(op, grad_output, input.shape[0], weight_size[0])
+    for i in range(nd):
+        check_backward_extent(op, input.shape[2 + i], grad_output.shape[2 + i], padding[i], weight_size[2 + i],
+                              stride[i], dilation[i], i, grad_output.shape, input.shape)
+    _check_algorithm(algorithm, stride)
     return grad_output.new_empty(weight_size)
-
-

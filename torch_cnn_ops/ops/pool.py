@@ -2,143 +2,253 @@
 
 The backward passes are ops themselves. Every op's derivatives (first derivatives, double
 backward, tangents) are registered in C++, csrc/pool/pool_autograd.cpp.
+
+The fakes check what csrc/pool/pool_common.cpp (through ._geometry), pool_ops.cpp and the
+k-max, Gaussian and stochastic entry points check, and return results in the kernels'
+layouts: channels_last for the window and adaptive ops whose layout tensor is
+(``pool_channels_last``), contiguous otherwise.
 """
 
+import math
 
 import torch
+
+from ._geometry import (adaptive_shape, check_dtype, check_grad_output_matches, check_same_shape, check_sizes_equal,
+                        check_window_backward, empty, pool_channels_last, register_fake, shape_str, window_shape,
+                        wrap_dim)
 
 ops = torch.ops.cnn_ops
 
 
-def _out_size(in_size, pad, k, stride, dilation, ceil_mode):
-    span = in_size + 2 * pad - dilation * (k - 1) - 1 + (stride - 1 if ceil_mode else 0)
-    out = span // stride + 1
-    if ceil_mode and (out - 1) * stride >= in_size + pad:
-        out = out - 1
-    return out
+def _ones(n):
+    return [1] * n
 
 
-def _channels_last(t):
-    """The layout rule of the kernels (use_channels_last in csrc/pool/pool_common.cpp): a 4-d
-    tensor dense in channels_last strides and not NCHW-contiguous is pooled in that layout,
-    and its results (outputs, indices, gradients) come back channels_last."""
-    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+def _zeros(n):
+    return [0] * n
 
 
-def _empty(like, shape, layout_of, dtype=None):
-    fmt = torch.channels_last if _channels_last(layout_of) else torch.contiguous_format
-    return like.new_empty(shape, dtype=dtype).contiguous(memory_format=fmt) if fmt != torch.contiguous_format \
-        else like.new_empty(shape, dtype=dtype)
+def _check_divisor(op, divisor_override):
+    """set_divisor (pool_common.cpp): an override divides, so it is non-zero (a negative one
+    divides too, as torch's)."""
+    torch._check(divisor_override is None or divisor_override != 0,
+                 lambda: f"{op}: divisor_override must be non-zero")
 
 
-def _window_shape(input_shape, kernel_size, stride, padding, dilation, ceil_mode):
-    nd = len(kernel_size)
-    torch._check(len(input_shape) == nd + 2, lambda: f"pool: expected a {nd + 2}-d input, got {len(input_shape)}-d")
-    spatial = [
-        _out_size(input_shape[2 + i], padding[i], kernel_size[i], stride[i], dilation[i], ceil_mode)
-        for i in range(nd)
-    ]
-    return [input_shape[0], input_shape[1], *spatial]
+def _check_norm_type(op, norm_type):
+    # `norm_type > 0` is false for a NaN, which is refused too, as in C++.
+    torch._check(norm_type > 0, lambda: f"{op}: norm_type must be positive, got {norm_type}")
 
 
-# --- fake kernels ------------------------------------------------------------------------------
+def _check_sigma(op, sigma):
+    torch._check(sigma > 0 and math.isfinite(sigma), lambda: f"{op}: sigma must be positive and finite, got {sigma}")
 
 
-@torch.library.register_fake("cnn_ops::max_pool_forward")
+def _check_same_dtype_device(op, grad_output, input):
+    """check_same_dtype_device (pool_common.cpp)."""
+    torch._check(input.dtype == grad_output.dtype and input.device == grad_output.device,
+                 lambda: f"{op}: input ({input.dtype}, {input.device}) and grad_output ({grad_output.dtype}, "
+                         f"{grad_output.device}) must have the same dtype and device")
+
+
+def _check_indices(op, grad_output, indices):
+    """The saved indices of a backward op: int64, grad_output's shape and device."""
+    check_dtype(grad_output, "grad_output", op)
+    torch._check(indices.dtype == torch.long, lambda: f"{op}: indices must be int64, got {indices.dtype}")
+    check_same_shape(grad_output, "grad_output", indices, "indices", op)
+    torch._check(grad_output.device == indices.device,
+                 lambda: f"{op}: grad_output ({grad_output.device}) and indices ({indices.device}) must be on the "
+                         f"same device")
+
+
+# --- window and adaptive pooling (pool_ops.cpp) ----------------------------------------------------
+
+
+@register_fake("max_pool_forward")
 def _max_pool_forward_fake(input, kernel_size, stride, padding, dilation, ceil_mode, minimum):
-    shape = _window_shape(input.shape, kernel_size, stride, padding, dilation, ceil_mode)
-    return _empty(input, shape, input), _empty(input, shape, input, torch.long)
+    op = "cnn_ops.min_pool" if minimum else "cnn_ops.max_pool"
+    check_dtype(input, "input", op)
+    shape = window_shape(op, input.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    cl = pool_channels_last(input)
+    return empty(input, shape, channels_last=cl), empty(input, shape, torch.long, channels_last=cl)
 
 
-@torch.library.register_fake("cnn_ops::adaptive_max_pool_forward")
+@register_fake("adaptive_max_pool_forward")
 def _adaptive_max_pool_forward_fake(input, output_size, minimum):
-    shape = [input.shape[0], input.shape[1], *output_size]
-    return _empty(input, shape, input), _empty(input, shape, input, torch.long)
+    op = "cnn_ops.adaptive_min_pool" if minimum else "cnn_ops.adaptive_max_pool"
+    shape = adaptive_shape(op, input, output_size)
+    cl = pool_channels_last(input)
+    return empty(input, shape, channels_last=cl), empty(input, shape, torch.long, channels_last=cl)
 
 
-@torch.library.register_fake("cnn_ops::max_pool_backward")
+@register_fake("max_pool_backward")
 def _max_pool_backward_fake(grad_output, indices, input_size):
-    return _empty(grad_output, input_size, indices)
+    # scatter_geometry (pool_common.cpp). Whether every index lies inside input_size depends on
+    # the data: the kernels check that while scattering, a fake cannot.
+    op = "cnn_ops.max_pool_backward"
+    _check_indices(op, grad_output, indices)
+    check_grad_output_matches(op, grad_output, input_size)
+    # The layout of the forward, remembered by its indices.
+    return empty(grad_output, input_size, channels_last=pool_channels_last(indices))
 
 
-@torch.library.register_fake("cnn_ops::avg_pool_forward")
+@register_fake("avg_pool_forward")
 def _avg_pool_forward_fake(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
-    ones = [1] * len(kernel_size)
-    return _empty(input, _window_shape(input.shape, kernel_size, stride, padding, ones, ceil_mode), input)
+    op = "cnn_ops.avg_pool"
+    check_dtype(input, "input", op)
+    shape = window_shape(op, input.shape, kernel_size, stride, padding, _ones(len(kernel_size)), ceil_mode)
+    _check_divisor(op, divisor_override)
+    return empty(input, shape, channels_last=pool_channels_last(input))
 
 
-@torch.library.register_fake("cnn_ops::avg_pool_backward")
+@register_fake("avg_pool_backward")
 def _avg_pool_backward_fake(grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad,
                             divisor_override):
-    return _empty(grad_output, input_size, grad_output)
+    op = "cnn_ops.avg_pool_backward"
+    check_window_backward(op, grad_output, input_size, kernel_size, stride, padding, _ones(len(kernel_size)),
+                          ceil_mode)
+    _check_divisor(op, divisor_override)
+    # grad_output's layout: the autograd formula passes it in the layout of the forward's input.
+    return empty(grad_output, input_size, channels_last=pool_channels_last(grad_output))
 
 
-@torch.library.register_fake("cnn_ops::adaptive_avg_pool_forward")
+@register_fake("adaptive_avg_pool_forward")
 def _adaptive_avg_pool_forward_fake(input, output_size):
-    return _empty(input, [input.shape[0], input.shape[1], *output_size], input)
+    shape = adaptive_shape("cnn_ops.adaptive_avg_pool", input, output_size, empty_channels_allowed=True)
+    return empty(input, shape, channels_last=pool_channels_last(input))
 
 
-@torch.library.register_fake("cnn_ops::adaptive_avg_pool_backward")
+@register_fake("adaptive_avg_pool_backward")
 def _adaptive_avg_pool_backward_fake(grad_output, input_size):
-    return _empty(grad_output, input_size, grad_output)
+    # adaptive_backward_geometry (pool_common.cpp): grad_output's spatial sizes are the output
+    # sizes, any of them (0 included); the input's must be positive.
+    op = "cnn_ops.adaptive_avg_pool_backward"
+    check_dtype(grad_output, "grad_output", op)
+    torch._check(3 <= len(input_size) <= 5,
+                 lambda: f"{op}: input_size must have 1, 2 or 3 spatial dimensions after (batch, channels), got "
+                         f"{shape_str(input_size)}")
+    check_grad_output_matches(op, grad_output, input_size)
+    for s in input_size[2:]:
+        torch._check(s >= 1, lambda: f"{op}: empty spatial size in input_size {shape_str(input_size)}")
+    return empty(grad_output, input_size, channels_last=pool_channels_last(grad_output))
 
 
-@torch.library.register_fake("cnn_ops::lp_pool_forward")
+@register_fake("lp_pool_forward")
 def _lp_pool_forward_fake(input, norm_type, kernel_size, stride, ceil_mode):
+    op = "cnn_ops.lp_pool"
+    _check_norm_type(op, norm_type)
+    check_dtype(input, "input", op)
     nd = len(kernel_size)
-    return _empty(input, _window_shape(input.shape, kernel_size, stride, [0] * nd, [1] * nd, ceil_mode), input)
+    shape = window_shape(op, input.shape, kernel_size, stride, _zeros(nd), _ones(nd), ceil_mode)
+    return empty(input, shape, channels_last=pool_channels_last(input))
 
 
-@torch.library.register_fake("cnn_ops::lp_pool_backward")
+@register_fake("lp_pool_backward")
 def _lp_pool_backward_fake(grad_output, input, norm_type, kernel_size, stride, ceil_mode):
-    return _empty(grad_output, input.shape, input)
+    op = "cnn_ops.lp_pool_backward"
+    _check_norm_type(op, norm_type)
+    _check_same_dtype_device(op, grad_output, input)
+    nd = len(kernel_size)
+    check_window_backward(op, grad_output, input.shape, kernel_size, stride, _zeros(nd), _ones(nd), ceil_mode)
+    # The input's layout (the gradient is computed from it).
+    return empty(grad_output, input.shape, channels_last=pool_channels_last(input))
 
 
-# --- k-max ---------------------------------------------------------------------------------------
+# --- k-max (kmax_pool_cpu.cpp; checks in pool_common.cpp) -------------------------------------------
 
 
-@torch.library.register_fake("cnn_ops::kmax_pool_forward")
+@register_fake("kmax_pool_forward")
 def _kmax_pool_forward_fake(input, k, dim):
+    op = "cnn_ops.kmax_pool"
+    check_dtype(input, "input", op)
+    torch._check(input.dim() >= 1, lambda: f"{op}: input must have at least one dimension")
+    d = wrap_dim(dim, input.dim())
+    msg = lambda: f"{op}: k must be between 1 and the size of dimension {dim} ({input.shape[d]}) of the input of " \
+                  f"shape {shape_str(input.shape)}, got k = {k}"  # noqa: E731
+    torch._check(k >= 1, msg)
+    torch._check(k <= input.shape[d], msg)
     shape = list(input.shape)
-    shape[dim] = k
-    return input.new_empty(shape), input.new_empty(shape, dtype=torch.long)
+    shape[d] = k
+    return empty(input, shape), empty(input, shape, torch.long)
 
 
-@torch.library.register_fake("cnn_ops::kmax_pool_backward")
+@register_fake("kmax_pool_backward")
 def _kmax_pool_backward_fake(grad_output, indices, dim, input_size):
-    return grad_output.new_empty(input_size)
+    op = "cnn_ops.kmax_pool_backward"
+    check_dtype(grad_output, "grad_output", op)
+    check_same_shape(grad_output, "grad_output", indices, "indices", op)
+    torch._check(indices.dtype == torch.long, lambda: f"{op}: indices must be int64, got {indices.dtype}")
+    torch._check(grad_output.device == indices.device,
+                 lambda: f"{op}: grad_output ({grad_output.device}) and indices ({indices.device}) must be on the "
+                         f"same device")
+    torch._check(len(input_size) == grad_output.dim() and grad_output.dim() >= 1,
+                 lambda: f"{op}: input_size {shape_str(input_size)} and grad_output of shape "
+                         f"{shape_str(grad_output.shape)} must have the same number (at least one) of dimensions")
+    d = wrap_dim(dim, grad_output.dim())
+    msg = lambda: f"{op}: grad_output of shape {shape_str(grad_output.shape)} does not fit input_size " \
+                  f"{shape_str(input_size)} (equal sizes except along dim {dim}, where it holds between 1 and " \
+                  f"input_size[dim] entries)"  # noqa: E731
+    for i in range(grad_output.dim()):
+        if i == d:
+            torch._check(grad_output.shape[i] >= 1, msg)
+            torch._check(grad_output.shape[i] <= input_size[i], msg)
+        else:
+            torch._check(grad_output.shape[i] == input_size[i], msg)
+    return empty(grad_output, input_size)
 
 
-# --- gaussian ------------------------------------------------------------------------------------
+# --- Gaussian (gaussian_pool_cpu.cpp) --------------------------------------------------------------
 
 
-@torch.library.register_fake("cnn_ops::gaussian_pool_forward")
+@register_fake("gaussian_pool_forward")
 def _gaussian_pool_forward_fake(input, kernel_size, stride, padding, sigma):
-    ones = [1] * len(kernel_size)
-    return input.new_empty(_window_shape(input.shape, kernel_size, stride, padding, ones, False))
+    op = "cnn_ops.gaussian_pool"
+    _check_sigma(op, sigma)
+    check_dtype(input, "input", op)
+    return empty(input, window_shape(op, input.shape, kernel_size, stride, padding, _ones(len(kernel_size)), False))
 
 
-@torch.library.register_fake("cnn_ops::gaussian_pool_backward")
+@register_fake("gaussian_pool_backward")
 def _gaussian_pool_backward_fake(grad_output, input_size, kernel_size, stride, padding, sigma):
-    return grad_output.new_empty(input_size)
+    op = "cnn_ops.gaussian_pool_backward"
+    _check_sigma(op, sigma)
+    check_window_backward(op, grad_output, input_size, kernel_size, stride, padding, _ones(len(kernel_size)), False)
+    return empty(grad_output, input_size)
 
 
-# --- stochastic ----------------------------------------------------------------------------------
+# --- stochastic (stochastic_pool_cpu.cpp) -----------------------------------------------------------
+# The kernels also refuse a negative input (check_non_negative): that depends on the values,
+# which a fake does not have.
 
 
-@torch.library.register_fake("cnn_ops::stochastic_pool_forward")
+def _stochastic_shape(op, input, kernel_size, stride):
+    check_dtype(input, "input", op)
+    nd = len(kernel_size)
+    return window_shape(op, input.shape, kernel_size, stride, _zeros(nd), _ones(nd), False)
+
+
+@register_fake("stochastic_pool_forward")
 def _stochastic_pool_forward_fake(input, uniform, kernel_size, stride):
-    nd = len(kernel_size)
-    shape = _window_shape(input.shape, kernel_size, stride, [0] * nd, [1] * nd, False)
-    return input.new_empty(shape), input.new_empty(shape, dtype=torch.long)
+    op = "cnn_ops.stochastic_pool"
+    shape = _stochastic_shape(op, input, kernel_size, stride)
+    # check_uniform (pool_common.cpp): the output's shape, the input's dtype and device.
+    check_sizes_equal(uniform.shape, shape, lambda: f"{op}: uniform of shape {shape_str(uniform.shape)} must have "
+                                                    f"the output's shape {shape_str(shape)}")
+    torch._check(uniform.dtype == input.dtype and uniform.device == input.device,
+                 lambda: f"{op}: uniform ({uniform.dtype}, {uniform.device}) must have the dtype and device of the "
+                         f"input ({input.dtype}, {input.device})")
+    return empty(input, shape), empty(input, shape, torch.long)
 
 
-@torch.library.register_fake("cnn_ops::stochastic_pool_eval_forward")
+@register_fake("stochastic_pool_eval_forward")
 def _stochastic_pool_eval_forward_fake(input, kernel_size, stride):
-    nd = len(kernel_size)
-    return input.new_empty(_window_shape(input.shape, kernel_size, stride, [0] * nd, [1] * nd, False))
+    return empty(input, _stochastic_shape("cnn_ops.stochastic_pool", input, kernel_size, stride))
 
 
-@torch.library.register_fake("cnn_ops::stochastic_pool_eval_backward")
+@register_fake("stochastic_pool_eval_backward")
 def _stochastic_pool_eval_backward_fake(grad_output, input, kernel_size, stride):
-    return input.new_empty(input.shape)
+    op = "cnn_ops.stochastic_pool_eval_backward"
+    nd = len(kernel_size)
+    check_window_backward(op, grad_output, input.shape, kernel_size, stride, _zeros(nd), _ones(nd), False)
+    _check_same_dtype_device(op, grad_output, input)
+    return empty(input, input.shape)
