@@ -13,8 +13,8 @@ hold for SymInts.
 The ops are enumerated from the registered schemas: a new op without cases fails
 test_every_op_has_cases.
 
-KERNEL_BUGS are calls the kernels answer wrongly (found by these tests); the fakes do the
-right thing, and those cases pass once the kernels do too.
+EDGE_CASES are calls the kernels once answered wrongly (found by these tests): int64
+wrap-around, huge kernels, empty rows, statistics of the wrong dtype.
 """
 
 import functools
@@ -958,7 +958,7 @@ def _bn_backward_invalid():
 
 
 def _stats_spoils(b, names=("mean", "rstd")):
-    """Saved statistics of another shape, or on meta (their dtype: KERNEL_BUGS)."""
+    """Saved statistics of another shape, or on meta (their dtype: EDGE_CASES)."""
     return sum(([spoil(b, f"{n} shape", **{n: lambda t: grown(t, 0)}), spoil(b, f"{n} rank", **{n: lambda t: t[None]}),
                  spoil(b, f"{n} on meta", **{n: meta_like})] for n in names), [])
 
@@ -1001,35 +1001,34 @@ def _ln_invalid():
     }
 
 
-# ---- calls the kernels answer wrongly ------------------------------------------------------------------
-# (label, op, args, expected): "raises <class>" or "returns". The fake does the expected thing;
-# each case fails until the kernel does too.
-KERNEL_BUGS = [
-    # The dilated kernel's extent wraps around int64 to 5: a (1, 1, 1) result instead of a refusal.
+# ---- calls the kernels once answered wrongly ----------------------------------------------------------
+# (label, op, args, expected): "raises <class>" or "returns"; the kernel and the fakes must agree.
+EDGE_CASES = [
+    # The dilated kernel's extent overflows int64 (it wrapped around to 5: a (1, 1, 1) result).
     ("max_pool dilation 2**62 + 1", "max_pool_forward",
      dict(input=rand([1, 1, 5]), kernel_size=[5], stride=[1], padding=[0], dilation=[2**62 + 1], ceil_mode=False,
           minimum=False), "raises RuntimeError"),
-    # A kernel of 2**62 taps (each window the whole input) is valid geometry: the kernel sizes a
-    # per-tap buffer by it and throws std::length_error (ValueError).
+    # A kernel of 2**62 taps (each window the whole input) is valid geometry (a per-tap buffer of
+    # that size threw std::length_error).
     ("max_pool kernel 2**62", "max_pool_forward",
      dict(input=rand([1, 1, 5]), kernel_size=[2**62], stride=[1], padding=[2**61], dilation=[1], ceil_mode=False,
           minimum=False), "returns"),
-    # A dilated kernel that no forward takes (its extent 2**63 overflows int64) passes the
-    # backward ops, which check only dilation * (kernel - 1).
+    # A dilated kernel that no forward takes (its extent 2**63 overflows int64): the backward ops
+    # checked only dilation * (kernel - 1).
     ("conv_input_backward dilation 2**63 - 1", "conv_input_backward",
      dict(grad_output=rand([1, 1, 3]), weight=rand([1, 1, 2]), input_size=[1, 1, 4], stride=[1], padding=[0],
           dilation=[2**63 - 1], groups=1, algorithm="auto"), "raises RuntimeError"),
-    # padding + input wraps around int64 in check_backward_extent: the pad of 2**63 - 1 passes.
+    # padding + input overflows int64 (check_backward_extent let it wrap around).
     ("conv_input_backward padding 2**63 - 1", "conv_input_backward",
      dict(grad_output=rand([1, 1, 3]), weight=rand([1, 1, 1]), input_size=[1, 1, 5], stride=[1], padding=[2**63 - 1],
           dilation=[1], groups=1, algorithm="auto"), "raises RuntimeError"),
-    # Layer norm over an empty normalized_shape counts 0 rows instead of 3 (mean and rstd (0,)).
+    # Layer norm over rows of 0 values has 3 rows (it counted 0: mean and rstd of shape (0,)).
     ("layer_norm rows of 0 values", "layer_norm_forward",
      dict(input=rand([3, 0]), normalized_shape=[0], weight=None, bias=None, eps=1e-5), "returns"),
     ("layer_norm_backward rows of 0 values", "layer_norm_backward",
      dict(grad_output=rand([3, 0]), input=rand([3, 0]), normalized_shape=[0], weight=None, mean=rand([3]),
           rstd=rand([3]), eps=1e-5), "returns"),
-    # Group and layer norm's backward take saved statistics of any dtype (and device).
+    # Group and layer norm's backward refuse saved statistics of another dtype (they took any).
     ("group_norm_backward int64 mean", "group_norm_backward",
      dict(grad_output=rand([2, 6, 5]), input=rand([2, 6, 5]), weight=None, mean=torch.zeros(2, 3, dtype=torch.long),
           rstd=rand([2, 3]), num_groups=3, eps=1e-5), "raises RuntimeError"),
@@ -1107,8 +1106,8 @@ def test_symbolic_sizes(name):
     assert not bad, "\n".join(bad)
 
 
-@pytest.mark.parametrize("label, name, args, expected", KERNEL_BUGS, ids=[c[0] for c in KERNEL_BUGS])
-def test_fake_does_right_where_the_kernel_does_not(label, name, args, expected):
+@pytest.mark.parametrize("label, name, args, expected", EDGE_CASES, ids=[c[0] for c in EDGE_CASES])
+def test_edge_cases(label, name, args, expected):
     fakes = run_meta(name, args), run_fake(name, args, fake_mode())
     for fake in fakes:
         assert (fake[0] == "ok") if expected == "returns" else (fake[0] == "raises" and expected.endswith(

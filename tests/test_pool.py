@@ -198,6 +198,23 @@ def test_lp_matches_torch(case, device):
     assert_close_to_reference(x.grad, xr.grad, msg="gradient")
 
 
+@pytest.mark.parametrize("kind", ["max", "min", "avg"])
+@pytest.mark.parametrize("kernel", [2**31, 2**62])
+def test_huge_kernel_pools_the_whole_row(kind, kernel, device):
+    # A kernel far longer than the input is legal with padding of half of it: every window
+    # covers the whole row (torch's own max_pool1d loops over every tap for minutes). Only the
+    # taps that read the input are visited, so this is instant and needs no per-tap memory.
+    x = randn(2, 3, 10, device=device)
+    out = _f(kind, 1)(x, kernel, 1, kernel // 2)
+    assert out.shape == (2, 3, 11)  # (10 + 2 * (kernel // 2) - kernel) // 1 + 1
+    xr = as_reference(x)
+    if kind == "avg":  # count_include_pad: the row's sum over the whole (padded) window
+        ref = xr.sum(-1, keepdim=True) / kernel
+    else:
+        ref = xr.amax(-1, keepdim=True) if kind == "max" else xr.amin(-1, keepdim=True)
+    assert_close_to_reference(out, ref.expand(2, 3, 11))
+
+
 @pytest.mark.parametrize("p", [math.inf, -math.inf])
 def test_lp_infinite_norm_is_extreme_magnitude(p, device):
     # torch's lp_pool takes an infinite norm_type to the window's largest (smallest) |x|; the

@@ -2,6 +2,8 @@
 
 #include <c10/util/safe_numerics.h>
 
+#include "../checks.h"
+
 #include "conv_shifted.h"
 
 #include <c10/util/Exception.h>
@@ -11,14 +13,6 @@
 #include <vector>
 
 namespace tco {
-
-std::string shape_str(at::IntArrayRef sizes) {
-  std::ostringstream s;
-  s << "[";
-  for (size_t i = 0; i < sizes.size(); ++i) s << (i ? ", " : "") << sizes[i];
-  s << "]";
-  return s.str();
-}
 
 void check_dtype(const at::Tensor& t, const char* name, const char* op) {
   const auto st = t.scalar_type();
@@ -34,22 +28,10 @@ void check_same_kind(const at::Tensor& a, const char* a_name, const at::Tensor& 
               b_name, " (", b.device(), ") must be on the same device");
 }
 
-namespace {
-
-int64_t checked(bool overflowed, int64_t value, const char* op, const char* what) {
-  TORCH_CHECK(!overflowed, op, ": ", what, " overflows int64");
-  return value;
-}
-
-}  // namespace
-
 int64_t forward_extent(const char* op, const ConvGeometry& c, int64_t d, int64_t i, int64_t pad_end,
                        at::IntArrayRef input_sizes) {
-  int64_t span = 0, padded = 0;
-  checked(c10::mul_overflows(c.dilation[d], c.kernel[d] - 1, &span) || c10::add_overflows(span, int64_t{1}, &span),
-          span, op, "the dilated kernel's extent dilation * (kernel_size - 1) + 1");
-  checked(c10::add_overflows(c.in_size[d], c.pad[d], &padded) || c10::add_overflows(padded, pad_end, &padded),
-          padded, op, "the padded input's length");
+  const int64_t span = dilated_extent(op, c.kernel[d], c.dilation[d]);
+  const int64_t padded = padded_length(op, c.in_size[d], c.pad[d], pad_end);
   TORCH_CHECK(padded >= span, op, ": the (dilated) kernel is larger than the padded input in spatial dimension ", i,
               ": kernel size ", c.kernel[d], " with dilation ", c.dilation[d], " spans ", span,
               " but the input of shape ", shape_str(input_sizes), " padded by (", c.pad[d], ", ", pad_end,
@@ -60,13 +42,15 @@ int64_t forward_extent(const char* op, const ConvGeometry& c, int64_t d, int64_t
 void check_backward_extent(const char* op, const ConvGeometry& c, int64_t d, int64_t i,
                            at::IntArrayRef grad_output_sizes, at::IntArrayRef input_sizes) {
   const int64_t out = c.out_size[d];
-  int64_t full_pad = 0, reach = 0;
-  checked(c10::mul_overflows(c.dilation[d], c.kernel[d] - 1, &full_pad), full_pad, op,
-          "the dilated kernel's extent");
+  // The sizes any forward of this input takes: the dilated kernel, and the input padded by
+  // `padding` in front and by up to max(padding, dilation * (kernel - 1)) behind.
+  const int64_t full_pad = dilated_extent(op, c.kernel[d], c.dilation[d]) - 1;
+  const int64_t max_pad_end = std::max(c.pad[d], full_pad);
+  padded_length(op, c.in_size[d], c.pad[d], max_pad_end);
   // The last window starts at (out - 1) * stride and spans dilation * (kernel - 1) + 1; with a
   // trailing pad below stride it must reach the input's last position: out * stride + span > in + pad.
+  int64_t reach = 0;
   const bool overflow = c10::mul_overflows(out, c.stride[d], &reach) || c10::add_overflows(reach, full_pad, &reach);
-  const int64_t max_pad_end = std::max(c.pad[d], full_pad);
   TORCH_CHECK(c.in_size[d] >= 0 && out >= 1 && (overflow || reach >= c.in_size[d] + c.pad[d]), op,
               ": grad_output of shape ", shape_str(grad_output_sizes), " is too small in spatial dimension ", i,
               " for an input of size ", shape_str(input_sizes), ": a convolution with kernel size ", c.kernel[d],

@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "../checks.h"
 #include "../compute_type.h"
 #include "conv_geometry.h"
 
@@ -17,8 +18,6 @@ namespace tco {
 // Helpers of the argument checks, shared with the families built on ConvGeometry (local).
 // `op` prefixes every message ("cnn_ops.conv", ...).
 
-// "[2, 3, 4]"
-std::string shape_str(at::IntArrayRef sizes);
 // t is float32, float64, float16 or bfloat16.
 void check_dtype(const at::Tensor& t, const char* name, const char* op = "cnn_ops.conv");
 // a and b have the same dtype and device.

@@ -54,6 +54,17 @@ void check_vector(const char* op, const OptTensor& t, const char* name, const at
   if (t.has_value() && t->defined()) check_vector(op, *t, name, input, size, what);
 }
 
+// The mean / rstd a backward op is given: shape `expected` (what the forward returned), a
+// floating dtype, the input's device.
+void check_statistic(const char* op, const at::Tensor& t, const char* name, const at::Tensor& input,
+                     at::IntArrayRef expected, const char* what) {
+  TORCH_CHECK(t.sizes() == expected, op, ": ", name, " must have shape ", shape_str(expected), " (", what,
+              "), got ", shape_str(t.sizes()));
+  check_dtype(t, name, op);
+  TORCH_CHECK(t.device() == input.device(), op, ": ", name, " is on ", t.device(), " but input is on ",
+              input.device());
+}
+
 void check_like_input(const char* op, const at::Tensor& t, const char* name, const at::Tensor& input) {
   TORCH_CHECK(t.sizes() == input.sizes(), op, ": ", name, " must have the input's shape ",
               shape_str(input.sizes()), ", got ", shape_str(t.sizes()));
@@ -678,8 +689,7 @@ Tensor3 group_norm_backward(const NormBackend& be, const at::Tensor& grad_output
   const GroupView g = check_group_norm(op, input, weight, std::nullopt, num_groups);
   check_like_input(op, grad_output, "grad_output", input);
   for (const auto& [t, name] : {std::pair{mean, "mean"}, std::pair{rstd, "rstd"}}) {
-    TORCH_CHECK(t.dim() == 2 && t.size(0) == g.n && t.size(1) == g.groups, op, ": ", name, " must have shape [",
-                g.n, ", ", g.groups, "] (batch, groups), got ", shape_str(t.sizes()));
+    check_statistic(op, t, name, input, {g.n, g.groups}, "batch, groups");
   }
   // A channels-last input is read in place, sample by sample (S x C blocks), as in the forward.
   const bool cl = channels_last(input);
@@ -738,9 +748,11 @@ std::pair<int64_t, int64_t> check_layer_norm(const char* op, const at::Tensor& i
     TORCH_CHECK(t->device() == input.device(), op, ": ", name, " is on ", t->device(), " but input is on ",
                 input.device());
   }
-  int64_t k = 1;
+  // Rows: the leading dimensions' product (not numel / k, which is 0 / 0 for an empty row).
+  int64_t m = 1, k = 1;
+  for (int64_t d = 0; d < input.dim() - nd; ++d) m *= input.size(d);
   for (int64_t s : normalized_shape) k *= s;
-  return {k == 0 ? 0 : input.numel() / k, k};
+  return {m, k};
 }
 
 at::Tensor flat_or_undefined(const OptTensor& t, at::ScalarType type) {
@@ -773,8 +785,7 @@ Tensor3 layer_norm_backward(const NormBackend& be, const at::Tensor& grad_output
   const auto [m, k] = check_layer_norm(op, input, normalized_shape, weight, std::nullopt);
   check_like_input(op, grad_output, "grad_output", input);
   for (const auto& [t, name] : {std::pair{mean, "mean"}, std::pair{rstd, "rstd"}}) {
-    TORCH_CHECK(t.dim() == 1 && t.size(0) == m, op, ": ", name, " must have shape [", m,
-                "] (one entry per normalised row), got ", shape_str(t.sizes()));
+    check_statistic(op, t, name, input, {m}, "one entry per normalised row");
   }
   const at::Tensor x = input.contiguous();
   const at::Tensor dy = grad_output.contiguous();

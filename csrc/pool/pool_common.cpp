@@ -1,5 +1,7 @@
 #include "pool_common.h"
 
+#include "../checks.h"
+
 #include <ATen/ops/min.h>
 #include <c10/core/WrapDimMinimal.h>
 #include <c10/util/Exception.h>
@@ -10,14 +12,6 @@
 
 namespace tco {
 namespace {
-
-std::string shape_str(at::IntArrayRef sizes) {
-  std::ostringstream s;
-  s << "[";
-  for (size_t i = 0; i < sizes.size(); ++i) s << (i ? ", " : "") << sizes[i];
-  s << "]";
-  return s.str();
-}
 
 void check_dtype(const char* op, const at::Tensor& t, const char* name) {
   const auto st = t.scalar_type();
@@ -68,8 +62,9 @@ void fill_window_args(const char* op, PoolGeometry& g, at::IntArrayRef in_sizes,
     g.stride[d] = stride[i];
     g.pad[d] = padding[i];
     g.dilation[d] = dilation[i];
-    const int64_t span = dilation[i] * (kernel_size[i] - 1) + 1;
-    const int64_t padded = in_sizes[2 + i] + 2 * padding[i];
+    const std::string where = std::string("cnn_ops.") + op;
+    const int64_t span = dilated_extent(where.c_str(), kernel_size[i], dilation[i]);
+    const int64_t padded = padded_length(where.c_str(), in_sizes[2 + i], padding[i], padding[i]);
     TORCH_CHECK(padded >= span, "cnn_ops.", op,
                 ": the (dilated) kernel is larger than the padded input in spatial dimension ", i,
                 ": kernel_size ", kernel_size[i], " with dilation ", dilation[i], " spans ", span,
@@ -172,6 +167,9 @@ PoolGeometry scatter_geometry(const char* op, const at::Tensor& grad_output, con
   g.planes = input_size[0] * input_size[1];
   for (size_t i = 0; i < nd; ++i) {
     const size_t d = 3 - nd + i;
+    // No forward pools an empty spatial dimension, so no indices point into one.
+    TORCH_CHECK(input_size[2 + i] >= 1, "cnn_ops.", op, ": empty spatial size in input_size ",
+                shape_str(input_size));
     g.in_size[d] = input_size[2 + i];
     g.out_size[d] = grad_output.size(2 + i);
   }
@@ -194,8 +192,14 @@ void check_norm_type(const char* op, double norm_type) {
               ": norm_type must be positive and finite, got ", norm_type);
 }
 
-void check_sigma(const char* op, double sigma) {
+void check_gaussian(const char* op, double sigma, at::IntArrayRef kernel_size) {
   TORCH_CHECK(sigma > 0 && std::isfinite(sigma), "cnn_ops.", op, ": sigma must be positive and finite, got ", sigma);
+  // The weights are tabulated per tap (gaussian_weights): a bound on the table, not on the
+  // input's size.
+  for (const int64_t k : kernel_size) {
+    TORCH_CHECK(k <= kMaxGaussianKernel, "cnn_ops.", op, ": kernel_size ", shape_str(kernel_size),
+                " has more than ", kMaxGaussianKernel, " taps in a dimension (its weight table would not fit)");
+  }
 }
 
 void check_non_negative(const char* op, const at::Tensor& input) {

@@ -46,8 +46,10 @@ void set_divisor(const char* op, PoolGeometry& g, bool count_include_pad,
                  std::optional<int64_t> divisor_override);
 
 void check_norm_type(const char* op, double norm_type);
-// Gaussian pooling: sigma must be positive and finite.
-void check_sigma(const char* op, double sigma);
+// Gaussian pooling: sigma must be positive and finite, and the kernel at most
+// kMaxGaussianKernel taps long in each dimension.
+constexpr int64_t kMaxGaussianKernel = int64_t(1) << 24;
+void check_gaussian(const char* op, double sigma, at::IntArrayRef kernel_size);
 // Stochastic pooling: the input must be non-negative (no NaN either); the uniform numbers
 // must have the output's shape, and the input's dtype and device.
 void check_non_negative(const char* op, const at::Tensor& input);

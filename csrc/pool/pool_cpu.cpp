@@ -41,12 +41,15 @@
 namespace tco {
 namespace {
 
-// Per output index along each dimension, its clipped window; per width tap, the outputs it
-// reaches (regular windows only).
+// Per output index along each dimension, its clipped window; per width tap that reads the
+// input somewhere, the outputs it reaches (regular windows only). The other taps read only
+// padding and are skipped, so the tables and the tap loops are bounded by the input and output
+// sizes whatever the kernel size (a kernel of 2^31 with padding 2^30 is legal).
 struct Tables {
   std::vector<PoolWindow> win[3];
-  std::vector<PoolRange> tap_w;
-  PoolRange inner{0, 0};  // outputs along the width that every tap reaches
+  int64_t first_tap = 0;          // taps [first_tap, first_tap + tap_w.size()) read the input
+  std::vector<PoolRange> tap_w;   // the outputs that each of them reaches
+  PoolRange inner{0, 0};          // outputs along the width that every tap (of all K) reaches
 };
 
 Tables make_tables(const PoolGeometry& g) {
@@ -56,12 +59,20 @@ Tables make_tables(const PoolGeometry& g) {
     for (int64_t o = 0; o < g.out_size[d]; ++o) t.win[d][o] = pool_window(g, d, o);
   }
   if (!g.adaptive) {
-    t.tap_w.resize(g.kernel[2]);
-    t.inner = {0, g.out_size[2]};
-    for (int64_t k = 0; k < g.kernel[2]; ++k) {
-      t.tap_w[k] = pool_tap_outputs(g, 2, k);
-      t.inner.lo = std::max(t.inner.lo, t.tap_w[k].lo);
-      t.inner.hi = std::min(t.inner.hi, t.tap_w[k].hi);
+    // Tap k reads input o * stride - pad + k * dilation for the outputs o in [0, out): some of
+    // them lie in [0, in) iff pad - (out - 1) * stride <= k * dilation <= pad + in - 1.
+    const int64_t K = g.kernel[2], dil = g.dilation[2];
+    const int64_t lowest = g.pad[2] - (g.out_size[2] - 1) * g.stride[2];
+    const int64_t first = lowest <= 0 ? 0 : (lowest + dil - 1) / dil;
+    const int64_t last = std::min(K - 1, (g.pad[2] + g.in_size[2] - 1) / dil);
+    t.first_tap = std::min(first, K);
+    t.tap_w.resize(static_cast<size_t>(std::max<int64_t>(0, last - t.first_tap + 1)));
+    for (size_t i = 0; i < t.tap_w.size(); ++i) t.tap_w[i] = pool_tap_outputs(g, 2, t.first_tap + int64_t(i));
+    const bool all_taps_read = t.first_tap == 0 && static_cast<int64_t>(t.tap_w.size()) == K;
+    t.inner = all_taps_read ? PoolRange{0, g.out_size[2]} : PoolRange{0, 0};
+    for (const PoolRange& r : t.tap_w) {
+      t.inner.lo = std::max(t.inner.lo, r.lo);
+      t.inner.hi = std::min(t.inner.hi, r.hi);
     }
   }
   return t;
@@ -238,11 +249,11 @@ inline bool with_fused(const PoolGeometry& g, Fn&& fn) {
 template <typename PerTap, typename Fused>
 inline void for_row_taps(const PoolGeometry& g, const Tables& t, int64_t row, bool fusable,
                          PerTap&& per_tap, Fused&& fused) {
-  const int64_t K = g.kernel[2];
   const int64_t base = row - g.pad[2];
   const bool fuse = fusable && t.inner.lo < t.inner.hi;
-  for (int64_t kw = 0; kw < K; ++kw) {
-    const PoolRange r = t.tap_w[kw];
+  for (size_t i = 0; i < t.tap_w.size(); ++i) {
+    const int64_t kw = t.first_tap + static_cast<int64_t>(i);
+    const PoolRange r = t.tap_w[i];
     const int64_t off = base + kw * g.dilation[2];
     if (!fuse) {
       if (r.lo < r.hi) per_tap(kw, r.lo, r.hi, off);

@@ -72,8 +72,11 @@ TCO_HOST_DEVICE PoolWindow pool_window(const PoolGeometry& g, int dim, int64_t o
 // (dilated) kernel does not fit.
 TCO_HOST_DEVICE int64_t pool_out_size(int64_t in, int64_t pad, int64_t k, int64_t stride,
                                       int64_t dilation, bool ceil_mode) {
-  const int64_t span = in + 2 * pad - dilation * (k - 1) - 1 + (ceil_mode ? stride - 1 : 0);
-  int64_t out = pool_floor_div(span, stride) + 1;
+  // room: how far the window can move (the checks keep every term in int64); ceil_mode counts a
+  // last, partial window too.
+  const int64_t room = in + 2 * pad - dilation * (k - 1) - 1;
+  int64_t out = pool_floor_div(room, stride) + 1;
+  if (ceil_mode && pool_floor_div(room, stride) * stride != room) ++out;
   if (ceil_mode && out > 0 && (out - 1) * stride >= in + pad) --out;
   return out;
 }

@@ -198,7 +198,7 @@ at::Tensor kmax_pool_backward(const at::Tensor& grad_output, const at::Tensor& i
 at::Tensor gaussian_pool_forward(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                                  at::IntArrayRef padding, double sigma) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
-  check_sigma("gaussian_pool", sigma);
+  check_gaussian("gaussian_pool", sigma, kernel_size);
   const size_t nd = kernel_size.size();
   const PoolGeometry g = window_geometry("gaussian_pool", input, kernel_size, stride, padding, ones(nd), false);
   const PoolBackend& be = backend_for(input);
@@ -214,7 +214,7 @@ at::Tensor gaussian_pool_backward(const at::Tensor& grad_output, at::IntArrayRef
                                   at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
                                   double sigma) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
-  check_sigma("gaussian_pool_backward", sigma);
+  check_gaussian("gaussian_pool_backward", sigma, kernel_size);
   const PoolGeometry g = window_backward_geometry("gaussian_pool_backward", grad_output, input_size, kernel_size,
                                                   stride, padding, ones(kernel_size.size()), false);
   const PoolBackend& be = backend_for(grad_output);

@@ -25,6 +25,19 @@ INT64_MAX = 2**63 - 1
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
+_SCALAR_TYPE_NAMES = {
+    torch.float32: "Float", torch.float64: "Double", torch.float16: "Half", torch.bfloat16: "BFloat16",
+    torch.int64: "Long", torch.int32: "Int", torch.int16: "Short", torch.int8: "Char", torch.uint8: "Byte",
+    torch.bool: "Bool", torch.complex32: "ComplexHalf", torch.complex64: "ComplexFloat",
+    torch.complex128: "ComplexDouble",
+}
+
+
+def scalar_type(dtype) -> str:
+    """A dtype as the C++ messages print it (c10::ScalarType: ``Float``, ``Long``, ...)."""
+    return _SCALAR_TYPE_NAMES.get(dtype, str(dtype))
+
+
 def shape_str(sizes) -> str:
     """``[2, 3, 4]``, as the C++ messages print shapes."""
     return "[" + ", ".join(str(s) for s in sizes) + "]"
@@ -67,13 +80,13 @@ def register_fake(name):
 def check_dtype(t, name, op):
     """check_dtype (csrc/conv/conv_common.cpp): t is float32, float64, float16 or bfloat16."""
     torch._check(t.dtype in FLOAT_DTYPES,
-                 lambda: f"{op}: {name} must be float32, float64, float16 or bfloat16, got {t.dtype}")
+                 lambda: f"{op}: {name} must be float32, float64, float16 or bfloat16, got {scalar_type(t.dtype)}")
 
 
 def check_same_kind(a, a_name, b, b_name, op):
     """check_same_kind (conv_common.cpp): a and b have the same dtype and device."""
     torch._check(a.dtype == b.dtype,
-                 lambda: f"{op}: {a_name} ({a.dtype}) and {b_name} ({b.dtype}) must have the same dtype")
+                 lambda: f"{op}: {a_name} ({scalar_type(a.dtype)}) and {b_name} ({scalar_type(b.dtype)}) must have the same dtype")
     torch._check(a.device == b.device,
                  lambda: f"{op}: {a_name} ({a.device}) and {b_name} ({b.device}) must be on the same device")
 

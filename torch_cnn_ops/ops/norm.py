@@ -16,7 +16,7 @@ contiguous; statistics are in the compute type.
 
 import torch
 
-from ._geometry import check_dtype, check_sizes_equal, register_fake, shape_str
+from ._geometry import check_dtype, check_sizes_equal, register_fake, scalar_type, shape_str
 
 ops = torch.ops.cnn_ops
 
@@ -76,7 +76,7 @@ def _check_like_input(op, t, name, input):
     check_sizes_equal(t.shape, input.shape, lambda: f"{op}: {name} must have the input's shape "
                                                     f"{shape_str(input.shape)}, got {shape_str(t.shape)}")
     torch._check(t.dtype == input.dtype,
-                 lambda: f"{op}: {name} ({t.dtype}) must have the input's dtype ({input.dtype})")
+                 lambda: f"{op}: {name} ({scalar_type(t.dtype)}) must have the input's dtype ({scalar_type(input.dtype)})")
     torch._check(t.device == input.device, lambda: f"{op}: {name} is on {t.device} but input is on {input.device}")
 
 

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from ._geometry import (adaptive_shape, check_dtype, check_grad_output_matches, check_same_shape, check_sizes_equal,
+from ._geometry import (adaptive_shape, scalar_type, check_dtype, check_grad_output_matches, check_same_shape, check_sizes_equal,
                         check_window_backward, empty, pool_channels_last, register_fake, shape_str, window_shape,
                         wrap_dim)
 
@@ -36,25 +36,35 @@ def _check_divisor(op, divisor_override):
 
 
 def _check_norm_type(op, norm_type):
-    # `norm_type > 0` is false for a NaN, which is refused too, as in C++.
-    torch._check(norm_type > 0, lambda: f"{op}: norm_type must be positive, got {norm_type}")
+    # `norm_type > 0` is false for a NaN, which is refused too, as in C++; an infinite norm is
+    # the window's largest magnitude, which the public functions compute by max pooling.
+    torch._check(norm_type > 0 and math.isfinite(norm_type),
+                 lambda: f"{op}: norm_type must be positive and finite, got {norm_type}")
 
 
-def _check_sigma(op, sigma):
+MAX_GAUSSIAN_KERNEL = 2**24  # kMaxGaussianKernel (pool_common.h): the weight table's bound
+
+
+def _check_gaussian(op, sigma, kernel_size):
+    """check_gaussian (pool_common.cpp)."""
     torch._check(sigma > 0 and math.isfinite(sigma), lambda: f"{op}: sigma must be positive and finite, got {sigma}")
+    for k in kernel_size:
+        torch._check(k <= MAX_GAUSSIAN_KERNEL,
+                     lambda: f"{op}: kernel_size {shape_str(kernel_size)} has more than {MAX_GAUSSIAN_KERNEL} taps in "
+                             f"a dimension (its weight table would not fit)")
 
 
 def _check_same_dtype_device(op, grad_output, input):
     """check_same_dtype_device (pool_common.cpp)."""
     torch._check(input.dtype == grad_output.dtype and input.device == grad_output.device,
-                 lambda: f"{op}: input ({input.dtype}, {input.device}) and grad_output ({grad_output.dtype}, "
+                 lambda: f"{op}: input ({scalar_type(input.dtype)}, {input.device}) and grad_output ({scalar_type(grad_output.dtype)}, "
                          f"{grad_output.device}) must have the same dtype and device")
 
 
 def _check_indices(op, grad_output, indices):
     """The saved indices of a backward op: int64, grad_output's shape and device."""
     check_dtype(grad_output, "grad_output", op)
-    torch._check(indices.dtype == torch.long, lambda: f"{op}: indices must be int64, got {indices.dtype}")
+    torch._check(indices.dtype == torch.long, lambda: f"{op}: indices must be int64, got {scalar_type(indices.dtype)}")
     check_same_shape(grad_output, "grad_output", indices, "indices", op)
     torch._check(grad_output.device == indices.device,
                  lambda: f"{op}: grad_output ({grad_output.device}) and indices ({indices.device}) must be on the "
@@ -177,7 +187,7 @@ def _kmax_pool_backward_fake(grad_output, indices, dim, input_size):
     op = "cnn_ops.kmax_pool_backward"
     check_dtype(grad_output, "grad_output", op)
     check_same_shape(grad_output, "grad_output", indices, "indices", op)
-    torch._check(indices.dtype == torch.long, lambda: f"{op}: indices must be int64, got {indices.dtype}")
+    torch._check(indices.dtype == torch.long, lambda: f"{op}: indices must be int64, got {scalar_type(indices.dtype)}")
     torch._check(grad_output.device == indices.device,
                  lambda: f"{op}: grad_output ({grad_output.device}) and indices ({indices.device}) must be on the "
                          f"same device")
@@ -203,7 +213,7 @@ def _kmax_pool_backward_fake(grad_output, indices, dim, input_size):
 @register_fake("gaussian_pool_forward")
 def _gaussian_pool_forward_fake(input, kernel_size, stride, padding, sigma):
     op = "cnn_ops.gaussian_pool"
-    _check_sigma(op, sigma)
+    _check_gaussian(op, sigma, kernel_size)
     check_dtype(input, "input", op)
     return empty(input, window_shape(op, input.shape, kernel_size, stride, padding, _ones(len(kernel_size)), False))
 
@@ -211,7 +221,7 @@ def _gaussian_pool_forward_fake(input, kernel_size, stride, padding, sigma):
 @register_fake("gaussian_pool_backward")
 def _gaussian_pool_backward_fake(grad_output, input_size, kernel_size, stride, padding, sigma):
     op = "cnn_ops.gaussian_pool_backward"
-    _check_sigma(op, sigma)
+    _check_gaussian(op, sigma, kernel_size)
     check_window_backward(op, grad_output, input_size, kernel_size, stride, padding, _ones(len(kernel_size)), False)
     return empty(grad_output, input_size)
 
@@ -235,8 +245,8 @@ def _stochastic_pool_forward_fake(input, uniform, kernel_size, stride):
     check_sizes_equal(uniform.shape, shape, lambda: f"{op}: uniform of shape {shape_str(uniform.shape)} must have "
                                                     f"the output's shape {shape_str(shape)}")
     torch._check(uniform.dtype == input.dtype and uniform.device == input.device,
-                 lambda: f"{op}: uniform ({uniform.dtype}, {uniform.device}) must have the dtype and device of the "
-                         f"input ({input.dtype}, {input.device})")
+                 lambda: f"{op}: uniform ({scalar_type(uniform.dtype)}, {uniform.device}) must have the dtype and device of the "
+                         f"input ({scalar_type(input.dtype)}, {input.device})")
     return empty(input, shape), empty(input, shape, torch.long)
 
 
