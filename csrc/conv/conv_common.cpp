@@ -129,6 +129,30 @@ ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& 
   return ConvAlgorithm::Im2col;
 }
 
+void fill_forward_extents(const char* op, ConvGeometry& c, const at::Tensor& input, at::IntArrayRef padding_end) {
+  const int64_t nd = static_cast<int64_t>(padding_end.size());
+  for (int64_t i = 0; i < nd; ++i) {
+    const int64_t d = 3 - nd + i;
+    TORCH_CHECK(padding_end[i] >= 0, op, ": padding must be non-negative, got padding_end ", shape_str(padding_end));
+    c.in_size[d] = input.size(2 + i);
+    c.out_size[d] = forward_extent(op, c, d, i, padding_end[i], input.sizes());
+  }
+}
+
+void fill_backward_extents(const char* op, ConvGeometry& c, const at::Tensor& grad_output,
+                           at::IntArrayRef input_sizes) {
+  TORCH_CHECK(grad_output.size(0) == c.batch && grad_output.size(1) == c.out_channels, op, ": grad_output of shape ",
+              shape_str(grad_output.sizes()), " does not match batch ", c.batch, " and out_channels ",
+              c.out_channels);
+  const int64_t nd = grad_output.dim() - 2;
+  for (int64_t i = 0; i < nd; ++i) {
+    const int64_t d = 3 - nd + i;
+    c.in_size[d] = input_sizes[2 + i];
+    c.out_size[d] = grad_output.size(2 + i);
+    check_backward_extent(op, c, d, i, grad_output.sizes(), input_sizes);
+  }
+}
+
 ConvGeometry forward_geometry(const at::Tensor& input, const at::Tensor& weight,
                               const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                               at::IntArrayRef padding, at::IntArrayRef padding_end,
@@ -153,13 +177,7 @@ ConvGeometry forward_geometry(const at::Tensor& input, const at::Tensor& weight,
     TORCH_CHECK(bias->dim() == 1 && bias->size(0) == g.out_channels, "cnn_ops.conv: bias must have shape [",
                 g.out_channels, "] (out_channels), got ", shape_str(bias->sizes()));
   }
-  for (int64_t i = 0; i < nd; ++i) {
-    const int64_t d = 3 - nd + i;
-    TORCH_CHECK(padding_end[i] >= 0, "cnn_ops.conv: padding must be non-negative, got padding_end ",
-                shape_str(padding_end));
-    g.in_size[d] = input.size(2 + i);
-    g.out_size[d] = forward_extent("cnn_ops.conv", g, d, i, padding_end[i], input.sizes());
-  }
+  fill_forward_extents("cnn_ops.conv", g, input, padding_end);
   return g;
 }
 
@@ -179,15 +197,7 @@ ConvGeometry input_backward_geometry(const at::Tensor& grad_output, const at::Te
   check_same_kind(grad_output, "grad_output", weight, "weight");
   g.batch = input_size[0];
   fill_weight(g, weight.sizes(), input_size[1], "input");
-  TORCH_CHECK(grad_output.size(0) == g.batch && grad_output.size(1) == g.out_channels,
-              "cnn_ops.conv_input_backward: grad_output of shape ", shape_str(grad_output.sizes()),
-              " does not match batch ", g.batch, " and out_channels ", g.out_channels);
-  for (int64_t i = 0; i < nd; ++i) {
-    const int64_t d = 3 - nd + i;
-    g.in_size[d] = input_size[2 + i];
-    g.out_size[d] = grad_output.size(2 + i);
-    check_backward_extent("cnn_ops.conv_input_backward", g, d, i, grad_output.sizes(), input_size);
-  }
+  fill_backward_extents("cnn_ops.conv_input_backward", g, grad_output, input_size);
   return g;
 }
 
@@ -207,15 +217,7 @@ ConvGeometry weight_backward_geometry(const at::Tensor& grad_output, const at::T
   check_same_kind(grad_output, "grad_output", input, "input");
   g.batch = input.size(0);
   fill_weight(g, weight_size, input.size(1), "input");
-  TORCH_CHECK(grad_output.size(0) == g.batch && grad_output.size(1) == g.out_channels,
-              "cnn_ops.conv_weight_backward: grad_output of shape ", shape_str(grad_output.sizes()),
-              " does not match batch ", g.batch, " and out_channels ", g.out_channels);
-  for (int64_t i = 0; i < nd; ++i) {
-    const int64_t d = 3 - nd + i;
-    g.in_size[d] = input.size(2 + i);
-    g.out_size[d] = grad_output.size(2 + i);
-    check_backward_extent("cnn_ops.conv_weight_backward", g, d, i, grad_output.sizes(), input.sizes());
-  }
+  fill_backward_extents("cnn_ops.conv_weight_backward", g, grad_output, input.sizes());
   return g;
 }
 

@@ -41,6 +41,15 @@ int64_t forward_extent(const char* op, const ConvGeometry& c, int64_t d, int64_t
 void check_backward_extent(const char* op, const ConvGeometry& c, int64_t d, int64_t i,
                            at::IntArrayRef grad_output_sizes, at::IntArrayRef input_sizes);
 
+// Fills c's spatial input and output sizes for a forward op (forward_extent per dimension), the
+// other fields set; padding_end has one entry per spatial dimension.
+void fill_forward_extents(const char* op, ConvGeometry& c, const at::Tensor& input, at::IntArrayRef padding_end);
+
+// The same for a backward op: grad_output's batch and channels must be c's, its spatial sizes
+// become the output sizes (check_backward_extent), input_sizes gives the input's.
+void fill_backward_extents(const char* op, ConvGeometry& c, const at::Tensor& grad_output,
+                           at::IntArrayRef input_sizes);
+
 void fill_spatial_args(ConvGeometry& g, at::IntArrayRef stride, at::IntArrayRef padding,
                        at::IntArrayRef dilation, int64_t groups, const char* op = "cnn_ops.conv");
 

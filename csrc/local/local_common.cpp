@@ -63,13 +63,7 @@ LocalGeometry local_forward_geometry(const at::Tensor& input, const at::Tensor& 
   check_same_kind(input, "input", weight, "weight", kOp);
   c.batch = input.size(0);
   fill_weight(g, weight.sizes(), nd, input.size(1), "input");
-  for (int64_t i = 0; i < nd; ++i) {
-    const int64_t d = 3 - nd + i;
-    TORCH_CHECK(padding_end[i] >= 0, kOp, ": padding must be non-negative, got padding_end ",
-                shape_str(padding_end));
-    c.in_size[d] = input.size(2 + i);
-    c.out_size[d] = forward_extent(kOp, c, d, i, padding_end[i], input.sizes());
-  }
+  fill_forward_extents(kOp, c, input, padding_end);
   if (bias.has_value() && bias->defined()) {
     check_same_kind(input, "input", *bias, "bias", kOp);
     std::vector<int64_t> per_position{c.out_channels};
@@ -95,15 +89,7 @@ LocalGeometry local_input_backward_geometry(const at::Tensor& grad_output, const
   check_same_kind(grad_output, "grad_output", weight, "weight", kOp);
   c.batch = input_size[0];
   fill_weight(g, weight.sizes(), nd, input_size[1], "input");
-  TORCH_CHECK(grad_output.size(0) == c.batch && grad_output.size(1) == c.out_channels,
-              "cnn_ops.local_input_backward: grad_output of shape ", shape_str(grad_output.sizes()),
-              " does not match batch ", c.batch, " and out_channels ", c.out_channels);
-  for (int64_t i = 0; i < nd; ++i) {
-    const int64_t d = 3 - nd + i;
-    c.in_size[d] = input_size[2 + i];
-    c.out_size[d] = grad_output.size(2 + i);
-    check_backward_extent("cnn_ops.local_input_backward", c, d, i, grad_output.sizes(), input_size);
-  }
+  fill_backward_extents("cnn_ops.local_input_backward", c, grad_output, input_size);
   return g;
 }
 
@@ -121,15 +107,7 @@ LocalGeometry local_weight_backward_geometry(const at::Tensor& grad_output, cons
   check_same_kind(grad_output, "grad_output", input, "input", kOp);
   c.batch = input.size(0);
   fill_weight(g, weight_size, nd, input.size(1), "input");
-  TORCH_CHECK(grad_output.size(0) == c.batch && grad_output.size(1) == c.out_channels,
-              "cnn_ops.local_weight_backward: grad_output of shape ", shape_str(grad_output.sizes()),
-              " does not match batch ", c.batch, " and out_channels ", c.out_channels);
-  for (int64_t i = 0; i < nd; ++i) {
-    const int64_t d = 3 - nd + i;
-    c.in_size[d] = input.size(2 + i);
-    c.out_size[d] = grad_output.size(2 + i);
-    check_backward_extent("cnn_ops.local_weight_backward", c, d, i, grad_output.sizes(), input.sizes());
-  }
+  fill_backward_extents("cnn_ops.local_weight_backward", c, grad_output, input.sizes());
   return g;
 }
 

@@ -20,11 +20,17 @@ __all__ = ["Conv1d", "Conv2d", "Conv3d"]
 
 
 class _ConvMixin:
-    """What our three classes add to torch.nn.ConvNd."""
+    """What our three classes add to torch.nn.ConvNd: torch's arguments, plus ``algorithm`` and
+    ``flip``, and ``padding`` may be ``"full"``."""
 
     _nd: int
 
-    def _setup(self, padding, algorithm: str, flip: bool) -> None:
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None, *,
+                 algorithm="auto", flip=False):
+        # torch.nn.ConvNd knows 'valid' and 'same' only; 'full' is set after construction.
+        super().__init__(in_channels, out_channels, kernel_size, stride, 0 if padding == "full" else padding,
+                         dilation, groups, bias, padding_mode, device, dtype)
         _check_algorithm(algorithm)
         self.algorithm = algorithm
         self.flip = bool(flip)
@@ -58,11 +64,6 @@ class _ConvMixin:
         return s
 
 
-def _torch_padding(padding):
-    # torch.nn.ConvNd knows 'valid' and 'same' only; 'full' is set after construction.
-    return 0 if padding == "full" else padding
-
-
 class Conv1d(_ConvMixin, torch.nn.Conv1d):
     """1-d convolution over ``(N, C_in, L)``; arguments of :class:`torch.nn.Conv1d` plus
     ``algorithm`` and ``flip``, and ``padding`` may be ``"full"``.
@@ -75,13 +76,6 @@ class Conv1d(_ConvMixin, torch.nn.Conv1d):
     """
 
     _nd = 1
-
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None, *,
-                 algorithm="auto", flip=False):
-        super().__init__(in_channels, out_channels, kernel_size, stride, _torch_padding(padding), dilation,
-                         groups, bias, padding_mode, device, dtype)
-        self._setup(padding, algorithm, flip)
 
 
 class Conv2d(_ConvMixin, torch.nn.Conv2d):
@@ -97,13 +91,6 @@ class Conv2d(_ConvMixin, torch.nn.Conv2d):
 
     _nd = 2
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None, *,
-                 algorithm="auto", flip=False):
-        super().__init__(in_channels, out_channels, kernel_size, stride, _torch_padding(padding), dilation,
-                         groups, bias, padding_mode, device, dtype)
-        self._setup(padding, algorithm, flip)
-
 
 class Conv3d(_ConvMixin, torch.nn.Conv3d):
     """3-d convolution over ``(N, C_in, D, H, W)``; arguments of :class:`torch.nn.Conv3d` plus
@@ -117,10 +104,3 @@ class Conv3d(_ConvMixin, torch.nn.Conv3d):
     """
 
     _nd = 3
-
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None, *,
-                 algorithm="auto", flip=False):
-        super().__init__(in_channels, out_channels, kernel_size, stride, _torch_padding(padding), dilation,
-                         groups, bias, padding_mode, device, dtype)
-        self._setup(padding, algorithm, flip)

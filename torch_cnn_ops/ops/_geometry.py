@@ -86,7 +86,8 @@ def check_dtype(t, name, op):
 def check_same_kind(a, a_name, b, b_name, op):
     """check_same_kind (conv_common.cpp): a and b have the same dtype and device."""
     torch._check(a.dtype == b.dtype,
-                 lambda: f"{op}: {a_name} ({scalar_type(a.dtype)}) and {b_name} ({scalar_type(b.dtype)}) must have the same dtype")
+                 lambda: f"{op}: {a_name} ({scalar_type(a.dtype)}) and {b_name} ({scalar_type(b.dtype)}) must have "
+                         f"the same dtype")
     torch._check(a.device == b.device,
                  lambda: f"{op}: {a_name} ({a.device}) and {b_name} ({b.device}) must be on the same device")
 

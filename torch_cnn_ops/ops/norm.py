@@ -76,7 +76,8 @@ def _check_like_input(op, t, name, input):
     check_sizes_equal(t.shape, input.shape, lambda: f"{op}: {name} must have the input's shape "
                                                     f"{shape_str(input.shape)}, got {shape_str(t.shape)}")
     torch._check(t.dtype == input.dtype,
-                 lambda: f"{op}: {name} ({scalar_type(t.dtype)}) must have the input's dtype ({scalar_type(input.dtype)})")
+                 lambda: f"{op}: {name} ({scalar_type(t.dtype)}) must have the input's dtype "
+                         f"({scalar_type(input.dtype)})")
     torch._check(t.device == input.device, lambda: f"{op}: {name} is on {t.device} but input is on {input.device}")
 
 

@@ -13,9 +13,9 @@ import math
 
 import torch
 
-from ._geometry import (adaptive_shape, scalar_type, check_dtype, check_grad_output_matches, check_same_shape, check_sizes_equal,
-                        check_window_backward, empty, pool_channels_last, register_fake, shape_str, window_shape,
-                        wrap_dim)
+from ._geometry import (adaptive_shape, check_dtype, check_grad_output_matches, check_same_shape, check_sizes_equal,
+                        check_window_backward, empty, pool_channels_last, register_fake, scalar_type, shape_str,
+                        window_shape, wrap_dim)
 
 ops = torch.ops.cnn_ops
 
@@ -57,8 +57,8 @@ def _check_gaussian(op, sigma, kernel_size):
 def _check_same_dtype_device(op, grad_output, input):
     """check_same_dtype_device (pool_common.cpp)."""
     torch._check(input.dtype == grad_output.dtype and input.device == grad_output.device,
-                 lambda: f"{op}: input ({scalar_type(input.dtype)}, {input.device}) and grad_output ({scalar_type(grad_output.dtype)}, "
-                         f"{grad_output.device}) must have the same dtype and device")
+                 lambda: f"{op}: input ({scalar_type(input.dtype)}, {input.device}) and grad_output "
+                         f"({scalar_type(grad_output.dtype)}, {grad_output.device}) must have the same dtype and device")
 
 
 def _check_indices(op, grad_output, indices):
@@ -245,8 +245,8 @@ def _stochastic_pool_forward_fake(input, uniform, kernel_size, stride):
     check_sizes_equal(uniform.shape, shape, lambda: f"{op}: uniform of shape {shape_str(uniform.shape)} must have "
                                                     f"the output's shape {shape_str(shape)}")
     torch._check(uniform.dtype == input.dtype and uniform.device == input.device,
-                 lambda: f"{op}: uniform ({scalar_type(uniform.dtype)}, {uniform.device}) must have the dtype and device of the "
-                         f"input ({scalar_type(input.dtype)}, {input.device})")
+                 lambda: f"{op}: uniform ({scalar_type(uniform.dtype)}, {uniform.device}) must have the dtype and "
+                         f"device of the input ({scalar_type(input.dtype)}, {input.device})")
     return empty(input, shape), empty(input, shape, torch.long)
 
 

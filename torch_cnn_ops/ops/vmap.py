@@ -159,10 +159,14 @@ def _local_weight_backward(info, in_dims, grad_output, input, weight_size, strid
 # --- pooling: every sample on its own -------------------------------------------------------------------
 
 
-def _sample_rule(name, tensors, sized=None):
-    """A rule folding B into the samples for an op whose first ``tensors`` arguments are the
-    batched tensors (N first) and whose argument at ``sized``, if any, is an input size."""
+def _sample_rule(name):
+    """A rule folding B into the samples, read off the op's schema: its leading Tensor arguments
+    are the batched tensors (samples first), and its ``input_size`` argument, if any, is the
+    shape of one of them (its N grows by B)."""
     op = getattr(ops, name)
+    arguments = op.default._schema.arguments
+    tensors = next(i for i, a in enumerate(arguments) if str(a.type) != "Tensor")
+    sized = next((i for i, a in enumerate(arguments) if a.name == "input_size"), None)
 
     def rule(info, in_dims, *args):
         size = info.batch_size
@@ -179,20 +183,12 @@ def _sample_rule(name, tensors, sized=None):
     torch.library.register_vmap(f"cnn_ops::{name}", rule)
 
 
-_sample_rule("max_pool_forward", 1)
-_sample_rule("adaptive_max_pool_forward", 1)
-_sample_rule("max_pool_backward", 2, sized=2)
-_sample_rule("avg_pool_forward", 1)
-_sample_rule("avg_pool_backward", 1, sized=1)
-_sample_rule("adaptive_avg_pool_forward", 1)
-_sample_rule("adaptive_avg_pool_backward", 1, sized=1)
-_sample_rule("lp_pool_forward", 1)
-_sample_rule("lp_pool_backward", 2)
-_sample_rule("gaussian_pool_forward", 1)
-_sample_rule("gaussian_pool_backward", 1, sized=1)
-_sample_rule("stochastic_pool_forward", 2)
-_sample_rule("stochastic_pool_eval_forward", 1)
-_sample_rule("stochastic_pool_eval_backward", 2)
+# Every window, adaptive, Gaussian and stochastic pooling op (a new one included) computes each
+# sample on its own; k-max pools along any dimension and has its own rules below.
+_OP_NAMES = sorted({s.name.split("::")[1] for s in torch._C._jit_get_all_schemas() if s.name.startswith("cnn_ops::")})
+for _name in _OP_NAMES:
+    if "pool" in _name and not _name.startswith("kmax"):
+        _sample_rule(_name)
 
 
 @_rule("cnn_ops::kmax_pool_forward")
