@@ -181,44 +181,45 @@ ConvGeometry forward_geometry(const at::Tensor& input, const at::Tensor& weight,
   return g;
 }
 
+namespace {
+
+// The geometry of a backward op: grad_output, and `other` (the weight for the input gradient,
+// the input for the weight gradient), whose sizes give the forward's with the op's `size_name`
+// argument `given` (input_size or weight_size).
+ConvGeometry backward_geometry(const char* op, const at::Tensor& grad_output, const at::Tensor& other,
+                               const char* other_name, const char* size_name, at::IntArrayRef given,
+                               at::IntArrayRef input_sizes, at::IntArrayRef weight_sizes, at::IntArrayRef stride,
+                               at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  ConvGeometry g;
+  fill_spatial_args(g, stride, padding, dilation, groups);
+  const int64_t nd = static_cast<int64_t>(stride.size());
+  TORCH_CHECK(static_cast<int64_t>(given.size()) == nd + 2 && grad_output.dim() == nd + 2 && other.dim() == nd + 2, op,
+              ": ", size_name, " ", shape_str(given), ", grad_output ", shape_str(grad_output.sizes()), " and ",
+              other_name, " ", shape_str(other.sizes()), " must all have ", nd + 2, " dimensions");
+  check_dtype(grad_output, "grad_output");
+  check_same_kind(grad_output, "grad_output", other, other_name);
+  g.batch = input_sizes[0];
+  fill_weight(g, weight_sizes, input_sizes[1], "input");
+  fill_backward_extents(op, g, grad_output, input_sizes);
+  return g;
+}
+
+}  // namespace
+
 ConvGeometry input_backward_geometry(const at::Tensor& grad_output, const at::Tensor& weight,
                                      at::IntArrayRef input_size, at::IntArrayRef stride,
                                      at::IntArrayRef padding, at::IntArrayRef dilation,
                                      int64_t groups) {
-  ConvGeometry g;
-  fill_spatial_args(g, stride, padding, dilation, groups);
-  const int64_t nd = static_cast<int64_t>(stride.size());
-  TORCH_CHECK(static_cast<int64_t>(input_size.size()) == nd + 2 && grad_output.dim() == nd + 2 &&
-                  weight.dim() == nd + 2,
-              "cnn_ops.conv_input_backward: input_size ", shape_str(input_size), ", grad_output ",
-              shape_str(grad_output.sizes()), " and weight ", shape_str(weight.sizes()),
-              " must all have ", nd + 2, " dimensions");
-  check_dtype(grad_output, "grad_output");
-  check_same_kind(grad_output, "grad_output", weight, "weight");
-  g.batch = input_size[0];
-  fill_weight(g, weight.sizes(), input_size[1], "input");
-  fill_backward_extents("cnn_ops.conv_input_backward", g, grad_output, input_size);
-  return g;
+  return backward_geometry("cnn_ops.conv_input_backward", grad_output, weight, "weight", "input_size", input_size,
+                           input_size, weight.sizes(), stride, padding, dilation, groups);
 }
 
 ConvGeometry weight_backward_geometry(const at::Tensor& grad_output, const at::Tensor& input,
                                       at::IntArrayRef weight_size, at::IntArrayRef stride,
                                       at::IntArrayRef padding, at::IntArrayRef dilation,
                                       int64_t groups) {
-  ConvGeometry g;
-  fill_spatial_args(g, stride, padding, dilation, groups);
-  const int64_t nd = static_cast<int64_t>(stride.size());
-  TORCH_CHECK(static_cast<int64_t>(weight_size.size()) == nd + 2 && grad_output.dim() == nd + 2 &&
-                  input.dim() == nd + 2,
-              "cnn_ops.conv_weight_backward: weight_size ", shape_str(weight_size), ", grad_output ",
-              shape_str(grad_output.sizes()), " and input ", shape_str(input.sizes()),
-              " must all have ", nd + 2, " dimensions");
-  check_dtype(grad_output, "grad_output");
-  check_same_kind(grad_output, "grad_output", input, "input");
-  g.batch = input.size(0);
-  fill_weight(g, weight_size, input.size(1), "input");
-  fill_backward_extents("cnn_ops.conv_weight_backward", g, grad_output, input.sizes());
-  return g;
+  return backward_geometry("cnn_ops.conv_weight_backward", grad_output, input, "input", "weight_size", weight_size,
+                           input.sizes(), weight_size, stride, padding, dilation, groups);
 }
 
 }  // namespace tco

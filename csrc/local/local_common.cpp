@@ -75,40 +75,44 @@ LocalGeometry local_forward_geometry(const at::Tensor& input, const at::Tensor& 
   return g;
 }
 
-LocalGeometry local_input_backward_geometry(const at::Tensor& grad_output, const at::Tensor& weight,
-                                            at::IntArrayRef input_size, at::IntArrayRef stride,
-                                            at::IntArrayRef padding, at::IntArrayRef dilation) {
+namespace {
+
+// The geometry of a backward op: grad_output, and `other` (the weight for the input gradient,
+// the input for the weight gradient); input_sizes (named input_name) and weight_sizes are the
+// forward's.
+LocalGeometry backward_geometry(const char* op, const at::Tensor& grad_output, const at::Tensor& other,
+                                const char* other_name, const char* input_name, at::IntArrayRef input_sizes,
+                                at::IntArrayRef weight_sizes, at::IntArrayRef stride, at::IntArrayRef padding,
+                                at::IntArrayRef dilation) {
   LocalGeometry g;
   ConvGeometry& c = g.conv;
   fill_spatial_args(c, stride, padding, dilation, 1, kOp);
   const int64_t nd = spatial_dims(stride);
-  TORCH_CHECK(static_cast<int64_t>(input_size.size()) == nd + 2 && grad_output.dim() == nd + 2,
-              "cnn_ops.local_input_backward: input_size ", shape_str(input_size), " and grad_output ",
-              shape_str(grad_output.sizes()), " must have ", nd + 2, " dimensions");
+  TORCH_CHECK(static_cast<int64_t>(input_sizes.size()) == nd + 2 && grad_output.dim() == nd + 2, op, ": ",
+              input_name, " ", shape_str(input_sizes), " and grad_output ", shape_str(grad_output.sizes()), " must have ", nd + 2,
+              " dimensions");
   check_dtype(grad_output, "grad_output", kOp);
-  check_same_kind(grad_output, "grad_output", weight, "weight", kOp);
-  c.batch = input_size[0];
-  fill_weight(g, weight.sizes(), nd, input_size[1], "input");
-  fill_backward_extents("cnn_ops.local_input_backward", c, grad_output, input_size);
+  check_same_kind(grad_output, "grad_output", other, other_name, kOp);
+  c.batch = input_sizes[0];
+  fill_weight(g, weight_sizes, nd, input_sizes[1], "input");
+  fill_backward_extents(op, c, grad_output, input_sizes);
   return g;
+}
+
+}  // namespace
+
+LocalGeometry local_input_backward_geometry(const at::Tensor& grad_output, const at::Tensor& weight,
+                                            at::IntArrayRef input_size, at::IntArrayRef stride,
+                                            at::IntArrayRef padding, at::IntArrayRef dilation) {
+  return backward_geometry("cnn_ops.local_input_backward", grad_output, weight, "weight", "input_size", input_size,
+                           weight.sizes(), stride, padding, dilation);
 }
 
 LocalGeometry local_weight_backward_geometry(const at::Tensor& grad_output, const at::Tensor& input,
                                              at::IntArrayRef weight_size, at::IntArrayRef stride,
                                              at::IntArrayRef padding, at::IntArrayRef dilation) {
-  LocalGeometry g;
-  ConvGeometry& c = g.conv;
-  fill_spatial_args(c, stride, padding, dilation, 1, kOp);
-  const int64_t nd = spatial_dims(stride);
-  TORCH_CHECK(grad_output.dim() == nd + 2 && input.dim() == nd + 2,
-              "cnn_ops.local_weight_backward: grad_output ", shape_str(grad_output.sizes()), " and input ",
-              shape_str(input.sizes()), " must have ", nd + 2, " dimensions");
-  check_dtype(grad_output, "grad_output", kOp);
-  check_same_kind(grad_output, "grad_output", input, "input", kOp);
-  c.batch = input.size(0);
-  fill_weight(g, weight_size, nd, input.size(1), "input");
-  fill_backward_extents("cnn_ops.local_weight_backward", c, grad_output, input.sizes());
-  return g;
+  return backward_geometry("cnn_ops.local_weight_backward", grad_output, input, "input", "input", input.sizes(),
+                           weight_size, stride, padding, dilation);
 }
 
 }  // namespace tco

@@ -124,28 +124,39 @@ PoolGeometry adaptive_geometry(const char* op, const at::Tensor& input, at::IntA
   return g;
 }
 
-PoolGeometry adaptive_backward_geometry(const char* op, const at::Tensor& grad_output,
-                                        at::IntArrayRef input_size) {
-  check_dtype(op, grad_output, "grad_output");
+namespace {
+
+// A gradient's geometry read off grad_output (N, C, *out) and input_size (N, C, *in): 1 to 3
+// spatial dimensions, each non-empty (no forward pools an empty one; an empty output, as
+// output_size 0 gives, has an all-zero gradient).
+PoolGeometry gradient_geometry(const char* op, const at::Tensor& grad_output, at::IntArrayRef input_size) {
   TORCH_CHECK(input_size.size() >= 3 && input_size.size() <= 5, "cnn_ops.", op,
               ": input_size must have 1, 2 or 3 spatial dimensions after (batch, channels), got ",
               shape_str(input_size));
-  const size_t nd = input_size.size() - 2;
   TORCH_CHECK(grad_output.dim() == static_cast<int64_t>(input_size.size()) &&
                   grad_output.size(0) == input_size[0] && grad_output.size(1) == input_size[1],
               "cnn_ops.", op, ": grad_output of shape ", shape_str(grad_output.sizes()),
               " does not match input_size ", shape_str(input_size));
+  const size_t nd = input_size.size() - 2;
   PoolGeometry g;
-  g.adaptive = true;
   g.planes = input_size[0] * input_size[1];
   for (size_t i = 0; i < nd; ++i) {
     const size_t d = 3 - nd + i;
-    // An empty output (output_size 0, as torch allows) has an all-zero gradient.
     TORCH_CHECK(input_size[2 + i] >= 1, "cnn_ops.", op, ": empty spatial size in input_size ",
                 shape_str(input_size));
     g.in_size[d] = input_size[2 + i];
     g.out_size[d] = grad_output.size(2 + i);
   }
+  return g;
+}
+
+}  // namespace
+
+PoolGeometry adaptive_backward_geometry(const char* op, const at::Tensor& grad_output,
+                                        at::IntArrayRef input_size) {
+  check_dtype(op, grad_output, "grad_output");
+  PoolGeometry g = gradient_geometry(op, grad_output, input_size);
+  g.adaptive = true;
   return g;
 }
 
@@ -157,23 +168,7 @@ PoolGeometry scatter_geometry(const char* op, const at::Tensor& grad_output, con
   check_same_shape(op, grad_output, "grad_output", indices, "indices");
   TORCH_CHECK(grad_output.device() == indices.device(), "cnn_ops.", op, ": grad_output (",
               grad_output.device(), ") and indices (", indices.device(), ") must be on the same device");
-  const size_t nd = input_size.size() - 2;
-  TORCH_CHECK(input_size.size() >= 3 && input_size.size() <= 5 &&
-                  grad_output.dim() == static_cast<int64_t>(input_size.size()) &&
-                  grad_output.size(0) == input_size[0] && grad_output.size(1) == input_size[1],
-              "cnn_ops.", op, ": grad_output of shape ", shape_str(grad_output.sizes()),
-              " does not match input_size ", shape_str(input_size));
-  PoolGeometry g;
-  g.planes = input_size[0] * input_size[1];
-  for (size_t i = 0; i < nd; ++i) {
-    const size_t d = 3 - nd + i;
-    // No forward pools an empty spatial dimension, so no indices point into one.
-    TORCH_CHECK(input_size[2 + i] >= 1, "cnn_ops.", op, ": empty spatial size in input_size ",
-                shape_str(input_size));
-    g.in_size[d] = input_size[2 + i];
-    g.out_size[d] = grad_output.size(2 + i);
-  }
-  return g;
+  return gradient_geometry(op, grad_output, input_size);
 }
 
 void set_divisor(const char* op, PoolGeometry& g, bool count_include_pad,
