@@ -30,6 +30,11 @@ struct ConvGeometry {
   TCO_HOST_DEVICE int64_t out_per_group() const { return out_channels / groups; }
   TCO_HOST_DEVICE int64_t in_plane() const { return in_size[0] * in_size[1] * in_size[2]; }
   TCO_HOST_DEVICE int64_t out_plane() const { return out_size[0] * out_size[1] * out_size[2]; }
+  // The cases the op entries answer without a pass (conv_ops.cpp, local_ops.cpp): no output
+  // element; no gradient flowing into the input; no product for the weight gradient.
+  TCO_HOST_DEVICE bool no_output() const { return batch == 0 || out_channels == 0 || out_plane() == 0; }
+  TCO_HOST_DEVICE bool no_input_gradient() const { return no_output() || in_channels == 0 || in_plane() == 0; }
+  TCO_HOST_DEVICE bool no_weight_gradient() const { return no_output() || in_channels == 0; }
   TCO_HOST_DEVICE int64_t kernel_volume() const { return kernel[0] * kernel[1] * kernel[2]; }
   // Rows of the im2col matrix of one group: (in_per_group * kernel_volume).
   TCO_HOST_DEVICE int64_t col_rows() const { return in_per_group() * kernel_volume(); }

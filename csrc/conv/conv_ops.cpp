@@ -40,7 +40,7 @@ at::Tensor conv_forward(const at::Tensor& input, const at::Tensor& weight, const
   std::optional<at::Tensor> b;
   if (bias.has_value() && bias->defined()) b = bias->contiguous();
   const std::vector<int64_t> shape = output_shape(g, stride.size());
-  if (g.batch == 0 || g.out_plane() == 0 || g.out_channels == 0) return at::empty(shape, x.options());
+  if (g.no_output()) return at::empty(shape, x.options());
   // With no input channels the output is the bias alone: nothing to unfold or multiply.
   if (g.in_channels == 0) algo = ConvAlgorithm::Direct;
   if (algo == ConvAlgorithm::Im2col) return be.im2col_forward(x, w, b, g).view(shape);
@@ -59,10 +59,7 @@ at::Tensor conv_input_backward(const at::Tensor& grad_output, const at::Tensor& 
   const ConvBackend& be = backend_for(grad_output);
   const c10::OptionalDeviceGuard guard(at::device_of(grad_output));
   const at::Tensor gout = grad_output.contiguous(), w = weight.contiguous();
-  // An empty input, or no gradient flowing into it (no output, or no output channel).
-  if (g.batch == 0 || g.in_plane() == 0 || g.in_channels == 0 || gout.numel() == 0) {
-    return at::zeros(input_size, gout.options());
-  }
+  if (g.no_input_gradient()) return at::zeros(input_size, gout.options());
   if (algo == ConvAlgorithm::Im2col) return be.im2col_input_backward(gout, w, g, input_size);
   if (algo == ConvAlgorithm::Shifted) return shifted_input_backward(gout, w, g).view(input_size);
   at::Tensor gin = at::empty(input_size, gout.options());
@@ -79,10 +76,7 @@ at::Tensor conv_weight_backward(const at::Tensor& grad_output, const at::Tensor&
   const ConvBackend& be = backend_for(grad_output);
   const c10::OptionalDeviceGuard guard(at::device_of(grad_output));
   const at::Tensor gout = grad_output.contiguous(), x = input.contiguous();
-  // An empty weight, or no product to sum (no sample or no output position).
-  if (g.batch == 0 || g.out_plane() == 0 || g.out_channels == 0 || g.in_channels == 0) {
-    return at::zeros(weight_size, gout.options());
-  }
+  if (g.no_weight_gradient()) return at::zeros(weight_size, gout.options());
   if (algo == ConvAlgorithm::Im2col) return be.im2col_weight_backward(gout, x, g, weight_size);
   if (algo == ConvAlgorithm::Shifted) return shifted_weight_backward(gout, x, g).view(weight_size);
   at::Tensor gw = at::empty(weight_size, gout.options());

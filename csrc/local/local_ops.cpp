@@ -32,7 +32,7 @@ at::Tensor local_forward(const at::Tensor& input, const at::Tensor& weight, cons
   const c10::OptionalDeviceGuard guard(at::device_of(input));
   std::vector<int64_t> shape{c.batch, c.out_channels};
   for (size_t d = 3 - stride.size(); d < 3; ++d) shape.push_back(c.out_size[d]);
-  if (c.batch == 0 || c.out_plane() == 0 || c.out_channels == 0) return at::empty(shape, input.options());
+  if (c.no_output()) return at::empty(shape, input.options());
   return be.forward(input, weight, bias, g, shape);
 }
 
@@ -43,10 +43,7 @@ at::Tensor local_input_backward(const at::Tensor& grad_output, const at::Tensor&
   const ConvGeometry& c = g.conv;
   const LocalBackend& be = backend_for(grad_output);
   const c10::OptionalDeviceGuard guard(at::device_of(grad_output));
-  // An empty input, or no gradient flowing into it (no output, or no output channel).
-  if (c.batch == 0 || c.in_plane() == 0 || c.in_channels == 0 || grad_output.numel() == 0) {
-    return at::zeros(input_size, grad_output.options());
-  }
+  if (c.no_input_gradient()) return at::zeros(input_size, grad_output.options());
   return be.input_backward(grad_output, weight, g, input_size);
 }
 
@@ -57,10 +54,7 @@ at::Tensor local_weight_backward(const at::Tensor& grad_output, const at::Tensor
   const ConvGeometry& c = g.conv;
   const LocalBackend& be = backend_for(grad_output);
   const c10::OptionalDeviceGuard guard(at::device_of(grad_output));
-  // An empty weight, or no product to sum (no sample or no output position).
-  if (c.batch == 0 || c.out_plane() == 0 || c.out_channels == 0 || c.in_channels == 0) {
-    return at::zeros(weight_size, grad_output.options());
-  }
+  if (c.no_weight_gradient()) return at::zeros(weight_size, grad_output.options());
   return be.weight_backward(grad_output, input, g, weight_size);
 }
 

@@ -66,6 +66,19 @@ TCO_HOST_DEVICE PoolWindow pool_window(const PoolGeometry& g, int dim, int64_t o
   return {start, count, dil, padded_end - raw};
 }
 
+// Calls visit(i) with the flat index i (within the input plane) of each element of the window of
+// output (od, oh, ow), in scan order, until visit returns true; returns whether one did.
+template <typename Visit>
+TCO_HOST_DEVICE bool scan_window(const PoolGeometry& g, int64_t od, int64_t oh, int64_t ow, const Visit& visit) {
+  const PoolWindow wd = pool_window(g, 0, od), wh = pool_window(g, 1, oh), ww = pool_window(g, 2, ow);
+  const int64_t H = g.in_size[1], W = g.in_size[2];
+  for (int64_t k = 0, id = wd.start; k < wd.count; ++k, id += wd.step)
+    for (int64_t l = 0, ih = wh.start; l < wh.count; ++l, ih += wh.step)
+      for (int64_t m = 0, iw = ww.start; m < ww.count; ++m, iw += ww.step)
+        if (visit((id * H + ih) * W + iw)) return true;
+  return false;
+}
+
 // Output extent of regular pooling along one dimension, torch's rule: floor (or ceil with
 // ceil_mode) of (in + 2 pad - dilation (k - 1) - 1) / stride, plus one; with ceil_mode the
 // last window must start inside the input or the leading padding. Returns <= 0 when the

@@ -1,5 +1,5 @@
-// Stochastic pooling's window statistics, shared by the CPU and CUDA kernels (free of torch
-// headers, like the .cu files that include it).
+// Stochastic pooling's window arithmetic, shared by the CPU and CUDA kernels (free of torch
+// headers, like the .cu files that include it): training's pick and eval's statistics.
 //
 // Eval gives S2 / S1 per window (S1 = sum(x), S2 = sum(x^2)); its gradient is
 // gy (2 x S1 - S2) / S1^2. x^2 overflows float for x above about 1.8e19 (and underflows below about
@@ -48,31 +48,60 @@ struct WindowMoments {
 template <typename A, typename Load>
 TCO_HOST_DEVICE WindowMoments<A> window_moments(const PoolGeometry& g, int64_t od, int64_t oh, int64_t ow,
                                                 const Load& load) {
-  const PoolWindow wd = pool_window(g, 0, od), wh = pool_window(g, 1, oh), ww = pool_window(g, 2, ow);
-  const int64_t H = g.in_size[1], W = g.in_size[2];
-  auto for_window = [&](auto&& f) {
-    for (int64_t id = wd.start; id < wd.start + wd.count; ++id)
-      for (int64_t ih = wh.start; ih < wh.start + wh.count; ++ih)
-        for (int64_t iw = ww.start; iw < ww.start + ww.count; ++iw) f(load((id * H + ih) * W + iw));
-  };
   WindowMoments<A> m;
-  for_window([&](A v) {
+  scan_window(g, od, oh, ow, [&](int64_t i) {
+    const A v = load(i);
     m.s1 += v;
     m.s2 += v * v;
+    return false;
   });
   const bool in_range = m.s1 <= std::numeric_limits<A>::max() && m.s2 <= std::numeric_limits<A>::max() &&
                         (m.s1 == A(0) || m.s2 >= std::numeric_limits<A>::min());
   if (in_range) return m;
   A largest = 0;
-  for_window([&](A v) { largest = v > largest ? v : largest; });
+  scan_window(g, od, oh, ow, [&](int64_t i) {
+    const A v = load(i);
+    largest = v > largest ? v : largest;
+    return false;
+  });
   WindowMoments<A> r;
   r.scale = largest;
-  for_window([&](A v) {
-    const A u = v / largest;
+  scan_window(g, od, oh, ow, [&](int64_t i) {
+    const A u = load(i) / largest;
     r.s1 += u;
     r.s2 += u * u;
+    return false;
   });
   return r;
+}
+
+// Training's pick in the window of output (od, oh, ow), given its uniform number u in [0, 1):
+// the first element whose cumulative sum exceeds u * (window sum), as a flat index in the input
+// plane. Rounding can leave the cumulative sum at or below u * sum: then the last positive
+// element; an all-zero window gives its first element.
+template <typename A, typename Load>
+TCO_HOST_DEVICE int64_t stochastic_pick(const PoolGeometry& g, int64_t od, int64_t oh, int64_t ow, A u,
+                                        const Load& load) {
+  A sum = 0;
+  int64_t first = -1;
+  scan_window(g, od, oh, ow, [&](int64_t i) {
+    first = first < 0 ? i : first;
+    sum += load(i);
+    return false;
+  });
+  const A threshold = u * sum;
+  A cum = 0;
+  int64_t pick = -1, last_positive = -1;
+  scan_window(g, od, oh, ow, [&](int64_t i) {
+    const A v = load(i);
+    if (v <= A(0)) return false;
+    last_positive = i;
+    cum += v;
+    if (cum <= threshold) return false;
+    pick = i;
+    return true;
+  });
+  return pick >= 0 ? pick : (last_positive >= 0 ? last_positive : first);
 }
 
 }  // namespace tco

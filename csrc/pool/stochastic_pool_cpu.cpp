@@ -29,47 +29,18 @@ template <typename scalar_t>
 void stochastic_train(const scalar_t* in, const scalar_t* uniform, scalar_t* out, int64_t* ind,
                       const PoolGeometry& g) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t H = g.in_size[1], W = g.in_size[2];
   at::parallel_for(0, g.planes, grain_for(g.out_plane() * g.kernel_volume()), [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       const scalar_t* src = in + p * g.in_plane();
-      for (int64_t od = 0; od < g.out_size[0]; ++od) {
-        const PoolWindow wd = pool_window(g, 0, od);
-        for (int64_t oh = 0; oh < g.out_size[1]; ++oh) {
-          const PoolWindow wh = pool_window(g, 1, oh);
+      const auto load = [src](int64_t i) { return static_cast<acc_t>(src[i]); };
+      for (int64_t od = 0; od < g.out_size[0]; ++od)
+        for (int64_t oh = 0; oh < g.out_size[1]; ++oh)
           for (int64_t ow = 0; ow < g.out_size[2]; ++ow) {
-            const PoolWindow ww = pool_window(g, 2, ow);
             const int64_t o = p * g.out_plane() + (od * g.out_size[1] + oh) * g.out_size[2] + ow;
-            acc_t sum = 0;
-            for (int64_t id = wd.start; id < wd.start + wd.count; ++id)
-              for (int64_t ih = wh.start; ih < wh.start + wh.count; ++ih)
-                for (int64_t iw = ww.start; iw < ww.start + ww.count; ++iw)
-                  sum += static_cast<acc_t>(src[(id * H + ih) * W + iw]);
-            const acc_t threshold = static_cast<acc_t>(uniform[o]) * sum;
-            int64_t pick = (wd.start * H + wh.start) * W + ww.start;
-            int64_t last_positive = -1;
-            bool found = false;
-            acc_t cum = 0;
-            for (int64_t id = wd.start; id < wd.start + wd.count && !found; ++id)
-              for (int64_t ih = wh.start; ih < wh.start + wh.count && !found; ++ih)
-                for (int64_t iw = ww.start; iw < ww.start + ww.count; ++iw) {
-                  const int64_t i = (id * H + ih) * W + iw;
-                  const acc_t v = static_cast<acc_t>(src[i]);
-                  if (v > 0) last_positive = i;
-                  cum += v;
-                  if (cum > threshold && v > 0) {
-                    pick = i;
-                    found = true;
-                    break;
-                  }
-                }
-            // rounding can leave the cumulative sum at or below u * sum: take the last positive
-            if (!found && last_positive >= 0) pick = last_positive;
+            const int64_t pick = stochastic_pick(g, od, oh, ow, static_cast<acc_t>(uniform[o]), load);
             out[o] = src[pick];
             ind[o] = pick;
           }
-        }
-      }
     }
   });
 }

@@ -23,34 +23,12 @@ __global__ void train_kernel(PoolGeometry g, const T* __restrict__ in, const T* 
                              T* __restrict__ out, int64_t* __restrict__ ind) {
   using A = typename Num<T>::acc;
   const int64_t total = g.planes * g.out_plane();
-  const int64_t H = g.in_size[1], W = g.in_size[2];
   TCO_GRID_STRIDE_LOOP(o, total) {
     int64_t p, od, oh, ow;
     unflatten_index(o, g.out_size, p, od, oh, ow);
-    const PoolWindow wd = pool_window(g, 0, od), wh = pool_window(g, 1, oh), ww = pool_window(g, 2, ow);
     const T* src = in + p * g.in_plane();
-    A s1 = 0;
-    for (int64_t id = wd.start; id < wd.start + wd.count; ++id)
-      for (int64_t ih = wh.start; ih < wh.start + wh.count; ++ih)
-        for (int64_t iw = ww.start; iw < ww.start + ww.count; ++iw) s1 += Num<T>::widen(src[(id * H + ih) * W + iw]);
-    const A threshold = Num<T>::widen(uniform[o]) * s1;
-    int64_t pick = (wd.start * H + wh.start) * W + ww.start, last_positive = -1;
-    bool found = false;
-    A cum = 0;
-    for (int64_t id = wd.start; id < wd.start + wd.count && !found; ++id)
-      for (int64_t ih = wh.start; ih < wh.start + wh.count && !found; ++ih)
-        for (int64_t iw = ww.start; iw < ww.start + ww.count; ++iw) {
-          const int64_t i = (id * H + ih) * W + iw;
-          const A v = Num<T>::widen(src[i]);
-          if (v > A(0)) last_positive = i;
-          cum += v;
-          if (cum > threshold && v > A(0)) {
-            pick = i;
-            found = true;
-            break;
-          }
-        }
-    if (!found && last_positive >= 0) pick = last_positive;
+    const int64_t pick =
+        stochastic_pick(g, od, oh, ow, Num<T>::widen(uniform[o]), [src](int64_t i) { return Num<T>::widen(src[i]); });
     out[o] = src[pick];
     ind[o] = pick;
   }
