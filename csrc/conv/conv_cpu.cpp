@@ -46,17 +46,6 @@ namespace {
 // ---------------------------------------------------------------------------------------
 // Row kernels: the only loops that run per element. Marked for multi-versioning.
 
-// dst[i] += w * src[i * step]
-template <typename acc_t, typename src_t>
-TCO_VECTORIZE void axpy_gather(acc_t* __restrict dst, const src_t* __restrict src, acc_t w,
-                               int64_t n, int64_t step) {
-  if (step == 1) {
-    for (int64_t i = 0; i < n; ++i) dst[i] += w * static_cast<acc_t>(src[i]);
-  } else {
-    for (int64_t i = 0; i < n; ++i) dst[i] += w * static_cast<acc_t>(src[i * step]);
-  }
-}
-
 // sum_i a[i] * b[i * step]
 template <typename acc_t, typename src_t>
 TCO_VECTORIZE acc_t dot_strided(const src_t* __restrict a, const src_t* __restrict b, int64_t n,
@@ -91,8 +80,7 @@ void direct_forward(const scalar_t* in, const scalar_t* w, const scalar_t* bias,
         const scalar_t* in_c = in + (n * g.in_channels + grp * Cg + ic) * in_plane;
         const scalar_t* w_c = w + (oc * Cg + ic) * K;
         for_each_tap_row(g, [&](int64_t tap, int64_t o, int64_t i, int64_t count) {
-          axpy_gather<acc_t, scalar_t>(acc.data() + o, in_c + i, static_cast<acc_t>(w_c[tap]),
-                                       count, g.stride[2]);
+          axpy<acc_t, scalar_t>(acc.data() + o, 1, in_c + i, g.stride[2], static_cast<acc_t>(w_c[tap]), count);
         });
       }
       std::copy(acc.begin(), acc.end(), out + task * out_plane);
@@ -116,8 +104,7 @@ void direct_input_backward(const scalar_t* gout, const scalar_t* w, scalar_t* gi
         const scalar_t* gout_c = gout + (n * g.out_channels + oc) * out_plane;
         const scalar_t* w_c = w + (oc * Cg + ic) * K;
         for_each_tap_row(g, [&](int64_t tap, int64_t o, int64_t i, int64_t count) {
-          axpy_scatter<acc_t, scalar_t>(acc.data() + i, gout_c + o, static_cast<acc_t>(w_c[tap]),
-                                        count, g.stride[2]);
+          axpy<acc_t, scalar_t>(acc.data() + i, g.stride[2], gout_c + o, 1, static_cast<acc_t>(w_c[tap]), count);
         });
       }
       std::copy(acc.begin(), acc.end(), gin + task * in_plane);

@@ -45,34 +45,17 @@ TCO_HOST_DEVICE int64_t tap_offset(const ConvGeometry& g, int dim, int64_t k) {
   return k * g.dilation[dim] - g.pad[dim];
 }
 
-// Half-open range [lo, hi) of output indices `o` along `dim` for which the input index
-// o * stride + offset lies inside [0, in_size). Empty ranges come back as lo >= hi.
-struct IndexRange {
-  int64_t lo, hi;
-};
-
-TCO_HOST_DEVICE int64_t ceil_div_nonneg(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
+// The outputs `o` along `dim` for which the input index o * stride + offset lies inside
+// [0, in_size) (empty ranges have lo == hi).
 TCO_HOST_DEVICE IndexRange valid_outputs(const ConvGeometry& g, int dim, int64_t offset) {
-  const int64_t s = g.stride[dim];
-  const int64_t lo = offset >= 0 ? 0 : ceil_div_nonneg(-offset, s);
-  const int64_t last_in = g.in_size[dim] - 1 - offset;  // largest o * s allowed
-  int64_t hi = last_in < 0 ? 0 : last_in / s + 1;
-  if (hi > g.out_size[dim]) hi = g.out_size[dim];
-  return {lo, hi};
+  return index_range(offset, g.stride[dim], g.in_size[dim], g.out_size[dim]);
 }
 
-// Half-open range [lo, hi) of kernel taps k along `dim` whose input index
-// o * stride + k * dilation - pad, for output index o, lies inside [0, in_size): the gather
-// form of valid_outputs, used by kernels that compute one output at a time.
+// The kernel taps k along `dim` whose input index o * stride + k * dilation - pad, for output
+// index o, lies inside [0, in_size): the gather form of valid_outputs, used by kernels that
+// compute one output at a time.
 TCO_HOST_DEVICE IndexRange taps_inside(const ConvGeometry& g, int dim, int64_t o) {
-  const int64_t first = o * g.stride[dim] - g.pad[dim];  // input index of tap 0
-  const int64_t dil = g.dilation[dim];
-  const int64_t lo = first >= 0 ? 0 : ceil_div_nonneg(-first, dil);
-  const int64_t last = g.in_size[dim] - 1 - first;  // largest k * dilation allowed
-  int64_t hi = last < 0 ? 0 : last / dil + 1;
-  if (hi > g.kernel[dim]) hi = g.kernel[dim];
-  return {lo, hi};
+  return index_range(o * g.stride[dim] - g.pad[dim], g.dilation[dim], g.in_size[dim], g.kernel[dim]);
 }
 
 // Output extent along one dimension: floor((in + pad_lo + pad_hi - dilation*(k-1) - 1) / stride) + 1.

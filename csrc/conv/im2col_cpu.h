@@ -10,14 +10,15 @@
 
 namespace tco {
 
-// dst[i * step] += w * src[i]
+// dst[i * dst_step] += w * src[i * src_step]: a gather (dst_step 1) or a scatter (src_step 1)
+// along an output row with the stride; unit steps take the loop the compiler vectorises.
 template <typename acc_t, typename src_t>
-TCO_VECTORIZE void axpy_scatter(acc_t* __restrict dst, const src_t* __restrict src, acc_t w,
-                                int64_t n, int64_t step) {
-  if (step == 1) {
+TCO_VECTORIZE void axpy(acc_t* __restrict dst, int64_t dst_step, const src_t* __restrict src, int64_t src_step,
+                        acc_t w, int64_t n) {
+  if (dst_step == 1 && src_step == 1) {
     for (int64_t i = 0; i < n; ++i) dst[i] += w * static_cast<acc_t>(src[i]);
   } else {
-    for (int64_t i = 0; i < n; ++i) dst[i * step] += w * static_cast<acc_t>(src[i]);
+    for (int64_t i = 0; i < n; ++i) dst[i * dst_step] += w * static_cast<acc_t>(src[i * src_step]);
   }
 }
 
@@ -93,8 +94,7 @@ void col2im_block(const col_t* col, int64_t ld, int64_t c0, int64_t c1, col_t* g
       const int64_t lo = std::clamp(rw.lo, a, b), hi = std::clamp(rw.hi, lo, b);
       if (lo >= hi) return;
       const col_t* src = src_row + c - a;  // src[ow] is column (od, oh, ow)
-      axpy_scatter<col_t, col_t>(gin_c + (id * H + ih) * W + off_w + lo * sw, src + lo, col_t(1),
-                                 hi - lo, sw);
+      axpy<col_t, col_t>(gin_c + (id * H + ih) * W + off_w + lo * sw, sw, src + lo, 1, col_t(1), hi - lo);
     });
   }
 }

@@ -94,20 +94,12 @@ TCO_HOST_DEVICE int64_t pool_out_size(int64_t in, int64_t pad, int64_t k, int64_
   return out;
 }
 
-// Half-open range [lo, hi) of output indices along `dim` whose tap `k` lies inside the input,
-// for regular pooling: o * stride - pad + k * dilation in [0, in_size).
-struct PoolRange {
-  int64_t lo, hi;
-};
+// The outputs along `dim` whose tap `k` lies inside the input, for regular pooling:
+// o * stride - pad + k * dilation in [0, in_size).
+using PoolRange = IndexRange;
 
 TCO_HOST_DEVICE PoolRange pool_tap_outputs(const PoolGeometry& g, int dim, int64_t k) {
-  const int64_t s = g.stride[dim];
-  const int64_t offset = k * g.dilation[dim] - g.pad[dim];
-  const int64_t lo = offset >= 0 ? 0 : (-offset + s - 1) / s;
-  const int64_t last = g.in_size[dim] - 1 - offset;
-  int64_t hi = last < 0 ? 0 : last / s + 1;
-  if (hi > g.out_size[dim]) hi = g.out_size[dim];
-  return {lo, hi < lo ? lo : hi};
+  return index_range(k * g.dilation[dim] - g.pad[dim], g.stride[dim], g.in_size[dim], g.out_size[dim]);
 }
 
 // Outputs along `dim` whose window may contain input index `i` (a superset for adaptive
