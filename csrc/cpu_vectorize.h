@@ -1,4 +1,5 @@
-// Function multi-versioning for the CPU hot loops. The extension is built with the
+// Function multi-versioning for the CPU hot loops, and the strided multiply-add that several
+// families' CPU kernels share. The extension is built with the
 // compiler's baseline flags (no -march=native, so the binary runs on any x86-64), and the
 // few inner loops marked TCO_VECTORIZE are compiled again for AVX2+FMA and AVX-512; the
 // loader picks the best clone for the CPU it runs on.
@@ -14,3 +15,21 @@
 #else
 #define TCO_VECTORIZE
 #endif
+
+#include <cstdint>
+
+namespace tco {
+
+// dst[i * dst_step] += w * src[i * src_step]: a gather (dst_step 1) or a scatter (src_step 1)
+// along a row with a stride; unit steps take the loop the compiler vectorises.
+template <typename acc_t, typename src_t>
+TCO_VECTORIZE void axpy(acc_t* __restrict dst, int64_t dst_step, const src_t* __restrict src, int64_t src_step,
+                        acc_t w, int64_t n) {
+  if (dst_step == 1 && src_step == 1) {
+    for (int64_t i = 0; i < n; ++i) dst[i] += w * static_cast<acc_t>(src[i]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) dst[i * dst_step] += w * static_cast<acc_t>(src[i * src_step]);
+  }
+}
+
+}  // namespace tco

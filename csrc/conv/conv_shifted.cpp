@@ -188,6 +188,15 @@ struct Workspace {
   at::Tensor outputs(const PaddedGrid& p, int64_t j) const { return wide.narrow(1, j * p.plane, p.wide); }
 };
 
+// What the tasks of one call share (the geometry, the padded grid, the largest chunk), and a
+// worker's workspace, made by start().
+struct TaskBase {
+  const ConvGeometry& g;
+  const PaddedGrid& p;
+  int64_t nb;
+  Workspace ws;
+};
+
 }  // namespace
 
 bool shifted_applies(const ConvGeometry& g, int64_t elem_size) {
@@ -207,12 +216,8 @@ at::Tensor shifted_forward(const at::Tensor& input, const at::Tensor& weight,
   const at::Tensor w = weight_per_tap(weight, g, compute_type(input.scalar_type()));
   at::Tensor out = at::empty({g.batch, g.out_channels, g.out_size[0], g.out_size[1], g.out_size[2]},
                              input.options());
-  struct Task {
+  struct Task : TaskBase {
     const at::Tensor &x, &w, &out;
-    const ConvGeometry& g;
-    const PaddedGrid& p;
-    int64_t nb;  // samples of the largest chunk
-    Workspace ws;
     std::vector<at::Tensor> w_taps;
     void start() {
       // The interior of each padded grid is overwritten by every task, its border stays zero.
@@ -233,7 +238,7 @@ at::Tensor shifted_forward(const at::Tensor& input, const at::Tensor& weight,
         out.select(0, n0 + j).narrow(0, grp * Og, Og).copy_(real_columns(ws.outputs(p, j), g, p));
       }
     }
-  } task{x, w, out, g, p, chunks.max_samples, {}, {}};
+  } task{{g, p, chunks.max_samples, {}}, x, w, out, {}};
   for_each_task(input, g, chunks, task);
   if (bias.has_value() && bias->defined()) out.add_(bias->view({1, g.out_channels, 1, 1, 1}));
   return out;
@@ -248,12 +253,8 @@ at::Tensor shifted_input_backward(const at::Tensor& grad_output, const at::Tenso
   // Input positions that no window reads (a negative trailing pad) get zero gradient.
   at::Tensor gin = at::zeros({g.batch, g.in_channels, g.in_size[0], g.in_size[1], g.in_size[2]},
                              grad_output.options());
-  struct Task {
+  struct Task : TaskBase {
     const at::Tensor &gy, &w, &gin;
-    const ConvGeometry& g;
-    const PaddedGrid& p;
-    int64_t nb;  // samples of the largest chunk
-    Workspace ws;
     std::vector<at::Tensor> w_taps;
     void start() {
       // The real columns of the wide rows are overwritten by every task, the rest stays zero.
@@ -276,7 +277,7 @@ at::Tensor shifted_input_backward(const at::Tensor& grad_output, const at::Tenso
         input_part(gin.select(0, n0 + j).narrow(0, grp * Cg, Cg), g, p).copy_(interior(ws.grid(j), g, p));
       }
     }
-  } task{gy, w, gin, g, p, chunks.max_samples, {}, {}};
+  } task{{g, p, chunks.max_samples, {}}, gy, w, gin, {}};
   for_each_task(grad_output, g, chunks, task);
   return gin;
 }
@@ -291,12 +292,8 @@ at::Tensor shifted_weight_backward(const at::Tensor& grad_output, const at::Tens
   const int64_t threads = input.is_cpu() ? at::get_num_threads() : 1;
   at::Tensor partial = at::zeros({threads, g.kernel_volume(), g.out_channels, g.in_per_group()},
                                  grad_output.options().dtype(compute_type(grad_output.scalar_type())));
-  struct Task {
+  struct Task : TaskBase {
     const at::Tensor &gy, &x, &partial;
-    const ConvGeometry& g;
-    const PaddedGrid& p;
-    int64_t nb;  // samples of the largest chunk
-    Workspace ws;
     std::vector<at::Tensor> acc_taps;
     void start() {
       // Both are overwritten in part by every task (the padded interiors, the real columns).
@@ -318,7 +315,7 @@ at::Tensor shifted_weight_backward(const at::Tensor& grad_output, const at::Tens
         matmul_into(acc, wide, ws.taps[t].narrow(1, 0, cols).t(), /*accumulate=*/true);
       }
     }
-  } task{gy, x, partial, g, p, chunks.max_samples, {}, {}};
+  } task{{g, p, chunks.max_samples, {}}, gy, x, partial, {}};
   for_each_task(input, g, chunks, task);
   at::Tensor gw = partial.sum(0);  // (K, O, Cg)
   return gw.permute({1, 2, 0}).contiguous().to(grad_output.scalar_type());

@@ -10,18 +10,6 @@
 
 namespace tco {
 
-// dst[i * dst_step] += w * src[i * src_step]: a gather (dst_step 1) or a scatter (src_step 1)
-// along an output row with the stride; unit steps take the loop the compiler vectorises.
-template <typename acc_t, typename src_t>
-TCO_VECTORIZE void axpy(acc_t* __restrict dst, int64_t dst_step, const src_t* __restrict src, int64_t src_step,
-                        acc_t w, int64_t n) {
-  if (dst_step == 1 && src_step == 1) {
-    for (int64_t i = 0; i < n; ++i) dst[i] += w * static_cast<acc_t>(src[i]);
-  } else {
-    for (int64_t i = 0; i < n; ++i) dst[i * dst_step] += w * static_cast<acc_t>(src[i * src_step]);
-  }
-}
-
 // Calls fn(od, oh, ow_begin, ow_end, column) for each stretch of one output row inside the
 // flat output columns [c0, c1); `column` is the flat index of (od, oh, ow_begin).
 template <typename Fn>

@@ -21,28 +21,6 @@
 namespace tco {
 namespace {
 
-// acc[o] += c * src[o * step] for o in [lo, hi) (one width tap of one output row).
-template <typename acc_t, typename scalar_t>
-TCO_VECTORIZE void axpy_row(acc_t* __restrict acc, const scalar_t* __restrict src, int64_t lo, int64_t hi,
-                            int64_t step, acc_t c) {
-  if (step == 1) {
-    for (int64_t o = lo; o < hi; ++o) acc[o] += c * static_cast<acc_t>(src[o]);
-  } else {
-    for (int64_t o = lo; o < hi; ++o) acc[o] += c * static_cast<acc_t>(src[o * step]);
-  }
-}
-
-// dst[o * step] += c * src[o] for o in [lo, hi) (the transpose of axpy_row).
-template <typename acc_t, typename scalar_t>
-TCO_VECTORIZE void scatter_row(acc_t* __restrict dst, const scalar_t* __restrict src, int64_t lo, int64_t hi,
-                               int64_t step, acc_t c) {
-  if (step == 1) {
-    for (int64_t o = lo; o < hi; ++o) dst[o] += c * static_cast<acc_t>(src[o]);
-  } else {
-    for (int64_t o = lo; o < hi; ++o) dst[o * step] += c * static_cast<acc_t>(src[o]);
-  }
-}
-
 // Row by row, as the sum pooling of pool_cpu.cpp: for one output row every tap (kd, kh, kw)
 // whose input row lies inside adds its weighted, strided input row to the whole output row.
 template <typename scalar_t>
@@ -74,7 +52,7 @@ void gaussian_forward(const scalar_t* in, scalar_t* out, const PoolGeometry& g, 
               for (int64_t kw = 0; kw < g.kernel[2]; ++kw) {
                 const PoolRange r = tap_w[kw];
                 // input column of output o: o * sw - pad + kw
-                axpy_row(acc.data(), row + kw - g.pad[2], r.lo, r.hi, sw, c * ww_tab[kw]);
+                axpy(acc.data() + r.lo, 1, row + kw - g.pad[2] + r.lo * sw, sw, c * ww_tab[kw], r.hi - r.lo);
               }
             }
           }
@@ -116,7 +94,7 @@ void gaussian_backward(const scalar_t* gout, scalar_t* gin, const PoolGeometry& 
               acc_t* row = acc.data() + (id * H + ih) * W;
               for (int64_t kw = 0; kw < g.kernel[2]; ++kw) {
                 const PoolRange r = tap_w[kw];
-                scatter_row(row + kw - g.pad[2], gy_row, r.lo, r.hi, sw, c * ww_tab[kw]);
+                axpy(row + kw - g.pad[2] + r.lo * sw, sw, gy_row + r.lo, 1, c * ww_tab[kw], r.hi - r.lo);
               }
             }
           }

@@ -48,7 +48,7 @@ void set_divisor(const char* op, PoolGeometry& g, bool count_include_pad,
 void check_norm_type(const char* op, double norm_type);
 // Gaussian pooling: sigma must be positive and finite, and the kernel at most
 // kMaxGaussianKernel taps long in each dimension.
-constexpr int64_t kMaxGaussianKernel = int64_t(1) << 24;
+constexpr int64_t kMaxGaussianKernel = int64_t(1) << 20;
 void check_gaussian(const char* op, double sigma, at::IntArrayRef kernel_size);
 // Stochastic pooling: the input must be non-negative (no NaN either); the uniform numbers
 // must have the output's shape, and the input's dtype and device.

@@ -42,7 +42,7 @@ def _check_norm_type(op, norm_type):
                  lambda: f"{op}: norm_type must be positive and finite, got {norm_type}")
 
 
-MAX_GAUSSIAN_KERNEL = 2**24  # kMaxGaussianKernel (pool_common.h): the weight table's bound
+MAX_GAUSSIAN_KERNEL = 2**20  # kMaxGaussianKernel (pool_common.h): the weight table's bound
 
 
 def _check_gaussian(op, sigma, kernel_size):
