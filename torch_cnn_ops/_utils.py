@@ -102,6 +102,12 @@ def _ntuple_slow(value, n: int, name: str, fn: str) -> Tuple[int, ...]:
                 raise TypeError(f"{_where(fn)}argument '{name}' must be an int or a tuple of {n} ints, got "
                                 f"{value!r} whose entry {i} is {_kind(value[i])}")
         values.append(_int64(v, name, fn, value))
+    return repeat_single(values, n, name, fn, value)
+
+
+def repeat_single(values, n: int, name: str, fn: str, value) -> Tuple[int, ...]:
+    """The entries ``values`` of the sequence argument ``value`` as an n-tuple: one entry is
+    repeated, n are kept; any other number is torch's RuntimeError naming the argument."""
     if len(values) == 1:
         return tuple(values) * n
     if len(values) != n:

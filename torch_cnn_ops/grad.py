@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ._fx import leaf
-from ._utils import IntOrTuple, as_int
+from ._utils import IntOrTuple, as_int, repeat_single
 from .functional.conv import _conv_padding
 
 
@@ -42,12 +42,7 @@ def _grad_tuple(value, nd: int, name: str, fn: str) -> Tuple[int, ...]:
             raise RuntimeError(f"{fn}(): argument '{name}' must be an int or a tuple of {nd} ints that fit in "
                                f"int64, got {value!r}")
         out.append(v)
-    if len(out) == 1:
-        return tuple(out) * nd
-    if len(out) != nd:
-        raise RuntimeError(f"{fn}(): argument '{name}' must be an int or a tuple of {nd} ints, got {len(out)} values: "
-                           f"{value!r}")
-    return tuple(out)
+    return repeat_single(out, nd, name, fn, value)
 
 
 def _size(value, nd: int, name: str, fn: str) -> List[int]:
