@@ -116,6 +116,19 @@ def repeat_single(values, n: int, name: str, fn: str, value) -> Tuple[int, ...]:
     return tuple(values)
 
 
+def batched(name: str, nd: int, input, details: str = ""):
+    """``(input with a batch dimension, whether it was unbatched)`` for an input of ``nd``
+    spatial dimensions, batched ``(N, C, *spatial)`` or unbatched ``(C, *spatial)``; any other
+    rank is torch's RuntimeError, with ``details`` after the input's shape."""
+    dim = input.dim()
+    if dim == nd + 1:
+        return input.unsqueeze(0), True
+    if dim != nd + 2:
+        raise RuntimeError(f"{name}(): expected a {nd + 1}-d (unbatched) or {nd + 2}-d (batched) input, "
+                           f"got input of shape {tuple(input.shape)}{details}")
+    return input, False
+
+
 def check_floating(name: str, input, *params) -> None:
     """torch's NotImplementedError for an integer input of an op that has only floating-point
     kernels (ours are float32, float64, float16 and bfloat16). With parameters of another dtype
