@@ -200,3 +200,9 @@ def ref_tiled_conv(x, w, b=None, stride=1, padding=0, dilation=1):
         cols = (torch.arange(out[1]) % w.shape[1]).view(1, -1)
         full = w[rows, cols]
     return ref_unshared_conv(x, full, b, stride, padding, dilation)
+
+
+def opcheck_case(cases, i, device):
+    """torch.library.opcheck of the i-th (op name, arguments) pair of ``cases(device)``."""
+    name, args = cases(device)[i]
+    torch.library.opcheck(getattr(torch.ops.cnn_ops, name).default, args)

@@ -355,6 +355,11 @@ def test_wrong_number_of_positions():
         tco.F.unshared_conv1d(randn(2, 3, 8), randn(5, 4, 3, 3))
 
 
+def _raw_local_forward_2d(x, w):
+    """The raw op with no bias, stride 1, no padding and dilation 1."""
+    return torch.ops.cnn_ops.local_forward(x, w, None, [1, 1], [0, 0], [0, 0], [1, 1])
+
+
 def test_channel_mismatch():
     with pytest.raises(RuntimeError, match=r"input has 3 channels.*in_channels = 2"):
         tco.F.tiled_conv2d(randn(2, 3, 8, 8), randn(2, 2, 4, 2, 3, 3))
@@ -362,8 +367,7 @@ def test_channel_mismatch():
         tco.F.unshared_conv2d(randn(2, 3, 8, 8), randn(6, 6, 4, 2, 3, 3))
     # the raw op checks it too, on every device
     with pytest.raises(RuntimeError, match=r"expects 2 input channels.*input has 3"):
-        torch.ops.cnn_ops.local_forward(randn(2, 3, 8, 8), randn(2, 2, 4, 2, 3, 3), None, [1, 1], [0, 0], [0, 0],
-                                        [1, 1])
+        _raw_local_forward_2d(randn(2, 3, 8, 8), randn(2, 2, 4, 2, 3, 3))
 
 
 def test_tile_size_below_one():
@@ -372,8 +376,7 @@ def test_tile_size_below_one():
     with pytest.raises(RuntimeError, match=r"tile size.*at least 1"):
         tco.F.tiled_conv2d(randn(2, 3, 8, 8), randn(0, 2, 4, 3, 3, 3))
     with pytest.raises(RuntimeError, match=r"at least 1"):
-        torch.ops.cnn_ops.local_forward(randn(2, 3, 8, 8), randn(0, 2, 4, 3, 3, 3), None, [1, 1], [0, 0], [0, 0],
-                                        [1, 1])
+        _raw_local_forward_2d(randn(2, 3, 8, 8), randn(0, 2, 4, 3, 3, 3))
 
 
 def test_module_wrong_input_size():
