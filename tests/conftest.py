@@ -141,18 +141,24 @@ def ref_stochastic_pool2d_train(x, kernel_size, stride, seed):
     return windows.gather(2, pick).view(n, c, oh, ow)
 
 
-def explicit_pads(nd, padding, kernel, dilation):
+def as_tuple(v, nd):
+    """An int argument repeated nd times, a sequence as a tuple."""
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * nd
+
+
+def explicit_pads(nd, padding, kernel, dilation, flip=False):
     """(leading, trailing) pads per dimension of an int / tuple / 'valid' / 'same' / 'full' padding
-    (DESIGN.md 3, as conv: 'same' puts the larger half at the end); dilation an int or a tuple."""
-    dilation = (dilation,) * nd if isinstance(dilation, int) else tuple(dilation)
-    total = [d * (k - 1) for k, d in zip(kernel, dilation)]
+    (DESIGN.md 3): 'same' puts the larger half at the end, or at the start when flip=True (true
+    convolution); dilation an int or a tuple."""
+    total = [d * (k - 1) for k, d in zip(kernel, as_tuple(dilation, nd))]
     if padding == "valid":
         return [0] * nd, [0] * nd
     if padding == "full":
         return total, total
     if padding == "same":
-        return [t // 2 for t in total], [t - t // 2 for t in total]
-    p = [padding] * nd if isinstance(padding, int) else list(padding)
+        lo, hi = [t // 2 for t in total], [t - t // 2 for t in total]
+        return (hi, lo) if flip else (lo, hi)
+    p = list(as_tuple(padding, nd))
     return p, p
 
 
@@ -194,3 +200,9 @@ def ref_tiled_conv(x, w, b=None, stride=1, padding=0, dilation=1):
         cols = (torch.arange(out[1]) % w.shape[1]).view(1, -1)
         full = w[rows, cols]
     return ref_unshared_conv(x, full, b, stride, padding, dilation)
+
+
+def opcheck_case(cases, i, device):
+    """torch.library.opcheck of the i-th (op name, arguments) pair of ``cases(device)``."""
+    name, args = cases(device)[i]
+    torch.library.opcheck(getattr(torch.ops.cnn_ops, name).default, args)

@@ -13,7 +13,7 @@ import pytest
 import scipy.signal
 import torch
 import torch.nn.functional as F
-from conftest import LOW_PRECISION_DTYPES, as_reference, assert_close_to_reference, randn
+from conftest import LOW_PRECISION_DTYPES, as_reference, as_tuple, assert_close_to_reference, explicit_pads, randn
 
 import torch_cnn_ops as tco
 
@@ -38,27 +38,7 @@ TORCH_MODULE = {1: torch.nn.Conv1d, 2: torch.nn.Conv2d, 3: torch.nn.Conv3d}
 BAD_INPUT = (RuntimeError, ValueError)
 
 
-def _tuple(v, nd):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * nd
-
-
 # ---- references -----------------------------------------------------------------------------
-def explicit_pads(nd, padding, kernel, dilation, flip):
-    """(leading, trailing) pads per spatial dim for the library's padding argument (the contract
-    of DESIGN.md 3): 'same' puts the larger half on the right, or on the left when flip=True."""
-    dil = _tuple(dilation, nd)
-    total = [d * (k - 1) for d, k in zip(dil, kernel)]
-    if padding == "valid":
-        return [0] * nd, [0] * nd
-    if padding == "full":
-        return total, total
-    if padding == "same":
-        lo, hi = [t // 2 for t in total], [t - t // 2 for t in total]
-        return (hi, lo) if flip else (lo, hi)
-    p = list(_tuple(padding, nd))
-    return p, p
-
-
 def torch_reference(nd, x, w, b, stride, padding, dilation, groups, flip=False):
     """The convolution computed by torch built-ins (float64 inputs, autograd-able).
 
@@ -70,7 +50,7 @@ def torch_reference(nd, x, w, b, stride, padding, dilation, groups, flip=False):
     kernel = tuple(w.shape[2:])
     if not flip:
         if padding == "full":
-            padding = tuple(d * (k - 1) for d, k in zip(_tuple(dilation, nd), kernel))
+            padding = tuple(d * (k - 1) for d, k in zip(as_tuple(dilation, nd), kernel))
         return conv(x, w, b, stride, padding, dilation, groups)
     lo, hi = explicit_pads(nd, padding, kernel, dilation, flip)
     pads = [p for i in reversed(range(nd)) for p in (lo[i], hi[i])]

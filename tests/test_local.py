@@ -14,7 +14,8 @@ from typing import Any, Tuple
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import LOW_PRECISION_DTYPES, as_reference, assert_close_to_reference, explicit_pads, randn
+from conftest import (LOW_PRECISION_DTYPES, as_reference, as_tuple, assert_close_to_reference, explicit_pads,
+                      randn)
 
 import torch_cnn_ops as tco
 from torch_cnn_ops.benchmark.local import peak_extra_bytes, unshared_einsum
@@ -25,13 +26,9 @@ UNSHARED = {1: tco.functional.unshared_conv1d, 2: tco.functional.unshared_conv2d
 TORCH_CONV = {1: F.conv1d, 2: F.conv2d}
 
 
-def _tuple(v, nd):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * nd
-
-
 def output_size(nd, in_size, kernel, stride, padding, dilation):
     lo, hi = explicit_pads(nd, padding, kernel, dilation)
-    s, d = _tuple(stride, nd), _tuple(dilation, nd)
+    s, d = as_tuple(stride, nd), as_tuple(dilation, nd)
     return tuple((i + lo[k] + hi[k] - d[k] * (kernel[k] - 1) - 1) // s[k] + 1 for k, i in enumerate(in_size))
 
 
@@ -42,7 +39,7 @@ def loop_reference(nd, x, w, b, stride, padding, dilation):
     or (O, *out). Differentiable (float64 autograd gives the reference gradients)."""
     grid = tuple(w.shape[:nd])
     kernel = tuple(w.shape[nd + 2:])
-    s, d = _tuple(stride, nd), _tuple(dilation, nd)
+    s, d = as_tuple(stride, nd), as_tuple(dilation, nd)
     lo, hi = explicit_pads(nd, padding, kernel, dilation)
     xp = F.pad(x, [p for i in reversed(range(nd)) for p in (lo[i], hi[i])])
     out = output_size(nd, tuple(x.shape[2:]), kernel, stride, padding, dilation)
@@ -85,7 +82,7 @@ class Case:
 
     def tensors(self, dtype=torch.float64, device="cpu", requires_grad=False):
         c = self.input_shape[1]
-        grid = _tuple(self.tile, self.nd) if self.kind == "tiled" else self.out_size()
+        grid = as_tuple(self.tile, self.nd) if self.kind == "tiled" else self.out_size()
         x = randn(*self.input_shape, dtype=dtype, device=device, requires_grad=requires_grad)
         w = randn(*grid, self.out_channels, c, *self.kernel, dtype=dtype, device=device, requires_grad=requires_grad)
         b = None
@@ -358,6 +355,11 @@ def test_wrong_number_of_positions():
         tco.F.unshared_conv1d(randn(2, 3, 8), randn(5, 4, 3, 3))
 
 
+def _raw_local_forward_2d(x, w):
+    """The raw op with no bias, stride 1, no padding and dilation 1."""
+    return torch.ops.cnn_ops.local_forward(x, w, None, [1, 1], [0, 0], [0, 0], [1, 1])
+
+
 def test_channel_mismatch():
     with pytest.raises(RuntimeError, match=r"input has 3 channels.*in_channels = 2"):
         tco.F.tiled_conv2d(randn(2, 3, 8, 8), randn(2, 2, 4, 2, 3, 3))
@@ -365,8 +367,7 @@ def test_channel_mismatch():
         tco.F.unshared_conv2d(randn(2, 3, 8, 8), randn(6, 6, 4, 2, 3, 3))
     # the raw op checks it too, on every device
     with pytest.raises(RuntimeError, match=r"expects 2 input channels.*input has 3"):
-        torch.ops.cnn_ops.local_forward(randn(2, 3, 8, 8), randn(2, 2, 4, 2, 3, 3), None, [1, 1], [0, 0], [0, 0],
-                                        [1, 1])
+        _raw_local_forward_2d(randn(2, 3, 8, 8), randn(2, 2, 4, 2, 3, 3))
 
 
 def test_tile_size_below_one():
@@ -375,8 +376,7 @@ def test_tile_size_below_one():
     with pytest.raises(RuntimeError, match=r"tile size.*at least 1"):
         tco.F.tiled_conv2d(randn(2, 3, 8, 8), randn(0, 2, 4, 3, 3, 3))
     with pytest.raises(RuntimeError, match=r"at least 1"):
-        torch.ops.cnn_ops.local_forward(randn(2, 3, 8, 8), randn(0, 2, 4, 3, 3, 3), None, [1, 1], [0, 0], [0, 0],
-                                        [1, 1])
+        _raw_local_forward_2d(randn(2, 3, 8, 8), randn(0, 2, 4, 3, 3, 3))
 
 
 def test_module_wrong_input_size():

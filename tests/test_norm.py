@@ -17,7 +17,8 @@ import textwrap
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import LOW_PRECISION_DTYPES, as_reference, assert_close_to_reference, randn, requires_cuda
+from conftest import (LOW_PRECISION_DTYPES, as_reference, assert_close_to_reference, opcheck_case, randn,
+                      requires_cuda)
 
 import torch_cnn_ops as tco
 
@@ -362,8 +363,7 @@ OPCHECK_IDS = ["stats", "stats-cl", "elemt", "forward-train", "forward-eval", "f
 
 @pytest.mark.parametrize("i", range(len(OPCHECK_IDS)), ids=OPCHECK_IDS)
 def test_opcheck(i, device):
-    name, args = _opcheck_cases(device)[i]
-    torch.library.opcheck(getattr(ops, name).default, args)
+    opcheck_case(_opcheck_cases, i, device)
 
 
 def test_every_norm_op_is_opchecked():

@@ -10,7 +10,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import LOW_PRECISION_DTYPES, as_reference, assert_close_to_reference, randn, tolerances
+from conftest import (LOW_PRECISION_DTYPES, as_reference, assert_close_to_reference, opcheck_case, randn,
+                      tolerances)
 
 import torch_cnn_ops as tco
 
@@ -422,8 +423,7 @@ OPCHECK_IDS = ["max", "min-1d", "max-3d", "adaptive-min", "max-backward", "avg",
 
 @pytest.mark.parametrize("i", range(len(OPCHECK_IDS)), ids=OPCHECK_IDS)
 def test_opcheck(i, device):
-    name, args = _opcheck_cases(device)[i]
-    torch.library.opcheck(getattr(ops, name).default, args)
+    opcheck_case(_opcheck_cases, i, device)
 
 
 # ---- torch.compile -------------------------------------------------------------------------------------

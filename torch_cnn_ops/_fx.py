@@ -25,7 +25,7 @@ from torch._C import _has_torch_function
 from torch.fx import Proxy, _symbolic_trace
 from torch.fx.node import Node
 
-__all__ = ["leaf", "find_proxy", "traced_attr"]
+__all__ = ["leaf", "named_leaf", "find_proxy", "traced_attr"]
 
 _Fn = TypeVar("_Fn", bound=Callable[..., Any])
 
@@ -75,6 +75,17 @@ def leaf(fn: _Fn) -> _Fn:
     if wrapper is None:
         wrapper = _generic_wrapper(fn)
     return functools.update_wrapper(wrapper, fn)  # type: ignore[return-value]
+
+
+def named_leaf(fn: _Fn, name: str, doc: Optional[str] = None) -> _Fn:
+    """:func:`leaf` of ``fn`` under the public ``name`` and docstring ``doc``, for a function that
+    one factory makes for several public functions (``conv1d`` to ``conv3d``, say, differing
+    only in the number of spatial dimensions). Name and qualified name are set before
+    :func:`leaf` copies them, so that the node's target, ``help()`` and pickling find the function
+    by the name its module publishes it under; the signature is ``fn``'s own parameter list."""
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = doc
+    return leaf(fn)
 
 
 def _generic_wrapper(fn):

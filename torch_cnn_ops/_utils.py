@@ -102,12 +102,31 @@ def _ntuple_slow(value, n: int, name: str, fn: str) -> Tuple[int, ...]:
                 raise TypeError(f"{_where(fn)}argument '{name}' must be an int or a tuple of {n} ints, got "
                                 f"{value!r} whose entry {i} is {_kind(value[i])}")
         values.append(_int64(v, name, fn, value))
+    return repeat_single(values, n, name, fn, value)
+
+
+def repeat_single(values, n: int, name: str, fn: str, value) -> Tuple[int, ...]:
+    """The entries ``values`` of the sequence argument ``value`` as an n-tuple: one entry is
+    repeated, n are kept; any other number is torch's RuntimeError naming the argument."""
     if len(values) == 1:
         return tuple(values) * n
     if len(values) != n:
         raise RuntimeError(f"{_where(fn)}argument '{name}' must be an int or a tuple of {n} ints, got "
                            f"{len(values)} values: {value!r}")
     return tuple(values)
+
+
+def batched(name: str, nd: int, input, details: str = ""):
+    """``(input with a batch dimension, whether it was unbatched)`` for an input of ``nd``
+    spatial dimensions, batched ``(N, C, *spatial)`` or unbatched ``(C, *spatial)``; any other
+    rank is torch's RuntimeError, with ``details`` after the input's shape."""
+    dim = input.dim()
+    if dim == nd + 1:
+        return input.unsqueeze(0), True
+    if dim != nd + 2:
+        raise RuntimeError(f"{name}(): expected a {nd + 1}-d (unbatched) or {nd + 2}-d (batched) input, "
+                           f"got input of shape {tuple(input.shape)}{details}")
+    return input, False
 
 
 def check_floating(name: str, input, *params) -> None:

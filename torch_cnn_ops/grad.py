@@ -8,13 +8,13 @@ correlation of the input with ``grad_output``. Both are differentiable (double b
 
 import operator
 from collections.abc import Iterable
-from typing import List, Sequence, Tuple, Union
+from typing import Callable, List, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from ._fx import leaf
-from ._utils import IntOrTuple, as_int
+from ._fx import named_leaf
+from ._utils import IntOrTuple, as_int, repeat_single
 from .functional.conv import _conv_padding
 
 
@@ -42,12 +42,7 @@ def _grad_tuple(value, nd: int, name: str, fn: str) -> Tuple[int, ...]:
             raise RuntimeError(f"{fn}(): argument '{name}' must be an int or a tuple of {nd} ints that fit in "
                                f"int64, got {value!r}")
         out.append(v)
-    if len(out) == 1:
-        return tuple(out) * nd
-    if len(out) != nd:
-        raise RuntimeError(f"{fn}(): argument '{name}' must be an int or a tuple of {nd} ints, got {len(out)} values: "
-                           f"{value!r}")
-    return tuple(out)
+    return repeat_single(out, nd, name, fn, value)
 
 
 def _size(value, nd: int, name: str, fn: str) -> List[int]:
@@ -118,17 +113,24 @@ Size = Sequence[int]
 Padding = Union[str, IntOrTuple]
 
 
-@leaf
-def conv1d_input(input_size: Size, weight: Tensor, grad_output: Tensor, stride: IntOrTuple = 1,
+def _public_grad(nd: int, wrt: str, doc: str) -> Callable[..., Tensor]:
+    """conv{nd}d_input (``wrt="input"``) or conv{nd}d_weight (``wrt="weight"``) with the signature of
+    torch.nn.grad's, as a torch.fx leaf."""
+    if wrt == "input":
+        def grad(input_size: Size, weight: Tensor, grad_output: Tensor, stride: IntOrTuple = 1,
                  padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1) -> Tensor:
-    """Gradient of conv1d with respect to its input, of shape ``input_size`` (N, C_in, L)."""
-    return _input_grad(1, input_size, weight, grad_output, stride, padding, dilation, groups)
+            return _input_grad(nd, input_size, weight, grad_output, stride, padding, dilation, groups)
+    else:
+        def grad(input: Tensor, weight_size: Size, grad_output: Tensor, stride: IntOrTuple = 1,
+                 padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1) -> Tensor:
+            return _weight_grad(nd, input, weight_size, grad_output, stride, padding, dilation, groups)
+    return named_leaf(grad, f"conv{nd}d_{wrt}", doc)
 
 
-@leaf
-def conv2d_input(input_size: Size, weight: Tensor, grad_output: Tensor, stride: IntOrTuple = 1,
-                 padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1) -> Tensor:
-    """Gradient of conv2d with respect to its input, of shape ``input_size`` (N, C_in, H, W).
+conv1d_input = _public_grad(1, "input",
+                            "Gradient of conv1d with respect to its input, of shape ``input_size`` (N, C_in, L).")
+conv2d_input = _public_grad(2, "input", """\
+Gradient of conv2d with respect to its input, of shape ``input_size`` (N, C_in, H, W).
 
     Example::
 
@@ -136,40 +138,17 @@ def conv2d_input(input_size: Size, weight: Tensor, grad_output: Tensor, stride: 
         >>> gy = torch.randn(2, 4, 6, 6)
         >>> tco.grad.conv2d_input(x.shape, w, gy).shape
         torch.Size([2, 3, 8, 8])
-    """
-    return _input_grad(2, input_size, weight, grad_output, stride, padding, dilation, groups)
-
-
-@leaf
-def conv3d_input(input_size: Size, weight: Tensor, grad_output: Tensor, stride: IntOrTuple = 1,
-                 padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1) -> Tensor:
-    """Gradient of conv3d with respect to its input, of shape ``input_size`` (N, C_in, D, H, W)."""
-    return _input_grad(3, input_size, weight, grad_output, stride, padding, dilation, groups)
-
-
-@leaf
-def conv1d_weight(input: Tensor, weight_size: Size, grad_output: Tensor, stride: IntOrTuple = 1,
-                  padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1) -> Tensor:
-    """Gradient of conv1d with respect to its weight, of shape ``weight_size``."""
-    return _weight_grad(1, input, weight_size, grad_output, stride, padding, dilation, groups)
-
-
-@leaf
-def conv2d_weight(input: Tensor, weight_size: Size, grad_output: Tensor, stride: IntOrTuple = 1,
-                  padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1) -> Tensor:
-    """Gradient of conv2d with respect to its weight, of shape ``weight_size`` (C_out, C_in/groups, kH, kW).
+    """)
+conv3d_input = _public_grad(3, "input",
+                            "Gradient of conv3d with respect to its input, of shape ``input_size`` (N, C_in, D, H, W).")
+conv1d_weight = _public_grad(1, "weight", "Gradient of conv1d with respect to its weight, of shape ``weight_size``.")
+conv2d_weight = _public_grad(2, "weight", """\
+Gradient of conv2d with respect to its weight, of shape ``weight_size`` (C_out, C_in/groups, kH, kW).
 
     Example::
 
         >>> x = torch.randn(2, 3, 8, 8); gy = torch.randn(2, 4, 6, 6)
         >>> tco.grad.conv2d_weight(x, (4, 3, 3, 3), gy).shape
         torch.Size([4, 3, 3, 3])
-    """
-    return _weight_grad(2, input, weight_size, grad_output, stride, padding, dilation, groups)
-
-
-@leaf
-def conv3d_weight(input: Tensor, weight_size: Size, grad_output: Tensor, stride: IntOrTuple = 1,
-                  padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1) -> Tensor:
-    """Gradient of conv3d with respect to its weight, of shape ``weight_size``."""
-    return _weight_grad(3, input, weight_size, grad_output, stride, padding, dilation, groups)
+    """)
+conv3d_weight = _public_grad(3, "weight", "Gradient of conv3d with respect to its weight, of shape ``weight_size``.")

@@ -32,6 +32,14 @@ def median_time(fn: Callable[[], object], min_repeat: int = 5, max_repeat: int =
     return statistics.median(times)
 
 
+def with_backward(fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
+    """A step that runs ``fn`` and backpropagates the sum of its result (forward + backward timed together)."""
+    def step():
+        fn().sum().backward()
+
+    return step
+
+
 def compare_times(fns: Dict[str, Callable[[], object]], baseline: str, min_rounds: int = 5,
                   max_rounds: int = 40, budget_s: float = 2.0) -> Tuple[Dict[str, float], Dict[str, float]]:
     """Times several implementations of one thing, interleaved, against ``baseline``.

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as torch_F
 
 from .. import functional as F
-from . import compare_times
+from . import compare_times, with_backward
 
 # (name, input shape, out channels, kernel, stride, padding, groups)
 CASES = [
@@ -38,13 +38,6 @@ def _no_grad(fn):
     return step
 
 
-def _with_backward(fn):
-    def step():
-        fn().sum().backward()
-
-    return step
-
-
 def run(quick: bool = False) -> Tuple[List[Dict[str, object]], List[str]]:
     torch.manual_seed(0)
     rows = []
@@ -66,7 +59,7 @@ def run(quick: bool = False) -> Tuple[List[Dict[str, object]], List[str]]:
                 steps = {impl: _no_grad(fn) for impl, fn in impls.items()}
                 work = flops
             else:
-                steps = {impl: _with_backward(fn) for impl, fn in impls.items()}
+                steps = {impl: with_backward(fn) for impl, fn in impls.items()}
                 work = 3 * flops
             times, ratios = compare_times(steps, "torch", budget_s=0.3 if quick else 2.0)
             row = {"case": name, "pass": mode, "torch ms": 1e3 * times["torch"]}

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as torch_F
 
 from .. import functional as F
-from . import compare_times
+from . import compare_times, with_backward
 
 SHAPE = (32, 64, 56, 56)
 QUICK_SHAPE = (4, 8, 24, 24)
@@ -41,13 +41,6 @@ def _stochastic_eval_unfold(x, k):
     return out.view(n, c, h // k, w // k)
 
 
-def _with_backward(fn):
-    def step():
-        fn().sum().backward()
-
-    return step
-
-
 def run(quick: bool = False) -> Tuple[List[Dict[str, object]], List[str]]:
     torch.manual_seed(0)
     shape = QUICK_SHAPE if quick else SHAPE
@@ -59,7 +52,7 @@ def run(quick: bool = False) -> Tuple[List[Dict[str, object]], List[str]]:
         x.requires_grad_()
         gbytes = x.numel() * x.element_size() / 1e9
         for name, baseline, ref, ours in _cases(x):
-            steps = {"baseline": _with_backward(ref), "ours": _with_backward(ours)}
+            steps = {"baseline": with_backward(ref), "ours": with_backward(ours)}
             times, ratios = compare_times(steps, "baseline", budget_s=0.3 if quick else 3.0)
             rows.append({
                 "case": name, "layout": layout, "baseline": baseline,
@@ -89,7 +82,7 @@ def run(quick: bool = False) -> Tuple[List[Dict[str, object]], List[str]]:
     extra.append(("stochastic eval k2", "unfold sum(x^2)/sum(x)", sx,
                   lambda: _stochastic_eval_unfold(sx, 2), lambda: F.stochastic_pool2d(sx, 2, training=False)))
     for name, baseline, x, ref, ours in extra:
-        steps = {"baseline": _with_backward(ref), "ours": _with_backward(ours)}
+        steps = {"baseline": with_backward(ref), "ours": with_backward(ours)}
         times, ratios = compare_times(steps, "baseline", budget_s=0.3 if quick else 3.0)
         gbytes = x.numel() * x.element_size() / 1e9
         rows.append({

@@ -5,13 +5,13 @@ Beyond ``torch.nn.functional``: ``padding="full"``, ``padding="same"`` for any k
 and a choice of algorithm.
 """
 
-from typing import List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from .._fx import leaf
-from .._utils import IntOrTuple, _where, as_int, ntuple
+from .._fx import leaf, named_leaf
+from .._utils import IntOrTuple, _where, as_int, batched, ntuple
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_padding"]
 
@@ -108,14 +108,7 @@ def _convnd(nd, input, weight, bias, stride, padding, dilation, groups, flip, al
             f"{name}(): weight must have {nd + 2} dimensions (out_channels, in_channels/groups, "
             f"{nd} kernel sizes), got weight of shape {tuple(weight.shape)} for input of shape {tuple(input.shape)}"
         )
-    unbatched = input.dim() == nd + 1
-    if unbatched:
-        input = input.unsqueeze(0)
-    elif input.dim() != nd + 2:
-        raise RuntimeError(
-            f"{name}(): expected a {nd + 1}-d (unbatched) or {nd + 2}-d (batched) input, "
-            f"got input of shape {tuple(input.shape)} (weight of shape {tuple(weight.shape)})"
-        )
+    input, unbatched = batched(name, nd, input, f" (weight of shape {tuple(weight.shape)})")
     kernel_size = tuple(weight.shape[2:])
     pad_lo, pad_hi = _conv_padding(padding, kernel_size, stride, dilation, flip, name)
     if flip:
@@ -156,35 +149,19 @@ Example::
 """
 
 
-@leaf
-def conv1d(
-    input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrTuple = 1,
-    padding: Union[str, IntOrTuple] = 0, dilation: IntOrTuple = 1, groups: int = 1,
-    *, flip: bool = False, algorithm: str = "auto",
-) -> Tensor:
-    return _convnd(1, input, weight, bias, stride, padding, dilation, groups, flip, algorithm)
+def _public_convnd(nd: int, **doc_fields) -> Callable[..., Tensor]:
+    """conv{nd}d: torch's signature plus ``flip`` and ``algorithm``, as a torch.fx leaf."""
+    def convnd(
+        input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrTuple = 1,
+        padding: Union[str, IntOrTuple] = 0, dilation: IntOrTuple = 1, groups: int = 1,
+        *, flip: bool = False, algorithm: str = "auto",
+    ) -> Tensor:
+        return _convnd(nd, input, weight, bias, stride, padding, dilation, groups, flip, algorithm)
+
+    return named_leaf(convnd, _NAMES[nd], _DOC.format(nd=nd, **doc_fields))
 
 
-@leaf
-def conv2d(
-    input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrTuple = 1,
-    padding: Union[str, IntOrTuple] = 0, dilation: IntOrTuple = 1, groups: int = 1,
-    *, flip: bool = False, algorithm: str = "auto",
-) -> Tensor:
-    return _convnd(2, input, weight, bias, stride, padding, dilation, groups, flip, algorithm)
-
-
-@leaf
-def conv3d(
-    input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrTuple = 1,
-    padding: Union[str, IntOrTuple] = 0, dilation: IntOrTuple = 1, groups: int = 1,
-    *, flip: bool = False, algorithm: str = "auto",
-) -> Tensor:
-    return _convnd(3, input, weight, bias, stride, padding, dilation, groups, flip, algorithm)
-
-
-conv1d.__doc__ = _DOC.format(nd=1, dims="L", kdims="kL", odims="L_out", example="10", kexample="4")
-conv2d.__doc__ = _DOC.format(nd=2, dims="H, W", kdims="kH, kW", odims="H_out, W_out", example="10, 10", kexample="4, 4")
-conv3d.__doc__ = _DOC.format(
-    nd=3, dims="D, H, W", kdims="kD, kH, kW", odims="D_out, H_out, W_out", example="6, 6, 6", kexample="2, 2, 2"
-)
+conv1d = _public_convnd(1, dims="L", kdims="kL", odims="L_out", example="10", kexample="4")
+conv2d = _public_convnd(2, dims="H, W", kdims="kH, kW", odims="H_out, W_out", example="10, 10", kexample="4, 4")
+conv3d = _public_convnd(3, dims="D, H, W", kdims="kD, kH, kW", odims="D_out, H_out, W_out", example="6, 6, 6",
+                        kexample="2, 2, 2")

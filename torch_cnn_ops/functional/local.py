@@ -11,13 +11,13 @@ that buffer plus at most one reordered copy of the output or its gradient (and f
 copies for float16 / bfloat16); see csrc/local/local_cpu.cpp.
 """
 
-from typing import List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from .._fx import leaf
-from .._utils import IntOrTuple, ntuple
+from .._fx import named_leaf
+from .._utils import IntOrTuple, batched, ntuple
 from .conv import _conv_padding, _check_operands
 
 __all__ = ["tiled_conv1d", "tiled_conv2d", "unshared_conv1d", "unshared_conv2d"]
@@ -54,14 +54,7 @@ def _localnd(name, nd, unshared, input, weight, bias, stride, padding, dilation)
             f"{name}(): weight must have {2 * nd + 2} dimensions ({nd} {grid_name}, out_channels, in_channels, "
             f"{nd} kernel sizes), got weight of shape {_shape(weight.shape)}"
         )
-    unbatched = input.dim() == nd + 1
-    if unbatched:
-        input = input.unsqueeze(0)
-    elif input.dim() != nd + 2:
-        raise RuntimeError(
-            f"{name}(): expected a {nd + 1}-d (unbatched) or {nd + 2}-d (batched) input, "
-            f"got input of shape {_shape(input.shape)}"
-        )
+    input, unbatched = batched(name, nd, input)
     grid = _shape(weight.shape[:nd])
     out_channels, in_channels = int(weight.shape[nd]), int(weight.shape[nd + 1])
     kernel_size = _shape(weight.shape[nd + 2 :])
@@ -139,36 +132,25 @@ Example::
 """
 
 
-@leaf
-def tiled_conv1d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrTuple = 1,
-                 padding: Padding = 0, dilation: IntOrTuple = 1) -> Tensor:
-    return _localnd("tiled_conv1d", 1, False, input, weight, bias, stride, padding, dilation)
+def _public_localnd(nd: int, unshared: bool, doc: str) -> Callable[..., Tensor]:
+    """tiled_conv{nd}d or unshared_conv{nd}d: the arguments of conv{nd}d but groups, as a torch.fx leaf."""
+    name = f"{'unshared' if unshared else 'tiled'}_conv{nd}d"
+
+    def localnd(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrTuple = 1,
+                padding: Padding = 0, dilation: IntOrTuple = 1) -> Tensor:
+        return _localnd(name, nd, unshared, input, weight, bias, stride, padding, dilation)
+
+    return named_leaf(localnd, name, doc)
 
 
-@leaf
-def tiled_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrTuple = 1,
-                 padding: Padding = 0, dilation: IntOrTuple = 1) -> Tensor:
-    return _localnd("tiled_conv2d", 2, False, input, weight, bias, stride, padding, dilation)
-
-
-@leaf
-def unshared_conv1d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrTuple = 1,
-                    padding: Padding = 0, dilation: IntOrTuple = 1) -> Tensor:
-    return _localnd("unshared_conv1d", 1, True, input, weight, bias, stride, padding, dilation)
-
-
-@leaf
-def unshared_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrTuple = 1,
-                    padding: Padding = 0, dilation: IntOrTuple = 1) -> Tensor:
-    return _localnd("unshared_conv2d", 2, True, input, weight, bias, stride, padding, dilation)
-
-
-tiled_conv1d.__doc__ = _TILED_DOC.format(nd=1, dims="L", idx="i", mod="i % tL", tdims="tL", kdims="kL",
-                                         odims="L_out", example="10", texample="2", kexample="3")
-tiled_conv2d.__doc__ = _TILED_DOC.format(nd=2, dims="H, W", idx="i, j", mod="i % tH, j % tW", tdims="tH, tW",
-                                         kdims="kH, kW", odims="H_out, W_out", example="10, 10", texample="2, 2",
-                                         kexample="3, 3")
-unshared_conv1d.__doc__ = _UNSHARED_DOC.format(nd=1, dims="L", idx="i", kdims="kL", odims="L_out", example="10",
-                                               kexample="3")
-unshared_conv2d.__doc__ = _UNSHARED_DOC.format(nd=2, dims="H, W", idx="i, j", kdims="kH, kW", odims="H_out, W_out",
-                                               example="10, 10", kexample="3, 3")
+tiled_conv1d = _public_localnd(1, False, _TILED_DOC.format(nd=1, dims="L", idx="i", mod="i % tL", tdims="tL",
+                                                           kdims="kL", odims="L_out", example="10", texample="2",
+                                                           kexample="3"))
+tiled_conv2d = _public_localnd(2, False, _TILED_DOC.format(nd=2, dims="H, W", idx="i, j", mod="i % tH, j % tW",
+                                                           tdims="tH, tW", kdims="kH, kW", odims="H_out, W_out",
+                                                           example="10, 10", texample="2, 2", kexample="3, 3"))
+unshared_conv1d = _public_localnd(1, True, _UNSHARED_DOC.format(nd=1, dims="L", idx="i", kdims="kL", odims="L_out",
+                                                                example="10", kexample="3"))
+unshared_conv2d = _public_localnd(2, True, _UNSHARED_DOC.format(nd=2, dims="H, W", idx="i, j", kdims="kH, kW",
+                                                                odims="H_out, W_out", example="10, 10",
+                                                                kexample="3, 3"))

@@ -23,8 +23,8 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from .._fx import leaf
-from .._utils import IntOrTuple, as_bool, as_int, check_floating, ntuple
+from .._fx import leaf, named_leaf
+from .._utils import IntOrTuple, as_bool, as_int, batched, check_floating, ntuple
 
 ops = torch.ops.cnn_ops
 
@@ -32,15 +32,7 @@ ops = torch.ops.cnn_ops
 def _batched(name: str, nd: int, input: Tensor):
     if not isinstance(input, Tensor):
         raise TypeError(f"{name}(): argument 'input' must be a tensor, got {type(input).__name__}")
-    dim = input.dim()
-    if dim == nd + 1:
-        return input.unsqueeze(0), True
-    if dim != nd + 2:
-        raise RuntimeError(
-            f"{name}(): expected a {nd + 1}-d (unbatched) or {nd + 2}-d (batched) input, "
-            f"got input of shape {tuple(input.shape)}"
-        )
-    return input, False
+    return batched(name, nd, input)
 
 
 def _stride(stride, kernel_size, nd, name=""):
@@ -71,49 +63,22 @@ def _extreme_pool(name, nd, minimum, input, kernel_size, stride, padding, dilati
     return _unbatch((out, indices) if return_indices else out, unbatched)
 
 
-@leaf
-def max_pool1d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
-               dilation: IntOrTuple = 1, ceil_mode: bool = False, return_indices: bool = False):
-    return _extreme_pool("max_pool1d", 1, False, input, kernel_size, stride, padding, dilation, ceil_mode,
-                         return_indices)
+def _public_extreme_pool(nd: int, minimum: bool):
+    """max_pool{nd}d or min_pool{nd}d, with the signature of torch's max_pool{nd}d, as a torch.fx leaf."""
+    name = f"{'min' if minimum else 'max'}_pool{nd}d"
+
+    def extreme_pool(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None,
+                     padding: IntOrTuple = 0, dilation: IntOrTuple = 1, ceil_mode: bool = False,
+                     return_indices: bool = False):
+        return _extreme_pool(name, nd, minimum, input, kernel_size, stride, padding, dilation, ceil_mode,
+                             return_indices)
+
+    doc = f"Minimum over each window; equals ``-max_pool{nd}d(-input)`` (values, indices, gradients)."
+    return named_leaf(extreme_pool, name, doc if minimum else None)
 
 
-@leaf
-def max_pool2d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
-               dilation: IntOrTuple = 1, ceil_mode: bool = False, return_indices: bool = False):
-    return _extreme_pool("max_pool2d", 2, False, input, kernel_size, stride, padding, dilation, ceil_mode,
-                         return_indices)
-
-
-@leaf
-def max_pool3d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
-               dilation: IntOrTuple = 1, ceil_mode: bool = False, return_indices: bool = False):
-    return _extreme_pool("max_pool3d", 3, False, input, kernel_size, stride, padding, dilation, ceil_mode,
-                         return_indices)
-
-
-@leaf
-def min_pool1d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
-               dilation: IntOrTuple = 1, ceil_mode: bool = False, return_indices: bool = False):
-    """Minimum over each window; equals ``-max_pool1d(-input)`` (values, indices, gradients)."""
-    return _extreme_pool("min_pool1d", 1, True, input, kernel_size, stride, padding, dilation, ceil_mode,
-                         return_indices)
-
-
-@leaf
-def min_pool2d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
-               dilation: IntOrTuple = 1, ceil_mode: bool = False, return_indices: bool = False):
-    """Minimum over each window; equals ``-max_pool2d(-input)`` (values, indices, gradients)."""
-    return _extreme_pool("min_pool2d", 2, True, input, kernel_size, stride, padding, dilation, ceil_mode,
-                         return_indices)
-
-
-@leaf
-def min_pool3d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
-               dilation: IntOrTuple = 1, ceil_mode: bool = False, return_indices: bool = False):
-    """Minimum over each window; equals ``-max_pool3d(-input)`` (values, indices, gradients)."""
-    return _extreme_pool("min_pool3d", 3, True, input, kernel_size, stride, padding, dilation, ceil_mode,
-                         return_indices)
+max_pool1d, max_pool2d, max_pool3d = (_public_extreme_pool(nd, minimum=False) for nd in (1, 2, 3))
+min_pool1d, min_pool2d, min_pool3d = (_public_extreme_pool(nd, minimum=True) for nd in (1, 2, 3))
 
 
 def _avg_pool(name, nd, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
@@ -137,26 +102,23 @@ def _avg_pool(name, nd, input, kernel_size, stride, padding, ceil_mode, count_in
     return _unbatch(out, unbatched)
 
 
-@leaf
-def avg_pool1d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
-               ceil_mode: bool = False, count_include_pad: bool = True) -> Tensor:
-    return _avg_pool("avg_pool1d", 1, input, kernel_size, stride, padding, ceil_mode, count_include_pad, None)
+def _public_avg_pool(nd: int):
+    """avg_pool{nd}d with the signature of torch's (no ``divisor_override`` in 1-d), as a torch.fx leaf."""
+    name = f"avg_pool{nd}d"
+    if nd == 1:
+        def avg_pool(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None,
+                     padding: IntOrTuple = 0, ceil_mode: bool = False, count_include_pad: bool = True) -> Tensor:
+            return _avg_pool(name, nd, input, kernel_size, stride, padding, ceil_mode, count_include_pad, None)
+    else:
+        def avg_pool(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None,
+                     padding: IntOrTuple = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+                     divisor_override: Optional[int] = None) -> Tensor:
+            return _avg_pool(name, nd, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                             divisor_override)
+    return named_leaf(avg_pool, name)
 
 
-@leaf
-def avg_pool2d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
-               ceil_mode: bool = False, count_include_pad: bool = True,
-               divisor_override: Optional[int] = None) -> Tensor:
-    return _avg_pool("avg_pool2d", 2, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                     divisor_override)
-
-
-@leaf
-def avg_pool3d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
-               ceil_mode: bool = False, count_include_pad: bool = True,
-               divisor_override: Optional[int] = None) -> Tensor:
-    return _avg_pool("avg_pool3d", 3, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                     divisor_override)
+avg_pool1d, avg_pool2d, avg_pool3d = (_public_avg_pool(nd) for nd in (1, 2, 3))
 
 
 def _lp_kernel_size(name, nd, kernel_size):
@@ -211,25 +173,18 @@ def _lp_pool(name, nd, input, norm_type, kernel_size, stride, ceil_mode):
     return _unbatch(out, unbatched)
 
 
-@leaf
-def lp_pool1d(input: Tensor, norm_type: Union[int, float], kernel_size: IntOrTuple,
-              stride: Optional[IntOrTuple] = None, ceil_mode: bool = False) -> Tensor:
-    """``(sum over the window of x^p)^(1/p)``, computed as torch's ``F.lp_pool1d``."""
-    return _lp_pool("lp_pool1d", 1, input, norm_type, kernel_size, stride, ceil_mode)
+def _public_lp_pool(nd: int):
+    """lp_pool{nd}d with the signature of torch's, as a torch.fx leaf."""
+    name = f"lp_pool{nd}d"
+
+    def lp_pool(input: Tensor, norm_type: Union[int, float], kernel_size: IntOrTuple,
+                stride: Optional[IntOrTuple] = None, ceil_mode: bool = False) -> Tensor:
+        return _lp_pool(name, nd, input, norm_type, kernel_size, stride, ceil_mode)
+
+    return named_leaf(lp_pool, name, f"``(sum over the window of x^p)^(1/p)``, computed as torch's ``F.{name}``.")
 
 
-@leaf
-def lp_pool2d(input: Tensor, norm_type: Union[int, float], kernel_size: IntOrTuple,
-              stride: Optional[IntOrTuple] = None, ceil_mode: bool = False) -> Tensor:
-    """``(sum over the window of x^p)^(1/p)``, computed as torch's ``F.lp_pool2d``."""
-    return _lp_pool("lp_pool2d", 2, input, norm_type, kernel_size, stride, ceil_mode)
-
-
-@leaf
-def lp_pool3d(input: Tensor, norm_type: Union[int, float], kernel_size: IntOrTuple,
-              stride: Optional[IntOrTuple] = None, ceil_mode: bool = False) -> Tensor:
-    """``(sum over the window of x^p)^(1/p)``, computed as torch's ``F.lp_pool3d``."""
-    return _lp_pool("lp_pool3d", 3, input, norm_type, kernel_size, stride, ceil_mode)
+lp_pool1d, lp_pool2d, lp_pool3d = (_public_lp_pool(nd) for nd in (1, 2, 3))
 
 
 # ---- adaptive ---------------------------------------------------------------------------------------
@@ -273,34 +228,21 @@ def _adaptive_extreme(name, nd, minimum, input, output_size, return_indices):
     return _unbatch((out, indices) if return_indices else out, unbatched)
 
 
-@leaf
-def adaptive_max_pool1d(input: Tensor, output_size, return_indices: bool = False):
-    return _adaptive_extreme("adaptive_max_pool1d", 1, False, input, output_size, return_indices)
+def _public_adaptive_extreme(nd: int, minimum: bool):
+    """adaptive_max_pool{nd}d or adaptive_min_pool{nd}d, with the signature of torch's
+    adaptive_max_pool{nd}d, as a torch.fx leaf."""
+    name = f"adaptive_{'min' if minimum else 'max'}_pool{nd}d"
+
+    def adaptive_extreme(input: Tensor, output_size, return_indices: bool = False):
+        return _adaptive_extreme(name, nd, minimum, input, output_size, return_indices)
+
+    return named_leaf(adaptive_extreme, name)
 
 
-@leaf
-def adaptive_max_pool2d(input: Tensor, output_size, return_indices: bool = False):
-    return _adaptive_extreme("adaptive_max_pool2d", 2, False, input, output_size, return_indices)
-
-
-@leaf
-def adaptive_max_pool3d(input: Tensor, output_size, return_indices: bool = False):
-    return _adaptive_extreme("adaptive_max_pool3d", 3, False, input, output_size, return_indices)
-
-
-@leaf
-def adaptive_min_pool1d(input: Tensor, output_size, return_indices: bool = False):
-    return _adaptive_extreme("adaptive_min_pool1d", 1, True, input, output_size, return_indices)
-
-
-@leaf
-def adaptive_min_pool2d(input: Tensor, output_size, return_indices: bool = False):
-    return _adaptive_extreme("adaptive_min_pool2d", 2, True, input, output_size, return_indices)
-
-
-@leaf
-def adaptive_min_pool3d(input: Tensor, output_size, return_indices: bool = False):
-    return _adaptive_extreme("adaptive_min_pool3d", 3, True, input, output_size, return_indices)
+adaptive_max_pool1d, adaptive_max_pool2d, adaptive_max_pool3d = (
+    _public_adaptive_extreme(nd, minimum=False) for nd in (1, 2, 3))
+adaptive_min_pool1d, adaptive_min_pool2d, adaptive_min_pool3d = (
+    _public_adaptive_extreme(nd, minimum=True) for nd in (1, 2, 3))
 
 
 def _adaptive_avg(name, nd, input, output_size):
@@ -311,19 +253,17 @@ def _adaptive_avg(name, nd, input, output_size):
     return _unbatch(out, unbatched)
 
 
-@leaf
-def adaptive_avg_pool1d(input: Tensor, output_size) -> Tensor:
-    return _adaptive_avg("adaptive_avg_pool1d", 1, input, output_size)
+def _public_adaptive_avg(nd: int):
+    """adaptive_avg_pool{nd}d with the signature of torch's, as a torch.fx leaf."""
+    name = f"adaptive_avg_pool{nd}d"
+
+    def adaptive_avg(input: Tensor, output_size) -> Tensor:
+        return _adaptive_avg(name, nd, input, output_size)
+
+    return named_leaf(adaptive_avg, name)
 
 
-@leaf
-def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
-    return _adaptive_avg("adaptive_avg_pool2d", 2, input, output_size)
-
-
-@leaf
-def adaptive_avg_pool3d(input: Tensor, output_size) -> Tensor:
-    return _adaptive_avg("adaptive_avg_pool3d", 3, input, output_size)
+adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d = (_public_adaptive_avg(nd) for nd in (1, 2, 3))
 
 
 # ---- k-max and channel pooling ---------------------------------------------------------------------------

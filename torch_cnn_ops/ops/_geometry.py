@@ -220,6 +220,19 @@ def check_backward_extent(op, in_size, out, pad, kernel, stride, dilation, i, gr
                          f"size {shape_str(input_shape)} with this kernel, stride and padding")
 
 
+
+def check_backward_sizes(op, grad_output, input_shape, out_channels, kernel_size, stride, padding, dilation):
+    """The grad_output of a conv or local backward op (conv_common.cpp, local_common.cpp): the
+    input's batch, out_channels channels, and along each spatial dimension an output size that
+    a forward convolution of the input gives (check_backward_extent)."""
+    msg = lambda: f"{op}: grad_output of shape {shape_str(grad_output.shape)} does not match batch " \
+                  f"{input_shape[0]} and out_channels {out_channels}"  # noqa: E731
+    torch._check(grad_output.shape[0] == input_shape[0], msg)
+    torch._check(grad_output.shape[1] == out_channels, msg)
+    for i in range(len(kernel_size)):
+        check_backward_extent(op, input_shape[2 + i], grad_output.shape[2 + i], padding[i], kernel_size[i], stride[i],
+                              dilation[i], i, grad_output.shape, input_shape)
+
 # --- pooling (pool family) -------------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ the CPU and CUDA kernels return: contiguous results in the dtype of the first te
 
 import torch
 
-from ._geometry import (check_backward_extent, check_dtype, check_padding_end, check_same_kind, check_spatial_args,
+from ._geometry import (check_backward_sizes, check_dtype, check_padding_end, check_same_kind, check_spatial_args,
                         forward_extent, register_fake, shape_str)
 
 ops = torch.ops.cnn_ops
@@ -44,13 +44,6 @@ def _check_algorithm(algorithm, stride):
                          f"strided convolutions")
 
 
-def _check_grad_output(op, grad_output, batch, out_channels):
-    msg = lambda: f"{op}: grad_output of shape {shape_str(grad_output.shape)} does not match batch {batch} and " \
-                  f"out_channels {out_channels}"  # noqa: E731
-    torch._check(grad_output.shape[0] == batch, msg)
-    torch._check(grad_output.shape[1] == out_channels, msg)
-
-
 @register_fake("conv_forward")
 def _conv_forward_fake(input, weight, bias, stride, padding, padding_end, dilation, groups, algorithm):
     nd = check_spatial_args(_OP, stride, padding, dilation, groups)
@@ -80,37 +73,31 @@ def _conv_forward_fake(input, weight, bias, stride, padding, padding_end, dilati
     return input.new_empty([input.shape[0], out_channels, *spatial])
 
 
+def _check_backward(op, grad_output, size_name, size, other_name, other, stride, padding, dilation, groups,
+                    algorithm):
+    """The checks of conv_input_backward (``size`` input_size, ``other`` the weight) and of
+    conv_weight_backward (``size`` weight_size, ``other`` the input), in conv_common.cpp's order."""
+    nd = check_spatial_args(_OP, stride, padding, dilation, groups)
+    torch._check(len(size) == nd + 2 and grad_output.dim() == nd + 2 and other.dim() == nd + 2,
+                 lambda: f"{op}: {size_name} {shape_str(size)}, grad_output {shape_str(grad_output.shape)} and "
+                         f"{other_name} {shape_str(other.shape)} must all have {nd + 2} dimensions")
+    check_dtype(grad_output, "grad_output", _OP)
+    check_same_kind(grad_output, "grad_output", other, other_name, _OP)
+    input_shape, weight_shape = (size, other.shape) if other_name == "weight" else (other.shape, size)
+    _check_weight(weight_shape, input_shape[1], groups, "input")
+    check_backward_sizes(op, grad_output, input_shape, weight_shape[0], weight_shape[2:], stride, padding, dilation)
+    _check_algorithm(algorithm, stride)
+
+
 @register_fake("conv_input_backward")
 def _conv_input_backward_fake(grad_output, weight, input_size, stride, padding, dilation, groups, algorithm):
-    op = "cnn_ops.conv_input_backward"
-    nd = check_spatial_args(_OP, stride, padding, dilation, groups)
-    torch._check(len(input_size) == nd + 2 and grad_output.dim() == nd + 2 and weight.dim() == nd + 2,
-                 lambda: f"{op}: input_size {shape_str(input_size)}, grad_output {shape_str(grad_output.shape)} and "
-                         f"weight {shape_str(weight.shape)} must all have {nd + 2} dimensions")
-    check_dtype(grad_output, "grad_output", _OP)
-    check_same_kind(grad_output, "grad_output", weight, "weight", _OP)
-    _check_weight(weight.shape, input_size[1], groups, "input")
-    _check_grad_output(op, grad_output, input_size[0], weight.shape[0])
-    for i in range(nd):
-        check_backward_extent(op, input_size[2 + i], grad_output.shape[2 + i], padding[i], weight.shape[2 + i],
-                              stride[i], dilation[i], i, grad_output.shape, input_size)
-    _check_algorithm(algorithm, stride)
+    _check_backward("cnn_ops.conv_input_backward", grad_output, "input_size", input_size, "weight", weight, stride,
+                    padding, dilation, groups, algorithm)
     return grad_output.new_empty(input_size)
 
 
 @register_fake("conv_weight_backward")
 def _conv_weight_backward_fake(grad_output, input, weight_size, stride, padding, dilation, groups, algorithm):
-    op = "cnn_ops.conv_weight_backward"
-    nd = check_spatial_args(_OP, stride, padding, dilation, groups)
-    torch._check(len(weight_size) == nd + 2 and grad_output.dim() == nd + 2 and input.dim() == nd + 2,
-                 lambda: f"{op}: weight_size {shape_str(weight_size)}, grad_output {shape_str(grad_output.shape)} and "
-                         f"input {shape_str(input.shape)} must all have {nd + 2} dimensions")
-    check_dtype(grad_output, "grad_output", _OP)
-    check_same_kind(grad_output, "grad_output", input, "input", _OP)
-    _check_weight(weight_size, input.shape[1], groups, "input")
-    _check_grad_output(op, grad_output, input.shape[0], weight_size[0])
-    for i in range(nd):
-        check_backward_extent(op, input.shape[2 + i], grad_output.shape[2 + i], padding[i], weight_size[2 + i],
-                              stride[i], dilation[i], i, grad_output.shape, input.shape)
-    _check_algorithm(algorithm, stride)
+    _check_backward("cnn_ops.conv_weight_backward", grad_output, "weight_size", weight_size, "input", input, stride,
+                    padding, dilation, groups, algorithm)
     return grad_output.new_empty(weight_size)

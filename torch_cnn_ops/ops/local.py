@@ -17,7 +17,7 @@ sizes are the conv family's, in ._geometry) and return contiguous results, as th
 
 import torch
 
-from ._geometry import (check_backward_extent, check_dtype, check_padding_end, check_same_kind, check_spatial_args,
+from ._geometry import (check_backward_sizes, check_dtype, check_padding_end, check_same_kind, check_spatial_args,
                         forward_extent, register_fake, shape_str)
 
 ops = torch.ops.cnn_ops
@@ -42,13 +42,6 @@ def _check_weight(wsize, nd, in_channels, what):
                          f"(weight.size({nd + 1})), but the {what} has {in_channels}")
     for k in wsize[nd + 2:]:
         torch._check(k >= 1, lambda: f"{_OP}: kernel sizes must be positive, got weight of shape {shape_str(wsize)}")
-
-
-def _check_grad_output(op, grad_output, batch, out_channels):
-    msg = lambda: f"{op}: grad_output of shape {shape_str(grad_output.shape)} does not match batch {batch} and " \
-                  f"out_channels {out_channels}"  # noqa: E731
-    torch._check(grad_output.shape[0] == batch, msg)
-    torch._check(grad_output.shape[1] == out_channels, msg)
 
 
 @register_fake("local_forward")
@@ -92,10 +85,8 @@ def _local_input_backward_fake(grad_output, weight, input_size, stride, padding,
     check_dtype(grad_output, "grad_output", _OP)
     check_same_kind(grad_output, "grad_output", weight, "weight", _OP)
     _check_weight(weight.shape, nd, input_size[1], "input")
-    _check_grad_output(op, grad_output, input_size[0], weight.shape[nd])
-    for i in range(nd):
-        check_backward_extent(op, input_size[2 + i], grad_output.shape[2 + i], padding[i], weight.shape[nd + 2 + i],
-                              stride[i], dilation[i], i, grad_output.shape, input_size)
+    check_backward_sizes(op, grad_output, input_size, weight.shape[nd], weight.shape[nd + 2:], stride, padding,
+                         dilation)
     return grad_output.new_empty(input_size)
 
 
@@ -109,8 +100,6 @@ def _local_weight_backward_fake(grad_output, input, weight_size, stride, padding
     check_dtype(grad_output, "grad_output", _OP)
     check_same_kind(grad_output, "grad_output", input, "input", _OP)
     _check_weight(weight_size, nd, input.shape[1], "input")
-    _check_grad_output(op, grad_output, input.shape[0], weight_size[nd])
-    for i in range(nd):
-        check_backward_extent(op, input.shape[2 + i], grad_output.shape[2 + i], padding[i], weight_size[nd + 2 + i],
-                              stride[i], dilation[i], i, grad_output.shape, input.shape)
+    check_backward_sizes(op, grad_output, input.shape, weight_size[nd], weight_size[nd + 2:], stride, padding,
+                         dilation)
     return grad_output.new_empty(weight_size)

@@ -123,11 +123,11 @@ def _conv_input_backward(info, in_dims, grad_output, weight, input_size, stride,
 def _conv_weight_backward(info, in_dims, grad_output, input, weight_size, stride, padding, dilation, groups,
                           algorithm):
     # A weight gradient per member of the batch (per-sample gradients): each member is a group.
-    g_d, x_d = in_dims[:2]
     size = info.batch_size
-    y = ops.conv_weight_backward(_into_channels(_front(grad_output, g_d, size)),
-                                 _into_channels(_front(input, x_d, size)), [size * weight_size[0], *weight_size[1:]],
-                                 stride, padding, dilation, groups * size, algorithm)
+    y = ops.conv_weight_backward(_into_channels(_front(grad_output, in_dims[0], size)),
+                                 _into_channels(_front(input, in_dims[1], size)),
+                                 [size * weight_size[0], *weight_size[1:]], stride, padding, dilation, groups * size,
+                                 algorithm)
     return y.unflatten(0, (size, -1)), 0
 
 
