@@ -212,3 +212,21 @@ __device__ __forceinline__ MeanM2<A> chan_combine(const MeanM2<A>& a, const Mean
 #define TCO_GRID_STRIDE_LOOP(i, n)                                                     \
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
        i += int64_t(blockDim.x) * gridDim.x)
+
+namespace tco::cuda {
+
+// Grid-stride loop over the elements of `planes` planes of sizes (D, H, W):
+// visit(i, p, d, h, w) with the flat index i, its plane p and its position (d, h, w).
+template <typename Visit>
+__device__ __forceinline__ void for_each_position(int64_t planes, const int64_t* size, const Visit& visit) {
+  TCO_GRID_STRIDE_LOOP(i, planes * size[0] * size[1] * size[2]) {
+    int64_t rest = i;
+    const int64_t w = rest % size[2];
+    rest /= size[2];
+    const int64_t h = rest % size[1];
+    rest /= size[1];
+    visit(i, rest / size[0], rest % size[0], h, w);
+  }
+}
+
+}  // namespace tco::cuda

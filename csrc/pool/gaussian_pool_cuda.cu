@@ -25,11 +25,8 @@ __global__ void gaussian_forward_kernel(PoolGeometry g, const typename Num<T>::a
   const A* wd_tab = w;
   const A* wh_tab = wd_tab + g.kernel[0];
   const A* ww_tab = wh_tab + g.kernel[1];
-  const int64_t total = g.planes * g.out_plane();
   const int64_t H = g.in_size[1], W = g.in_size[2];
-  TCO_GRID_STRIDE_LOOP(o, total) {
-    int64_t p, od, oh, ow;
-    unflatten_index(o, g.out_size, p, od, oh, ow);
+  for_each_position(g.planes, g.out_size, [&](int64_t o, int64_t p, int64_t od, int64_t oh, int64_t ow) {
     const PoolWindow wd = pool_window(g, 0, od), wh = pool_window(g, 1, oh), ww = pool_window(g, 2, ow);
     const int64_t rd = od * g.stride[0] - g.pad[0], rh = oh * g.stride[1] - g.pad[1],
                   rw = ow * g.stride[2] - g.pad[2];
@@ -44,7 +41,7 @@ __global__ void gaussian_forward_kernel(PoolGeometry g, const typename Num<T>::a
       }
     }
     out[o] = Num<T>::narrow(acc);
-  }
+  });
 }
 
 template <typename T>
@@ -54,11 +51,8 @@ __global__ void gaussian_backward_kernel(PoolGeometry g, const typename Num<T>::
   const A* wd_tab = w;
   const A* wh_tab = wd_tab + g.kernel[0];
   const A* ww_tab = wh_tab + g.kernel[1];
-  const int64_t total = g.planes * g.in_plane();
   const int64_t oH = g.out_size[1], oW = g.out_size[2];
-  TCO_GRID_STRIDE_LOOP(i, total) {
-    int64_t p, id, ih, iw;
-    unflatten_index(i, g.in_size, p, id, ih, iw);
+  for_each_position(g.planes, g.in_size, [&](int64_t i, int64_t p, int64_t id, int64_t ih, int64_t iw) {
     const PoolRange rd = pool_outputs_near(g, 0, id), rh = pool_outputs_near(g, 1, ih),
                     rw = pool_outputs_near(g, 2, iw);
     const T* src = gout + p * g.out_plane();
@@ -74,7 +68,7 @@ __global__ void gaussian_backward_kernel(PoolGeometry g, const typename Num<T>::
       }
     }
     gin[i] = Num<T>::narrow(acc);
-  }
+  });
 }
 
 }  // namespace

@@ -30,11 +30,8 @@ template <typename T, bool kMin>
 __global__ void extreme_forward_kernel(PoolGeometry g, const T* __restrict__ in, T* __restrict__ out,
                                        int64_t* __restrict__ ind) {
   using A = typename Num<T>::acc;
-  const int64_t total = g.planes * g.out_plane();
   const int64_t H = g.in_size[1], W = g.in_size[2];
-  TCO_GRID_STRIDE_LOOP(o, total) {
-    int64_t p, od, oh, ow;
-    unflatten_index(o, g.out_size, p, od, oh, ow);
+  for_each_position(g.planes, g.out_size, [&](int64_t o, int64_t p, int64_t od, int64_t oh, int64_t ow) {
     const PoolWindow wd = pool_window(g, 0, od), wh = pool_window(g, 1, oh), ww = pool_window(g, 2, ow);
     const T* src = in + p * g.in_plane();
     A best = kMin ? A(INFINITY) : A(-INFINITY);
@@ -55,7 +52,7 @@ __global__ void extreme_forward_kernel(PoolGeometry g, const T* __restrict__ in,
     }
     out[o] = Num<T>::narrow(best);
     ind[o] = best_i;
-  }
+  });
 }
 
 template <typename T>
@@ -98,18 +95,16 @@ __global__ void sum_forward_kernel(PoolGeometry g, bool lp, typename Num<T>::acc
                                    T* __restrict__ out) {
   using A = typename Num<T>::acc;
   const A kvol = A(g.kernel_volume());
-  TCO_GRID_STRIDE_LOOP(o, g.planes * g.out_plane()) {
-    int64_t p, od, oh, ow;
-    unflatten_index(o, g.out_size, p, od, oh, ow);
+  for_each_position(g.planes, g.out_size, [&](int64_t o, int64_t p, int64_t od, int64_t oh, int64_t ow) {
     const PoolWindow wd = pool_window(g, 0, od), wh = pool_window(g, 1, oh), ww = pool_window(g, 2, ow);
     if (wd.count == 0 || wh.count == 0 || ww.count == 0) {
       out[o] = Num<T>::narrow(A(0));
-      continue;
+      return;
     }
     const A sum = window_sum(g, in + p * g.in_plane(), lp, norm, wd, wh, ww);
     const A avg = sum / A(pool_divisor(g, wd, wh, ww));
     out[o] = Num<T>::narrow(lp ? pow(avg * kvol, A(1) / norm) : avg);
-  }
+  });
 }
 
 // Per-output coefficient of the backward: avg gy / divisor; lp gy * base^(1/p - 1) * kvol /
@@ -119,23 +114,21 @@ __global__ void sum_coef_kernel(PoolGeometry g, bool lp, typename Num<T>::acc no
                                 const T* __restrict__ in, typename Num<T>::acc* __restrict__ coef) {
   using A = typename Num<T>::acc;
   const A kvol = A(g.kernel_volume());
-  TCO_GRID_STRIDE_LOOP(o, g.planes * g.out_plane()) {
-    int64_t p, od, oh, ow;
-    unflatten_index(o, g.out_size, p, od, oh, ow);
+  for_each_position(g.planes, g.out_size, [&](int64_t o, int64_t p, int64_t od, int64_t oh, int64_t ow) {
     const PoolWindow wd = pool_window(g, 0, od), wh = pool_window(g, 1, oh), ww = pool_window(g, 2, ow);
     if (wd.count == 0 || wh.count == 0 || ww.count == 0) {
       coef[o] = A(0);
-      continue;
+      return;
     }
     const A div = A(pool_divisor(g, wd, wh, ww));
     const A gy = Num<T>::widen(gout[o]);
     if (!lp) {
       coef[o] = gy / div;
-      continue;
+      return;
     }
     const A base = window_sum(g, in + p * g.in_plane(), true, norm, wd, wh, ww) / div * kvol;
     coef[o] = base == A(0) ? A(0) : gy * pow(base, A(1) / norm - A(1)) * kvol / div;
-  }
+  });
 }
 
 template <typename T>
@@ -144,9 +137,7 @@ __global__ void sum_gather_kernel(PoolGeometry g, bool lp, typename Num<T>::acc 
                                   T* __restrict__ gin) {
   using A = typename Num<T>::acc;
   const int64_t oH = g.out_size[1], oW = g.out_size[2];
-  TCO_GRID_STRIDE_LOOP(i, g.planes * g.in_plane()) {
-    int64_t p, id, ih, iw;
-    unflatten_index(i, g.in_size, p, id, ih, iw);
+  for_each_position(g.planes, g.in_size, [&](int64_t i, int64_t p, int64_t id, int64_t ih, int64_t iw) {
     const PoolRange rd = pool_outputs_near(g, 0, id), rh = pool_outputs_near(g, 1, ih), rw = pool_outputs_near(g, 2, iw);
     const A* c = coef + p * g.out_plane();
     A acc = 0;
@@ -165,7 +156,7 @@ __global__ void sum_gather_kernel(PoolGeometry g, bool lp, typename Num<T>::acc 
       acc *= norm == A(2) ? x : pow(x, norm - A(1));
     }
     gin[i] = Num<T>::narrow(acc);
-  }
+  });
 }
 
 }  // namespace

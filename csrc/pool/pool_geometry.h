@@ -137,14 +137,4 @@ TCO_HOST_DEVICE int64_t pool_divisor(const PoolGeometry& g, const PoolWindow& wd
   return wd.count * wh.count * ww.count;
 }
 
-// Splits a flat index over (planes, D, H, W)-shaped sizes.
-TCO_HOST_DEVICE void unflatten_index(int64_t flat, const int64_t* size, int64_t& p, int64_t& d, int64_t& h, int64_t& w) {
-  w = flat % size[2];
-  flat /= size[2];
-  h = flat % size[1];
-  flat /= size[1];
-  d = flat % size[0];
-  p = flat / size[0];
-}
-
 }  // namespace tco

@@ -22,43 +22,34 @@ template <typename T>
 __global__ void train_kernel(PoolGeometry g, const T* __restrict__ in, const T* __restrict__ uniform,
                              T* __restrict__ out, int64_t* __restrict__ ind) {
   using A = typename Num<T>::acc;
-  const int64_t total = g.planes * g.out_plane();
-  TCO_GRID_STRIDE_LOOP(o, total) {
-    int64_t p, od, oh, ow;
-    unflatten_index(o, g.out_size, p, od, oh, ow);
+  for_each_position(g.planes, g.out_size, [&](int64_t o, int64_t p, int64_t od, int64_t oh, int64_t ow) {
     const T* src = in + p * g.in_plane();
     const int64_t pick =
         stochastic_pick(g, od, oh, ow, Num<T>::widen(uniform[o]), [src](int64_t i) { return Num<T>::widen(src[i]); });
     out[o] = src[pick];
     ind[o] = pick;
-  }
+  });
 }
 
 template <typename T>
 __global__ void eval_kernel(PoolGeometry g, const T* __restrict__ in, T* __restrict__ out) {
   using A = typename Num<T>::acc;
-  const int64_t total = g.planes * g.out_plane();
-  TCO_GRID_STRIDE_LOOP(o, total) {
-    int64_t p, od, oh, ow;
-    unflatten_index(o, g.out_size, p, od, oh, ow);
+  for_each_position(g.planes, g.out_size, [&](int64_t o, int64_t p, int64_t od, int64_t oh, int64_t ow) {
     const T* src = in + p * g.in_plane();
     const auto m = window_moments<A>(g, od, oh, ow, [src](int64_t i) { return Num<T>::widen(src[i]); });
     out[o] = Num<T>::narrow(m.mean_by_weight());
-  }
+  });
 }
 
 template <typename T>
 __global__ void eval_coef_kernel(PoolGeometry g, const T* __restrict__ gout, const T* __restrict__ in,
                                  WindowGrad<typename Num<T>::acc>* __restrict__ coef) {
   using A = typename Num<T>::acc;
-  const int64_t total = g.planes * g.out_plane();
-  TCO_GRID_STRIDE_LOOP(o, total) {
-    int64_t p, od, oh, ow;
-    unflatten_index(o, g.out_size, p, od, oh, ow);
+  for_each_position(g.planes, g.out_size, [&](int64_t o, int64_t p, int64_t od, int64_t oh, int64_t ow) {
     const T* src = in + p * g.in_plane();
     const auto m = window_moments<A>(g, od, oh, ow, [src](int64_t i) { return Num<T>::widen(src[i]); });
     coef[o] = m.grad(Num<T>::widen(gout[o]));
-  }
+  });
 }
 
 template <typename T>
@@ -66,11 +57,8 @@ __global__ void eval_gather_kernel(PoolGeometry g, const WindowGrad<typename Num
                                    const T* __restrict__ in,
                                    T* __restrict__ gin) {
   using A = typename Num<T>::acc;
-  const int64_t total = g.planes * g.in_plane();
   const int64_t oH = g.out_size[1], oW = g.out_size[2];
-  TCO_GRID_STRIDE_LOOP(i, total) {
-    int64_t p, id, ih, iw;
-    unflatten_index(i, g.in_size, p, id, ih, iw);
+  for_each_position(g.planes, g.in_size, [&](int64_t i, int64_t p, int64_t id, int64_t ih, int64_t iw) {
     const PoolRange rd = pool_outputs_near(g, 0, id), rh = pool_outputs_near(g, 1, ih),
                     rw = pool_outputs_near(g, 2, iw);
     const int64_t base = p * g.out_plane();
@@ -83,7 +71,7 @@ __global__ void eval_gather_kernel(PoolGeometry g, const WindowGrad<typename Num
           sum += coef[o].at(x);
         }
     gin[i] = Num<T>::narrow(sum);
-  }
+  });
 }
 
 }  // namespace
