@@ -39,6 +39,22 @@ def _check_input_size(input: Tensor, input_size: Tuple[int, ...], name: str) -> 
 
 class _LocalConvNd(torch.nn.Module):
     _nd: int
+    # Set by the tiled and unshared bases: the functional's name without "1d" / "2d", and the
+    # constructor argument (an attribute too) that sizes the weight's grid, shown by the repr.
+    _function: str
+    _grid_arg: str
+
+    def _checked(self, input: Tensor) -> Tensor:
+        """The input as the functional takes it; a subclass checks what the functional cannot."""
+        return input
+
+    def forward(self, input: Tensor) -> Tensor:
+        fn = getattr(F, f"{self._function}{self._nd}d")
+        return fn(self._checked(input), self.weight, self.bias, self.stride, self.padding, self.dilation)
+
+    def extra_repr(self) -> str:
+        s = self._common_repr() + f", {self._grid_arg}={getattr(self, self._grid_arg)}"
+        return s + (", bias=False" if self.bias is None else "")
 
     def _init(self, in_channels, out_channels, kernel_size, stride, padding, dilation, device, dtype) -> None:
         nd = self._nd
@@ -93,6 +109,8 @@ class _LocalConvNd(torch.nn.Module):
 
 
 class _TiledConvNd(_LocalConvNd):
+    _function, _grid_arg = "tiled_conv", "tile_size"
+
     def __init__(self, in_channels, out_channels, kernel_size, tile_size, stride=1, padding=0, dilation=1,
                  bias=True, device=None, dtype=None):
         super().__init__()
@@ -102,16 +120,10 @@ class _TiledConvNd(_LocalConvNd):
             raise ValueError(f"{type(self).__name__}: tile_size must be at least 1, got {tile_size!r}")
         self._make_parameters(self.tile_size, (out_channels,) if bias else None)
 
-    def forward(self, input: Tensor) -> Tensor:
-        fn = F.tiled_conv1d if self._nd == 1 else F.tiled_conv2d
-        return fn(input, self.weight, self.bias, self.stride, self.padding, self.dilation)
-
-    def extra_repr(self) -> str:
-        s = self._common_repr() + f", tile_size={self.tile_size}"
-        return s + (", bias=False" if self.bias is None else "")
-
 
 class _UnsharedConvNd(_LocalConvNd):
+    _function, _grid_arg = "unshared_conv", "input_size"
+
     def __init__(self, in_channels, out_channels, kernel_size, input_size, stride=1, padding=0, dilation=1,
                  bias=True, device=None, dtype=None):
         super().__init__()
@@ -129,14 +141,9 @@ class _UnsharedConvNd(_LocalConvNd):
         # One bias per output channel and position: the layer shares nothing across positions.
         self._make_parameters(self.output_size, (out_channels, *self.output_size) if bias else None)
 
-    def forward(self, input: Tensor) -> Tensor:
-        input = _check_input_size(input, self.input_size, type(self).__name__)
-        fn = F.unshared_conv1d if self._nd == 1 else F.unshared_conv2d
-        return fn(input, self.weight, self.bias, self.stride, self.padding, self.dilation)
-
-    def extra_repr(self) -> str:
-        s = self._common_repr() + f", input_size={self.input_size}"
-        return s + (", bias=False" if self.bias is None else "")
+    def _checked(self, input: Tensor) -> Tensor:
+        # the weight holds one kernel per output position: only inputs of input_size fit it
+        return _check_input_size(input, self.input_size, type(self).__name__)
 
 
 class TiledConv1d(_TiledConvNd):
