@@ -56,7 +56,9 @@ class _LocalConvNd(torch.nn.Module):
         s = self._common_repr() + f", {self._grid_arg}={getattr(self, self._grid_arg)}"
         return s + (", bias=False" if self.bias is None else "")
 
-    def _init(self, in_channels, out_channels, kernel_size, stride, padding, dilation, device, dtype) -> None:
+    def _init(self, in_channels, out_channels, kernel_size, grid_arg, stride, padding, dilation, device,
+              dtype) -> None:
+        """The constructor's common part; ``grid_arg``: the value of the argument named ``_grid_arg``."""
         nd = self._nd
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -74,6 +76,7 @@ class _LocalConvNd(torch.nn.Module):
         except RuntimeError as error:
             raise ValueError(f"{type(self).__name__}: {error}") from None
         self._factory = {"device": device, "dtype": dtype}
+        setattr(self, self._grid_arg, ntuple(grid_arg, nd, self._grid_arg, type(self).__name__))
 
     def _make_parameters(self, grid: Tuple[int, ...], bias_shape) -> None:
         self.weight = torch.nn.Parameter(
@@ -114,8 +117,7 @@ class _TiledConvNd(_LocalConvNd):
     def __init__(self, in_channels, out_channels, kernel_size, tile_size, stride=1, padding=0, dilation=1,
                  bias=True, device=None, dtype=None):
         super().__init__()
-        self._init(in_channels, out_channels, kernel_size, stride, padding, dilation, device, dtype)
-        self.tile_size = ntuple(tile_size, self._nd, "tile_size", type(self).__name__)
+        self._init(in_channels, out_channels, kernel_size, tile_size, stride, padding, dilation, device, dtype)
         if any(t < 1 for t in self.tile_size):
             raise ValueError(f"{type(self).__name__}: tile_size must be at least 1, got {tile_size!r}")
         self._make_parameters(self.tile_size, (out_channels,) if bias else None)
@@ -127,8 +129,7 @@ class _UnsharedConvNd(_LocalConvNd):
     def __init__(self, in_channels, out_channels, kernel_size, input_size, stride=1, padding=0, dilation=1,
                  bias=True, device=None, dtype=None):
         super().__init__()
-        self._init(in_channels, out_channels, kernel_size, stride, padding, dilation, device, dtype)
-        self.input_size = ntuple(input_size, self._nd, "input_size", type(self).__name__)
+        self._init(in_channels, out_channels, kernel_size, input_size, stride, padding, dilation, device, dtype)
         pad_lo, pad_hi = _conv_padding(self.padding, self.kernel_size, self.stride, self.dilation)
         self.output_size = local_output_size(self.input_size, self.kernel_size, self.stride, pad_lo, pad_hi,
                                              self.dilation)
