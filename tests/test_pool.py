@@ -832,14 +832,23 @@ def _positive(*shape, device="cpu", dtype=torch.float64, zero_window=False):
 
 # (spatial size, kernel, stride)
 STOCHASTIC_CASES = [((8, 8), 2, None), ((9, 11), 3, 2), ((7, 6), (3, 2), (1, 2))]
+stochastic_cases = pytest.mark.parametrize("case", STOCHASTIC_CASES,
+                                           ids=[f"k{c[1]}-s{c[2]}" for c in STOCHASTIC_CASES])
 
 
-@pytest.mark.parametrize("case", STOCHASTIC_CASES, ids=[f"k{c[1]}-s{c[2]}" for c in STOCHASTIC_CASES])
-def test_stochastic_training_picks_from_window(case, device):
+def _stochastic_input(case, device):
+    """A case's kernel and stride as the layer takes them and as pairs, and a positive input
+    with a window of zeros."""
     size, k, s = case
     kk = (k, k) if isinstance(k, int) else k
     ss = kk if s is None else ((s, s) if isinstance(s, int) else s)
-    x = _positive(2, 3, *size, device=device, zero_window=True)
+    return k, s, kk, ss, _positive(2, 3, *size, device=device, zero_window=True)
+
+
+@stochastic_cases
+def test_stochastic_training_picks_from_window(case, device):
+    k, s, kk, ss, x = _stochastic_input(case, device)
+    size = case[0]
     u = torch.rand(TF.stochastic_pool2d(x, k, s, training=False).shape, dtype=x.dtype).to(device)
     values, indices = ops.stochastic_pool_forward(x, u, list(kk), list(ss))
     # the value is the input at the picked index, and the index lies in the window
@@ -874,12 +883,9 @@ def test_stochastic_frequencies_follow_probabilities(device):
         assert abs((out == value).double().mean().item() - value / 10) < 0.02, value
 
 
-@pytest.mark.parametrize("case", STOCHASTIC_CASES, ids=[f"k{c[1]}-s{c[2]}" for c in STOCHASTIC_CASES])
+@stochastic_cases
 def test_stochastic_eval_is_weighted_average(case, device):
-    size, k, s = case
-    kk = (k, k) if isinstance(k, int) else k
-    ss = kk if s is None else ((s, s) if isinstance(s, int) else s)
-    x = _positive(2, 3, *size, device=device, zero_window=True)
+    k, s, kk, ss, x = _stochastic_input(case, device)
     out = TF.stochastic_pool2d(x, k, s, training=False)
     ref = _stochastic_eval_reference(x.cpu(), kk, ss).view(out.shape)
     assert_close_to_reference(out, ref)
