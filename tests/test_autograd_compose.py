@@ -71,6 +71,21 @@ def _sampled(seed=7):
     return torch.Generator().manual_seed(seed)
 
 
+def _adaptive_pool_cases():
+    """Adaptive max, min and avg pooling in 1-3 d, each against torch's twin (min: max of -x)."""
+    cases = []
+    for kind in ("max", "min", "avg"):
+        for nd, size, shape in ((1, 3, (2, 2, 7)), (2, (3, 2), (2, 2, 7, 5)), (3, 2, (1, 2, 3, 4, 5))):
+            name = f"adaptive_{kind}_pool{nd}d"
+            ours, twin = getattr(F, name), getattr(TF, name.replace("min", "max"))
+            if kind == "min":
+                ref = lambda x, twin=twin, size=size: ref_min_pool(twin, x, size)  # noqa: E731
+            else:
+                ref = lambda x, twin=twin, size=size: twin(x, size)  # noqa: E731
+            cases.append(OpCase(name, lambda x, ours=ours, size=size: ours(x, size), ref, [shape]))
+    return cases
+
+
 OP_CASES = [
     # ---- convolution ----
     OpCase("conv1d", lambda x, w, b: F.conv1d(x, w, b, stride=2, padding=1, groups=2),
@@ -148,24 +163,7 @@ OP_CASES = [
     OpCase("lp_pool3d", lambda x: F.lp_pool3d(x, 3, 2), lambda x: TF.lp_pool3d(x, 3, 2), [(1, 2, 4, 4, 4)],
            positive=True),
     # ---- adaptive pooling ----
-    OpCase("adaptive_max_pool1d", lambda x: F.adaptive_max_pool1d(x, 3), lambda x: TF.adaptive_max_pool1d(x, 3),
-           [(2, 2, 7)]),
-    OpCase("adaptive_max_pool2d", lambda x: F.adaptive_max_pool2d(x, (3, 2)),
-           lambda x: TF.adaptive_max_pool2d(x, (3, 2)), [(2, 2, 7, 5)]),
-    OpCase("adaptive_max_pool3d", lambda x: F.adaptive_max_pool3d(x, 2), lambda x: TF.adaptive_max_pool3d(x, 2),
-           [(1, 2, 3, 4, 5)]),
-    OpCase("adaptive_min_pool1d", lambda x: F.adaptive_min_pool1d(x, 3),
-           lambda x: ref_min_pool(TF.adaptive_max_pool1d, x, 3), [(2, 2, 7)]),
-    OpCase("adaptive_min_pool2d", lambda x: F.adaptive_min_pool2d(x, (3, 2)),
-           lambda x: ref_min_pool(TF.adaptive_max_pool2d, x, (3, 2)), [(2, 2, 7, 5)]),
-    OpCase("adaptive_min_pool3d", lambda x: F.adaptive_min_pool3d(x, 2),
-           lambda x: ref_min_pool(TF.adaptive_max_pool3d, x, 2), [(1, 2, 3, 4, 5)]),
-    OpCase("adaptive_avg_pool1d", lambda x: F.adaptive_avg_pool1d(x, 3), lambda x: TF.adaptive_avg_pool1d(x, 3),
-           [(2, 2, 7)]),
-    OpCase("adaptive_avg_pool2d", lambda x: F.adaptive_avg_pool2d(x, (3, 2)),
-           lambda x: TF.adaptive_avg_pool2d(x, (3, 2)), [(2, 2, 7, 5)]),
-    OpCase("adaptive_avg_pool3d", lambda x: F.adaptive_avg_pool3d(x, 2), lambda x: TF.adaptive_avg_pool3d(x, 2),
-           [(1, 2, 3, 4, 5)]),
+    *_adaptive_pool_cases(),
     # ---- the poolings torch lacks ----
     OpCase("kmax_pool1d", lambda x: F.kmax_pool1d(x, 3), lambda x: ref_kmax_pool(x, 3), [(2, 3, 7)]),
     OpCase("kmax_pool1d-dim1", lambda x: F.kmax_pool1d(x, 2, dim=1), lambda x: ref_kmax_pool(x, 2, 1), [(2, 5, 3)]),

@@ -479,12 +479,12 @@ POOL = _table("pool", [
      TWIN),
     ("F", "kmax-k-larger-than-length", _P1 + "F.kmax_pool1d(x, 6)", "RuntimeError", _K6,
      "torch.topk(r(2, 3, 5), 6)"),
-    ("F", "kmax-k-negative", _P1 + "F.kmax_pool1d(x, -1)", "RuntimeError", r"k.*-1", "torch.topk(r(2, 3, 5), -1)"),
-    ("F", "kmax-k-float", _P1 + "F.kmax_pool1d(x, 1.5)", "TypeError", r"k.*1\.5", "torch.topk(r(2, 3, 5), 1.5)"),
-    ("F", "kmax-dim-out-of-range", _P1 + "F.kmax_pool1d(x, 2, dim=3)", "IndexError", r"range.*3",
-     "torch.topk(r(2, 3, 5), 2, dim=3)"),
-    ("F", "kmax-dim-float", _P1 + "F.kmax_pool1d(x, 2, dim=1.0)", "TypeError", r"dim.*1\.0",
-     "torch.topk(r(2, 3, 5), 2, dim=1.0)"),
+    # k and dim as torch.topk takes them: the same error as topk's
+    *[("F", f"kmax-{name}", _P1 + f"F.kmax_pool1d(x, {args})", error, pattern, f"torch.topk(r(2, 3, 5), {args})")
+      for name, args, error, pattern in [("k-negative", "-1", "RuntimeError", r"k.*-1"),
+                                         ("k-float", "1.5", "TypeError", r"k.*1\.5"),
+                                         ("dim-out-of-range", "2, dim=3", "IndexError", r"range.*3"),
+                                         ("dim-float", "2, dim=1.0", "TypeError", r"dim.*1\.0")]],
     ("F", "kmax-int-input", _P1 + "F.kmax_pool1d(x.long(), 2)", "RuntimeError", r"Long|int64"),
     ("F", "dynamic-kmax-layer-0", _P1 + "F.dynamic_kmax_pool1d(x, 0, 3, 2)", "ValueError", r"layer=0"),
     ("F", "dynamic-kmax-k-top-larger-than-length", _P1 + "F.dynamic_kmax_pool1d(x, 3, 3, 6)", "RuntimeError",
@@ -495,10 +495,9 @@ POOL = _table("pool", [
     ("F", "channel-pool-size-0", _P1 + "F.channel_max_pool(x, 0)", "ValueError", r"pool_size.*0"),
     ("F", "channel-pool-size-float", _P1 + "F.channel_max_pool(x, 1.5)", "TypeError", r"pool_size.*1\.5"),
     ("F", "channel-dim-out-of-range", _P1 + "F.channel_max_pool(x, 2, dim=4)", "IndexError", r"out of range"),
-    ("F", "gaussian-sigma-0", _PX + "F.gaussian_pool2d(x, 3, sigma=0.0)", "ValueError", r"sigma.*0\.0"),
-    ("F", "gaussian-sigma-negative", _PX + "F.gaussian_pool2d(x, 3, sigma=-1)", "ValueError", r"sigma.*-1"),
-    ("F", "gaussian-sigma-inf", _PX + "F.gaussian_pool2d(x, 3, sigma=math.inf)", "ValueError", r"sigma.*inf"),
-    ("F", "gaussian-sigma-nan", _PX + "F.gaussian_pool2d(x, 3, sigma=math.nan)", "ValueError", r"sigma.*nan"),
+    *[("F", f"gaussian-sigma-{name}", _PX + f"F.gaussian_pool2d(x, 3, sigma={sigma})", "ValueError", pattern)
+      for name, sigma, pattern in [("0", "0.0", r"sigma.*0\.0"), ("negative", "-1", r"sigma.*-1"),
+                                   ("inf", "math.inf", r"sigma.*inf"), ("nan", "math.nan", r"sigma.*nan")]],
     ("F", "gaussian-kernel-0", _PX + "F.gaussian_pool2d(x, 0)", "RuntimeError", r"kernel_size must be at least 1"),
     ("F", "gaussian-kernel-larger-than-input", _PX + "F.gaussian_pool2d(x, 5)", "RuntimeError",
      r"kernel.*larger.*input"),
@@ -569,12 +568,9 @@ POOL = _table("pool", [
      "ops.adaptive_avg_pool_backward(gy, [1, 1] + [4] * 4)", "RuntimeError", r"input_size"),
     ("op", "max-backward-empty-input-size", "gy = r(1, 1, 2, 2); i = torch.zeros(1, 1, 2, 2, "
      "dtype=torch.long)\nops.max_pool_backward(gy, i, [1, 1, 0, 4])", "RuntimeError", r"input_size.*\[1, 1, 0, 4\]"),
-    ("op", "lp-norm-type-0", _PX + "ops.lp_pool_forward(x, 0.0, [2, 2], [2, 2], False)", "RuntimeError",
-     r"norm_type must be positive and finite, got 0"),
-    ("op", "lp-norm-type-negative", _PX + "ops.lp_pool_forward(x, -2.0, [2, 2], [2, 2], False)", "RuntimeError",
-     r"norm_type must be positive and finite, got -2"),
-    ("op", "lp-norm-type-nan", _PX + "ops.lp_pool_forward(x, math.nan, [2, 2], [2, 2], False)", "RuntimeError",
-     r"norm_type must be positive and finite, got nan"),
+    *[("op", f"lp-norm-type-{name}", _PX + f"ops.lp_pool_forward(x, {p}, [2, 2], [2, 2], False)", "RuntimeError",
+       f"norm_type must be positive and finite, got {shown}")
+      for name, p, shown in [("0", "0.0", "0"), ("negative", "-2.0", "-2"), ("nan", "math.nan", "nan")]],
     ("op", "lp-backward-input-shape", "gy = r(1, 1, 2, 2); x = r(1, 1, 6, 6)\n"
      "ops.lp_pool_backward(gy, x, 2.0, [2, 2], [2, 2], False)", "RuntimeError", r"grad_output of shape \[1, 1, 2, 2\]"),
     ("op", "kmax-k-larger-than-length", _P1 + "ops.kmax_pool_forward(x, 6, -1)", "RuntimeError", _K6),
@@ -588,12 +584,9 @@ POOL = _table("pool", [
      "ops.kmax_pool_backward(gy, i, -1, [2, 3, 5])", "RuntimeError", r"\[2, 3, 2\].*\[2, 3, 3\]"),
     ("op", "kmax-backward-input-size-rank", "gy = r(2, 3, 2); i = torch.zeros(2, 3, 2, dtype=torch.long)\n"
      "ops.kmax_pool_backward(gy, i, -1, [6, 5])", "RuntimeError", r"input_size.*\[6, 5\]"),
-    ("op", "gaussian-sigma-0", _PX + "ops.gaussian_pool_forward(x, [3, 3], [1, 1], [0, 0], 0.0)", "RuntimeError",
-     r"sigma must be positive and finite, got 0"),
-    ("op", "gaussian-sigma-inf", _PX + "ops.gaussian_pool_forward(x, [3, 3], [1, 1], [0, 0], math.inf)",
-     "RuntimeError", r"sigma must be positive and finite, got inf"),
-    ("op", "gaussian-sigma-nan", _PX + "ops.gaussian_pool_forward(x, [3, 3], [1, 1], [0, 0], math.nan)",
-     "RuntimeError", r"sigma must be positive and finite, got nan"),
+    *[("op", f"gaussian-sigma-{name}", _PX + f"ops.gaussian_pool_forward(x, [3, 3], [1, 1], [0, 0], {sigma})",
+       "RuntimeError", f"sigma must be positive and finite, got {name}")
+      for name, sigma in [("0", "0.0"), ("inf", "math.inf"), ("nan", "math.nan")]],
     ("op", "gaussian-backward-input-size", "gy = r(1, 1, 2, 2)\n"
      "ops.gaussian_pool_backward(gy, [1, 1, 5, 5], [3, 3], [1, 1], [0, 0], 1.0)", "RuntimeError",
      r"grad_output of shape \[1, 1, 2, 2\]"),

@@ -660,18 +660,23 @@ def test_kmax_gradcheck_opcheck(device):
     torch.library.opcheck(ops.kmax_pool_backward.default, (gy, positions, 1, list(x.shape)))
 
 
+def assert_compiled_matches_eager(module, x):
+    """``module`` compiled whole (fullgraph, aot_eager) gives eager's output and input gradient;
+    ``x`` requires grad and is not modified."""
+    xc = x.detach().clone().requires_grad_()
+    eager = module(x)
+    eager.sum().backward()
+    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")(xc)
+    compiled.sum().backward()
+    assert_close_to_reference(compiled, eager)
+    assert_close_to_reference(xc.grad, x.grad)
+
+
 def test_kmax_modules_and_compile():
     torch._dynamo.reset()
     model = torch.nn.Sequential(tco.nn.Maxout(2), tco.nn.KMaxPool1d(3), tco.nn.DynamicKMaxPool1d(1, 2, 2)).double()
     assert repr(model[1]) == "KMaxPool1d(k=3, dim=-1)" and repr(model[0]) == "Maxout(pool_size=2, dim=1)"
-    x = randn(2, 6, 8, requires_grad=True)
-    xc = x.detach().clone().requires_grad_()
-    eager = model(x)
-    eager.sum().backward()
-    out = torch.compile(model, fullgraph=True, backend="aot_eager")(xc)
-    out.sum().backward()
-    assert_close_to_reference(out, eager)
-    assert_close_to_reference(xc.grad, x.grad)
+    assert_compiled_matches_eager(model, randn(2, 6, 8, requires_grad=True))
 
 
 KMAX_BAD_CASES = [
@@ -783,14 +788,7 @@ def test_gaussian_module_and_compile():
     torch._dynamo.reset()
     module = tco.nn.GaussianPool2d(3, 1, 1, sigma=2.0)
     assert repr(module) == "GaussianPool2d(kernel_size=3, stride=1, padding=1, sigma=2.0)"
-    x = randn(2, 3, 6, 5, requires_grad=True)
-    xc = x.detach().clone().requires_grad_()
-    eager = module(x)
-    eager.sum().backward()
-    out = torch.compile(module, fullgraph=True, backend="aot_eager")(xc)
-    out.sum().backward()
-    assert_close_to_reference(out, eager)
-    assert_close_to_reference(xc.grad, x.grad)
+    assert_compiled_matches_eager(module, randn(2, 3, 6, 5, requires_grad=True))
     assert callable(tco.F.gaussian_pool2d) and "GaussianPool2d" in tco.nn.__all__
 
 
@@ -834,14 +832,23 @@ def _positive(*shape, device="cpu", dtype=torch.float64, zero_window=False):
 
 # (spatial size, kernel, stride)
 STOCHASTIC_CASES = [((8, 8), 2, None), ((9, 11), 3, 2), ((7, 6), (3, 2), (1, 2))]
+stochastic_cases = pytest.mark.parametrize("case", STOCHASTIC_CASES,
+                                           ids=[f"k{c[1]}-s{c[2]}" for c in STOCHASTIC_CASES])
 
 
-@pytest.mark.parametrize("case", STOCHASTIC_CASES, ids=[f"k{c[1]}-s{c[2]}" for c in STOCHASTIC_CASES])
-def test_stochastic_training_picks_from_window(case, device):
+def _stochastic_input(case, device):
+    """A case's kernel and stride as the layer takes them and as pairs, and a positive input
+    with a window of zeros."""
     size, k, s = case
     kk = (k, k) if isinstance(k, int) else k
     ss = kk if s is None else ((s, s) if isinstance(s, int) else s)
-    x = _positive(2, 3, *size, device=device, zero_window=True)
+    return k, s, kk, ss, _positive(2, 3, *size, device=device, zero_window=True)
+
+
+@stochastic_cases
+def test_stochastic_training_picks_from_window(case, device):
+    k, s, kk, ss, x = _stochastic_input(case, device)
+    size = case[0]
     u = torch.rand(TF.stochastic_pool2d(x, k, s, training=False).shape, dtype=x.dtype).to(device)
     values, indices = ops.stochastic_pool_forward(x, u, list(kk), list(ss))
     # the value is the input at the picked index, and the index lies in the window
@@ -876,12 +883,9 @@ def test_stochastic_frequencies_follow_probabilities(device):
         assert abs((out == value).double().mean().item() - value / 10) < 0.02, value
 
 
-@pytest.mark.parametrize("case", STOCHASTIC_CASES, ids=[f"k{c[1]}-s{c[2]}" for c in STOCHASTIC_CASES])
+@stochastic_cases
 def test_stochastic_eval_is_weighted_average(case, device):
-    size, k, s = case
-    kk = (k, k) if isinstance(k, int) else k
-    ss = kk if s is None else ((s, s) if isinstance(s, int) else s)
-    x = _positive(2, 3, *size, device=device, zero_window=True)
+    k, s, kk, ss, x = _stochastic_input(case, device)
     out = TF.stochastic_pool2d(x, k, s, training=False)
     ref = _stochastic_eval_reference(x.cpu(), kk, ss).view(out.shape)
     assert_close_to_reference(out, ref)
@@ -955,13 +959,7 @@ def test_stochastic_module_and_compile():
     out = module(x)
     assert out.shape == (2, 3, 3, 2)
     module.eval()
-    xc = x.detach().clone().requires_grad_()
-    eager = module(x)
-    eager.sum().backward()
-    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")(xc)
-    compiled.sum().backward()
-    assert_close_to_reference(compiled, eager)
-    assert_close_to_reference(xc.grad, x.grad)
+    assert_compiled_matches_eager(module, x)
     assert callable(tco.F.stochastic_pool2d) and "StochasticPool2d" in tco.nn.__all__
 
 

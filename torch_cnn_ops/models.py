@@ -80,7 +80,27 @@ def _shortcut(in_planes: int, out_planes: int, stride: int):
                                nn.BatchNorm2d(out_planes))
 
 
-class BasicBlock(torch.nn.Module):
+class _ResidualBlock(torch.nn.Module):
+    """What the two blocks share: numbered convolutions without bias, each followed by batch norm
+    (``conv1``, ``bn1``, ``conv2``, ...), a ReLU and the shortcut."""
+
+    def _layers(self, in_planes: int, out_planes: int, stride: int, convs) -> None:
+        """``convs``: (in, out, kernel, stride) of each convolution, in order; they are registered
+        in that order (conv_i then bn_i), which is the order of the state_dict's keys."""
+        for i, (c_in, c_out, kernel, conv_stride) in enumerate(convs, 1):
+            setattr(self, f"conv{i}", nn.Conv2d(c_in, c_out, kernel, stride=conv_stride, padding=kernel // 2,
+                                                bias=False))
+            setattr(self, f"bn{i}", nn.BatchNorm2d(c_out))
+        # Not in place: a normalization layer may keep its output for the backward pass.
+        self.relu = torch.nn.ReLU()
+        self.downsample = _shortcut(in_planes, out_planes, stride)
+
+    def _add_shortcut(self, out: Tensor, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
+class BasicBlock(_ResidualBlock):
     """Two 3x3 convolutions with batch norm and a shortcut (He et al. 2016):
     ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``; ``conv1`` carries the stride and
     ``downsample`` (a 1x1 strided convolution and batch norm) matches the shortcut's shape.
@@ -98,22 +118,14 @@ class BasicBlock(torch.nn.Module):
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        # Not in place: a normalization layer may keep its output for the backward pass.
-        self.relu = torch.nn.ReLU()
-        self.downsample = _shortcut(in_planes, planes, stride)
+        self._layers(in_planes, planes, stride, [(in_planes, planes, 3, stride), (planes, planes, 3, 1)])
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
+        return self._add_shortcut(self.bn2(self.conv2(out)), x)
 
 
-class Bottleneck(torch.nn.Module):
+class Bottleneck(_ResidualBlock):
     """1x1 reduce, 3x3, 1x1 expand (by ``expansion = 4``), each with batch norm, and a shortcut
     (He et al. 2016): the 3x3 convolution carries the stride, as torchvision's ResNet v1.5, and
     ``downsample`` (a 1x1 strided convolution and batch norm) matches the shortcut's shape.
@@ -132,21 +144,13 @@ class Bottleneck(torch.nn.Module):
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
         super().__init__()
         out_planes = planes * self.expansion
-        self.conv1 = nn.Conv2d(in_planes, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, out_planes, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out_planes)
-        self.relu = torch.nn.ReLU()
-        self.downsample = _shortcut(in_planes, out_planes, stride)
+        self._layers(in_planes, out_planes, stride,
+                     [(in_planes, planes, 1, 1), (planes, planes, 3, stride), (planes, out_planes, 1, 1)])
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
+        return self._add_shortcut(self.bn3(self.conv3(out)), x)
 
 
 class ResNet(torch.nn.Module):

@@ -39,8 +39,26 @@ def _check_input_size(input: Tensor, input_size: Tuple[int, ...], name: str) -> 
 
 class _LocalConvNd(torch.nn.Module):
     _nd: int
+    # Set by the tiled and unshared bases: the functional's name without "1d" / "2d", and the
+    # constructor argument (an attribute too) that sizes the weight's grid, shown by the repr.
+    _function: str
+    _grid_arg: str
 
-    def _init(self, in_channels, out_channels, kernel_size, stride, padding, dilation, device, dtype) -> None:
+    def _checked(self, input: Tensor) -> Tensor:
+        """The input as the functional takes it; a subclass checks what the functional cannot."""
+        return input
+
+    def forward(self, input: Tensor) -> Tensor:
+        fn = getattr(F, f"{self._function}{self._nd}d")
+        return fn(self._checked(input), self.weight, self.bias, self.stride, self.padding, self.dilation)
+
+    def extra_repr(self) -> str:
+        s = self._common_repr() + f", {self._grid_arg}={getattr(self, self._grid_arg)}"
+        return s + (", bias=False" if self.bias is None else "")
+
+    def _init(self, in_channels, out_channels, kernel_size, grid_arg, stride, padding, dilation, device,
+              dtype) -> None:
+        """The constructor's common part; ``grid_arg``: the value of the argument named ``_grid_arg``."""
         nd = self._nd
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -58,6 +76,7 @@ class _LocalConvNd(torch.nn.Module):
         except RuntimeError as error:
             raise ValueError(f"{type(self).__name__}: {error}") from None
         self._factory = {"device": device, "dtype": dtype}
+        setattr(self, self._grid_arg, ntuple(grid_arg, nd, self._grid_arg, type(self).__name__))
 
     def _make_parameters(self, grid: Tuple[int, ...], bias_shape) -> None:
         self.weight = torch.nn.Parameter(
@@ -93,30 +112,24 @@ class _LocalConvNd(torch.nn.Module):
 
 
 class _TiledConvNd(_LocalConvNd):
+    _function, _grid_arg = "tiled_conv", "tile_size"
+
     def __init__(self, in_channels, out_channels, kernel_size, tile_size, stride=1, padding=0, dilation=1,
                  bias=True, device=None, dtype=None):
         super().__init__()
-        self._init(in_channels, out_channels, kernel_size, stride, padding, dilation, device, dtype)
-        self.tile_size = ntuple(tile_size, self._nd, "tile_size", type(self).__name__)
+        self._init(in_channels, out_channels, kernel_size, tile_size, stride, padding, dilation, device, dtype)
         if any(t < 1 for t in self.tile_size):
             raise ValueError(f"{type(self).__name__}: tile_size must be at least 1, got {tile_size!r}")
         self._make_parameters(self.tile_size, (out_channels,) if bias else None)
 
-    def forward(self, input: Tensor) -> Tensor:
-        fn = F.tiled_conv1d if self._nd == 1 else F.tiled_conv2d
-        return fn(input, self.weight, self.bias, self.stride, self.padding, self.dilation)
-
-    def extra_repr(self) -> str:
-        s = self._common_repr() + f", tile_size={self.tile_size}"
-        return s + (", bias=False" if self.bias is None else "")
-
 
 class _UnsharedConvNd(_LocalConvNd):
+    _function, _grid_arg = "unshared_conv", "input_size"
+
     def __init__(self, in_channels, out_channels, kernel_size, input_size, stride=1, padding=0, dilation=1,
                  bias=True, device=None, dtype=None):
         super().__init__()
-        self._init(in_channels, out_channels, kernel_size, stride, padding, dilation, device, dtype)
-        self.input_size = ntuple(input_size, self._nd, "input_size", type(self).__name__)
+        self._init(in_channels, out_channels, kernel_size, input_size, stride, padding, dilation, device, dtype)
         pad_lo, pad_hi = _conv_padding(self.padding, self.kernel_size, self.stride, self.dilation)
         self.output_size = local_output_size(self.input_size, self.kernel_size, self.stride, pad_lo, pad_hi,
                                              self.dilation)
@@ -129,14 +142,9 @@ class _UnsharedConvNd(_LocalConvNd):
         # One bias per output channel and position: the layer shares nothing across positions.
         self._make_parameters(self.output_size, (out_channels, *self.output_size) if bias else None)
 
-    def forward(self, input: Tensor) -> Tensor:
-        input = _check_input_size(input, self.input_size, type(self).__name__)
-        fn = F.unshared_conv1d if self._nd == 1 else F.unshared_conv2d
-        return fn(input, self.weight, self.bias, self.stride, self.padding, self.dilation)
-
-    def extra_repr(self) -> str:
-        s = self._common_repr() + f", input_size={self.input_size}"
-        return s + (", bias=False" if self.bias is None else "")
+    def _checked(self, input: Tensor) -> Tensor:
+        # the weight holds one kernel per output position: only inputs of input_size fit it
+        return _check_input_size(input, self.input_size, type(self).__name__)
 
 
 class TiledConv1d(_TiledConvNd):

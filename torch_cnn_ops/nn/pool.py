@@ -14,46 +14,54 @@ from torch.nn.modules.pooling import _AdaptiveMaxPoolNd, _MaxPoolNd
 from .. import functional as F
 
 
-class MaxPool1d(torch_nn.MaxPool1d):
+class _WindowMaxForward:
+    """The forward of the max and min layers (their arguments are the same): the functional
+    named by ``_function``, looked up in F at call time as a direct reference would be."""
+
+    _function: str
+
     def forward(self, input: Tensor):
-        return F.max_pool1d(input, self.kernel_size, self.stride, self.padding, self.dilation,
-                            self.ceil_mode, self.return_indices)
+        return getattr(F, self._function)(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                                          self.ceil_mode, self.return_indices)
 
 
-class MaxPool2d(torch_nn.MaxPool2d):
+class _AdaptiveMaxForward:
+    """The forward of the adaptive max and min layers: the functional named by ``_function``."""
+
+    _function: str
+
     def forward(self, input: Tensor):
-        return F.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
-                            self.ceil_mode, self.return_indices)
+        return getattr(F, self._function)(input, self.output_size, self.return_indices)
 
 
-class MaxPool3d(torch_nn.MaxPool3d):
-    def forward(self, input: Tensor):
-        return F.max_pool3d(input, self.kernel_size, self.stride, self.padding, self.dilation,
-                            self.ceil_mode, self.return_indices)
+class MaxPool1d(_WindowMaxForward, torch_nn.MaxPool1d):
+    _function = "max_pool1d"
 
 
-class MinPool1d(_MaxPoolNd):
+class MaxPool2d(_WindowMaxForward, torch_nn.MaxPool2d):
+    _function = "max_pool2d"
+
+
+class MaxPool3d(_WindowMaxForward, torch_nn.MaxPool3d):
+    _function = "max_pool3d"
+
+
+class MinPool1d(_WindowMaxForward, _MaxPoolNd):
     """Minimum over each window: ``-MaxPool1d(...)(-x)``; the arguments of ``torch.nn.MaxPool1d``."""
 
-    def forward(self, input: Tensor):
-        return F.min_pool1d(input, self.kernel_size, self.stride, self.padding, self.dilation,
-                            self.ceil_mode, self.return_indices)
+    _function = "min_pool1d"
 
 
-class MinPool2d(_MaxPoolNd):
+class MinPool2d(_WindowMaxForward, _MaxPoolNd):
     """Minimum over each window: ``-MaxPool2d(...)(-x)``; the arguments of ``torch.nn.MaxPool2d``."""
 
-    def forward(self, input: Tensor):
-        return F.min_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
-                            self.ceil_mode, self.return_indices)
+    _function = "min_pool2d"
 
 
-class MinPool3d(_MaxPoolNd):
+class MinPool3d(_WindowMaxForward, _MaxPoolNd):
     """Minimum over each window: ``-MaxPool3d(...)(-x)``; the arguments of ``torch.nn.MaxPool3d``."""
 
-    def forward(self, input: Tensor):
-        return F.min_pool3d(input, self.kernel_size, self.stride, self.padding, self.dilation,
-                            self.ceil_mode, self.return_indices)
+    _function = "min_pool3d"
 
 
 class AvgPool1d(torch_nn.AvgPool1d):
@@ -89,40 +97,34 @@ class LPPool3d(torch_nn.LPPool3d):
         return F.lp_pool3d(input, self.norm_type, self.kernel_size, self.stride, self.ceil_mode)
 
 
-class AdaptiveMaxPool1d(torch_nn.AdaptiveMaxPool1d):
-    def forward(self, input: Tensor):
-        return F.adaptive_max_pool1d(input, self.output_size, self.return_indices)
+class AdaptiveMaxPool1d(_AdaptiveMaxForward, torch_nn.AdaptiveMaxPool1d):
+    _function = "adaptive_max_pool1d"
 
 
-class AdaptiveMaxPool2d(torch_nn.AdaptiveMaxPool2d):
-    def forward(self, input: Tensor):
-        return F.adaptive_max_pool2d(input, self.output_size, self.return_indices)
+class AdaptiveMaxPool2d(_AdaptiveMaxForward, torch_nn.AdaptiveMaxPool2d):
+    _function = "adaptive_max_pool2d"
 
 
-class AdaptiveMaxPool3d(torch_nn.AdaptiveMaxPool3d):
-    def forward(self, input: Tensor):
-        return F.adaptive_max_pool3d(input, self.output_size, self.return_indices)
+class AdaptiveMaxPool3d(_AdaptiveMaxForward, torch_nn.AdaptiveMaxPool3d):
+    _function = "adaptive_max_pool3d"
 
 
-class AdaptiveMinPool1d(_AdaptiveMaxPoolNd):
+class AdaptiveMinPool1d(_AdaptiveMaxForward, _AdaptiveMaxPoolNd):
     """Minimum over adaptive windows; the arguments of ``torch.nn.AdaptiveMaxPool1d``."""
 
-    def forward(self, input: Tensor):
-        return F.adaptive_min_pool1d(input, self.output_size, self.return_indices)
+    _function = "adaptive_min_pool1d"
 
 
-class AdaptiveMinPool2d(_AdaptiveMaxPoolNd):
+class AdaptiveMinPool2d(_AdaptiveMaxForward, _AdaptiveMaxPoolNd):
     """Minimum over adaptive windows; the arguments of ``torch.nn.AdaptiveMaxPool2d``."""
 
-    def forward(self, input: Tensor):
-        return F.adaptive_min_pool2d(input, self.output_size, self.return_indices)
+    _function = "adaptive_min_pool2d"
 
 
-class AdaptiveMinPool3d(_AdaptiveMaxPoolNd):
+class AdaptiveMinPool3d(_AdaptiveMaxForward, _AdaptiveMaxPoolNd):
     """Minimum over adaptive windows; the arguments of ``torch.nn.AdaptiveMaxPool3d``."""
 
-    def forward(self, input: Tensor):
-        return F.adaptive_min_pool3d(input, self.output_size, self.return_indices)
+    _function = "adaptive_min_pool3d"
 
 
 class AdaptiveAvgPool1d(torch_nn.AdaptiveAvgPool1d):
