@@ -48,16 +48,20 @@ struct WindowMoments {
 template <typename A, typename Load>
 TCO_HOST_DEVICE WindowMoments<A> window_moments(const PoolGeometry& g, int64_t od, int64_t oh, int64_t ow,
                                                 const Load& load) {
-  WindowMoments<A> m;
+  A s1 = 0, s2 = 0;
   scan_window(g, od, oh, ow, [&](int64_t i) {
     const A v = load(i);
-    m.s1 += v;
-    m.s2 += v * v;
+    s1 += v;
+    s2 += v * v;
     return false;
   });
-  const bool in_range = m.s1 <= std::numeric_limits<A>::max() && m.s2 <= std::numeric_limits<A>::max() &&
-                        (m.s1 == A(0) || m.s2 >= std::numeric_limits<A>::min());
-  if (in_range) return m;
+  // For x >= 0, s1 <= sqrt(count * s2): s2 in range keeps s1 in range.
+  if (s2 <= std::numeric_limits<A>::max() && (s2 >= std::numeric_limits<A>::min() || s1 == A(0))) {
+    WindowMoments<A> m;
+    m.s1 = s1;
+    m.s2 = s2;
+    return m;
+  }
   A largest = 0;
   scan_window(g, od, oh, ow, [&](int64_t i) {
     const A v = load(i);
