@@ -786,8 +786,11 @@ SYNC_CHILD = textwrap.dedent("""
         steps.append({"eval_out": model(data["x"][0][rank * half:(rank + 1) * half])})
         results[momentum] = steps
     torch.save(results, os.path.join(folder, f"rank{rank}.pt"))
-    dist.barrier()  # both ranks done before the teardown (a peer leaving first can abort the other)
-    dist.destroy_process_group()
+    dist.barrier()  # both ranks have saved their results
+    # Leave without gloo's teardown: rank 0 hosts the rendezvous store, and when its teardown ends
+    # first the other rank's aborts ("terminate called without an active exception").
+    sys.stdout.flush()
+    os._exit(0)
 """)
 
 
