@@ -9,7 +9,6 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
-#include <sstream>
 #include <vector>
 
 namespace tco {

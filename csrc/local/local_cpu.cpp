@@ -44,7 +44,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <type_traits>
 #include <cstring>
 #include <vector>
 

@@ -36,31 +36,24 @@ at::Tensor local_forward(const at::Tensor& input, const at::Tensor& weight, cons
   return be.forward(input, weight, bias, g, shape);
 }
 
-// A backward op once its geometry is checked: zeros of `size` in the empty case, else the
-// backend's pass, under the device guard of grad_output.
-template <typename Pass>
-at::Tensor run_backward(const at::Tensor& grad_output, bool empty, at::IntArrayRef size, const Pass& pass) {
-  const c10::OptionalDeviceGuard guard(at::device_of(grad_output));
-  if (empty) return at::zeros(size, grad_output.options());
-  return pass(backend_for(grad_output));
-}
-
 at::Tensor local_input_backward(const at::Tensor& grad_output, const at::Tensor& weight, at::IntArrayRef input_size,
                                 at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const LocalGeometry g = local_input_backward_geometry(grad_output, weight, input_size, stride, padding, dilation);
-  return run_backward(grad_output, g.conv.no_input_gradient(), input_size, [&](const LocalBackend& be) {
-    return be.input_backward(grad_output, weight, g, input_size);
-  });
+  const LocalBackend& be = backend_for(grad_output);
+  const c10::OptionalDeviceGuard guard(at::device_of(grad_output));
+  if (g.conv.no_input_gradient()) return at::zeros(input_size, grad_output.options());
+  return be.input_backward(grad_output, weight, g, input_size);
 }
 
 at::Tensor local_weight_backward(const at::Tensor& grad_output, const at::Tensor& input, at::IntArrayRef weight_size,
                                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const LocalGeometry g = local_weight_backward_geometry(grad_output, input, weight_size, stride, padding, dilation);
-  return run_backward(grad_output, g.conv.no_weight_gradient(), weight_size, [&](const LocalBackend& be) {
-    return be.weight_backward(grad_output, input, g, weight_size);
-  });
+  const LocalBackend& be = backend_for(grad_output);
+  const c10::OptionalDeviceGuard guard(at::device_of(grad_output));
+  if (g.conv.no_weight_gradient()) return at::zeros(weight_size, grad_output.options());
+  return be.weight_backward(grad_output, input, g, weight_size);
 }
 
 }  // namespace

@@ -7,7 +7,6 @@
 #include <c10/util/Exception.h>
 
 #include <cmath>
-#include <sstream>
 #include <string>
 
 namespace tco {
