@@ -18,6 +18,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/DeviceType.h>
 
 #include <cstdint>
 
@@ -26,6 +27,7 @@ namespace tco {
 enum class NormLayout { Planar, Interleaved };
 
 struct NormBackend {
+  c10::DeviceType device;
   // Mean and biased variance of each group (row or column), computed in one pass over x by
   // blocks whose sums are combined with Chan's formula (stable for large means: the
   // deviations are taken from each block's mean, never as E[x^2] - E[x]^2).

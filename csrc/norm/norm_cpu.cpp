@@ -561,7 +561,7 @@ void layer_norm_backward_cpu(const at::Tensor& dy, const at::Tensor& x, int64_t 
 }  // namespace
 
 const NormBackend& cpu_norm_backend() {
-  static const NormBackend backend{&moments_cpu,           &affine_cpu,
+  static const NormBackend backend{c10::DeviceType::CPU, &moments_cpu,           &affine_cpu,
                                    &grad_sums_cpu,         &linear_grad_cpu,
                                    &layer_norm_forward_cpu, &layer_norm_backward_cpu};
   return backend;
@@ -569,4 +569,4 @@ const NormBackend& cpu_norm_backend() {
 
 }  // namespace tco
 
-TORCH_LIBRARY_IMPL(cnn_ops, CPU, m) { tco::register_norm_ops<&tco::cpu_norm_backend>(m); }
+TORCH_LIBRARY_IMPL(cnn_ops, CPU, m) { tco::register_norm_ops(m, tco::cpu_norm_backend()); }

@@ -163,11 +163,11 @@ void layer_norm_backward(const at::Tensor& dy, const at::Tensor& x, int64_t M, i
 }  // namespace
 
 const NormBackend& cuda_norm_backend() {
-  static const NormBackend backend{&moments, &affine, &grad_sums, &linear_grad, &layer_norm_forward,
+  static const NormBackend backend{c10::DeviceType::CUDA, &moments, &affine, &grad_sums, &linear_grad, &layer_norm_forward,
                                    &layer_norm_backward};
   return backend;
 }
 
 }  // namespace tco
 
-TORCH_LIBRARY_IMPL(cnn_ops, CUDA, m) { tco::register_norm_ops<&tco::cuda_norm_backend>(m); }
+TORCH_LIBRARY_IMPL(cnn_ops, CUDA, m) { tco::register_norm_ops(m, tco::cuda_norm_backend()); }

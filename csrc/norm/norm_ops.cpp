@@ -28,9 +28,12 @@
 #include <vector>
 
 #include "../conv/conv_common.h"
+#include "../device_backends.h"
 
 namespace tco {
 namespace {
+
+const NormBackend& backend_for(const at::Tensor& t) { return DeviceBackends<NormBackend>::of(t, "norm"); }
 
 // The checks of every op: (N, C, *) input of a floating dtype.
 int64_t check_input(const char* op, const at::Tensor& input) {
@@ -360,13 +363,14 @@ void check_batch_size(const char* op, const at::Tensor& input, int64_t count) {
 
 }  // namespace
 
-Tensor2 batch_norm_stats(const NormBackend& be, const at::Tensor& input) {
+Tensor2 batch_norm_stats(const at::Tensor& input) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   check_input("cnn_ops.batch_norm_stats", input);
+  const NormBackend& be = backend_for(input);
   return channel_moments(be, channel_view(input));
 }
 
-at::Tensor batch_norm_elemt(const NormBackend& be, const at::Tensor& input, const OptTensor& weight,
+at::Tensor batch_norm_elemt(const at::Tensor& input, const OptTensor& weight,
                             const OptTensor& bias, const at::Tensor& mean, const at::Tensor& invstd) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const char* op = "cnn_ops.batch_norm_elemt";
@@ -375,11 +379,12 @@ at::Tensor batch_norm_elemt(const NormBackend& be, const at::Tensor& input, cons
   check_vector(op, bias, "bias", input, c);
   check_vector(op, mean, "mean", input, c);
   check_vector(op, invstd, "invstd", input, c);
+  const NormBackend& be = backend_for(input);
   return channel_affine(be, channel_view(input), weight, bias, mean, invstd);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_norm_forward(
-    const NormBackend& be, const at::Tensor& input, const OptTensor& weight, const OptTensor& bias,
+    const at::Tensor& input, const OptTensor& weight, const OptTensor& bias,
     const OptTensor& running_mean, const OptTensor& running_var, bool training, double eps) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const char* op = "cnn_ops.batch_norm";
@@ -388,6 +393,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_norm_forward(
   check_vector(op, bias, "bias", input, c);
   check_vector(op, running_mean, "running_mean", input, c);
   check_vector(op, running_var, "running_var", input, c);
+  const NormBackend& be = backend_for(input);
   TORCH_CHECK(defined(running_mean) == defined(running_var), op,
               ": running_mean and running_var must be given together");
   TORCH_CHECK(training || defined(running_mean), op,
@@ -407,6 +413,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_norm_forward(
   return {channel_affine(be, v, weight, bias, mean, invstd), mean, invstd, var};
 }
 
+// Device-independent (ATen ops, or a loop, on C-sized tensors): no backend pass.
 void batch_norm_update_stats(const at::Tensor& running_mean, const at::Tensor& running_var, const at::Tensor& mean,
                              const at::Tensor& var, int64_t count, double momentum) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -452,7 +459,7 @@ void batch_norm_update_stats(const at::Tensor& running_mean, const at::Tensor& r
   running_var.mul_(1.0 - momentum).add_((var * correction).to(running_var.scalar_type()), momentum);
 }
 
-Tensor2 batch_norm_backward_reduce(const NormBackend& be, const at::Tensor& grad_output, const at::Tensor& input,
+Tensor2 batch_norm_backward_reduce(const at::Tensor& grad_output, const at::Tensor& input,
                                    const at::Tensor& mean) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const char* op = "cnn_ops.batch_norm_backward_reduce";
@@ -460,10 +467,11 @@ Tensor2 batch_norm_backward_reduce(const NormBackend& be, const at::Tensor& grad
   check_like_input(op, grad_output, "grad_output", input);
   check_vector(op, mean, "mean", input, c);
   const ChannelView v = channel_view(input);
+  const NormBackend& be = backend_for(input);
   return channel_grad_sums(be, v, v.like(grad_output), mean);
 }
 
-at::Tensor batch_norm_backward_elemt(const NormBackend& be, const at::Tensor& grad_output, const at::Tensor& input,
+at::Tensor batch_norm_backward_elemt(const at::Tensor& grad_output, const at::Tensor& input,
                                      const at::Tensor& mean, const at::Tensor& invstd, const OptTensor& weight,
                                      const at::Tensor& sum_dy, const at::Tensor& sum_dy_xmu, int64_t count) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -475,12 +483,13 @@ at::Tensor batch_norm_backward_elemt(const NormBackend& be, const at::Tensor& gr
   check_vector(op, weight, "weight", input, c);
   check_vector(op, sum_dy, "sum_dy", input, c);
   check_vector(op, sum_dy_xmu, "sum_dy_xmu", input, c);
+  const NormBackend& be = backend_for(input);
   TORCH_CHECK(count >= 0, op, ": count must be non-negative, got ", count);
   const ChannelView v = channel_view(input);
   return channel_input_grad(be, v, v.like(grad_output), weight, mean, invstd, sum_dy, sum_dy_xmu, count);
 }
 
-Tensor3 batch_norm_backward(const NormBackend& be, const at::Tensor& grad_output, const at::Tensor& input,
+Tensor3 batch_norm_backward(const at::Tensor& grad_output, const at::Tensor& input,
                             const OptTensor& weight, const at::Tensor& mean, const at::Tensor& invstd, bool training,
                             double /*eps*/) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -493,6 +502,7 @@ Tensor3 batch_norm_backward(const NormBackend& be, const at::Tensor& grad_output
   const ChannelView v = channel_view(input);
   const auto type = acc_type(input);
   const at::Tensor dy = v.like(grad_output);
+  const NormBackend& be = backend_for(input);
   auto [sum_dy, sum_dy_xmu] = channel_grad_sums(be, v, dy, mean);
   const at::Tensor istd = acc(invstd, type);
   const auto ptype = param_type(input, weight);
@@ -628,7 +638,7 @@ GroupGrad group_grad_coefficients(const at::Tensor& sum_dy, const at::Tensor& su
 
 }  // namespace
 
-Tensor3 group_norm_forward(const NormBackend& be, const at::Tensor& input, const OptTensor& weight,
+Tensor3 group_norm_forward(const at::Tensor& input, const OptTensor& weight,
                            const OptTensor& bias, int64_t num_groups, double eps) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const char* op = "cnn_ops.group_norm";
@@ -642,6 +652,7 @@ Tensor3 group_norm_forward(const NormBackend& be, const at::Tensor& input, const
     mean = at::zeros({g.n, g.groups}, x.options().dtype(type));
     return {y, mean, mean.clone()};
   }
+  const NormBackend& be = backend_for(input);
   if (cl) {
     // Sample n is an S x C block, one channel per column: per-channel moments, then per
     // group the mean of the channel means and the mean of the channel variances plus the
@@ -681,7 +692,7 @@ Tensor3 group_norm_forward(const NormBackend& be, const at::Tensor& input, const
 //      = dy * a + x * b + c per (sample, channel) plane, where, per (sample, group),
 //   A = sum_c w[c] * sum_dy[n, c], B = sum_c w[c] * sum_dy_xmu[n, c] (so sum(dxhat * xhat) = rstd * B),
 //   a = rstd * w[c], b = -rstd^3 * B / m, c = -rstd * A / m - b * mean.
-Tensor3 group_norm_backward(const NormBackend& be, const at::Tensor& grad_output, const at::Tensor& input,
+Tensor3 group_norm_backward(const at::Tensor& grad_output, const at::Tensor& input,
                             const OptTensor& weight, const at::Tensor& mean, const at::Tensor& rstd,
                             int64_t num_groups, double /*eps*/) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -701,6 +712,7 @@ Tensor3 group_norm_backward(const NormBackend& be, const at::Tensor& grad_output
   at::Tensor sum_dy = at::zeros({g.n * g.c}, x.options().dtype(type));
   at::Tensor sum_dy_xmu = at::zeros({g.n * g.c}, x.options().dtype(type));
   const at::Tensor mu = acc(mean, type), r = acc(rstd, type);
+  const NormBackend& be = backend_for(input);
   if (x.numel() > 0 && cl) {
     const at::Tensor mu_c = per_channel(mu, g).view({g.n, g.c});
     const at::Tensor s1 = sum_dy.view({g.n, g.c}), s2 = sum_dy_xmu.view({g.n, g.c});
@@ -761,7 +773,7 @@ at::Tensor flat_or_undefined(const OptTensor& t, at::ScalarType type) {
 
 }  // namespace
 
-Tensor3 layer_norm_forward(const NormBackend& be, const at::Tensor& input, at::IntArrayRef normalized_shape,
+Tensor3 layer_norm_forward(const at::Tensor& input, at::IntArrayRef normalized_shape,
                            const OptTensor& weight, const OptTensor& bias, double eps) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const char* op = "cnn_ops.layer_norm";
@@ -771,13 +783,14 @@ Tensor3 layer_norm_forward(const NormBackend& be, const at::Tensor& input, at::I
   at::Tensor y = at::empty_like(x);
   at::Tensor mean = at::zeros({m}, x.options().dtype(type));
   at::Tensor rstd = at::zeros({m}, x.options().dtype(type));
+  const NormBackend& be = backend_for(input);
   if (x.numel() > 0)
     be.layer_norm_forward(x, m, k, flat_or_undefined(weight, type), flat_or_undefined(bias, type), eps, y, mean,
                           rstd);
   return {y, mean, rstd};
 }
 
-Tensor3 layer_norm_backward(const NormBackend& be, const at::Tensor& grad_output, const at::Tensor& input,
+Tensor3 layer_norm_backward(const at::Tensor& grad_output, const at::Tensor& input,
                             at::IntArrayRef normalized_shape, const OptTensor& weight, const at::Tensor& mean,
                             const at::Tensor& rstd, double /*eps*/) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -793,11 +806,27 @@ Tensor3 layer_norm_backward(const NormBackend& be, const at::Tensor& grad_output
   at::Tensor dx = at::empty_like(x);
   at::Tensor grad_weight = at::zeros({k}, x.options().dtype(type));
   at::Tensor grad_bias = at::zeros({k}, x.options().dtype(type));
+  const NormBackend& be = backend_for(input);
   if (x.numel() > 0)
     be.layer_norm_backward(dy, x, m, k, acc(mean, type), acc(rstd, type), flat_or_undefined(weight, type), dx,
                            grad_weight, grad_bias);
   const auto ptype = param_type(input, weight);
   return {dx, grad_weight.view(normalized_shape).to(ptype), grad_bias.view(normalized_shape).to(ptype)};
+}
+
+void register_norm_ops(torch::Library& m, const NormBackend& backend) {
+  DeviceBackends<NormBackend>::add(backend);
+  m.impl("batch_norm_stats", TORCH_FN(batch_norm_stats));
+  m.impl("batch_norm_elemt", TORCH_FN(batch_norm_elemt));
+  m.impl("batch_norm_forward", TORCH_FN(batch_norm_forward));
+  m.impl("batch_norm_update_stats", TORCH_FN(batch_norm_update_stats));
+  m.impl("batch_norm_backward_reduce", TORCH_FN(batch_norm_backward_reduce));
+  m.impl("batch_norm_backward_elemt", TORCH_FN(batch_norm_backward_elemt));
+  m.impl("batch_norm_backward", TORCH_FN(batch_norm_backward));
+  m.impl("group_norm_forward", TORCH_FN(group_norm_forward));
+  m.impl("group_norm_backward", TORCH_FN(group_norm_backward));
+  m.impl("layer_norm_forward", TORCH_FN(layer_norm_forward));
+  m.impl("layer_norm_backward", TORCH_FN(layer_norm_backward));
 }
 
 }  // namespace tco
