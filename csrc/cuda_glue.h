@@ -1,10 +1,12 @@
 // Shared by the families' CUDA glue (*_cuda_ops.cpp, CUDA builds only): the launchers'
-// element type of a tensor, and the stream to launch on.
+// element type of a tensor, the stream to launch on, and where the CUDA backends register.
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/DeviceType.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/util/Exception.h>
+#include <torch/library.h>
 
 #include "cuda_dtype.h"
 
@@ -23,5 +25,17 @@ inline CudaDType cuda_dtype_of(at::ScalarType t, const char* op = "cnn_ops") {
 }
 
 inline cudaStream_t current_cuda_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+
+// The device of the CUDA backends, and their registration block. The test suite's host
+// emulation of the CUDA kernels (tests/cuda_emulation) builds this same glue with
+// TCO_CUDA_EMULATION: there the backends serve CPU tensors in a namespace of their own, and the
+// product's dispatch is untouched.
+#ifdef TCO_CUDA_EMULATION
+inline constexpr c10::DeviceType kCudaBackendDevice = c10::DeviceType::CPU;
+#define TCO_CUDA_LIBRARY_IMPL(m) TORCH_LIBRARY_IMPL(cnn_ops_cuda_emulated, CPU, m)
+#else
+inline constexpr c10::DeviceType kCudaBackendDevice = c10::DeviceType::CUDA;
+#define TCO_CUDA_LIBRARY_IMPL(m) TORCH_LIBRARY_IMPL(cnn_ops, CUDA, m)
+#endif
 
 }  // namespace tco

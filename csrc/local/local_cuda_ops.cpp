@@ -46,11 +46,11 @@ at::Tensor weight_backward(const at::Tensor& grad_output, const at::Tensor& inpu
 }
 
 const LocalBackend& cuda_local_backend() {
-  static const LocalBackend backend{c10::DeviceType::CUDA, &forward, &input_backward, &weight_backward};
+  static const LocalBackend backend{kCudaBackendDevice, &forward, &input_backward, &weight_backward};
   return backend;
 }
 
 }  // namespace
 }  // namespace tco
 
-TORCH_LIBRARY_IMPL(cnn_ops, CUDA, m) { tco::register_local_ops(m, tco::cuda_local_backend()); }
+TCO_CUDA_LIBRARY_IMPL(m) { tco::register_local_ops(m, tco::cuda_local_backend()); }

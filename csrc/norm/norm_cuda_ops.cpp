@@ -32,7 +32,7 @@ Layout layout_of(NormLayout layout) { return layout == NormLayout::Planar ? Layo
 // from its data pointer on (the layout's order is the caller's: norm_ops.cpp hands over
 // channels-last tensors and per-sample slices of them as Interleaved rows).
 void check_data(const at::Tensor& t, const char* name, const at::Tensor& ref, int64_t numel) {
-  TORCH_CHECK(t.defined() && t.is_cuda() && t.device() == ref.device(), "cnn_ops.norm (CUDA): ", name,
+  TORCH_CHECK(t.defined() && t.device().type() == kCudaBackendDevice && t.device() == ref.device(), "cnn_ops.norm (CUDA): ", name,
               " must be a CUDA tensor on ", ref.device());
   TORCH_CHECK(t.scalar_type() == ref.scalar_type() && t.is_non_overlapping_and_dense() && t.numel() == numel,
               "cnn_ops.norm (CUDA): ", name, " must be a dense ", ref.scalar_type(), " tensor of ", numel,
@@ -42,7 +42,7 @@ void check_data(const at::Tensor& t, const char* name, const at::Tensor& ref, in
 // A statistics / coefficient tensor: the compute type of `ref`, contiguous, `numel` elements.
 void check_coef(const at::Tensor& t, const char* name, const at::Tensor& ref, int64_t numel) {
   const at::ScalarType ct = compute_type(ref.scalar_type());
-  TORCH_CHECK(t.defined() && t.is_cuda() && t.device() == ref.device(), "cnn_ops.norm (CUDA): ", name,
+  TORCH_CHECK(t.defined() && t.device().type() == kCudaBackendDevice && t.device() == ref.device(), "cnn_ops.norm (CUDA): ", name,
               " must be a CUDA tensor on ", ref.device());
   TORCH_CHECK(t.scalar_type() == ct && t.is_contiguous() && t.numel() == numel, "cnn_ops.norm (CUDA): ", name,
               " must be a contiguous ", ct, " tensor of ", numel, " elements, got ", t.scalar_type(), " ",
@@ -163,11 +163,11 @@ void layer_norm_backward(const at::Tensor& dy, const at::Tensor& x, int64_t M, i
 }  // namespace
 
 const NormBackend& cuda_norm_backend() {
-  static const NormBackend backend{c10::DeviceType::CUDA, &moments, &affine, &grad_sums, &linear_grad, &layer_norm_forward,
+  static const NormBackend backend{kCudaBackendDevice, &moments, &affine, &grad_sums, &linear_grad, &layer_norm_forward,
                                    &layer_norm_backward};
   return backend;
 }
 
 }  // namespace tco
 
-TORCH_LIBRARY_IMPL(cnn_ops, CUDA, m) { tco::register_norm_ops(m, tco::cuda_norm_backend()); }
+TCO_CUDA_LIBRARY_IMPL(m) { tco::register_norm_ops(m, tco::cuda_norm_backend()); }

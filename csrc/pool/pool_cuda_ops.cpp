@@ -112,7 +112,7 @@ void stochastic_eval_backward(const at::Tensor& gy, const at::Tensor& x, const P
 }
 
 const PoolBackend& cuda_pool_backend() {
-  static const PoolBackend backend{c10::DeviceType::CUDA,
+  static const PoolBackend backend{kCudaBackendDevice,
                                    /*channels_last=*/false,
                                    &extreme_forward,
                                    &scatter_backward,
@@ -131,4 +131,4 @@ const PoolBackend& cuda_pool_backend() {
 }  // namespace
 }  // namespace tco
 
-TORCH_LIBRARY_IMPL(cnn_ops, CUDA, m) { tco::register_pool_ops(m, tco::cuda_pool_backend()); }
+TCO_CUDA_LIBRARY_IMPL(m) { tco::register_pool_ops(m, tco::cuda_pool_backend()); }
