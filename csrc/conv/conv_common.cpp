@@ -4,8 +4,6 @@
 
 #include "../checks.h"
 
-#include "conv_shifted.h"
-
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -107,21 +105,22 @@ void fill_weight(ConvGeometry& g, at::IntArrayRef wsize, int64_t in_channels, co
 
 }  // namespace
 
-ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& g, const at::Tensor& like) {
+ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& g, const at::Tensor& like,
+                                bool (*shifted_applies)(const ConvGeometry&, int64_t)) {
   if (algorithm == "direct") return ConvAlgorithm::Direct;
   if (algorithm == "im2col") return ConvAlgorithm::Im2col;
   if (algorithm == "shifted") {
     TORCH_CHECK(g.stride[0] == 1 && g.stride[1] == 1 && g.stride[2] == 1,
                 "cnn_ops.conv: algorithm='shifted' needs stride 1 in every dimension; use 'im2col' "
                 "or 'auto' for strided convolutions");
-    return ConvAlgorithm::Shifted;
+    return shifted_applies ? ConvAlgorithm::Shifted : ConvAlgorithm::Im2col;
   }
   TORCH_CHECK(algorithm == "auto", "cnn_ops.conv: algorithm must be 'auto', 'direct', 'im2col' or 'shifted', got '",
               std::string(algorithm), "'");
   if (g.in_per_group() <= kDirectMaxInPerGroup) return ConvAlgorithm::Direct;
   // Half and bfloat16 compute in float32: the buffers hold at least 4-byte values.
   const int64_t elem_size = std::max<int64_t>(4, like.element_size());
-  if (like.is_cpu() && g.kernel_volume() > 1 && g.in_per_group() >= kShiftedMinInPerGroup &&
+  if (shifted_applies && g.kernel_volume() > 1 && g.in_per_group() >= kShiftedMinInPerGroup &&
       g.out_plane() >= kShiftedMinPlane && shifted_applies(g, elem_size)) {
     return ConvAlgorithm::Shifted;
   }

@@ -59,7 +59,7 @@ enum class ConvAlgorithm { Direct, Im2col, Shifted };
 // The "auto" rule:
 //  * direct when each group sees one input channel (depthwise convolutions and their
 //    channel multipliers): a GEMM would have the depth of one kernel only;
-//  * on the CPU, shifted (conv_shifted.h) for unit-stride kernels larger than 1x1 with at
+//  * where the device has it (the CPU), shifted (conv_shifted.h) for unit-stride kernels larger than 1x1 with at
 //    least kShiftedMinInPerGroup input channels per group and kShiftedMinPlane outputs per
 //    channel: one GEMM per tap of depth in_channels/groups, no unfolded copy (on small
 //    planes the padded grid's extra columns cost more than the unfold saves);
@@ -69,9 +69,11 @@ enum class ConvAlgorithm { Direct, Im2col, Shifted };
 // with 3 input channels and a 5x5 kernel im2col is about 3x faster than direct and 2x
 // faster than shifted; with 64 channels on 56x56 shifted is about 10% faster than im2col,
 // on 28x28 they tie, on 14x14 with 256 channels im2col is 10% faster.
-// An explicit "shifted" with a stride other than 1 is an error.
-// `like` is the tensor the op computes on: its device and dtype enter the rule.
-ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& g, const at::Tensor& like);
+// An explicit "shifted" with a stride other than 1 is an error; on a device without the
+// shifted algorithm (`shifted_applies` nullptr) it runs as im2col.
+// `like` is the tensor the op computes on: its dtype enters the rule.
+ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& g, const at::Tensor& like,
+                                bool (*shifted_applies)(const ConvGeometry&, int64_t));
 constexpr int64_t kDirectMaxInPerGroup = 1;
 constexpr int64_t kShiftedMinInPerGroup = 16;
 constexpr int64_t kShiftedMinPlane = 256;

@@ -38,6 +38,7 @@
 #include "../cpu_vectorize.h"
 #include "conv_common.h"
 #include "conv_ops.h"
+#include "conv_shifted.h"
 #include "im2col_cpu.h"
 
 namespace tco {
@@ -309,7 +310,9 @@ const ConvBackend& cpu_conv_backend() {
   static const ConvBackend backend{c10::DeviceType::CPU,          &direct_forward_pass,
                                    &direct_input_backward_pass,   &direct_weight_backward_pass,
                                    &im2col_forward,               &im2col_input_backward,
-                                   &im2col_weight_backward};
+                                   &im2col_weight_backward,       &shifted_applies,
+                                   &shifted_forward,              &shifted_input_backward,
+                                   &shifted_weight_backward};
   return backend;
 }
 

@@ -176,13 +176,14 @@ void direct_weight_backward(const at::Tensor& gout, const at::Tensor& x, const C
 }
 
 const ConvBackend& cuda_conv_backend() {
-  static const ConvBackend backend{c10::DeviceType::CUDA,   &direct_forward,         &direct_input_backward,
+  static const ConvBackend backend{kCudaBackendDevice,   &direct_forward,         &direct_input_backward,
                                    &direct_weight_backward, &im2col_forward,         &im2col_input_backward,
-                                   &im2col_weight_backward};
+                                   &im2col_weight_backward, nullptr,                nullptr,
+                                   nullptr,                 nullptr};
   return backend;
 }
 
 }  // namespace
 }  // namespace tco
 
-TORCH_LIBRARY_IMPL(cnn_ops, CUDA, m) { tco::register_conv_ops(m, tco::cuda_conv_backend()); }
+TCO_CUDA_LIBRARY_IMPL(m) { tco::register_conv_ops(m, tco::cuda_conv_backend()); }

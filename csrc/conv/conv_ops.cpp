@@ -13,7 +13,6 @@
 
 #include "../device_backends.h"
 #include "conv_common.h"
-#include "conv_shifted.h"
 
 namespace tco {
 namespace {
@@ -33,8 +32,8 @@ at::Tensor conv_forward(const at::Tensor& input, const at::Tensor& weight, const
   // The ATen calls below (GEMMs, copies) are implementation details, not graph nodes.
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const ConvGeometry g = forward_geometry(input, weight, bias, stride, padding, padding_end, dilation, groups);
-  ConvAlgorithm algo = resolve_algorithm(algorithm, g, input);
   const ConvBackend& be = backend_for(input);
+  ConvAlgorithm algo = resolve_algorithm(algorithm, g, input, be.shifted_applies);
   const c10::OptionalDeviceGuard guard(at::device_of(input));
   const at::Tensor x = input.contiguous(), w = weight.contiguous();
   std::optional<at::Tensor> b;
@@ -44,7 +43,7 @@ at::Tensor conv_forward(const at::Tensor& input, const at::Tensor& weight, const
   // With no input channels the output is the bias alone: nothing to unfold or multiply.
   if (g.in_channels == 0) algo = ConvAlgorithm::Direct;
   if (algo == ConvAlgorithm::Im2col) return be.im2col_forward(x, w, b, g).view(shape);
-  if (algo == ConvAlgorithm::Shifted) return shifted_forward(x, w, b, g).view(shape);
+  if (algo == ConvAlgorithm::Shifted) return be.shifted_forward(x, w, b, g).view(shape);
   at::Tensor out = at::empty(shape, x.options());
   be.direct_forward(x, w, b, g, out);
   return out;
@@ -55,13 +54,13 @@ at::Tensor conv_input_backward(const at::Tensor& grad_output, const at::Tensor& 
                                int64_t groups, c10::string_view algorithm) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const ConvGeometry g = input_backward_geometry(grad_output, weight, input_size, stride, padding, dilation, groups);
-  const ConvAlgorithm algo = resolve_algorithm(algorithm, g, grad_output);
   const ConvBackend& be = backend_for(grad_output);
+  const ConvAlgorithm algo = resolve_algorithm(algorithm, g, grad_output, be.shifted_applies);
   const c10::OptionalDeviceGuard guard(at::device_of(grad_output));
   const at::Tensor gout = grad_output.contiguous(), w = weight.contiguous();
   if (g.no_input_gradient()) return at::zeros(input_size, gout.options());
   if (algo == ConvAlgorithm::Im2col) return be.im2col_input_backward(gout, w, g, input_size);
-  if (algo == ConvAlgorithm::Shifted) return shifted_input_backward(gout, w, g).view(input_size);
+  if (algo == ConvAlgorithm::Shifted) return be.shifted_input_backward(gout, w, g).view(input_size);
   at::Tensor gin = at::empty(input_size, gout.options());
   be.direct_input_backward(gout, w, g, gin);
   return gin;
@@ -72,13 +71,13 @@ at::Tensor conv_weight_backward(const at::Tensor& grad_output, const at::Tensor&
                                 int64_t groups, c10::string_view algorithm) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const ConvGeometry g = weight_backward_geometry(grad_output, input, weight_size, stride, padding, dilation, groups);
-  const ConvAlgorithm algo = resolve_algorithm(algorithm, g, input);
   const ConvBackend& be = backend_for(grad_output);
+  const ConvAlgorithm algo = resolve_algorithm(algorithm, g, input, be.shifted_applies);
   const c10::OptionalDeviceGuard guard(at::device_of(grad_output));
   const at::Tensor gout = grad_output.contiguous(), x = input.contiguous();
   if (g.no_weight_gradient()) return at::zeros(weight_size, gout.options());
   if (algo == ConvAlgorithm::Im2col) return be.im2col_weight_backward(gout, x, g, weight_size);
-  if (algo == ConvAlgorithm::Shifted) return shifted_weight_backward(gout, x, g).view(weight_size);
+  if (algo == ConvAlgorithm::Shifted) return be.shifted_weight_backward(gout, x, g).view(weight_size);
   at::Tensor gw = at::empty(weight_size, gout.options());
   be.direct_weight_backward(gout, x, g, gw);
   return gw;

@@ -1,9 +1,9 @@
 // The ops of the conv family, once for every device. conv_ops.cpp holds each op's entry: the
 // argument checks and geometry (conv_common.cpp), the algorithm, the device guard, the empty
-// cases, the output allocation of the direct kernels, and the shifted-GEMM algorithm (ATen ops
-// only, conv_shifted.cpp). A device backend holds the direct kernels and the im2col + GEMM
-// algorithm (conv_cpu.cpp, conv_cuda_ops.cpp); each device registers the ops for its dispatch
-// key with register_conv_ops(m, its backend).
+// cases and the output allocation of the direct kernels. A device backend holds the direct
+// kernels, the im2col + GEMM algorithm and, on the CPU, the shifted-GEMM algorithm
+// (conv_cpu.cpp with conv_shifted.cpp, conv_cuda_ops.cpp); each device registers the ops for
+// its dispatch key with register_conv_ops(m, its backend).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -33,6 +33,13 @@ struct ConvBackend {
                                       at::IntArrayRef input_size);
   at::Tensor (*im2col_weight_backward)(const at::Tensor& grad_output, const at::Tensor& input, const ConvGeometry& g,
                                        at::IntArrayRef weight_size);
+  // The shifted algorithm (unit stride), where the device has one; nullptr elsewhere, where
+  // 'auto' never picks it and an explicit 'shifted' runs as 'im2col' (the same GEMMs, unfolded).
+  bool (*shifted_applies)(const ConvGeometry& g, int64_t elem_size);
+  at::Tensor (*shifted_forward)(const at::Tensor& input, const at::Tensor& weight,
+                                const std::optional<at::Tensor>& bias, const ConvGeometry& g);
+  at::Tensor (*shifted_input_backward)(const at::Tensor& grad_output, const at::Tensor& weight, const ConvGeometry& g);
+  at::Tensor (*shifted_weight_backward)(const at::Tensor& grad_output, const at::Tensor& input, const ConvGeometry& g);
 };
 
 // Registers the family's ops for the library block `m` (the backend's dispatch key), their

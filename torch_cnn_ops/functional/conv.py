@@ -133,7 +133,8 @@ Arguments as :func:`torch.nn.functional.conv{nd}d`, plus:
   cross-correlation, as torch.
 * ``algorithm``: ``"direct"`` (loops over outputs and kernel taps), ``"im2col"`` (unfold +
   GEMM), ``"shifted"`` (stride 1 only: one GEMM per kernel tap over a pointer-shifted view of
-  the zero-padded input, no unfolded copy) or ``"auto"``: direct when each group has one input
+  the zero-padded input, no unfolded copy; a CPU algorithm, which CUDA tensors run as
+  ``"im2col"``) or ``"auto"``: direct when each group has one input
   channel (depthwise convolutions); on the CPU shifted for unit-stride kernels larger than 1x1
   with at least 16 input channels per group and 256 outputs per channel; im2col otherwise.
 
