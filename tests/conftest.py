@@ -4,21 +4,44 @@ Every family's tests reuse these helpers, so that they all run on the same devic
 compare against references with the same, dtype-based tolerances.
 """
 
+import os
+
 import pytest
 import torch
 
+import cuda_emulation
+
 # ---- devices ------------------------------------------------------------------------------
-# CUDA cases are always collected and run wherever a GPU is visible; on a machine without one
-# they are reported as skipped (the only skip this suite allows).
+# The "cuda" cases of the `device` fixture run on the GPU where one is visible. Without one they
+# run the same CUDA kernels through the host emulation (tests/cuda_emulation): CPU tensors, with
+# every cnn_ops call sent to the emulated kernels (TCO_CUDA_EMULATION=0 turns that off, and the
+# cases are skipped). Tests of what only a device has (CUDA autocast, tensors on two devices)
+# are marked `requires_cuda` and skipped without a GPU: the only skip this suite allows.
 HAS_CUDA = torch.cuda.is_available()
+EMULATE_CUDA = not HAS_CUDA and os.environ.get("TCO_CUDA_EMULATION", "1") != "0"
 requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device visible")
-DEVICES = ["cpu", pytest.param("cuda", marks=requires_cuda)]
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not (HAS_CUDA or EMULATE_CUDA), reason="no CUDA device visible and the emulation is off"))]
 
 
 @pytest.fixture(params=DEVICES)
 def device(request):
-    """The device a value test runs on: "cpu", and "cuda" where a GPU is visible."""
-    return request.param
+    """The device a value test runs on: "cpu", and "cuda" (a GPU, or its host emulation, under
+    which the test's tensors live on the CPU and `device` is "cpu")."""
+    if request.param == "cuda" and EMULATE_CUDA:
+        marker = request.node.get_closest_marker("cuda_device")
+        if marker is not None:
+            pytest.skip(f"not emulated: {marker.args[0]}")
+        cuda_emulation.load()
+        with cuda_emulation.EmulatedCuda():
+            yield "cpu"
+    else:
+        yield request.param
+
+
+def runs_cuda_kernels(t):
+    """Whether our ops compute on `t` with the CUDA kernels (on a GPU, or emulated)."""
+    return t.is_cuda or cuda_emulation.active()
 
 
 @pytest.fixture(autouse=True)
@@ -206,3 +229,42 @@ def opcheck_case(cases, i, device):
     """torch.library.opcheck of the i-th (op name, arguments) pair of ``cases(device)``."""
     name, args = cases(device)[i]
     torch.library.opcheck(getattr(torch.ops.cnn_ops, name).default, args)
+
+
+# ---- census of the emulated CUDA kernels --------------------------------------------------
+# Which kernels the emulated "cuda" cases launched, and the first test that launched each;
+# printed at the end. A run of the whole suite fails if a kernel of csrc/ was never launched.
+_FIRST_LAUNCH = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    before = cuda_emulation.census()
+    yield
+    for kernel in cuda_emulation.census().keys() - before.keys():
+        _FIRST_LAUNCH.setdefault(kernel, item.nodeid)
+
+
+def _unlaunched():
+    return sorted(cuda_emulation.kernels() - cuda_emulation.census().keys())
+
+
+def pytest_terminal_summary(terminalreporter):
+    counts = cuda_emulation.census()
+    if not counts:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("CUDA kernels run through the host emulation")
+    for kernel in sorted(cuda_emulation.kernels() | counts.keys()):
+        if kernel in counts:
+            write(f"{kernel:58s} {counts[kernel]:7d}  first: {_FIRST_LAUNCH.get(kernel, '?')}")
+    missing = _unlaunched()
+    write(f"{len(cuda_emulation.kernels()) - len(missing)} of {len(cuda_emulation.kernels())} kernels launched"
+          + (f"; never launched: {', '.join(missing)}" if missing else ""))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    whole_suite = (session.config.args_source == pytest.Config.ArgsSource.TESTPATHS
+                   and not session.config.option.keyword and not session.config.option.markexpr)
+    if whole_suite and exitstatus == 0 and cuda_emulation.census() and _unlaunched():
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

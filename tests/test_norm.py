@@ -255,6 +255,26 @@ def test_functional_group_and_layer_norm_match_torch(affine, device):
     assert_close_to_reference(TF.layer_norm(x, 3), F.layer_norm(x.cpu(), [3]), msg="layer_norm int shape")
 
 
+@pytest.mark.parametrize("shape,groups", [((2, 4, 30, 50), 2), ((1, 2, 96, 96), 1)])
+def test_group_and_layer_norm_long_rows(shape, groups, device):
+    # Groups of 3,000 and 18,432 values, layer-norm rows of 1,500 and 9,216: longer than the
+    # 1,024 values a warp takes on CUDA, so a block takes each row, and rows of more than 4,096
+    # values, being few, are split over blocks whose partial statistics are then combined.
+    x = randn(*shape, device=device, requires_grad=True)
+    w = randn(shape[1], device=device, requires_grad=True)
+    lw = randn(*shape[2:], device=device, requires_grad=True)
+    xr, wr, lwr = as_reference(x), as_reference(w), as_reference(lw)
+    ours = (TF.group_norm(x, groups, w, None), TF.layer_norm(x, shape[2:], lw, None))
+    refs = (F.group_norm(xr, groups, wr, None), F.layer_norm(xr, shape[2:], lwr, None))
+    for name, out, ref in zip(("group_norm", "layer_norm"), ours, refs):
+        assert_close_to_reference(out, ref, msg=name)
+    gy = randn(*shape, device=device)
+    grads = torch.autograd.grad(ours, (x, w, lw), (gy, gy))
+    ref_grads = torch.autograd.grad(refs, (xr, wr, lwr), (as_reference(gy), as_reference(gy)))
+    for name, g, r in zip(("input", "group weight", "layer weight"), grads, ref_grads):
+        assert_close_to_reference(g, r, msg=f"grad {name}")
+
+
 def test_functional_names_and_signatures():
     import inspect
 

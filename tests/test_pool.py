@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import (LOW_PRECISION_DTYPES, as_reference, assert_close_to_reference, opcheck_case, randn,
-                      tolerances)
+                      runs_cuda_kernels, tolerances)
 
 import torch_cnn_ops as tco
 
@@ -556,9 +556,18 @@ def test_functional_names_exist():
 
 
 # ---- k-max and channel pooling --------------------------------------------------------------------------
+def _kmax_positions(x, k, dim):
+    """The positions k-max pooling takes: topk's on the CPU; the first of tied values in the row
+    with the CUDA kernels (a stable descending sort; NaN is the largest, as for topk)."""
+    if runs_cuda_kernels(x):
+        positions = x.sort(dim=dim, descending=True, stable=True).indices.narrow(dim, 0, k)
+    else:
+        positions = x.topk(k, dim).indices
+    return positions.sort(dim).values
+
+
 def _kmax_reference(x, k, dim):
-    positions = x.topk(k, dim).indices.sort(dim).values
-    return x.gather(dim, positions)
+    return x.gather(dim, _kmax_positions(x, k, dim))
 
 
 @pytest.mark.parametrize("shape,k,dim", [((2, 3, 10), 4, -1), ((2, 7, 5), 3, 1), ((9,), 9, 0), ((3, 4, 6, 5), 1, 2)])
@@ -579,6 +588,15 @@ def test_kmax_ties_and_nan_as_topk(device):
     assert torch.equal(TF.kmax_pool1d(x, 5).cpu(), _kmax_reference(x, 5, -1).cpu())
     x[0, 0, 3] = float("nan")
     torch.testing.assert_close(TF.kmax_pool1d(x, 5).cpu(), _kmax_reference(x, 5, -1).cpu(), equal_nan=True)
+
+
+@pytest.mark.parametrize("length", [46 * 1024 // 4, 46 * 1024 // 4 + 1, 48 * 1024 // 4])
+def test_kmax_rows_at_the_shared_memory_limit(length, device):
+    # The CUDA kernel keeps a row's keys in shared memory up to 46 KiB (its static shared memory
+    # takes the rest of the 48 KiB a launch may use) and reads global memory beyond.
+    x = torch.randn(2, length, generator=torch.Generator().manual_seed(length)).to(device)
+    values, positions = ops.kmax_pool_forward(x, 5, -1)
+    assert torch.equal(positions, _kmax_positions(x, 5, -1)) and torch.equal(values, x.gather(-1, positions))
 
 
 def _tied_input(shape, dtype, device):
@@ -605,15 +623,13 @@ def test_kmax_long_rows_with_ties_and_nan_as_topk(shape, dim, k, contiguous, dty
     # The positions are increasing and give the values.
     assert positions.shape == values.shape and bool((positions.diff(dim=dim) > 0).all())
     torch.testing.assert_close(values, x.detach().gather(dim, positions), rtol=0, atol=0, equal_nan=True)
+    # The very positions topk picks on the CPU, ties included (torch.topk's CPU selection is no
+    # rule on positions; the kernel reruns it for rows whose threshold value must be split); the
+    # first of tied values in the row with the CUDA kernels.
+    assert torch.equal(positions, _kmax_positions(x.detach(), k, dim))
     top = x.detach().topk(k, dim)
-    if x.device.type == "cpu":
-        # The very positions topk picks, ties included (torch.topk's CPU selection is no rule on
-        # positions; the kernel reruns it for rows whose threshold value must be split).
-        assert torch.equal(positions, top.indices.sort(dim).values)
-    else:
-        # CUDA: the kernel takes tied values first-in-row; compare the selected values as sets.
-        torch.testing.assert_close(values.float().sort(dim).values, top.values.float().sort(dim).values,
-                                   rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(values.float().sort(dim).values, top.values.float().sort(dim).values,
+                               rtol=0, atol=0, equal_nan=True)
     out = TF.kmax_pool1d(x, k, dim)
     gy = torch.randn(out.shape, dtype=torch.float64).to(dtype).to(device)
     out.backward(gy)
