@@ -21,7 +21,7 @@ import torch_cnn_ops as tco
 # reference path talking, not the library under test.
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
 
-ALGORITHMS = ["direct", "im2col", "shifted", "auto"]
+ALGORITHMS = ["direct", "im2col", "shifted", "aten", "auto"]
 
 
 def unit_stride(case):
@@ -120,8 +120,9 @@ CASES = [
     Case("2d-batch0", 2, 0, 3, 4, (6, 6), (3, 3), padding=1),
     # larger than the rest, so that parallel loops split the work
     Case("2d-larger", 2, 3, 6, 6, (13, 12), (3, 3), stride=(1, 2), padding=(2, 1), groups=3),
-    # 16 channels per group on a 16x17 plane: "auto" takes the shifted algorithm on the CPU
-    Case("2d-auto-shifted", 2, 2, 32, 4, (16, 17), (3, 2), padding="same", groups=2),
+    # 16 channels per group on a 16x17 plane with padding "same" (asymmetric): "auto" takes
+    # ATen's convolution, over an explicitly padded input
+    Case("2d-auto-same", 2, 2, 32, 4, (16, 17), (3, 2), padding="same", groups=2),
     # 3-d
     Case("3d-anisotropic", 3, 2, 3, 4, (5, 6, 5), (2, 3, 2), stride=(1, 2, 1), padding=(1, 0, 1)),
     Case("3d-same-even-kernel", 3, 2, 2, 3, (4, 5, 6), (2, 3, 4), padding="same"),
@@ -511,6 +512,47 @@ def test_noncontiguous_inputs(layout, algorithm, device):
     ref.backward(as_reference(grad_out))
     for name, a, r in [("input", x, xr), ("weight", w, wr), ("bias", b, br)]:
         assert_close_to_reference(a.grad, r.grad, torch.float64, f"grad {name}")
+
+
+def _memory_format(t):
+    for fmt in (torch.contiguous_format, torch.channels_last, torch.channels_last_3d):
+        if t.is_contiguous(memory_format=fmt):
+            return fmt
+    return None
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("operands", ["input", "weight", "both", "3d"])
+def test_channels_last_layout_as_torch(operands, algorithm, device):
+    """A channels-last input or weight gives a channels-last output and gradients, as torch's
+    convolution; the values match torch's. 2-d: asymmetric padding ('same' with an even kernel).
+    3-d: torch's float64 path on the CPU returns contiguous results whatever the layout (its
+    oneDNN path, float32, keeps channels_last_3d as ours does), so only ours is checked."""
+    nd = 3 if operands == "3d" else 2
+    fmt = torch.channels_last_3d if nd == 3 else torch.channels_last
+    x = randn(2, 6, *([7] * nd), device=device)
+    w = randn(8, 6, *([3 if nd == 3 else 2] * nd), device=device)
+    if operands in ("input", "both", "3d"):
+        x = x.to(memory_format=fmt)
+    if operands in ("weight", "both"):
+        w = w.to(memory_format=fmt)
+    x.requires_grad_()
+    w.requires_grad_()
+    xr, wr = as_reference(x), as_reference(w)
+    xt, wt = xr.detach().to(memory_format=_memory_format(x)).requires_grad_(), wr.detach().to(
+        memory_format=_memory_format(w)).requires_grad_()
+    out = TCO_CONV[nd](x, w, None, padding="same", algorithm=algorithm)
+    ref = TORCH_CONV[nd](xt, wt, None, padding="same")
+    assert_close_to_reference(out, ref, torch.float64, "forward")
+    gy = randn(*ref.shape, device=device).to(memory_format=fmt)
+    gx, gw = torch.autograd.grad(out, (x, w), gy)
+    rgx, rgw = torch.autograd.grad(ref, (xt, wt), as_reference(gy).to(memory_format=fmt))
+    results, torch_results = (out, gx, gw), (ref, rgx, rgw)
+    assert [_memory_format(t) for t in results] == [fmt] * 3
+    if nd == 2:
+        assert [_memory_format(t) for t in torch_results] == [fmt] * 3
+    assert_close_to_reference(gx, rgx, torch.float64, "grad input")
+    assert_close_to_reference(gw, rgw, torch.float64, "grad weight")
 
 
 @pytest.mark.parametrize("nd", [1, 3])

@@ -236,7 +236,7 @@ def conv_backward_args(layout="contiguous", **kw):
 
 CONV_GRID = dict(nd=(1, 2, 3), k=K, s=S, p=P, pe=P, d=D, extra=(0, 1, 4), groups=(1, 2), dtype=(F32, F64, BF16),
                  layout=("contiguous", "channels_last", "strided"), bias=(False, True),
-                 algorithm=("auto", "direct", "im2col", "shifted"), batch=(2, 0))
+                 algorithm=("auto", "direct", "im2col", "shifted", "aten"), batch=(2, 0))
 
 
 @cases(VALID, "conv_forward")

@@ -108,6 +108,7 @@ void fill_weight(ConvGeometry& g, at::IntArrayRef wsize, int64_t in_channels, co
 ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& g, const at::Tensor& like,
                                 bool (*shifted_applies)(const ConvGeometry&, int64_t)) {
   if (algorithm == "direct") return ConvAlgorithm::Direct;
+  if (algorithm == "aten") return ConvAlgorithm::Aten;
   if (algorithm == "im2col") return ConvAlgorithm::Im2col;
   if (algorithm == "shifted") {
     TORCH_CHECK(g.stride[0] == 1 && g.stride[1] == 1 && g.stride[2] == 1,
@@ -115,16 +116,15 @@ ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& 
                 "or 'auto' for strided convolutions");
     return shifted_applies ? ConvAlgorithm::Shifted : ConvAlgorithm::Im2col;
   }
-  TORCH_CHECK(algorithm == "auto", "cnn_ops.conv: algorithm must be 'auto', 'direct', 'im2col' or 'shifted', got '",
+  TORCH_CHECK(algorithm == "auto",
+              "cnn_ops.conv: algorithm must be 'auto', 'direct', 'im2col', 'shifted' or 'aten', got '",
               std::string(algorithm), "'");
-  if (g.in_per_group() <= kDirectMaxInPerGroup) return ConvAlgorithm::Direct;
+  if (!shifted_applies) return ConvAlgorithm::Aten;
+  if (g.in_per_group() == 1) return g.groups > 1 ? ConvAlgorithm::Direct : ConvAlgorithm::Im2col;
+  if (g.kernel_volume() > 1) return ConvAlgorithm::Aten;
   // Half and bfloat16 compute in float32: the buffers hold at least 4-byte values.
   const int64_t elem_size = std::max<int64_t>(4, like.element_size());
-  if (shifted_applies && g.kernel_volume() > 1 && g.in_per_group() >= kShiftedMinInPerGroup &&
-      g.out_plane() >= kShiftedMinPlane && shifted_applies(g, elem_size)) {
-    return ConvAlgorithm::Shifted;
-  }
-  return ConvAlgorithm::Im2col;
+  return shifted_applies(g, elem_size) ? ConvAlgorithm::Shifted : ConvAlgorithm::Im2col;  // unit stride only
 }
 
 void fill_forward_extents(const char* op, ConvGeometry& c, const at::Tensor& input, at::IntArrayRef padding_end) {

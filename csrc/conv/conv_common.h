@@ -53,30 +53,37 @@ void fill_backward_extents(const char* op, ConvGeometry& c, const at::Tensor& gr
 void fill_spatial_args(ConvGeometry& g, at::IntArrayRef stride, at::IntArrayRef padding,
                        at::IntArrayRef dilation, int64_t groups, const char* op = "cnn_ops.conv");
 
-enum class ConvAlgorithm { Direct, Im2col, Shifted };
+enum class ConvAlgorithm { Direct, Im2col, Shifted, Aten };
 
-// Parses "direct" / "im2col" / "shifted" / "auto" and resolves "auto" for the geometry.
-// The "auto" rule:
-//  * direct when each group sees one input channel (depthwise convolutions and their
-//    channel multipliers): a GEMM would have the depth of one kernel only;
-//  * where the device has it (the CPU), shifted (conv_shifted.h) for unit-stride kernels larger than 1x1 with at
-//    least kShiftedMinInPerGroup input channels per group and kShiftedMinPlane outputs per
-//    channel: one GEMM per tap of depth in_channels/groups, no unfolded copy (on small
-//    planes the padded grid's extra columns cost more than the unfold saves);
-//  * im2col + GEMM otherwise (strided convolutions, few channels, 1x1 kernels, which
-//    read the input as it is).
-// The thresholds come from the conv benchmark (python -m torch_cnn_ops bench conv) on a 2-core CPU (forward+backward):
-// with 3 input channels and a 5x5 kernel im2col is about 3x faster than direct and 2x
-// faster than shifted; with 64 channels on 56x56 shifted is about 10% faster than im2col,
-// on 28x28 they tie, on 14x14 with 256 channels im2col is 10% faster.
+// Parses "direct" / "im2col" / "shifted" / "aten" / "auto" and resolves "auto" for the
+// geometry. "aten" is ATen's own convolution, the one torch.nn.functional.conv* runs (oneDNN
+// on the CPU, cuDNN on CUDA). The "auto" rule, where each algorithm is the fastest:
+//  * aten on devices without the shifted algorithm (CUDA): cuDNN's kernels are tuned per
+//    architecture, ours are plain direct and im2col kernels;
+//  * one input channel per group: direct for depthwise convolutions (groups > 1), im2col for a
+//    single-channel input (an unfold of one channel is cheap; oneDNN is slow there);
+//  * 1x1 kernels: shifted at unit stride (one GEMM over the input as it is), im2col when
+//    strided (its unfold is a strided copy);
+//  * aten otherwise (kernels larger than 1x1 with several channels per group).
+// Measured (python -m torch_cnn_ops bench conv, and 1-d cases), 2 threads, forward+backward,
+// float32, time relative to torch.nn.functional.conv* in the same run (forward alone where
+// it differs):
+//   case                       direct  im2col  shifted  aten
+//   3->16 k5 (32, 32x32)        5.08    1.24    2.08    1.02
+//   64->64 k3 (8, 56x56)       10.4     1.53    1.39    1.02
+//   256->256 k3 (8, 14x14)     39.5     1.70    1.63    0.99
+//   32->64 k3 s2 (8, 56x56)    19.5     1.25     -      1.05
+//   grouped 64 g8 k3           3.87     1.54    1.46    0.94
+//   64->256 k1 (8, 56x56)      6.00     1.10    1.08    1.05
+//   1-d 64->64 k1 (8, 4000)    2.18     1.34    0.93    1.21
+//   64->128 k1 s2 (8, 56x56)  10.1     0.77     -      1.15
+//   1-d 1->32 k9 s2 (8, 16000) 2.39    0.77     -      1.89
+//   depthwise 32 k3 (8, 112^2) 1.01 (forward 0.81)  1.73  1.55  1.08
 // An explicit "shifted" with a stride other than 1 is an error; on a device without the
 // shifted algorithm (`shifted_applies` nullptr) it runs as im2col.
 // `like` is the tensor the op computes on: its dtype enters the rule.
 ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& g, const at::Tensor& like,
                                 bool (*shifted_applies)(const ConvGeometry&, int64_t));
-constexpr int64_t kDirectMaxInPerGroup = 1;
-constexpr int64_t kShiftedMinInPerGroup = 16;
-constexpr int64_t kShiftedMinPlane = 256;
 
 ConvGeometry forward_geometry(const at::Tensor& input, const at::Tensor& weight,
                               const std::optional<at::Tensor>& bias, at::IntArrayRef stride,

@@ -4,11 +4,17 @@
 
 #include <ATen/DeviceGuard.h>
 #include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/ops/constant_pad_nd.h>
+#include <ATen/ops/convolution.h>
+#include <ATen/ops/convolution_backward.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <c10/core/DeviceGuard.h>
+#include <c10/core/MemoryFormat.h>
+#include <c10/util/strides.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
+#include <tuple>
 #include <vector>
 
 #include "../device_backends.h"
@@ -26,6 +32,115 @@ std::vector<int64_t> output_shape(const ConvGeometry& g, size_t nd) {
   return shape;
 }
 
+// The layout of a result, as torch's convolution chooses it: channels-last where either operand
+// is laid out channels-last (4-d and 5-d tensors), else contiguous. A tensor that is both
+// (size-1 dimensions) counts as contiguous. Unlike suggest_memory_format, whose guess on
+// ambiguous strides has no exact twin in Python, this rule is the fake kernels' too.
+at::MemoryFormat layout_of(const at::Tensor& t) {
+  const at::MemoryFormat channels_last = t.dim() == 4   ? at::MemoryFormat::ChannelsLast
+                                         : t.dim() == 5 ? at::MemoryFormat::ChannelsLast3d
+                                                        : at::MemoryFormat::Contiguous;
+  if (channels_last == at::MemoryFormat::Contiguous || t.is_contiguous()) return at::MemoryFormat::Contiguous;
+  return t.is_contiguous(channels_last) ? channels_last : at::MemoryFormat::Contiguous;
+}
+
+at::MemoryFormat result_format(const at::Tensor& a, const at::Tensor& b) {
+  const at::MemoryFormat fa = layout_of(a);
+  if (fa != at::MemoryFormat::Contiguous) return fa;
+  return b.dim() == a.dim() ? layout_of(b) : at::MemoryFormat::Contiguous;
+}
+
+// `t` with the strides at::empty gives its sizes in `format` (copied only where they differ), so
+// that every algorithm and the fake kernels agree, down to shapes where several strides are valid
+// for one layout (size-1 or empty dimensions).
+at::Tensor in_format(const at::Tensor& t, at::MemoryFormat format) {
+  std::vector<int64_t> strides;
+  if (format == at::MemoryFormat::ChannelsLast) {
+    strides = c10::get_channels_last_strides_2d(t.sizes());
+  } else if (format == at::MemoryFormat::ChannelsLast3d) {
+    strides = c10::get_channels_last_strides_3d(t.sizes());
+  } else {
+    const c10::DimVector contiguous = c10::contiguous_strides(t.sizes());
+    strides.assign(contiguous.begin(), contiguous.end());
+  }
+  if (t.strides() == at::IntArrayRef(strides)) return t;
+  return at::empty(t.sizes(), t.options().memory_format(format)).copy_(t);
+}
+
+// ---- ATen's convolution ("aten") ----
+// ATen pads both ends of a dimension alike. Where the geometry's trailing pad differs (padding
+// "same" with an even kernel, "full", asymmetric pads, or windows that leave the last rows
+// unread), the input is padded explicitly instead, to the extent the windows span.
+struct AtenPadding {
+  std::vector<int64_t> pad, stride, dilation, output_padding;
+  std::vector<int64_t> padded_size;  // of the explicitly padded input; empty if ATen pads
+  std::vector<int64_t> pad_ends;     // constant_pad_nd's pads of it (last dimension first)
+};
+
+AtenPadding aten_padding(const ConvGeometry& g, at::IntArrayRef input_size) {
+  const size_t nd = input_size.size() - 2;
+  AtenPadding p;
+  p.output_padding.assign(nd, 0);
+  bool symmetric = true;
+  for (size_t i = 0; i < nd; ++i) {
+    const size_t d = 3 - nd + i;
+    p.stride.push_back(g.stride[d]);
+    p.dilation.push_back(g.dilation[d]);
+    const int64_t reach = g.dilation[d] * (g.kernel[d] - 1) + 1;
+    const int64_t spanned = g.in_size[d] + 2 * g.pad[d] - reach;
+    symmetric = symmetric && spanned >= 0 && spanned / g.stride[d] + 1 == g.out_size[d];
+  }
+  if (symmetric) {
+    for (size_t i = 0; i < nd; ++i) p.pad.push_back(g.pad[3 - nd + i]);
+    return p;
+  }
+  p.pad.assign(nd, 0);
+  p.padded_size.assign(input_size.begin(), input_size.end());
+  p.pad_ends.resize(2 * nd);
+  for (size_t i = 0; i < nd; ++i) {
+    const size_t d = 3 - nd + i;
+    const int64_t span = (g.out_size[d] - 1) * g.stride[d] + g.dilation[d] * (g.kernel[d] - 1) + 1;
+    p.padded_size[2 + i] = std::max(g.in_size[d] + g.pad[d], span);
+    p.pad_ends[2 * (nd - 1 - i)] = g.pad[d];
+    p.pad_ends[2 * (nd - 1 - i) + 1] = p.padded_size[2 + i] - g.in_size[d] - g.pad[d];
+  }
+  return p;
+}
+
+at::Tensor aten_forward(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                        const ConvGeometry& g) {
+  const AtenPadding p = aten_padding(g, input.sizes());
+  const at::Tensor x = p.padded_size.empty() ? input : at::constant_pad_nd(input, p.pad_ends);
+  return at::convolution(x, weight, bias, p.stride, p.pad, p.dilation, false, p.output_padding, g.groups);
+}
+
+at::Tensor aten_input_backward(const at::Tensor& grad_output, const at::Tensor& weight, const ConvGeometry& g,
+                               at::IntArrayRef input_size, at::MemoryFormat format) {
+  const AtenPadding p = aten_padding(g, input_size);
+  // ATen reads only the sizes of the input for its gradient.
+  const at::Tensor shape_of_input =
+      at::empty(p.padded_size.empty() ? input_size : at::IntArrayRef(p.padded_size),
+                grad_output.options().memory_format(format));
+  at::Tensor gin = std::get<0>(at::convolution_backward(grad_output, shape_of_input, weight, std::nullopt, p.stride,
+                                                        p.pad, p.dilation, false, p.output_padding, g.groups,
+                                                        {true, false, false}));
+  for (size_t i = 0; !p.padded_size.empty() && i + 2 < input_size.size(); ++i) {
+    gin = gin.narrow(static_cast<int64_t>(2 + i), g.pad[3 - (input_size.size() - 2) + i], input_size[2 + i]);
+  }
+  return gin;
+}
+
+at::Tensor aten_weight_backward(const at::Tensor& grad_output, const at::Tensor& input, const ConvGeometry& g,
+                                at::IntArrayRef weight_size) {
+  const AtenPadding p = aten_padding(g, input.sizes());
+  const at::Tensor x = p.padded_size.empty() ? input : at::constant_pad_nd(input, p.pad_ends);
+  // ATen reads only the sizes of the weight for its gradient.
+  const at::Tensor shape_of_weight = at::empty(weight_size, grad_output.options());
+  return std::get<1>(at::convolution_backward(grad_output, x, shape_of_weight, std::nullopt, p.stride, p.pad,
+                                              p.dilation, false, p.output_padding, g.groups, {false, true, false}));
+}
+
+// ---- the entries ----
 at::Tensor conv_forward(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef padding_end,
                         at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm) {
@@ -35,18 +150,25 @@ at::Tensor conv_forward(const at::Tensor& input, const at::Tensor& weight, const
   const ConvBackend& be = backend_for(input);
   ConvAlgorithm algo = resolve_algorithm(algorithm, g, input, be.shifted_applies);
   const c10::OptionalDeviceGuard guard(at::device_of(input));
+  const at::MemoryFormat format = result_format(input, weight);
+  const std::vector<int64_t> shape = output_shape(g, stride.size());
+  if (g.no_output()) return at::empty(shape, input.options().memory_format(format));
+  // With no input channels the output is the bias alone: nothing to unfold or multiply.
+  if (g.in_channels == 0) algo = ConvAlgorithm::Direct;
+  if (algo == ConvAlgorithm::Aten) return in_format(aten_forward(input, weight, bias, g), format);
   const at::Tensor x = input.contiguous(), w = weight.contiguous();
   std::optional<at::Tensor> b;
   if (bias.has_value() && bias->defined()) b = bias->contiguous();
-  const std::vector<int64_t> shape = output_shape(g, stride.size());
-  if (g.no_output()) return at::empty(shape, x.options());
-  // With no input channels the output is the bias alone: nothing to unfold or multiply.
-  if (g.in_channels == 0) algo = ConvAlgorithm::Direct;
-  if (algo == ConvAlgorithm::Im2col) return be.im2col_forward(x, w, b, g).view(shape);
-  if (algo == ConvAlgorithm::Shifted) return be.shifted_forward(x, w, b, g).view(shape);
-  at::Tensor out = at::empty(shape, x.options());
-  be.direct_forward(x, w, b, g, out);
-  return out;
+  at::Tensor out;
+  if (algo == ConvAlgorithm::Im2col) {
+    out = be.im2col_forward(x, w, b, g).view(shape);
+  } else if (algo == ConvAlgorithm::Shifted) {
+    out = be.shifted_forward(x, w, b, g).view(shape);
+  } else {
+    out = at::empty(shape, x.options());
+    be.direct_forward(x, w, b, g, out);
+  }
+  return in_format(out, format);
 }
 
 at::Tensor conv_input_backward(const at::Tensor& grad_output, const at::Tensor& weight, at::IntArrayRef input_size,
@@ -57,13 +179,22 @@ at::Tensor conv_input_backward(const at::Tensor& grad_output, const at::Tensor& 
   const ConvBackend& be = backend_for(grad_output);
   const ConvAlgorithm algo = resolve_algorithm(algorithm, g, grad_output, be.shifted_applies);
   const c10::OptionalDeviceGuard guard(at::device_of(grad_output));
+  const at::MemoryFormat format = result_format(grad_output, weight);
+  if (g.no_input_gradient()) return at::empty(input_size, grad_output.options().memory_format(format)).zero_();
+  if (algo == ConvAlgorithm::Aten) {
+    return in_format(aten_input_backward(grad_output, weight, g, input_size, format), format);
+  }
   const at::Tensor gout = grad_output.contiguous(), w = weight.contiguous();
-  if (g.no_input_gradient()) return at::zeros(input_size, gout.options());
-  if (algo == ConvAlgorithm::Im2col) return be.im2col_input_backward(gout, w, g, input_size);
-  if (algo == ConvAlgorithm::Shifted) return be.shifted_input_backward(gout, w, g).view(input_size);
-  at::Tensor gin = at::empty(input_size, gout.options());
-  be.direct_input_backward(gout, w, g, gin);
-  return gin;
+  at::Tensor gin;
+  if (algo == ConvAlgorithm::Im2col) {
+    gin = be.im2col_input_backward(gout, w, g, input_size);
+  } else if (algo == ConvAlgorithm::Shifted) {
+    gin = be.shifted_input_backward(gout, w, g).view(input_size);
+  } else {
+    gin = at::empty(input_size, gout.options());
+    be.direct_input_backward(gout, w, g, gin);
+  }
+  return in_format(gin, format);
 }
 
 at::Tensor conv_weight_backward(const at::Tensor& grad_output, const at::Tensor& input, at::IntArrayRef weight_size,
@@ -74,13 +205,20 @@ at::Tensor conv_weight_backward(const at::Tensor& grad_output, const at::Tensor&
   const ConvBackend& be = backend_for(grad_output);
   const ConvAlgorithm algo = resolve_algorithm(algorithm, g, input, be.shifted_applies);
   const c10::OptionalDeviceGuard guard(at::device_of(grad_output));
+  const at::MemoryFormat format = result_format(grad_output, input);
+  if (g.no_weight_gradient()) return at::empty(weight_size, grad_output.options().memory_format(format)).zero_();
+  if (algo == ConvAlgorithm::Aten) return in_format(aten_weight_backward(grad_output, input, g, weight_size), format);
   const at::Tensor gout = grad_output.contiguous(), x = input.contiguous();
-  if (g.no_weight_gradient()) return at::zeros(weight_size, gout.options());
-  if (algo == ConvAlgorithm::Im2col) return be.im2col_weight_backward(gout, x, g, weight_size);
-  if (algo == ConvAlgorithm::Shifted) return be.shifted_weight_backward(gout, x, g).view(weight_size);
-  at::Tensor gw = at::empty(weight_size, gout.options());
-  be.direct_weight_backward(gout, x, g, gw);
-  return gw;
+  at::Tensor gw;
+  if (algo == ConvAlgorithm::Im2col) {
+    gw = be.im2col_weight_backward(gout, x, g, weight_size);
+  } else if (algo == ConvAlgorithm::Shifted) {
+    gw = be.shifted_weight_backward(gout, x, g).view(weight_size);
+  } else {
+    gw = at::empty(weight_size, gout.options());
+    be.direct_weight_backward(gout, x, g, gw);
+  }
+  return in_format(gw, format);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // The ops of the conv family, once for every device. conv_ops.cpp holds each op's entry: the
 // argument checks and geometry (conv_common.cpp), the algorithm, the device guard, the empty
-// cases and the output allocation of the direct kernels. A device backend holds the direct
+// cases, the output allocation of the direct kernels, the layout of the result (channels-last
+// as torch's) and ATen's own convolution (algorithm "aten"). A device backend holds the direct
 // kernels, the im2col + GEMM algorithm and, on the CPU, the shifted-GEMM algorithm
 // (conv_cpu.cpp with conv_shifted.cpp, conv_cuda_ops.cpp); each device registers the ops for
 // its dispatch key with register_conv_ops(m, its backend).

@@ -11,16 +11,21 @@ import torch.nn.functional as torch_F
 from .. import functional as F
 from . import compare_times, with_backward
 
-# (name, input shape, out channels, kernel, stride, padding, groups)
+# (name, input shape, out channels, kernel, stride, padding, groups); "CL": channels_last
+# input and weight
 CASES = [
     ("3->16 k5 p2", (32, 3, 32, 32), 16, 5, 1, 2, 1),
     ("64->64 k3 p1", (8, 64, 56, 56), 64, 3, 1, 1, 1),
+    ("64->64 k3 p1 CL", (8, 64, 56, 56), 64, 3, 1, 1, 1),
     ("128->128 k3 p1", (8, 128, 28, 28), 128, 3, 1, 1, 1),
     ("256->256 k3 p1", (8, 256, 14, 14), 256, 3, 1, 1, 1),
+    ("64->256 k1", (8, 64, 56, 56), 256, 1, 1, 0, 1),
     ("64->128 k1 s2", (8, 64, 56, 56), 128, 1, 2, 0, 1),
     ("depthwise 32 k3", (8, 32, 112, 112), 32, 3, 1, 1, 32),
+    ("grouped 64 g8 k3", (8, 64, 56, 56), 64, 3, 1, 1, 8),
 ]
 QUICK_CASES = [("3->8 k3 p1", (4, 3, 16, 16), 8, 3, 1, 1, 1), ("depthwise 8 k3", (2, 8, 32, 32), 8, 3, 1, 1, 8)]
+IMPLS = ("auto", "direct", "im2col", "shifted", "aten")
 
 
 def _flops(shape, out_channels, kernel, stride, padding, groups) -> float:
@@ -42,8 +47,9 @@ def run(quick: bool = False) -> Tuple[List[Dict[str, object]], List[str]]:
     torch.manual_seed(0)
     rows = []
     for name, shape, out_channels, kernel, stride, padding, groups in QUICK_CASES if quick else CASES:
-        x = torch.randn(shape, requires_grad=True)
-        w = torch.randn(out_channels, shape[1] // groups, kernel, kernel, requires_grad=True)
+        fmt = torch.channels_last if name.endswith(" CL") else torch.contiguous_format
+        x = torch.randn(shape).to(memory_format=fmt).requires_grad_()
+        w = torch.randn(out_channels, shape[1] // groups, kernel, kernel).to(memory_format=fmt).requires_grad_()
         b = torch.randn(out_channels, requires_grad=True)
         flops = _flops(shape, out_channels, kernel, stride, padding, groups)
         impls = {
@@ -51,6 +57,7 @@ def run(quick: bool = False) -> Tuple[List[Dict[str, object]], List[str]]:
             "auto": lambda: F.conv2d(x, w, b, stride, padding, 1, groups),
             "direct": lambda: F.conv2d(x, w, b, stride, padding, 1, groups, algorithm="direct"),
             "im2col": lambda: F.conv2d(x, w, b, stride, padding, 1, groups, algorithm="im2col"),
+            "aten": lambda: F.conv2d(x, w, b, stride, padding, 1, groups, algorithm="aten"),
         }
         if stride == 1:  # the shifted algorithm needs unit stride
             impls["shifted"] = lambda: F.conv2d(x, w, b, stride, padding, 1, groups, algorithm="shifted")
@@ -63,12 +70,12 @@ def run(quick: bool = False) -> Tuple[List[Dict[str, object]], List[str]]:
                 work = 3 * flops
             times, ratios = compare_times(steps, "torch", budget_s=0.3 if quick else 2.0)
             row = {"case": name, "pass": mode, "torch ms": 1e3 * times["torch"]}
-            for impl in ("auto", "direct", "im2col", "shifted"):
+            for impl in IMPLS:
                 row[f"{impl} ms"] = 1e3 * times[impl] if impl in times else "-"
                 row[f"{impl}/torch"] = ratios[impl] if impl in ratios else "-"
             row["torch GF/s"] = work / times["torch"] / 1e9
             row["auto GF/s"] = work / times["auto"] / 1e9
             rows.append(row)
     columns = ["case", "pass", "torch ms", "auto ms", "auto/torch", "direct/torch", "im2col/torch", "shifted/torch",
-               "torch GF/s", "auto GF/s"]
+               "aten/torch", "torch GF/s", "auto GF/s"]
     return rows, columns

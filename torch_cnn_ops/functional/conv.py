@@ -15,7 +15,7 @@ from .._utils import IntOrTuple, _where, as_int, batched, ntuple
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_padding"]
 
-ALGORITHMS = ("auto", "direct", "im2col", "shifted")
+ALGORITHMS = ("auto", "direct", "im2col", "shifted", "aten")
 PADDING_STRINGS = ("valid", "same", "full")
 
 
@@ -134,9 +134,13 @@ Arguments as :func:`torch.nn.functional.conv{nd}d`, plus:
 * ``algorithm``: ``"direct"`` (loops over outputs and kernel taps), ``"im2col"`` (unfold +
   GEMM), ``"shifted"`` (stride 1 only: one GEMM per kernel tap over a pointer-shifted view of
   the zero-padded input, no unfolded copy; a CPU algorithm, which CUDA tensors run as
-  ``"im2col"``) or ``"auto"``: direct when each group has one input
-  channel (depthwise convolutions); on the CPU shifted for unit-stride kernels larger than 1x1
-  with at least 16 input channels per group and 256 outputs per channel; im2col otherwise.
+  ``"im2col"``), ``"aten"`` (ATen's own convolution, what ``torch.nn.functional.conv{nd}d``
+  runs: oneDNN on the CPU, cuDNN on CUDA) or ``"auto"``: on CUDA aten; on the CPU direct for
+  depthwise convolutions, im2col for a single input channel, shifted for 1x1 kernels at unit
+  stride and im2col when strided, aten otherwise (each the fastest there, measured against
+  torch; the table is in csrc/conv/conv_common.h).
+
+A channels-last input or weight gives a channels-last output (and gradients), as torch's.
 
 Shapes: weight ``(C_out, C_in / groups, {kdims})``, bias ``(C_out,)``, output
 ``(N, C_out, {odims})``.

@@ -5,7 +5,8 @@ The backward passes are ops themselves (``conv_input_backward`` and
 order, tangents for forward-mode AD) are registered in C++, csrc/conv/conv_autograd.cpp.
 
 The fakes check what csrc/conv/conv_common.cpp checks (through ._geometry) and return what
-the CPU and CUDA kernels return: contiguous results in the dtype of the first tensor.
+the CPU and CUDA kernels return: results in the dtype of the first tensor, channels-last where
+either operand suggests it (as torch's convolution), else contiguous.
 """
 
 import torch
@@ -35,10 +36,28 @@ def _check_weight(wsize, in_channels, groups, what):
         torch._check(k >= 1, lambda: f"{_OP}: kernel sizes must be positive, weight shape {shape_str(wsize)}")
 
 
+def _layout_of(t):
+    """layout_of (conv_ops.cpp): channels-last for a 4-d or 5-d tensor laid out so and not also
+    contiguous."""
+    fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(t.dim(), torch.contiguous_format)
+    if fmt == torch.contiguous_format or t.is_contiguous():
+        return torch.contiguous_format
+    return fmt if t.is_contiguous(memory_format=fmt) else torch.contiguous_format
+
+
+def _in_result_format(result, a, b):
+    """result_format and in_format (conv_ops.cpp): channels-last where either operand is laid out
+    so, with the strides torch.empty gives that layout."""
+    fmt = _layout_of(a)
+    if fmt == torch.contiguous_format and b.dim() == a.dim():
+        fmt = _layout_of(b)
+    return torch.empty(result.shape, dtype=result.dtype, device=result.device, memory_format=fmt)
+
+
 def _check_algorithm(algorithm, stride):
     """resolve_algorithm (conv_common.cpp): a known name; 'shifted' only with stride 1."""
-    torch._check(algorithm in ("auto", "direct", "im2col", "shifted"),
-                 lambda: f"{_OP}: algorithm must be 'auto', 'direct', 'im2col' or 'shifted', got '{algorithm}'")
+    torch._check(algorithm in ("auto", "direct", "im2col", "shifted", "aten"),
+                 lambda: f"{_OP}: algorithm must be 'auto', 'direct', 'im2col', 'shifted' or 'aten', got '{algorithm}'")
     torch._check(algorithm != "shifted" or all(s == 1 for s in stride),
                  lambda: f"{_OP}: algorithm='shifted' needs stride 1 in every dimension; use 'im2col' or 'auto' for "
                          f"strided convolutions")
@@ -70,7 +89,7 @@ def _conv_forward_fake(input, weight, bias, stride, padding, padding_end, dilati
         for i in range(nd)
     ]
     _check_algorithm(algorithm, stride)
-    return input.new_empty([input.shape[0], out_channels, *spatial])
+    return _in_result_format(input.new_empty([input.shape[0], out_channels, *spatial]), input, weight)
 
 
 def _check_backward(op, grad_output, size_name, size, other_name, other, stride, padding, dilation, groups,
@@ -93,11 +112,11 @@ def _check_backward(op, grad_output, size_name, size, other_name, other, stride,
 def _conv_input_backward_fake(grad_output, weight, input_size, stride, padding, dilation, groups, algorithm):
     _check_backward("cnn_ops.conv_input_backward", grad_output, "input_size", input_size, "weight", weight, stride,
                     padding, dilation, groups, algorithm)
-    return grad_output.new_empty(input_size)
+    return _in_result_format(grad_output.new_empty(input_size), grad_output, weight)
 
 
 @register_fake("conv_weight_backward")
 def _conv_weight_backward_fake(grad_output, input, weight_size, stride, padding, dilation, groups, algorithm):
     _check_backward("cnn_ops.conv_weight_backward", grad_output, "weight_size", weight_size, "input", input, stride,
                     padding, dilation, groups, algorithm)
-    return grad_output.new_empty(weight_size)
+    return _in_result_format(grad_output.new_empty(weight_size), grad_output, input)
