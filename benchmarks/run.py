@@ -1,4 +1,4 @@
-"""The benchmark tables: ``python benchmarks/run.py [conv|local|pool|norm|layers|all] [--json FILE] [--quick]``.
+"""The benchmark tables: ``python benchmarks/run.py [conv|local|pool|norm|layers|models|all] [--json FILE] [--quick]``.
 
 The same as ``python -m torch_cnn_ops bench ...``: the timings of every family live in
 torch_cnn_ops/benchmark/, so that an installed package runs them too. Set GLIBC_TUNABLES

@@ -27,7 +27,7 @@ def _build_parser() -> argparse.ArgumentParser:
     check.add_argument("--seed", type=int, default=0, help="random seed of the inputs (default: 0)")
     bench = sub.add_parser("bench", help="benchmark tables: ours against the built-ins",
                            description="Times our ops against the built-ins and the workarounds and prints tables.")
-    bench.add_argument("family", nargs="?", default="all", help="an op family (conv, local, pool, norm), layers (small layers: per-call cost) or 'all'")
+    bench.add_argument("family", nargs="?", default="all", help="an op family (conv, local, pool, norm), layers (small layers: per-call cost), models (whole networks against tco.convert of them) or 'all'")
     bench.add_argument("--json", help="also write the results to this JSON file")
     bench.add_argument("--quick", action="store_true", help="tiny shapes, for a smoke test")
     summary = sub.add_parser(

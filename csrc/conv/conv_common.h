@@ -62,8 +62,9 @@ enum class ConvAlgorithm { Direct, Im2col, Shifted, Aten };
 //    architecture, ours are plain direct and im2col kernels;
 //  * one input channel per group: direct for depthwise convolutions (groups > 1), im2col for a
 //    single-channel input (an unfold of one channel is cheap; oneDNN is slow there);
-//  * 1x1 kernels: shifted at unit stride (one GEMM over the input as it is), im2col when
-//    strided (its unfold is a strided copy);
+//  * 1x1 kernels: im2col when strided (its unfold is a strided copy); at unit stride shifted
+//    (one GEMM over the input as it is) on planes of at least kShiftedMinPlane outputs, aten
+//    on smaller ones;
 //  * aten otherwise (kernels larger than 1x1 with several channels per group).
 // Measured (python -m torch_cnn_ops bench conv, and 1-d cases), 2 threads, forward+backward,
 // float32, time relative to torch.nn.functional.conv* in the same run (forward alone where
@@ -74,8 +75,12 @@ enum class ConvAlgorithm { Direct, Im2col, Shifted, Aten };
 //   256->256 k3 (8, 14x14)     39.5     1.70    1.63    0.99
 //   32->64 k3 s2 (8, 56x56)    19.5     1.25     -      1.05
 //   grouped 64 g8 k3           3.87     1.54    1.46    0.94
-//   64->256 k1 (8, 56x56)      6.00     1.10    1.08    1.05
+//   64->256 k1 (8, 56x56)      6.00     1.10    1.08    1.05   (another run: 0.81 0.45 0.64)
+//   256->64 k1 (8, 56x56)       -       0.65    0.65    1.11
+//   512->128 k1 (8, 28x28)      -       1.12    0.99    1.02
+//   1024->256 k1 (8, 14x14)     -       1.18    1.16    1.01
 //   1-d 64->64 k1 (8, 4000)    2.18     1.34    0.93    1.21
+//   1-d 256->64 k1 (8, 1000)    -       0.73    0.76    1.68
 //   64->128 k1 s2 (8, 56x56)  10.1     0.77     -      1.15
 //   1-d 1->32 k9 s2 (8, 16000) 2.39    0.77     -      1.89
 //   depthwise 32 k3 (8, 112^2) 1.01 (forward 0.81)  1.73  1.55  1.08
@@ -84,6 +89,7 @@ enum class ConvAlgorithm { Direct, Im2col, Shifted, Aten };
 // `like` is the tensor the op computes on: its dtype enters the rule.
 ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& g, const at::Tensor& like,
                                 bool (*shifted_applies)(const ConvGeometry&, int64_t));
+constexpr int64_t kShiftedMinPlane = 28 * 28;
 
 ConvGeometry forward_geometry(const at::Tensor& input, const at::Tensor& weight,
                               const std::optional<at::Tensor>& bias, at::IntArrayRef stride,

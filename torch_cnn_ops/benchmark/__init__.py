@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-FAMILIES = ("conv", "local", "pool", "norm", "layers")
+FAMILIES = ("conv", "local", "pool", "norm", "layers", "models")
 
 
 def median_time(fn: Callable[[], object], min_repeat: int = 5, max_repeat: int = 50, budget_s: float = 1.0) -> float:

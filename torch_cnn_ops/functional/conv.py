@@ -136,8 +136,8 @@ Arguments as :func:`torch.nn.functional.conv{nd}d`, plus:
   the zero-padded input, no unfolded copy; a CPU algorithm, which CUDA tensors run as
   ``"im2col"``), ``"aten"`` (ATen's own convolution, what ``torch.nn.functional.conv{nd}d``
   runs: oneDNN on the CPU, cuDNN on CUDA) or ``"auto"``: on CUDA aten; on the CPU direct for
-  depthwise convolutions, im2col for a single input channel, shifted for 1x1 kernels at unit
-  stride and im2col when strided, aten otherwise (each the fastest there, measured against
+  depthwise convolutions, im2col for a single input channel and for strided 1x1 kernels,
+  shifted for 1x1 kernels at unit stride on planes of at least 784 outputs, aten otherwise (each the fastest there, measured against
   torch; the table is in csrc/conv/conv_common.h).
 
 A channels-last input or weight gives a channels-last output (and gradients), as torch's.
