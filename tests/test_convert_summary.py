@@ -4,6 +4,8 @@ References are independent of the code under test: the original torch.nn modules
 figures computed by hand from the layers' sizes (summary).
 """
 
+import copy
+
 import pytest
 import torch
 import torch.nn as tnn
@@ -261,3 +263,38 @@ def test_summary_input_errors():
         tco.summary(conv, input_data=torch.randn(8))
     with pytest.raises(ValueError):
         tco.summary(conv, (1, 3, 0, 8))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_converted_resnet_trains_as_the_original(name):
+    # The benchmark's networks (torchvision's ResNet layout in torch.nn): one training step of the
+    # converted copy gives the original's output, every parameter's gradient and the running
+    # statistics; eval too. In float64, so that fifty layers of batch norm over few values do not
+    # amplify rounding into the comparison.
+    from torch_cnn_ops.benchmark.models import MODELS
+
+    torch.manual_seed(0)
+    original = MODELS[name]().double()
+    converted = tco.convert(copy.deepcopy(original))
+    assert sum(type(m).__module__.startswith("torch_cnn_ops.nn") for m in converted.modules()) > 20
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    outs = []
+    for model in (original, converted):
+        model.train()
+        out = model(x)
+        out.square().mean().backward()
+        outs.append(out)
+
+    def close(a, b, what):
+        scale = max(1.0, b.abs().max().item())
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9 * scale, msg=lambda m: f"{what}: {m}")
+
+    close(outs[1], outs[0], "output")
+    for (n, p), (_, q) in zip(original.named_parameters(), converted.named_parameters()):
+        close(q.grad, p.grad, f"grad of {n}")
+    for (n, b), (_, c) in zip(original.named_buffers(), converted.named_buffers()):
+        close(c.double(), b.double(), f"buffer {n}")
+    original.eval()
+    converted.eval()
+    with torch.no_grad():
+        close(converted(x), original(x), "eval output")
