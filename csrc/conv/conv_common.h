@@ -66,9 +66,10 @@ enum class ConvAlgorithm { Direct, Im2col, Shifted, Aten };
 //    (one GEMM over the input as it is) on planes of at least kShiftedMinPlane outputs, aten
 //    on smaller ones;
 //  * aten otherwise (kernels larger than 1x1 with several channels per group).
-// Measured (python -m torch_cnn_ops bench conv, and 1-d cases), 2 threads, forward+backward,
-// float32, time relative to torch.nn.functional.conv* in the same run (forward alone where
-// it differs):
+// Measured (python -m torch_cnn_ops bench conv with its steady allocator; the rows without a
+// direct figure, and the 1-d ones, in a separate run with the default allocator, which moves
+// figures by up to 20%), 2 threads, forward+backward, float32, time relative to
+// torch.nn.functional.conv* in the same run:
 //   case                       direct  im2col  shifted  aten
 //   3->16 k5 (32, 32x32)        5.08    1.24    2.08    1.02
 //   64->64 k3 (8, 56x56)       10.4     1.53    1.39    1.02
