@@ -124,9 +124,9 @@ at::Tensor aten_input_backward(const at::Tensor& grad_output, const at::Tensor& 
   at::Tensor gin = std::get<0>(at::convolution_backward(grad_output, shape_of_input, weight, std::nullopt, p.stride,
                                                         p.pad, p.dilation, false, p.output_padding, g.groups,
                                                         {true, false, false}));
-  for (size_t i = 0; !p.padded_size.empty() && i + 2 < input_size.size(); ++i) {
-    gin = gin.narrow(static_cast<int64_t>(2 + i), g.pad[3 - (input_size.size() - 2) + i], input_size[2 + i]);
-  }
+  if (p.padded_size.empty()) return gin;
+  const size_t nd = input_size.size() - 2;
+  for (size_t i = 0; i < nd; ++i) gin = gin.narrow(static_cast<int64_t>(2 + i), g.pad[3 - nd + i], input_size[2 + i]);
   return gin;
 }
 

@@ -136,7 +136,6 @@ struct Executor {
   std::vector<SharedAllocation> shared;
   size_t static_bytes = 0, dynamic_bytes = 0;
   void* dynamic = nullptr;
-  bool dynamic_given = false;
   // the first error of the current block
   std::string error;
 
@@ -512,8 +511,6 @@ void run_grid(const Config& config, const char* kernel, const char* file, int ma
   executor = nullptr;
   if (!local.error.empty()) set_error(cudaErrorLaunchFailure, local.error);
 }
-
-const char* last_error_message() { return last_message.c_str(); }
 
 }  // namespace tco_emu
 

@@ -18,7 +18,14 @@ from ..convert import convert
 from . import compare_times
 
 
-class _Basic(nn.Module):
+class _Residual(nn.Module):
+    """relu(body(x) + shortcut(x)); subclasses build the body."""
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class _Basic(_Residual):
     expansion = 1
 
     def __init__(self, cin: int, width: int, stride: int):
@@ -29,11 +36,8 @@ class _Basic(nn.Module):
             nn.Conv2d(width, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
         self.shortcut = _shortcut(cin, cout, stride)
 
-    def forward(self, x):
-        return torch.relu(self.body(x) + self.shortcut(x))
 
-
-class _Bottleneck(nn.Module):
+class _Bottleneck(_Residual):
     expansion = 4
 
     def __init__(self, cin: int, width: int, stride: int):
@@ -44,9 +48,6 @@ class _Bottleneck(nn.Module):
             nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
             nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout))
         self.shortcut = _shortcut(cin, cout, stride)
-
-    def forward(self, x):
-        return torch.relu(self.body(x) + self.shortcut(x))
 
 
 def _shortcut(cin: int, cout: int, stride: int) -> nn.Module:
