@@ -105,6 +105,8 @@ OP_CASES = [
            lambda x, w, b: TF.conv2d(x, w, b, stride=(2, 1)), [(2, 2, 6, 5), (3, 2, 3, 2), (3,)]),
     OpCase("conv2d-shifted", lambda x, w, b: F.conv2d(x, w, b, padding=1, algorithm="shifted"),
            lambda x, w, b: TF.conv2d(x, w, b, padding=1), [(1, 2, 4, 5), (3, 2, 3, 3), (3,)]),
+    OpCase("conv2d-winograd", lambda x, w, b: F.conv2d(x, w, b, padding=(2, 1), algorithm="winograd"),
+           lambda x, w, b: TF.conv2d(x, w, b, padding=(2, 1)), [(1, 2, 6, 5), (3, 2, 3, 3), (3,)]),
     OpCase("conv3d", lambda x, w, b: F.conv3d(x, w, b, stride=(1, 2, 1), padding=1),
            lambda x, w, b: TF.conv3d(x, w, b, stride=(1, 2, 1), padding=1), [(1, 2, 3, 4, 3), (2, 2, 2, 2, 2), (2,)]),
     # ---- tco.grad: the gradients of convolution, as functions ----

@@ -324,6 +324,110 @@ def test_conv3d_matches_scipy(flip, mode, kernel, device):
     assert_close_to_reference(out, torch.as_tensor(ref), torch.float64)
 
 
+# ---- Winograd ---------------------------------------------------------------------------------------
+WINOGRAD = ["winograd", "winograd_2x2", "winograd_4x4", "winograd_6x6"]
+# Where Winograd applies: 3, 1x3, 3x1 and 3x3 kernels at unit stride and dilation, with every
+# padding (pads beyond the kernel, 'full', asymmetric) and planes that are not whole tiles.
+WINOGRAD_CASES = [
+    Case("w-3x3-pad1", 2, 2, 3, 4, (7, 9), (3, 3), padding=1),
+    Case("w-3x3-valid-groups", 2, 2, 4, 6, (9, 8), (3, 3), groups=2),
+    Case("w-3x3-asymmetric-pad", 2, 1, 3, 2, (6, 7), (3, 3), padding=(2, 0)),
+    Case("w-3x3-full", 2, 2, 2, 3, (5, 6), (3, 3), padding="full"),
+    # a plane smaller than one tile, pads beyond the kernel
+    Case("w-3x3-tiny-pad3", 2, 1, 2, 3, (2, 2), (3, 3), padding=3, bias=False),
+    Case("w-depthwise", 2, 2, 4, 4, (6, 6), (3, 3), padding=1, groups=4),
+    Case("w-1x3", 2, 1, 3, 2, (5, 13), (1, 3), padding=(0, 1)),
+    Case("w-3x1", 2, 2, 3, 2, (13, 4), (3, 1), padding=(1, 0)),
+    Case("w-1d-same", 1, 2, 3, 4, (11,), (3,), padding="same"),
+    Case("w-1d-full", 1, 1, 2, 3, (4,), (3,), padding="full"),
+    # several blocks of tile rows per sample and per thread, and more channels than a vector
+    Case("w-wide", 2, 5, 20, 24, (17, 30), (3, 3), padding=1, bias=False),
+]
+WINOGRAD_IDS = [c.id for c in WINOGRAD_CASES]
+
+
+@pytest.mark.parametrize("algorithm", WINOGRAD)
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=WINOGRAD_IDS)
+def test_winograd_matches_torch(case, algorithm, device):
+    """Forward and gradients (the input gradient through Winograd) against torch in float64."""
+    check_against_torch(case, torch.float64, device, algorithm)
+
+
+@pytest.mark.parametrize("algorithm", ["winograd_2x2", "winograd_4x4"])
+@pytest.mark.parametrize("case", [c for c in WINOGRAD_CASES if c.id in {"w-1d-same", "w-3x3-asymmetric-pad"}],
+                         ids=["w-1d-same", "w-3x3-asymmetric-pad"])
+def test_winograd_flip_matches_torch(case, algorithm, device):
+    check_against_torch(case, torch.float64, device, algorithm, flip=True)
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION_DTYPES, ids=str)
+@pytest.mark.parametrize("case", WINOGRAD_CASES[:3] + WINOGRAD_CASES[-1:], ids=WINOGRAD_IDS[:3] + WINOGRAD_IDS[-1:])
+def test_winograd_low_precision(case, dtype, device):
+    """float16 and bfloat16 compute in float32 (the tolerances are those of their rounding)."""
+    check_against_torch(case, dtype, device, "winograd")
+
+
+@pytest.mark.parametrize("tile", sorted(tco.functional.conv.WINOGRAD_ERROR_BOUNDS))
+@pytest.mark.parametrize("channels", [16, 256])
+def test_winograd_float32_error_within_the_documented_bound(tile, channels, device):
+    """The float32 error of each tile, max |result - exact| / max |exact| against a float64
+    reference, for the forward and the input gradient, stays within the bound the docstring
+    states; the 2x2 tile is the most accurate of the three."""
+    bound = tco.functional.conv.WINOGRAD_ERROR_BOUNDS[tile]
+    algorithm = f"winograd_{tile}x{tile}"
+    torch.manual_seed(0)
+    x = torch.randn(2, channels, 20, 20, device=device)
+    w = torch.randn(channels, channels, 3, 3, device=device) / (3 * channels ** 0.5)
+    gy = torch.randn(2, channels, 20, 20, device=device)
+
+    def errors(algo):
+        y = TCO_CONV[2](x, w, padding=1, algorithm=algo).double()
+        gx = torch.ops.cnn_ops.conv_input_backward(gy, w, list(x.shape), [1, 1], [1, 1], [1, 1], 1, algo).double()
+        ref = F.conv2d(x.double(), w.double(), padding=1)
+        ref_gx = torch.nn.grad.conv2d_input(x.shape, w.double(), gy.double(), padding=1)
+        return [((a - r).abs().max() / r.abs().max()).item() for a, r in ((y, ref), (gx, ref_gx))]
+
+    ours = errors(algorithm)
+    assert max(ours) <= bound, (algorithm, ours, bound)
+    if tile == 2:
+        assert max(ours) < max(errors("winograd_4x4")), ours
+
+
+@pytest.mark.parametrize("algorithm", ["winograd_2x2", "winograd_4x4"])
+def test_winograd_nan_and_inf_land_where_torch_puts_them(algorithm, device):
+    """Winograd's transforms mix a tile's inputs into all its outputs; a non-finite result is
+    recomputed the direct way, so NaN and infinity (and their gradients) land as torch's."""
+    x = randn(1, 2, 9, 10, device=device, requires_grad=True)
+    w = randn(3, 2, 3, 3, device=device, requires_grad=True)
+    with torch.no_grad():
+        x[0, 0, 4, 4] = float("nan")
+        x[0, 1, 1, 7] = float("inf")
+    xr, wr = as_reference(x), as_reference(w)
+    out = TCO_CONV[2](x, w, padding=1, algorithm=algorithm)
+    ref = F.conv2d(xr, wr, padding=1)
+    torch.testing.assert_close(out.cpu(), ref.detach().cpu(), equal_nan=True)
+    gy = randn(*out.shape, device=device)
+    gy[0, 2, 0, 0] = float("nan")
+    gx, = torch.autograd.grad(out, x, gy)
+    rgx, = torch.autograd.grad(ref, xr, as_reference(gy))
+    torch.testing.assert_close(gx.cpu(), rgx.cpu(), equal_nan=True)
+
+
+def test_winograd_refuses_what_it_does_not_compute():
+    """Strided, dilated, 5x5 and 3-d convolutions with algorithm='winograd' are errors (use
+    'auto'), on the public function and the raw op."""
+    x, w = torch.randn(1, 2, 8, 8), torch.randn(3, 2, 3, 3)
+    for kwargs in (dict(stride=2), dict(dilation=2)):
+        with pytest.raises(RuntimeError, match="winograd.*stride 1, dilation 1"):
+            tco.functional.conv2d(x, w, algorithm="winograd", **kwargs)
+    with pytest.raises(RuntimeError, match=r"kernel \[1, 5, 5\]"):
+        tco.functional.conv2d(x, torch.randn(3, 2, 5, 5), algorithm="winograd_2x2")
+    with pytest.raises(RuntimeError, match="1-d or 2-d"):
+        tco.functional.conv3d(torch.randn(1, 2, 4, 4, 4), torch.randn(3, 2, 3, 3, 3), algorithm="winograd")
+    with pytest.raises(RuntimeError, match="winograd"):
+        torch.ops.cnn_ops.conv_forward(x, w, None, [2, 2], [0, 0], [0, 0], [1, 1], 1, "winograd")
+
+
 # ---- gradcheck / gradgradcheck ---------------------------------------------------------------------
 # Small float64 geometries with every argument away from its default.
 GRADCHECK_CASES = [
@@ -333,6 +437,7 @@ GRADCHECK_CASES = [
     # asymmetric padding through autograd
     Case("2d-same-even", 2, 1, 2, 2, (4, 5), (2, 3), padding="same", dilation=(3, 1)),
     Case("2d-unit-stride", 2, 2, 4, 2, (5, 4), (3, 2), padding=(2, 1), dilation=(1, 2), groups=2),
+    Case("2d-3x3", 2, 2, 2, 3, (5, 6), (3, 3), padding=(1, 2)),
 ]
 
 
@@ -340,8 +445,8 @@ GRADCHECK_CASES = [
 GRADCHECK_PARAMS = [
     pytest.param(case, algorithm, id=f"{case.id}-{algorithm}")
     for case in GRADCHECK_CASES
-    for algorithm in ("direct", "im2col", "shifted")
-    if algorithm != "shifted" or unit_stride(case)
+    for algorithm in ("direct", "im2col", "shifted", "winograd")
+    if (algorithm != "shifted" or unit_stride(case)) and (algorithm != "winograd" or case.id == "2d-3x3")
 ]
 
 
@@ -752,7 +857,7 @@ def _bad_cases():
         ("bias-shape", lambda: conv2d(x, w, torch.randn(5)), r"bias"),
         ("integer-input", lambda: conv2d(x.long(), w.long()), r"dtype|input|float"),
         ("unknown-algorithm", lambda: conv2d(x, w, algorithm="fft"), r"algorithm"),
-        ("module-unknown-algorithm", lambda: tco.nn.Conv2d(4, 6, 3, algorithm="winograd")(x), r"algorithm"),
+        ("module-unknown-algorithm", lambda: tco.nn.Conv2d(4, 6, 3, algorithm="fft")(x), r"algorithm"),
         ("grad-input-stride-zero", lambda: tco.grad.conv2d_input(x.shape, w, go, stride=0), r"stride"),
         ("grad-input-channel-mismatch", lambda: tco.grad.conv2d_input(x.shape, w, go[:, :5]), r"grad_output|channel"),
         ("grad-weight-dilation-zero", lambda: tco.grad.conv2d_weight(x, w.shape, go, dilation=0), r"dilation"),

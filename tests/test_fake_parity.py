@@ -217,6 +217,11 @@ def conv_forward_args(nd=2, k=3, s=1, p=1, pe=1, d=1, extra=1, groups=1, dtype=F
     pes = trailing_pads(pe, nd, ks, ps, ds, backward)
     if algorithm == "shifted":
         ss = [1] * nd
+    if algorithm == "winograd":
+        if nd == 3:
+            algorithm = "auto"  # Winograd is 1-d and 2-d
+        else:
+            ks, ss, ds = [3] * nd, [1] * nd, [1] * nd
     spatial = [max(dd * (kk - 1) + 1 - pp - qq, 0) + extra for kk, pp, qq, dd in zip(ks, ps, pes, ds)]
     return dict(input=rand([batch, 2 * groups, *spatial], dtype, layout),
                 weight=rand([3 * groups, 2, *ks], dtype, layout), bias=rand([3 * groups], dtype) if bias else None,
@@ -236,7 +241,7 @@ def conv_backward_args(layout="contiguous", **kw):
 
 CONV_GRID = dict(nd=(1, 2, 3), k=K, s=S, p=P, pe=P, d=D, extra=(0, 1, 4), groups=(1, 2), dtype=(F32, F64, BF16),
                  layout=("contiguous", "channels_last", "strided"), bias=(False, True),
-                 algorithm=("auto", "direct", "im2col", "shifted", "aten"), batch=(2, 0))
+                 algorithm=("auto", "direct", "im2col", "shifted", "aten", "winograd"), batch=(2, 0))
 
 
 @cases(VALID, "conv_forward")
@@ -281,6 +286,8 @@ def _conv_forward_invalid():
             spoil(b, "groups=0", groups=0), spoil(b, "groups=3 (no divisor)", groups=3),
             spoil(b, "algorithm", algorithm="bogus"), spoil(b, "shifted with stride 2", algorithm="shifted",
                                                             stride=[2] * nd),
+            spoil(b, "winograd with a kernel of 2", algorithm="winograd"),
+            spoil(b, "winograd with stride 2", algorithm="winograd_4x4", stride=[2] * nd),
             spoil(b, "kernel larger than the padded input", weight=rand([6, 2, *big])),
             spoil(b, "weight in_channels", weight=lambda w: grown(w, 1)),
             spoil(b, "weight out_channels not a multiple of groups", weight=lambda w: grown(w, 0)),

@@ -3,6 +3,7 @@
 #include <c10/util/safe_numerics.h>
 
 #include "../checks.h"
+#include "conv_winograd.h"
 
 #include <c10/util/Exception.h>
 
@@ -110,6 +111,18 @@ ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& 
   if (algorithm == "direct") return ConvAlgorithm::Direct;
   if (algorithm == "aten") return ConvAlgorithm::Aten;
   if (algorithm == "im2col") return ConvAlgorithm::Im2col;
+  const ConvAlgorithm winograd = algorithm == "winograd" || algorithm == "winograd_4x4" ? ConvAlgorithm::Winograd4
+                                 : algorithm == "winograd_2x2"                          ? ConvAlgorithm::Winograd2
+                                 : algorithm == "winograd_6x6"                          ? ConvAlgorithm::Winograd6
+                                                                                        : ConvAlgorithm::Direct;
+  if (winograd_tile(winograd) != 0) {
+    TORCH_CHECK(winograd_applies(g), "cnn_ops.conv: algorithm='", std::string(algorithm),
+                "' needs a 1-d or 2-d convolution with stride 1, dilation 1 and a 3, 1x3, 3x1 or 3x3 kernel, "
+                "got (depth, height, width) kernel ", shape_str(c10::IntArrayRef(g.kernel, 3)), ", stride ",
+                shape_str(c10::IntArrayRef(g.stride, 3)), ", dilation ", shape_str(c10::IntArrayRef(g.dilation, 3)),
+                "; use 'auto' for the others");
+    return winograd;
+  }
   if (algorithm == "shifted") {
     TORCH_CHECK(g.stride[0] == 1 && g.stride[1] == 1 && g.stride[2] == 1,
                 "cnn_ops.conv: algorithm='shifted' needs stride 1 in every dimension; use 'im2col' "
@@ -117,7 +130,8 @@ ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& 
     return shifted_applies ? ConvAlgorithm::Shifted : ConvAlgorithm::Im2col;
   }
   TORCH_CHECK(algorithm == "auto",
-              "cnn_ops.conv: algorithm must be 'auto', 'direct', 'im2col', 'shifted' or 'aten', got '",
+              "cnn_ops.conv: algorithm must be 'auto', 'direct', 'im2col', 'shifted', 'aten', 'winograd', "
+              "'winograd_2x2', 'winograd_4x4' or 'winograd_6x6', got '",
               std::string(algorithm), "'");
   if (!shifted_applies) return ConvAlgorithm::Aten;
   if (g.in_per_group() == 1) return g.groups > 1 ? ConvAlgorithm::Direct : ConvAlgorithm::Im2col;

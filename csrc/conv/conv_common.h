@@ -53,10 +53,17 @@ void fill_backward_extents(const char* op, ConvGeometry& c, const at::Tensor& gr
 void fill_spatial_args(ConvGeometry& g, at::IntArrayRef stride, at::IntArrayRef padding,
                        at::IntArrayRef dilation, int64_t groups, const char* op = "cnn_ops.conv");
 
-enum class ConvAlgorithm { Direct, Im2col, Shifted, Aten };
+enum class ConvAlgorithm { Direct, Im2col, Shifted, Aten, Winograd2, Winograd4, Winograd6 };
 
-// Parses "direct" / "im2col" / "shifted" / "aten" / "auto" and resolves "auto" for the
-// geometry. "aten" is ATen's own convolution, the one torch.nn.functional.conv* runs (oneDNN
+// The tile (outputs per dimension) of a Winograd algorithm, 0 for the others.
+inline int winograd_tile(ConvAlgorithm a) {
+  return a == ConvAlgorithm::Winograd2 ? 2 : a == ConvAlgorithm::Winograd4 ? 4 : a == ConvAlgorithm::Winograd6 ? 6 : 0;
+}
+
+// Parses "direct" / "im2col" / "shifted" / "aten" / "winograd" / "winograd_2x2" /
+// "winograd_4x4" / "winograd_6x6" / "auto" and resolves "auto" for the geometry. "winograd" is
+// F(4x4, 3x3) (conv_winograd.h; 2x2 is the more accurate, 6x6 the fewest multiplications);
+// an explicit Winograd algorithm where it does not apply (winograd_applies) is an error. "aten" is ATen's own convolution, the one torch.nn.functional.conv* runs (oneDNN
 // on the CPU, cuDNN on CUDA). The "auto" rule, where each algorithm is the fastest:
 //  * aten on devices without the shifted algorithm (CUDA): cuDNN's kernels are tuned per
 //    architecture, ours are plain direct and im2col kernels;

@@ -39,6 +39,7 @@
 #include "conv_common.h"
 #include "conv_ops.h"
 #include "conv_shifted.h"
+#include "conv_winograd_cpu.h"
 #include "im2col_cpu.h"
 
 namespace tco {
@@ -312,7 +313,7 @@ const ConvBackend& cpu_conv_backend() {
                                    &im2col_forward,               &im2col_input_backward,
                                    &im2col_weight_backward,       &shifted_applies,
                                    &shifted_forward,              &shifted_input_backward,
-                                   &shifted_weight_backward};
+                                   &shifted_weight_backward,      &winograd_forward_cpu};
   return backend;
 }
 

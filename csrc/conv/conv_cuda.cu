@@ -19,6 +19,7 @@
 #include "../cuda_common.cuh"
 #include "conv_cuda.h"
 #include "conv_geometry.h"
+#include "conv_winograd.h"
 
 namespace tco::cuda_conv {
 namespace {
@@ -244,6 +245,120 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// ---------------------------------------------------------------------------------------
+// Winograd (plan and layouts: conv_winograd.h). One thread per (channel, tile), consecutive
+// threads on consecutive tiles, so that the rows of V and M are read and written coalesced.
+// The transforms' coefficients come with the plan (a kernel argument), in double, rounded to
+// the compute type as they are used.
+
+// U[grp][xi * aw + nu][o][c] = sum over taps (a, b) of G_h[xi][a] G_w[nu][b] weight[oc][c][a][b].
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    winograd_weight_kernel(const ConvGeometry g, const WinogradPlan p, const T* __restrict__ weight,
+                           typename Num<T>::acc* __restrict__ u) {
+  using acc_t = typename Num<T>::acc;
+  const int ah = p.dim[0].alpha, aw = p.dim[1].alpha;
+  const int64_t Cg = g.in_per_group(), Og = g.out_per_group(), kh = g.kernel[1], kw = g.kernel[2];
+  TCO_GRID_STRIDE_LOOP(idx, g.out_channels * Cg) {
+    const int64_t oc = idx / Cg, c = idx % Cg, grp = oc / Og, o = oc % Og;
+    const T* f = weight + idx * kh * kw;
+    for (int xi = 0; xi < ah; ++xi) {
+      for (int nu = 0; nu < aw; ++nu) {
+        acc_t s = 0;
+        for (int64_t a = 0; a < kh; ++a)
+          for (int64_t b = 0; b < kw; ++b)
+            s += static_cast<acc_t>(p.dim[0].g[xi][a] * p.dim[1].g[nu][b]) * Num<T>::widen(f[a * kw + b]);
+        u[((grp * ah * aw + xi * aw + nu) * Og + o) * Cg + c] = s;
+      }
+    }
+  }
+}
+
+// V[grp][xi * aw + nu][c][t] = (B_h^T d B_w)[xi][nu] for the input patch d of tile t.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    winograd_input_kernel(const ConvGeometry g, const WinogradPlan p, const T* __restrict__ input,
+                          typename Num<T>::acc* __restrict__ v) {
+  using acc_t = typename Num<T>::acc;
+  const int ah = p.dim[0].alpha, aw = p.dim[1].alpha;
+  const int64_t per_sample = p.tiles_per_sample(), tiles = g.batch * per_sample, Cg = g.in_per_group();
+  const int64_t H = g.in_size[1], W = g.in_size[2];
+  TCO_GRID_STRIDE_LOOP(idx, g.in_channels * tiles) {
+    const int64_t ch = idx / tiles, t = idx % tiles, n = t / per_sample;
+    const int64_t th = t % per_sample / p.tiles_w, tw = t % p.tiles_w;
+    const T* plane = input + (n * g.in_channels + ch) * g.in_plane();
+    const int64_t h0 = th * p.dim[0].m - g.pad[1], w0 = tw * p.dim[1].m - g.pad[2];
+    // Along the height first: rows[xi][j] = sum_i B_h^T[xi][i] d[i][j].
+    acc_t rows[kWinogradMaxAlpha][kWinogradMaxAlpha];
+    for (int xi = 0; xi < ah; ++xi)
+      for (int j = 0; j < aw; ++j) rows[xi][j] = 0;
+    for (int i = 0; i < ah; ++i) {
+      const int64_t h = h0 + i;
+      if (h < 0 || h >= H) continue;
+      for (int j = 0; j < aw; ++j) {
+        const int64_t w = w0 + j;
+        if (w < 0 || w >= W) continue;
+        const acc_t x = Num<T>::widen(plane[h * W + w]);
+        for (int xi = 0; xi < ah; ++xi) {
+          const double c = p.dim[0].bt[xi][i];
+          if (c != 0) rows[xi][j] += static_cast<acc_t>(c) * x;
+        }
+      }
+    }
+    acc_t* out = v + ((ch / Cg) * ah * aw * Cg + ch % Cg) * tiles + t;
+    for (int xi = 0; xi < ah; ++xi) {
+      for (int nu = 0; nu < aw; ++nu) {
+        acc_t s = 0;
+        for (int j = 0; j < aw; ++j) {
+          const double c = p.dim[1].bt[nu][j];
+          if (c != 0) s += static_cast<acc_t>(c) * rows[xi][j];
+        }
+        out[(xi * aw + nu) * Cg * tiles] = s;
+      }
+    }
+  }
+}
+
+// output[n][oc] over tile t = bias + (A_h^T M A_w) for M[grp][.][o][t], cropped to the plane.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    winograd_output_kernel(const ConvGeometry g, const WinogradPlan p, const typename Num<T>::acc* __restrict__ m,
+                           const T* __restrict__ bias, T* __restrict__ output) {
+  using acc_t = typename Num<T>::acc;
+  const int ah = p.dim[0].alpha, aw = p.dim[1].alpha, mh = p.dim[0].m, mw = p.dim[1].m;
+  const int64_t per_sample = p.tiles_per_sample(), tiles = g.batch * per_sample, Og = g.out_per_group();
+  const int64_t oH = g.out_size[1], oW = g.out_size[2];
+  TCO_GRID_STRIDE_LOOP(idx, g.out_channels * tiles) {
+    const int64_t oc = idx / tiles, t = idx % tiles, n = t / per_sample;
+    const int64_t th = t % per_sample / p.tiles_w, tw = t % p.tiles_w;
+    const acc_t* src = m + ((oc / Og) * ah * aw * Og + oc % Og) * tiles + t;
+    // Along the width first: cols[xi][j] = sum_nu M[xi][nu] A_w^T[j][nu].
+    acc_t cols[kWinogradMaxAlpha][kWinogradMaxAlpha - 2];
+    for (int xi = 0; xi < ah; ++xi) {
+      for (int j = 0; j < mw; ++j) cols[xi][j] = 0;
+      for (int nu = 0; nu < aw; ++nu) {
+        const acc_t x = src[(xi * aw + nu) * Og * tiles];
+        for (int j = 0; j < mw; ++j) {
+          const double c = p.dim[1].at[j][nu];
+          if (c != 0) cols[xi][j] += static_cast<acc_t>(c) * x;
+        }
+      }
+    }
+    const acc_t b = bias ? Num<T>::widen(bias[oc]) : acc_t(0);
+    T* plane = output + (n * g.out_channels + oc) * g.out_plane();
+    for (int i = 0; i < mh && th * mh + i < oH; ++i) {
+      for (int j = 0; j < mw && tw * mw + j < oW; ++j) {
+        acc_t s = b;
+        for (int xi = 0; xi < ah; ++xi) {
+          const double c = p.dim[0].at[i][xi];
+          if (c != 0) s += static_cast<acc_t>(c) * cols[xi][j];
+        }
+        plane[(th * mh + i) * oW + tw * mw + j] = Num<T>::narrow(s);
+      }
+    }
+  }
+}
+
 #undef TCO_GRID_STRIDE_LOOP
 
 }  // namespace
@@ -309,6 +424,42 @@ cudaError_t col2im(DType dtype, const ConvGeometry& g, const void* col, void* gr
     using acc_t = typename Num<T>::acc;
     col2im_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(
         g, static_cast<const acc_t*>(col), static_cast<T*>(grad_input));
+  });
+}
+
+cudaError_t winograd_weight_transform(DType dtype, const ConvGeometry& g, const WinogradPlan& p, const void* weight,
+                                      void* u, cudaStream_t stream) {
+  const int64_t total = g.out_channels * g.in_per_group();
+  if (total == 0) return cudaSuccess;
+  return dispatch_float_types(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    using acc_t = typename Num<T>::acc;
+    winograd_weight_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(g, p, static_cast<const T*>(weight),
+                                                                         static_cast<acc_t*>(u));
+  });
+}
+
+cudaError_t winograd_input_transform(DType dtype, const ConvGeometry& g, const WinogradPlan& p, const void* input,
+                                     void* v, cudaStream_t stream) {
+  const int64_t total = g.in_channels * g.batch * p.tiles_per_sample();
+  if (total == 0) return cudaSuccess;
+  return dispatch_float_types(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    using acc_t = typename Num<T>::acc;
+    winograd_input_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(g, p, static_cast<const T*>(input),
+                                                                        static_cast<acc_t*>(v));
+  });
+}
+
+cudaError_t winograd_output_transform(DType dtype, const ConvGeometry& g, const WinogradPlan& p, const void* m,
+                                      const void* bias, void* output, cudaStream_t stream) {
+  const int64_t total = g.out_channels * g.batch * p.tiles_per_sample();
+  if (total == 0) return cudaSuccess;
+  return dispatch_float_types(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    using acc_t = typename Num<T>::acc;
+    winograd_output_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(
+        g, p, static_cast<const acc_t*>(m), static_cast<const T*>(bias), static_cast<T*>(output));
   });
 }
 

@@ -20,6 +20,7 @@
 #include "../cuda_dtype.h"
 
 #include "conv_geometry.h"
+#include "conv_winograd.h"
 
 namespace tco::cuda_conv {
 
@@ -64,5 +65,21 @@ cudaError_t im2col(DType dtype, const ConvGeometry& g, const void* input, void* 
 // element (it overwrites, it does not add).
 cudaError_t col2im(DType dtype, const ConvGeometry& g, const void* col, void* grad_input,
                    cudaStream_t stream);
+
+// ---- Winograd (the plan and the layouts of U, V and M: conv_winograd.h) ----
+// U, V and M hold the compute type. Each launcher covers the g.batch samples at its pointers.
+
+// U (groups, alpha^2, O/groups, C/groups) from the weight.
+cudaError_t winograd_weight_transform(DType dtype, const ConvGeometry& g, const WinogradPlan& p, const void* weight,
+                                      void* u, cudaStream_t stream);
+
+// V (groups, alpha^2, C/groups, tiles) from the input.
+cudaError_t winograd_input_transform(DType dtype, const ConvGeometry& g, const WinogradPlan& p, const void* input,
+                                     void* v, cudaStream_t stream);
+
+// output = the output transform of M (groups, alpha^2, O/groups, tiles) + bias (may be null);
+// writes every element.
+cudaError_t winograd_output_transform(DType dtype, const ConvGeometry& g, const WinogradPlan& p, const void* m,
+                                      const void* bias, void* output, cudaStream_t stream);
 
 }  // namespace tco::cuda_conv

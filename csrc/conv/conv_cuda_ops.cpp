@@ -3,7 +3,7 @@
 // GEMMs (through ATen's bmm) out. Compiled by the host compiler only in CUDA builds; narrow
 // headers keep it quick to build.
 //
-// The algorithms are those of conv_cpu.cpp:
+// The algorithms are those of conv_cpu.cpp, and Winograd's (conv_winograd.h):
 //  * direct: one thread per output element (conv_cuda.cu).
 //  * im2col: unfold a chunk of samples into a (groups, C/groups * kernel_volume,
 //    samples * output_plane) column matrix in one launch, then one batched GEMM over the
@@ -16,8 +16,10 @@
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/baddbmm.h>
+#include <ATen/ops/all.h>
 #include <ATen/ops/bmm.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/isfinite.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
@@ -154,6 +156,43 @@ at::Tensor im2col_weight_backward(const at::Tensor& gout, const at::Tensor& inpu
 }
 
 // ---------------------------------------------------------------------------------------
+// Winograd (conv_winograd.h): the weight transformed once, then per chunk of samples the
+// input transform, one batched GEMM M = U @ V over (groups x alpha^2) and the output
+// transform. V and M of a chunk stay within kColBudgetBytes.
+std::optional<at::Tensor> winograd_forward(const at::Tensor& input, const at::Tensor& weight,
+                                           const std::optional<at::Tensor>& bias, const ConvGeometry& g, int tile) {
+  const WinogradPlan p = winograd_plan(g, tile);
+  const cuda_conv::DType dtype = cuda_dtype_of(input.scalar_type());
+  const at::ScalarType ct = compute_type(input.scalar_type());
+  const at::TensorOptions ct_options = input.options().dtype(ct);
+  const int64_t GA = g.groups * p.alpha_area(), Cg = g.in_per_group(), Og = g.out_per_group();
+  const int64_t per_sample = p.tiles_per_sample();
+  const cudaStream_t stream = current_cuda_stream();
+  at::Tensor u = at::empty({GA, Og, Cg}, ct_options);
+  C10_CUDA_CHECK(cuda_conv::winograd_weight_transform(dtype, g, p, weight.const_data_ptr(), u.mutable_data_ptr(),
+                                                      stream));
+  at::Tensor out = at::empty({g.batch, g.out_channels, g.out_plane()}, input.options());
+  const int64_t sample_bytes = GA * (Cg + Og) * per_sample * static_cast<int64_t>(at::elementSize(ct));
+  const int64_t nb = std::clamp<int64_t>(kColBudgetBytes / std::max<int64_t>(sample_bytes, 1), 1, g.batch);
+  const at::Tensor v_buffer = at::empty({GA * Cg * nb * per_sample}, ct_options);
+  const at::Tensor m_buffer = at::empty({GA * Og * nb * per_sample}, ct_options);
+  for (int64_t n0 = 0; n0 < g.batch; n0 += nb) {
+    const int64_t count = std::min(nb, g.batch - n0), tiles = count * per_sample;
+    const ConvGeometry c = chunk_geometry(g, count);
+    at::Tensor v = v_buffer.narrow(0, 0, GA * Cg * tiles).view({GA, Cg, tiles});
+    at::Tensor m = m_buffer.narrow(0, 0, GA * Og * tiles).view({GA, Og, tiles});
+    C10_CUDA_CHECK(cuda_conv::winograd_input_transform(dtype, c, p, input.narrow(0, n0, count).const_data_ptr(),
+                                                       v.mutable_data_ptr(), stream));
+    at::bmm_out(m, u, v);
+    C10_CUDA_CHECK(cuda_conv::winograd_output_transform(dtype, c, p, m.const_data_ptr(),
+                                                        bias ? bias->const_data_ptr() : nullptr,
+                                                        out.narrow(0, n0, count).mutable_data_ptr(), stream));
+  }
+  if (!at::isfinite(out).all().item<bool>()) return std::nullopt;
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
 // The direct passes of the CUDA backend.
 
 void direct_forward(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& b,
@@ -179,7 +218,7 @@ const ConvBackend& cuda_conv_backend() {
   static const ConvBackend backend{kCudaBackendDevice,   &direct_forward,         &direct_input_backward,
                                    &direct_weight_backward, &im2col_forward,         &im2col_input_backward,
                                    &im2col_weight_backward, nullptr,                nullptr,
-                                   nullptr,                 nullptr};
+                                   nullptr,                 nullptr,                &winograd_forward};
   return backend;
 }
 

@@ -19,6 +19,7 @@
 
 #include "../device_backends.h"
 #include "conv_common.h"
+#include "conv_winograd.h"
 
 namespace tco {
 namespace {
@@ -140,6 +141,20 @@ at::Tensor aten_weight_backward(const at::Tensor& grad_output, const at::Tensor&
                                               p.dilation, false, p.output_padding, g.groups, {false, true, false}));
 }
 
+// ---- Winograd ----
+// The input gradient is the forward convolution of grad_output with the weight transposed per
+// group and rotated 180 degrees (winograd_input_gradient_geometry).
+at::Tensor winograd_transposed_weight(const at::Tensor& weight, const ConvGeometry& g) {
+  std::vector<int64_t> grouped{g.groups, g.out_per_group()}, sizes{g.in_channels, g.out_per_group()}, spatial;
+  for (int64_t d = 2; d < weight.dim(); ++d) {
+    grouped.push_back(weight.size(d));
+    sizes.push_back(weight.size(d));
+    spatial.push_back(d + 1);
+  }
+  grouped.insert(grouped.begin() + 2, g.in_per_group());
+  return weight.reshape(grouped).transpose(1, 2).flip(spatial).reshape(sizes).contiguous();
+}
+
 // ---- the entries ----
 at::Tensor conv_forward(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef padding_end,
@@ -153,14 +168,18 @@ at::Tensor conv_forward(const at::Tensor& input, const at::Tensor& weight, const
   const at::MemoryFormat format = result_format(input, weight);
   const std::vector<int64_t> shape = output_shape(g, stride.size());
   if (g.no_output()) return at::empty(shape, input.options().memory_format(format));
-  // With no input channels the output is the bias alone: nothing to unfold or multiply.
-  if (g.in_channels == 0) algo = ConvAlgorithm::Direct;
+  // With no input channels, or an empty input plane (all windows in the padding), the output is
+  // the bias alone: nothing to unfold or multiply (and ATen refuses an empty plane).
+  if (g.in_channels == 0 || g.in_plane() == 0) algo = ConvAlgorithm::Direct;
   if (algo == ConvAlgorithm::Aten) return in_format(aten_forward(input, weight, bias, g), format);
   const at::Tensor x = input.contiguous(), w = weight.contiguous();
   std::optional<at::Tensor> b;
   if (bias.has_value() && bias->defined()) b = bias->contiguous();
   at::Tensor out;
-  if (algo == ConvAlgorithm::Im2col) {
+  if (const int tile = winograd_tile(algo)) {
+    const std::optional<at::Tensor> result = be.winograd_forward(x, w, b, g, tile);
+    out = result ? result->view(shape) : aten_forward(input, weight, bias, g);
+  } else if (algo == ConvAlgorithm::Im2col) {
     out = be.im2col_forward(x, w, b, g).view(shape);
   } else if (algo == ConvAlgorithm::Shifted) {
     out = be.shifted_forward(x, w, b, g).view(shape);
@@ -186,7 +205,11 @@ at::Tensor conv_input_backward(const at::Tensor& grad_output, const at::Tensor& 
   }
   const at::Tensor gout = grad_output.contiguous(), w = weight.contiguous();
   at::Tensor gin;
-  if (algo == ConvAlgorithm::Im2col) {
+  if (const int tile = winograd_tile(algo)) {
+    const std::optional<at::Tensor> result =
+        be.winograd_forward(gout, winograd_transposed_weight(w, g), std::nullopt, winograd_input_gradient_geometry(g), tile);
+    gin = result ? result->view(input_size) : aten_input_backward(grad_output, weight, g, input_size, format);
+  } else if (algo == ConvAlgorithm::Im2col) {
     gin = be.im2col_input_backward(gout, w, g, input_size);
   } else if (algo == ConvAlgorithm::Shifted) {
     gin = be.shifted_input_backward(gout, w, g).view(input_size);
@@ -203,11 +226,16 @@ at::Tensor conv_weight_backward(const at::Tensor& grad_output, const at::Tensor&
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const ConvGeometry g = weight_backward_geometry(grad_output, input, weight_size, stride, padding, dilation, groups);
   const ConvBackend& be = backend_for(grad_output);
-  const ConvAlgorithm algo = resolve_algorithm(algorithm, g, input, be.shifted_applies);
+  ConvAlgorithm algo = resolve_algorithm(algorithm, g, input, be.shifted_applies);
+  // An empty input plane (all windows in the padding) gives a zero gradient; ATen refuses it.
+  if (g.in_plane() == 0) algo = ConvAlgorithm::Direct;
   const c10::OptionalDeviceGuard guard(at::device_of(grad_output));
   const at::MemoryFormat format = result_format(grad_output, input);
   if (g.no_weight_gradient()) return at::empty(weight_size, grad_output.options().memory_format(format)).zero_();
-  if (algo == ConvAlgorithm::Aten) return in_format(aten_weight_backward(grad_output, input, g, weight_size), format);
+  // The Winograd algorithms take ATen's weight gradient (there is no Winograd weight gradient).
+  if (algo == ConvAlgorithm::Aten || winograd_tile(algo) != 0) {
+    return in_format(aten_weight_backward(grad_output, input, g, weight_size), format);
+  }
   const at::Tensor gout = grad_output.contiguous(), x = input.contiguous();
   at::Tensor gw;
   if (algo == ConvAlgorithm::Im2col) {

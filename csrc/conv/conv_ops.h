@@ -41,6 +41,14 @@ struct ConvBackend {
                                 const std::optional<at::Tensor>& bias, const ConvGeometry& g);
   at::Tensor (*shifted_input_backward)(const at::Tensor& grad_output, const at::Tensor& weight, const ConvGeometry& g);
   at::Tensor (*shifted_weight_backward)(const at::Tensor& grad_output, const at::Tensor& input, const ConvGeometry& g);
+  // Winograd's F(tile x tile, 3 x 3) forward (conv_winograd.h) for g where winograd_applies:
+  // the result (N, O, out_plane), or std::nullopt where an output is infinite or NaN (the
+  // entry then recomputes it with ATen's convolution, so that NaN and infinity land where
+  // torch puts them: Winograd's transforms spread them over a tile). The input gradient runs
+  // it on the transposed problem; the weight gradient is ATen's.
+  std::optional<at::Tensor> (*winograd_forward)(const at::Tensor& input, const at::Tensor& weight,
+                                                const std::optional<at::Tensor>& bias, const ConvGeometry& g,
+                                                int tile);
 };
 
 // Registers the family's ops for the library block `m` (the backend's dispatch key), their

@@ -12,11 +12,17 @@ from torch import Tensor
 
 from .._fx import leaf, named_leaf
 from .._utils import IntOrTuple, _where, as_int, batched, ntuple
+from ..ops.conv import ALGORITHMS
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_padding"]
 
-ALGORITHMS = ("auto", "direct", "im2col", "shifted", "aten")
 PADDING_STRINGS = ("valid", "same", "full")
+
+# The float32 error of each Winograd tile, max |result - exact| / max |exact|, that the forward
+# and the input gradient stay within (measured up to 512 channels with normal inputs and
+# weights of unit output variance: 8.1e-7, 1.9e-5 and 2.7e-5; ATen's own convolution: 4.4e-7).
+# tests/test_conv.py holds the library to them.
+WINOGRAD_ERROR_BOUNDS = {2: 2e-6, 4: 5e-5, 6: 1e-4}
 
 
 @leaf
@@ -135,10 +141,22 @@ Arguments as :func:`torch.nn.functional.conv{nd}d`, plus:
   GEMM), ``"shifted"`` (stride 1 only: one GEMM per kernel tap over a pointer-shifted view of
   the zero-padded input, no unfolded copy; a CPU algorithm, which CUDA tensors run as
   ``"im2col"``), ``"aten"`` (ATen's own convolution, what ``torch.nn.functional.conv{nd}d``
-  runs: oneDNN on the CPU, cuDNN on CUDA) or ``"auto"``: on CUDA aten; on the CPU direct for
-  depthwise convolutions, im2col for a single input channel and for strided 1x1 kernels,
-  shifted for 1x1 kernels at unit stride on planes of at least 784 outputs, aten otherwise (each the fastest there, measured against
-  torch; the table is in csrc/conv/conv_common.h).
+  runs: oneDNN on the CPU, cuDNN on CUDA), ``"winograd"`` or ``"auto"``: on CUDA aten; on the
+  CPU direct for depthwise convolutions, im2col for a single input channel and for strided 1x1
+  kernels, shifted for 1x1 kernels at unit stride on planes of at least 784 outputs, aten
+  otherwise (each the fastest there, measured against torch; the table is in
+  csrc/conv/conv_common.h).
+* ``"winograd"``: Winograd's minimal filtering (Lavin & Gray 2016) for 3, 1x3, 3x1 and 3x3
+  kernels at stride 1 and dilation 1 (any padding, groups and ``flip``; 1-d and 2-d):
+  ``"winograd_4x4"``, F(4x4, 3x3), 4x fewer multiplications than the direct sum; also
+  ``"winograd_2x2"`` (2.25x, the most accurate) and ``"winograd_6x6"`` (5x, the
+  least accurate). The forward and the input gradient run Winograd, the weight gradient ATen's.
+  float32 error, max abs error over max abs result: at most {bound2:.0e} (2x2), {bound4:.0e}
+  (4x4) and {bound6:.0e} (6x6), against about 4e-7 for ATen's; float64 stays near 1e-14. Results that
+  come out infinite or NaN are recomputed with ATen's convolution, so NaN and infinity land
+  where torch puts them. Extra memory: the transformed weight (16/9, 4 or 7.1 times the
+  weight) and about 4 MiB of work buffers per thread on the CPU; on CUDA the transformed
+  input and output of up to 256 MiB of samples at a time.
 
 A channels-last input or weight gives a channels-last output (and gradients), as torch's.
 
@@ -163,7 +181,8 @@ def _public_convnd(nd: int, **doc_fields) -> Callable[..., Tensor]:
     ) -> Tensor:
         return _convnd(nd, input, weight, bias, stride, padding, dilation, groups, flip, algorithm)
 
-    return named_leaf(convnd, _NAMES[nd], _DOC.format(nd=nd, **doc_fields))
+    return named_leaf(convnd, _NAMES[nd], _DOC.format(nd=nd, bound2=WINOGRAD_ERROR_BOUNDS[2], bound4=WINOGRAD_ERROR_BOUNDS[4],
+                                                       bound6=WINOGRAD_ERROR_BOUNDS[6], **doc_fields))
 
 
 conv1d = _public_convnd(1, dims="L", kdims="kL", odims="L_out", example="10", kexample="4")

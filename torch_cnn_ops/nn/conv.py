@@ -3,7 +3,8 @@
 They subclass the torch.nn classes, so the constructor, parameter names (``weight``,
 ``bias``), initialisation (kaiming-uniform with fan-in ``in_channels / groups * prod(kernel)``),
 ``repr`` and ``state_dict`` are torch's own, and ``isinstance(m, torch.nn.Conv2d)`` holds.
-Added: ``algorithm`` ("auto", "direct", "im2col", "shifted", "aten"), ``flip`` (true convolution) and
+Added: ``algorithm`` ("auto", "direct", "im2col", "shifted", "aten", "winograd", "winograd_2x2", "winograd_4x4",
+"winograd_6x6"), ``flip`` (true convolution) and
 ``padding="full"``; every ``padding_mode`` (zeros, reflect, replicate, circular) works.
 """
 

@@ -54,13 +54,29 @@ def _in_result_format(result, a, b):
     return torch.empty(result.shape, dtype=result.dtype, device=result.device, memory_format=fmt)
 
 
-def _check_algorithm(algorithm, stride):
-    """resolve_algorithm (conv_common.cpp): a known name; 'shifted' only with stride 1."""
-    torch._check(algorithm in ("auto", "direct", "im2col", "shifted", "aten"),
-                 lambda: f"{_OP}: algorithm must be 'auto', 'direct', 'im2col', 'shifted' or 'aten', got '{algorithm}'")
+WINOGRAD_ALGORITHMS = ("winograd", "winograd_2x2", "winograd_4x4", "winograd_6x6")
+ALGORITHMS = ("auto", "direct", "im2col", "shifted", "aten") + WINOGRAD_ALGORITHMS
+
+
+def _check_algorithm(algorithm, stride, dilation, padding, kernel, in_spatial, out_spatial):
+    """resolve_algorithm (conv_common.cpp): a known name; 'shifted' only with stride 1; Winograd
+    where winograd_applies (conv_winograd.h), on the (depth, height, width) geometry."""
+    torch._check(algorithm in ALGORITHMS,
+                 lambda: f"{_OP}: algorithm must be 'auto', 'direct', 'im2col', 'shifted', 'aten', 'winograd', "
+                         f"'winograd_2x2', 'winograd_4x4' or 'winograd_6x6', got '{algorithm}'")
     torch._check(algorithm != "shifted" or all(s == 1 for s in stride),
                  lambda: f"{_OP}: algorithm='shifted' needs stride 1 in every dimension; use 'im2col' or 'auto' for "
                          f"strided convolutions")
+    if algorithm in WINOGRAD_ALGORITHMS:
+        lead = 3 - len(stride)
+        k, s, d = ([1] * lead + list(v) for v in (kernel, stride, dilation))
+        depth = (1, 1, 0) if lead else (in_spatial[0], out_spatial[0], padding[0])
+        applies = (k[0] == 1 and depth == (1, 1, 0) and all(v == 1 for v in s + d)
+                   and k[1] in (1, 3) and k[2] in (1, 3) and k[1] * k[2] > 1)
+        torch._check(applies, lambda: f"{_OP}: algorithm='{algorithm}' needs a 1-d or 2-d convolution with stride 1, "
+                                      f"dilation 1 and a 3, 1x3, 3x1 or 3x3 kernel, got (depth, height, width) kernel "
+                                      f"{shape_str(k)}, stride {shape_str(s)}, dilation {shape_str(d)}; use 'auto' "
+                                      f"for the others")
 
 
 @register_fake("conv_forward")
@@ -88,7 +104,7 @@ def _conv_forward_fake(input, weight, bias, stride, padding, padding_end, dilati
                        dilation[i], i, input.shape)
         for i in range(nd)
     ]
-    _check_algorithm(algorithm, stride)
+    _check_algorithm(algorithm, stride, dilation, padding, weight.shape[2:], input.shape[2:], spatial)
     return _in_result_format(input.new_empty([input.shape[0], out_channels, *spatial]), input, weight)
 
 
@@ -105,7 +121,7 @@ def _check_backward(op, grad_output, size_name, size, other_name, other, stride,
     input_shape, weight_shape = (size, other.shape) if other_name == "weight" else (other.shape, size)
     _check_weight(weight_shape, input_shape[1], groups, "input")
     check_backward_sizes(op, grad_output, input_shape, weight_shape[0], weight_shape[2:], stride, padding, dilation)
-    _check_algorithm(algorithm, stride)
+    _check_algorithm(algorithm, stride, dilation, padding, weight_shape[2:], input_shape[2:], grad_output.shape[2:])
 
 
 @register_fake("conv_input_backward")

@@ -1,0 +1,462 @@
+// The Winograd pass of the CPU backend (plan and layouts: conv_winograd.h).
+//
+// Fused and blocked: each task takes a block of tile rows (a tile row is the tiles_w tiles of
+// one sample at one tile height) of one group, transforms its input tiles into V, runs the
+// alpha^2 GEMMs M[k] = U[k] @ V[k] (batched_gemm) and transforms M back into the output rows.
+// Tasks run in parallel, each worker with its own buffers, so the extra memory is the
+// transformed weight (alpha^2 / 9 times the weight, in the compute type) plus V, M and a
+// row buffer of one block per thread (about kBlockBytes, more for layers of many channels:
+// see kMinBlockTiles), whatever the batch size.
+//
+// The transforms run on vectors over the tiles of a block, whatever the plane's width (see
+// WinogradCpu), and over the input channels for the weight.
+
+#include "conv_winograd_cpu.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/ops/bmm_cpu_dispatch.h>
+#include <ATen/ops/empty.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <vector>
+
+#include "../cpu_vectorize.h"
+
+namespace tco {
+namespace {
+
+// Blocks of tile rows: V and M of a block within kBlockBytes, but at least kMinBlockTiles tiles
+// and at least as many tiles as output channels per group, so that each GEMM's columns amortise
+// the reading of U[k] (O x C, from the outer caches for wide layers). Measured on the 3x3
+// ResNet layers (forward, 1 thread): 1 MiB blocks ran 0.83-1.3x torch's time, 4 MiB 0.6-1.4x,
+// 4 MiB with the tile minimum 0.7-0.9x.
+constexpr int64_t kBlockBytes = int64_t(4) << 20;
+constexpr int64_t kMinBlockTiles = 64;
+
+// ---- the transforms ----
+// With the matrices of F(MH, 3) along the height and F(MW, 3) along the width as compile-time
+// constants, the loops over the matrices unroll completely and the zero coefficients drop
+// out. What is left runs on 64-byte vectors (GCC vector extensions: one AVX-512 register, two
+// AVX2 ones or four SSE ones, whichever clone TCO_VECTORIZE picks) over the tiles (input and
+// output) or the input channels (weight), all contiguous in memory; tails on scalars.
+
+template <typename T>
+struct Simd {
+  typedef T vec __attribute__((vector_size(64)));
+  static constexpr int64_t lanes = 64 / sizeof(T);
+};
+
+// Unaligned loads and stores of a vector (or of a scalar: V = T).
+template <typename V, typename T>
+__attribute__((always_inline)) inline V load(const T* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+template <typename V, typename T>
+__attribute__((always_inline)) inline void store(T* p, const V& v) {
+  std::memcpy(p, &v, sizeof(V));
+}
+
+// sum_i c[i] * x[i] over the nonzero c[i] of a constant row.
+template <int N, typename T, typename V>
+__attribute__((always_inline)) inline V combine(const double (&c)[N], const V (&x)[N]) {
+  V s = V{};
+#pragma GCC unroll 8
+  for (int i = 0; i < N; ++i) {
+    if (c[i] != 0) s += static_cast<T>(c[i]) * x[i];
+  }
+  return s;
+}
+
+// V[xi * AW + nu] at tile t (v + (xi * AW + nu) * k_stride + t) = (B_h^T d B_w)[xi][nu] for the
+// patch d of tile t, d[i][j] = x[(i * MW + j % MW) * phase_len + t + j / MW]: the buffer rows
+// split into their MW phases (column tile * MW + q of row i at x[(i * MW + q) * phase_len +
+// tile]), so that the patches of consecutive tiles are consecutive in every phase.
+template <int MH, int MW, typename T, typename V>
+__attribute__((always_inline)) inline void input_tile(const T* x, int64_t phase_len, int64_t t, T* v,
+                                                      int64_t k_stride) {
+  using BH = WinogradMatrices<MH>;
+  using BW = WinogradMatrices<MW>;
+  constexpr int AH = BH::alpha, AW = BW::alpha;
+  // Column nu of d B_w, then B_h^T of it: AH vectors live at a time (the patch is reloaded
+  // from L1 per column rather than held in registers, which F(6x6) would spill).
+#pragma GCC unroll 8
+  for (int nu = 0; nu < AW; ++nu) {
+    V column[AH];
+#pragma GCC unroll 8
+    for (int i = 0; i < AH; ++i) {
+      V row[AW];
+#pragma GCC unroll 8
+      for (int j = 0; j < AW; ++j) row[j] = BW::bt[nu][j] != 0 ? load<V>(x + (i * MW + j % MW) * phase_len + t + j / MW) : V{};
+      column[i] = combine<AW, T>(BW::bt[nu], row);
+    }
+#pragma GCC unroll 8
+    for (int xi = 0; xi < AH; ++xi) store(v + (xi * AW + nu) * k_stride + t, combine<AH, T>(BH::bt[xi], column));
+  }
+}
+
+template <int MH, int MW, typename T>
+TCO_VECTORIZE void input_tiles(const T* x, int64_t phase_len, int64_t tiles, T* v, int64_t k_stride) {
+  using Vec = typename Simd<T>::vec;
+  int64_t t = 0;
+  for (; t + Simd<T>::lanes <= tiles; t += Simd<T>::lanes) input_tile<MH, MW, T, Vec>(x, phase_len, t, v, k_stride);
+  for (; t < tiles; ++t) input_tile<MH, MW, T, T>(x, phase_len, t, v, k_stride);
+}
+
+// y[(i * MW + j) * tiles + t] = (A_h^T M A_w)[i][j] + bias for tile t, from
+// M[xi * AW + nu] at tile t (m + (xi * AW + nu) * k_stride + t): the output rows in phases.
+template <int MH, int MW, typename T, typename V>
+__attribute__((always_inline)) inline void output_tile(const T* m, int64_t k_stride, int64_t t, T bias, T* y,
+                                                       int64_t tiles) {
+  using BH = WinogradMatrices<MH>;
+  using BW = WinogradMatrices<MW>;
+  constexpr int AH = BH::alpha, AW = BW::alpha;
+  // Column j of M A_w, then A_h^T of it: AH vectors live at a time.
+#pragma GCC unroll 8
+  for (int j = 0; j < MW; ++j) {
+    V column[AH];
+#pragma GCC unroll 8
+    for (int xi = 0; xi < AH; ++xi) {
+      V row[AW];
+#pragma GCC unroll 8
+      for (int nu = 0; nu < AW; ++nu) row[nu] = BW::at[j][nu] != 0 ? load<V>(m + (xi * AW + nu) * k_stride + t) : V{};
+      column[xi] = combine<AW, T>(BW::at[j], row);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MH; ++i) store(y + (i * MW + j) * tiles + t, combine<AH, T>(BH::at[i], column) + bias);
+  }
+}
+
+template <int MH, int MW, typename T>
+TCO_VECTORIZE void output_tiles(const T* m, int64_t k_stride, int64_t tiles, T bias, T* y) {
+  using Vec = typename Simd<T>::vec;
+  int64_t t = 0;
+  for (; t + Simd<T>::lanes <= tiles; t += Simd<T>::lanes) output_tile<MH, MW, T, Vec>(m, k_stride, t, bias, y, tiles);
+  for (; t < tiles; ++t) output_tile<MH, MW, T, T>(m, k_stride, t, bias, y, tiles);
+}
+
+// U[xi * AW + nu] at channel c (u + (xi * AW + nu) * k_stride + c) = (G_h f G_w^T)[xi][nu] for
+// the kernel f of channel c given tap-major, f[a][b] = taps[(a * KW + b) * channels + c]
+// (KH = 3 where MH > 1, KW = 3 where MW > 1).
+template <int MH, int MW, typename T, typename V>
+__attribute__((always_inline)) inline void weight_tile(const T* taps, int64_t channels, int64_t c, T* u,
+                                                       int64_t k_stride) {
+  using BH = WinogradMatrices<MH>;
+  using BW = WinogradMatrices<MW>;
+  constexpr int AH = BH::alpha, AW = BW::alpha, KH = BH::r, KW = BW::r;
+  V cols[KW][AH];  // cols[b] is column b of G_h f
+#pragma GCC unroll 3
+  for (int b = 0; b < KW; ++b) {
+    V column[3];
+#pragma GCC unroll 3
+    for (int a = 0; a < 3; ++a) column[a] = a < KH ? load<V>(taps + (a * KW + b) * channels + c) : V{};
+#pragma GCC unroll 8
+    for (int xi = 0; xi < AH; ++xi) cols[b][xi] = combine<3, T>(BH::g[xi], column);
+  }
+#pragma GCC unroll 8
+  for (int xi = 0; xi < AH; ++xi) {
+    V row[3];
+#pragma GCC unroll 3
+    for (int b = 0; b < 3; ++b) row[b] = b < KW ? cols[b][xi] : V{};
+#pragma GCC unroll 8
+    for (int nu = 0; nu < AW; ++nu) store(u + (xi * AW + nu) * k_stride + c, combine<3, T>(BW::g[nu], row));
+  }
+}
+
+template <int MH, int MW, typename T>
+TCO_VECTORIZE void weight_tiles(const T* taps, int64_t channels, T* u, int64_t k_stride) {
+  using Vec = typename Simd<T>::vec;
+  int64_t c = 0;
+  for (; c + Simd<T>::lanes <= channels; c += Simd<T>::lanes) weight_tile<MH, MW, T, Vec>(taps, channels, c, u, k_stride);
+  for (; c < channels; ++c) weight_tile<MH, MW, T, T>(taps, channels, c, u, k_stride);
+}
+
+// Whether any of v[0..n) is infinite or NaN (x - x is 0 exactly for finite x).
+template <typename acc_t>
+TCO_VECTORIZE bool any_nonfinite(const acc_t* __restrict v, int64_t n) {
+  int bad = 0;
+  for (int64_t j = 0; j < n; ++j) bad |= (v[j] - v[j]) != acc_t(0);
+  return bad != 0;
+}
+
+// ---- the batched GEMM M[k] = U[k] @ V[k] ----
+// ATen's CPU bmm runs the BLAS that ATen links (MKL on x86-64). Measured here (AMD EPYC with
+// AVX-512, 1 thread), MKL ran the (36, C, C) @ (36, C, 128) batches of F(4x4, 3x3) at about
+// 80 GFLOP/s, while oneDNN's direct convolution (torch's) reaches about 175: Winograd's 4x
+// fewer multiplications then gained nothing. Where the CPU has AVX-512, float GEMMs run on
+// the register-blocked kernel below instead: 8 rows x 32 columns of M in 16 vector
+// accumulators, the depth innermost, one column panel of V (depth x 32) reused by every row
+// block. Elsewhere, and for double, ATen's bmm.
+constexpr int64_t kPanel = 16;  // V and M rows are padded to whole panels of this many columns
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define TCO_WINOGRAD_PANELS 1
+typedef float f32x16 __attribute__((vector_size(64), aligned(4)));  // aligned(4): unaligned access
+
+// c (MR x 16 NV) = a (MR x depth) @ b (depth x 16 NV): MR * NV vector accumulators.
+template <int MR, int NV>
+__attribute__((target("avx512f,fma"))) void gemm_tile(const float* __restrict a, int64_t lda,
+                                                       const float* __restrict b, int64_t ldb, float* __restrict c,
+                                                       int64_t ldc, int64_t depth) {
+  f32x16 acc[MR][NV];
+  for (int i = 0; i < MR; ++i)
+    for (int v = 0; v < NV; ++v) acc[i][v] = f32x16{};
+  for (int64_t k = 0; k < depth; ++k) {
+    f32x16 bk[NV];
+    for (int v = 0; v < NV; ++v) bk[v] = *reinterpret_cast<const f32x16*>(b + k * ldb + 16 * v);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const float x = a[i * lda + k];
+      for (int v = 0; v < NV; ++v) acc[i][v] += x * bk[v];
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int v = 0; v < NV; ++v) *reinterpret_cast<f32x16*>(c + i * ldc + 16 * v) = acc[i][v];
+}
+
+// The rows of one panel (NV vectors wide): blocks of 8 rows, then the rest.
+template <int NV>
+__attribute__((target("avx512f,fma"))) void gemm_panel(int64_t rows, int64_t depth, const float* a, int64_t lda,
+                                                        const float* b, int64_t ldb, float* c, int64_t ldc) {
+  int64_t i = 0;
+  for (; i + 8 <= rows; i += 8) gemm_tile<8, NV>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, depth);
+  a += i * lda;
+  c += i * ldc;
+  switch (rows - i) {
+    case 7: gemm_tile<7, NV>(a, lda, b, ldb, c, ldc, depth); break;
+    case 6: gemm_tile<6, NV>(a, lda, b, ldb, c, ldc, depth); break;
+    case 5: gemm_tile<5, NV>(a, lda, b, ldb, c, ldc, depth); break;
+    case 4: gemm_tile<4, NV>(a, lda, b, ldb, c, ldc, depth); break;
+    case 3: gemm_tile<3, NV>(a, lda, b, ldb, c, ldc, depth); break;
+    case 2: gemm_tile<2, NV>(a, lda, b, ldb, c, ldc, depth); break;
+    case 1: gemm_tile<1, NV>(a, lda, b, ldb, c, ldc, depth); break;
+    default: break;
+  }
+}
+
+// c (rows x cols) = a (rows x depth) @ b (depth x cols), row-major with leading dimensions,
+// cols a multiple of kPanel: panels of 32 columns (8 x 2 vector accumulators), then one of 16.
+__attribute__((target("avx512f,fma"))) void gemm_panels(int64_t rows, int64_t cols, int64_t depth, const float* a,
+                                                         int64_t lda, const float* b, int64_t ldb, float* c,
+                                                         int64_t ldc) {
+  int64_t j = 0;
+  for (; j + 32 <= cols; j += 32) gemm_panel<2>(rows, depth, a, lda, b + j, ldb, c + j, ldc);
+  if (j < cols) gemm_panel<1>(rows, depth, a, lda, b + j, ldb, c + j, ldc);
+}
+
+bool cpu_has_avx512() {
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+  return has;
+}
+#else
+bool cpu_has_avx512() { return false; }
+#endif
+
+// Whether the GEMMs of acc_t run on the panel kernel (then V and M rows are padded to panels).
+template <typename acc_t>
+bool gemm_has_panels() {
+  return std::is_same_v<acc_t, float> && cpu_has_avx512();
+}
+
+int64_t panel_columns(int64_t tiles, bool panels) { return panels ? ceil_div_nonneg(tiles, kPanel) * kPanel : tiles; }
+
+// m[k] = u[k] @ v[k]: u (A2, Og, Cg), v (A2, Cg, ld), m (A2, Og, ld), contiguous.
+void batched_gemm(const at::Tensor& u, const at::Tensor& v, at::Tensor& m, bool panels) {
+#ifdef TCO_WINOGRAD_PANELS
+  if (panels) {
+    const int64_t rows = u.size(1), depth = u.size(2), cols = v.size(2);
+    const float *a = u.const_data_ptr<float>(), *b = v.const_data_ptr<float>();
+    float* c = m.mutable_data_ptr<float>();
+    for (int64_t k = 0; k < u.size(0); ++k) {
+      gemm_panels(rows, cols, depth, a + k * rows * depth, depth, b + k * depth * cols, cols, c + k * rows * cols, cols);
+    }
+    return;
+  }
+#endif
+  at::cpu::bmm_out(m, u, v);
+}
+
+// One Winograd convolution on the CPU (the geometry g and its plan p, F(MH x MW, 3 x 3)).
+//
+// A block's tile rows are laid out end to end, each with one unused tile slot at its end when
+// MW > 1 (the last tile of a row reads AW - MW columns beyond it): the block's tiles are then
+// slots of one long row, every MW columns, and each transform is one loop over all of them,
+// long enough to vectorise whatever the plane's width, at the price of the unused slots' GEMM
+// columns (computed and dropped).
+template <typename scalar_t, typename acc_t, int MH, int MW>
+struct WinogradCpu {
+  static constexpr int AH = WinogradMatrices<MH>::alpha, AW = WinogradMatrices<MW>::alpha;
+  const ConvGeometry& g;
+  const WinogradPlan& p;
+  int64_t rows_per_block;
+
+  // Tile slots (used and unused) per tile row.
+  int64_t slots_per_row() const { return MW > 1 ? p.tiles_w + 1 : p.tiles_w; }
+  // The transforms' buffer of a block: AH input rows in MW phases of slots + 1 values each
+  // (the input transform's), or MH x MW output phases of slots values (the output's).
+  int64_t buffer_size(int64_t rows) const { return AH * MW * (rows * slots_per_row() + 1); }
+
+  // V[.][c][slots of rows r0 .. r0 + rows) of one input channel plane (its sample-0 pointer
+  // `plane`); v points at V[0][c][0], k_stride apart per transformed element.
+  void transform_input(const scalar_t* plane, int64_t r0, int64_t rows, acc_t* v, int64_t k_stride,
+                       acc_t* buffer) const {
+    const int64_t H = g.in_size[1], W = g.in_size[2], spr = slots_per_row();
+    const int64_t phase_len = rows * spr + 1;
+    for (int i = 0; i < AH; ++i) {
+      for (int q = 0; q < MW; ++q) {
+        acc_t* phase = buffer + (i * MW + q) * phase_len;
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t row = r0 + r, n = row / p.tiles_h, th = row % p.tiles_h;
+          const int64_t h = th * MH - g.pad[1] + i;
+          acc_t* dst = phase + r * spr;
+          if (h < 0 || h >= H) {
+            std::fill(dst, dst + spr, acc_t(0));
+            continue;
+          }
+          // Column tw * MW + q of the row is input column tw * MW + q - pad_w.
+          const scalar_t* src = plane + (n * g.in_channels * H + h) * W;
+          const IndexRange inside = index_range(q - g.pad[2], MW, W, spr);
+          std::fill(dst, dst + inside.lo, acc_t(0));
+          for (int64_t tw = inside.lo; tw < inside.hi; ++tw) dst[tw] = static_cast<acc_t>(src[tw * MW + q - g.pad[2]]);
+          std::fill(dst + inside.hi, dst + spr, acc_t(0));
+        }
+        phase[rows * spr] = acc_t(0);
+      }
+    }
+    input_tiles<MH, MW>(buffer, phase_len, rows * spr, v, k_stride);
+  }
+
+  // The output rows of one output channel plane (its sample-0 pointer `plane`) from
+  // M[.][o][slots of rows r0 .. r0 + rows) (m points at M[0][o][0]), plus `bias`. Returns
+  // whether any output is infinite or NaN.
+  bool transform_output(const acc_t* m, int64_t k_stride, int64_t r0, int64_t rows, acc_t bias, scalar_t* plane,
+                        acc_t* buffer) const {
+    const int64_t oH = g.out_size[1], oW = g.out_size[2], spr = slots_per_row(), slots = rows * spr;
+    output_tiles<MH, MW>(m, k_stride, slots, bias, buffer);
+    bool nonfinite = false;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t row = r0 + r, n = row / p.tiles_h, th = row % p.tiles_h;
+      for (int64_t i = 0; i < MH && th * MH + i < oH; ++i) {
+        scalar_t* dst = plane + (n * g.out_channels * oH + th * MH + i) * oW;
+        for (int q = 0; q < MW; ++q) {
+          // Output column tw * MW + q is slot tw of phase (i, q).
+          const acc_t* src = buffer + (i * MW + q) * slots + r * spr;
+          const int64_t count = oW > q ? (oW - q + MW - 1) / MW : 0;
+          nonfinite = nonfinite || any_nonfinite(src, count);
+          for (int64_t tw = 0; tw < count; ++tw) dst[tw * MW + q] = static_cast<scalar_t>(src[tw]);
+        }
+      }
+    }
+    return nonfinite;
+  }
+
+  // The whole pass: output (contiguous, written everywhere) from input and U (groups,
+  // alpha^2, Og, Cg) in acc_t. Returns false where an output is infinite or NaN.
+  bool run(const scalar_t* input, const at::Tensor& u, const scalar_t* bias, scalar_t* output) const {
+    const int64_t Cg = g.in_per_group(), Og = g.out_per_group(), A2 = AH * AW;
+    const int64_t total_rows = g.batch * p.tiles_h, blocks = ceil_div_nonneg(total_rows, rows_per_block);
+    const bool panels = gemm_has_panels<acc_t>();
+    const int64_t ld_max = panel_columns(rows_per_block * slots_per_row(), panels);
+    const int64_t in_plane = g.in_plane(), out_plane = g.out_plane();
+    std::atomic<bool> nonfinite{false};
+    at::parallel_for(0, blocks * g.groups, 1, [&](int64_t begin, int64_t end) {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;  // workers do not inherit the caller's
+      // V (alpha^2, Cg, ld) and M (alpha^2, Og, ld) of a block: ld columns per row, of which
+      // the first are the block's tile slots (the rest pads rows to whole GEMM panels).
+      const at::Tensor v_buffer = at::empty({A2 * Cg * ld_max}, u.options());
+      const at::Tensor m_buffer = at::empty({A2 * Og * ld_max}, u.options());
+      std::vector<acc_t> rows_buffer(buffer_size(rows_per_block));
+      bool bad = false;
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t block = task / g.groups, grp = task % g.groups;
+        const int64_t r0 = block * rows_per_block, rows = std::min(rows_per_block, total_rows - r0);
+        const int64_t ld = panel_columns(rows * slots_per_row(), panels);
+        const at::Tensor v = v_buffer.narrow(0, 0, A2 * Cg * ld).view({A2, Cg, ld});
+        at::Tensor mm = m_buffer.narrow(0, 0, A2 * Og * ld).view({A2, Og, ld});
+        acc_t* v_data = v.mutable_data_ptr<acc_t>();
+        for (int64_t c = 0; c < Cg; ++c) {
+          transform_input(input + (grp * Cg + c) * in_plane, r0, rows, v_data + c * ld, Cg * ld, rows_buffer.data());
+        }
+        batched_gemm(u.select(0, grp), v, mm, panels);  // M[k] = U[k] @ V[k]
+        const acc_t* m_data = mm.const_data_ptr<acc_t>();
+        for (int64_t o = 0; o < Og; ++o) {
+          const int64_t oc = grp * Og + o;
+          const acc_t b = bias ? static_cast<acc_t>(bias[oc]) : acc_t(0);
+          bad = transform_output(m_data + o * ld, Og * ld, r0, rows, b, output + oc * out_plane,
+                                 rows_buffer.data()) || bad;
+        }
+      }
+      if (bad) nonfinite = true;
+    });
+    return !nonfinite;
+  }
+};
+
+template <typename scalar_t, typename acc_t, int MH, int MW>
+bool run_pass(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& b, const ConvGeometry& g,
+              const WinogradPlan& p, const at::Tensor& out) {
+  using Pass = WinogradCpu<scalar_t, acc_t, MH, MW>;
+  constexpr int64_t A2 = Pass::AH * Pass::AW;
+  const int64_t Cg = g.in_per_group(), Og = g.out_per_group(), K = g.kernel_volume();
+  // U (groups, alpha^2, Og, Cg), in parallel over the output channels, each one's kernels
+  // first made tap-major so that the transform reads them contiguously.
+  const at::Tensor u = at::empty({g.groups, A2, Og, Cg}, x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+  const scalar_t* w_data = w.const_data_ptr<scalar_t>();
+  acc_t* u_data = u.mutable_data_ptr<acc_t>();
+  at::parallel_for(0, g.out_channels, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> taps(K * Cg);
+    for (int64_t oc = begin; oc < end; ++oc) {
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t k = 0; k < K; ++k) taps[k * Cg + c] = static_cast<acc_t>(w_data[(oc * Cg + c) * K + k]);
+      weight_tiles<MH, MW>(taps.data(), Cg, u_data + (oc / Og * A2 * Og + oc % Og) * Cg, Og * Cg);
+    }
+  });
+  // Blocks of tile rows: V and M of a block within kBlockBytes where the plane allows, and
+  // a whole number of blocks per thread (equal shares).
+  const Pass sizing{g, p, 1};
+  const int64_t row_bytes = A2 * (Cg + Og) * sizing.slots_per_row() * int64_t(sizeof(acc_t));
+  const int64_t total_rows = g.batch * p.tiles_h, threads = at::get_num_threads();
+  const int64_t min_rows = ceil_div_nonneg(std::max(kMinBlockTiles, Og), sizing.slots_per_row());
+  const int64_t by_cache = std::max<int64_t>(min_rows, kBlockBytes / std::max<int64_t>(row_bytes, 1));
+  const int64_t per_round = ceil_div_nonneg(threads, g.groups);  // blocks per group that fill the threads
+  const int64_t blocks = per_round * ceil_div_nonneg(ceil_div_nonneg(total_rows, by_cache), per_round);
+  const int64_t rows = std::max<int64_t>(1, ceil_div_nonneg(total_rows, blocks));
+  const Pass pass{g, p, rows};
+  return pass.run(x.const_data_ptr<scalar_t>(), u, b ? b->const_data_ptr<scalar_t>() : nullptr,
+                  out.mutable_data_ptr<scalar_t>());
+}
+
+}  // namespace
+
+std::optional<at::Tensor> winograd_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
+                                               const std::optional<at::Tensor>& bias, const ConvGeometry& g,
+                                               int tile) {
+  const WinogradPlan p = winograd_plan(g, tile);
+  at::Tensor out = at::empty({g.batch, g.out_channels, g.out_size[0], g.out_size[1], g.out_size[2]}, input.options());
+  bool finite = true;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "cnn_ops_conv_winograd", [&] {
+    using acc_t = at::opmath_type<scalar_t>;  // the compute type: float for half and bfloat16
+    // The tile along the height and the width: m x m, or 1 x m / m x 1 where the kernel spans one.
+    const int mh = p.dim[0].m, mw = p.dim[1].m, m = std::max(mh, mw);
+    const auto run = [&](auto tile) {
+      constexpr int M = decltype(tile)::value;
+      if (mh == 1) return run_pass<scalar_t, acc_t, 1, M>(input, weight, bias, g, p, out);
+      if (mw == 1) return run_pass<scalar_t, acc_t, M, 1>(input, weight, bias, g, p, out);
+      return run_pass<scalar_t, acc_t, M, M>(input, weight, bias, g, p, out);
+    };
+    finite = m == 2 ? run(std::integral_constant<int, 2>{})
+             : m == 4 ? run(std::integral_constant<int, 4>{})
+                      : run(std::integral_constant<int, 6>{});
+  });
+  if (!finite) return std::nullopt;
+  return out;
+}
+
+}  // namespace tco

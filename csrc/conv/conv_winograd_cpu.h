@@ -1,0 +1,20 @@
+// The Winograd pass of the CPU backend (conv_winograd_cpu.cpp; the plan: conv_winograd.h).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+
+#include "conv_winograd.h"
+
+namespace tco {
+
+// output = conv(input, weight) + bias for g (winograd_applies) with F(tile x tile, 3 x 3),
+// as (N, O, 1, oH, oW); std::nullopt where an output is infinite or NaN: Winograd's
+// transforms mix every input of a tile into every output of it, so the caller recomputes
+// such a result the direct way (NaN and infinity then land where torch puts them).
+std::optional<at::Tensor> winograd_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
+                                               const std::optional<at::Tensor>& bias, const ConvGeometry& g,
+                                               int tile);
+
+}  // namespace tco
