@@ -342,6 +342,8 @@ WINOGRAD_CASES = [
     Case("w-1d-full", 1, 1, 2, 3, (4,), (3,), padding="full"),
     # several blocks of tile rows per sample and per thread, and more channels than a vector
     Case("w-wide", 2, 5, 20, 24, (17, 30), (3, 3), padding=1, bias=False),
+    # few channels on a large plane: the weight gradient runs Winograd too (on the CPU)
+    Case("w-large-plane", 2, 1, 3, 5, (56, 58), (3, 3), padding=1),
 ]
 WINOGRAD_IDS = [c.id for c in WINOGRAD_CASES]
 
@@ -393,11 +395,27 @@ def test_winograd_float32_error_within_the_documented_bound(tile, channels, devi
         assert max(ours) < max(errors("winograd_4x4")), ours
 
 
+@pytest.mark.parametrize("tile", sorted(tco.functional.conv.WINOGRAD_ERROR_BOUNDS))
+@pytest.mark.parametrize("channels", [(16, 16), (3, 5)], ids=str)
+def test_winograd_weight_gradient_float32(channels, tile, device):
+    """The weight gradient on a plane large enough for Winograd's own (few channels), in float32
+    (the vector GEMM kernels), within the tile's documented bound."""
+    cin, cout = channels
+    torch.manual_seed(0)
+    x = torch.randn(2, cin, 56, 60, device=device)
+    gy = torch.randn(2, cout, 56, 60, device=device)
+    gw = torch.ops.cnn_ops.conv_weight_backward(gy, x, [cout, cin, 3, 3], [1, 1], [1, 1], [1, 1], 1,
+                                                f"winograd_{tile}x{tile}")
+    ref = torch.nn.grad.conv2d_weight(x.double(), (cout, cin, 3, 3), gy.double(), padding=1)
+    error = ((gw.double() - ref).abs().max() / ref.abs().max()).item()
+    assert error <= tco.functional.conv.WINOGRAD_ERROR_BOUNDS[tile], error
+
+
 @pytest.mark.parametrize("algorithm", ["winograd_2x2", "winograd_4x4"])
 def test_winograd_nan_and_inf_land_where_torch_puts_them(algorithm, device):
     """Winograd's transforms mix a tile's inputs into all its outputs; a non-finite result is
     recomputed the direct way, so NaN and infinity (and their gradients) land as torch's."""
-    x = randn(1, 2, 9, 10, device=device, requires_grad=True)
+    x = randn(1, 2, 56, 58, device=device, requires_grad=True)  # a plane where the weight gradient is Winograd's
     w = randn(3, 2, 3, 3, device=device, requires_grad=True)
     with torch.no_grad():
         x[0, 0, 4, 4] = float("nan")
@@ -408,9 +426,10 @@ def test_winograd_nan_and_inf_land_where_torch_puts_them(algorithm, device):
     torch.testing.assert_close(out.cpu(), ref.detach().cpu(), equal_nan=True)
     gy = randn(*out.shape, device=device)
     gy[0, 2, 0, 0] = float("nan")
-    gx, = torch.autograd.grad(out, x, gy)
-    rgx, = torch.autograd.grad(ref, xr, as_reference(gy))
+    gx, gw = torch.autograd.grad(out, (x, w), gy)
+    rgx, rgw = torch.autograd.grad(ref, (xr, wr), as_reference(gy))
     torch.testing.assert_close(gx.cpu(), rgx.cpu(), equal_nan=True)
+    torch.testing.assert_close(gw.cpu(), rgw.cpu(), equal_nan=True)
 
 
 def test_winograd_refuses_what_it_does_not_compute():

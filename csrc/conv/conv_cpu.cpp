@@ -313,7 +313,8 @@ const ConvBackend& cpu_conv_backend() {
                                    &im2col_forward,               &im2col_input_backward,
                                    &im2col_weight_backward,       &shifted_applies,
                                    &shifted_forward,              &shifted_input_backward,
-                                   &shifted_weight_backward,      &winograd_forward_cpu};
+                                   &shifted_weight_backward,      &winograd_forward_cpu,
+                                   &winograd_weight_backward_cpu};
   return backend;
 }
 

@@ -218,7 +218,8 @@ const ConvBackend& cuda_conv_backend() {
   static const ConvBackend backend{kCudaBackendDevice,   &direct_forward,         &direct_input_backward,
                                    &direct_weight_backward, &im2col_forward,         &im2col_input_backward,
                                    &im2col_weight_backward, nullptr,                nullptr,
-                                   nullptr,                 nullptr,                &winograd_forward};
+                                   nullptr,                 nullptr,                &winograd_forward,
+                                   nullptr};
   return backend;
 }
 

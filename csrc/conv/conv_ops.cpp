@@ -232,7 +232,13 @@ at::Tensor conv_weight_backward(const at::Tensor& grad_output, const at::Tensor&
   const c10::OptionalDeviceGuard guard(at::device_of(grad_output));
   const at::MemoryFormat format = result_format(grad_output, input);
   if (g.no_weight_gradient()) return at::empty(weight_size, grad_output.options().memory_format(format)).zero_();
-  // The Winograd algorithms take ATen's weight gradient (there is no Winograd weight gradient).
+  // Winograd's weight gradient where the device has one (the CPU) and it is the faster, else
+  // ATen's; ATen's too where Winograd's comes out infinite or NaN.
+  if (const int tile = winograd_tile(algo); tile != 0 && be.winograd_weight_backward) {
+    const std::optional<at::Tensor> gw =
+        be.winograd_weight_backward(grad_output.contiguous(), input.contiguous(), g, tile);
+    if (gw) return in_format(gw->view(weight_size), format);
+  }
   if (algo == ConvAlgorithm::Aten || winograd_tile(algo) != 0) {
     return in_format(aten_weight_backward(grad_output, input, g, weight_size), format);
   }

@@ -45,10 +45,14 @@ struct ConvBackend {
   // the result (N, O, out_plane), or std::nullopt where an output is infinite or NaN (the
   // entry then recomputes it with ATen's convolution, so that NaN and infinity land where
   // torch puts them: Winograd's transforms spread them over a tile). The input gradient runs
-  // it on the transposed problem; the weight gradient is ATen's.
+  // it on the transposed problem.
   std::optional<at::Tensor> (*winograd_forward)(const at::Tensor& input, const at::Tensor& weight,
                                                 const std::optional<at::Tensor>& bias, const ConvGeometry& g,
                                                 int tile);
+  // Winograd's weight gradient, or std::nullopt where ATen's is faster or a value is infinite
+  // or NaN (the entry then runs ATen's); nullptr where the device has none.
+  std::optional<at::Tensor> (*winograd_weight_backward)(const at::Tensor& grad_output, const at::Tensor& input,
+                                                        const ConvGeometry& g, int tile);
 };
 
 // Registers the family's ops for the library block `m` (the backend's dispatch key), their

@@ -17,4 +17,12 @@ std::optional<at::Tensor> winograd_forward_cpu(const at::Tensor& input, const at
                                                const std::optional<at::Tensor>& bias, const ConvGeometry& g,
                                                int tile);
 
+// The weight gradient of the same convolution, (O, C / groups, 1, kH, kW): Winograd's
+// transforms of the input and of grad_output, one GEMM per transformed element over the
+// tiles, and the adjoint of the weight transform; std::nullopt where ATen's weight gradient
+// is the faster (winograd_weight_gradient_pays) and where a value is infinite or NaN: the
+// caller then runs ATen's.
+std::optional<at::Tensor> winograd_weight_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
+                                                       const ConvGeometry& g, int tile);
+
 }  // namespace tco
