@@ -16,6 +16,11 @@ TORCH_LIBRARY(cnn_ops, m) {
   m.def(
       "conv_forward(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[] padding, "
       "int[] padding_end, int[] dilation, int groups, str algorithm) -> Tensor");
+  // The algorithm conv_forward runs for these arguments ("auto" resolved): a question about
+  // the tensors' sizes, dtype, layout and device, answered without computing (no tensor out).
+  m.def(
+      "conv_algorithm(Tensor input, Tensor weight, int[] stride, int[] padding, int[] padding_end, "
+      "int[] dilation, int groups, str algorithm) -> str");
   // Gradient of the input: the transposed-kernel convolution of grad_output.
   m.def(
       "conv_input_backward(Tensor grad_output, Tensor weight, SymInt[] input_size, int[] stride, "

@@ -4,14 +4,15 @@
 ``tco.grad`` mirror ``torch.nn.functional``, ``torch.nn`` and ``torch.nn.grad``.
 Tools: ``tco.convert`` (torch.nn layers to their twins here), ``tco.summary`` (a table of shapes,
 parameters, multiply-adds and receptive fields), ``tco.filters`` (Sobel, Gabor and k-means kernel
-banks) and ``tco.models`` (LeNet5, ResNet).
+banks) and ``tco.models`` (LeNet5, ResNet). ``tco.backends.conv``: autotuning of the convolution
+algorithm (``benchmark``) and a record of the algorithm each call runs.
 """
 
 import torch  # noqa: F401  (loads libtorch before our extension links against it)
 
 from . import _C  # noqa: F401  (registers the C++/CUDA kernels with the dispatcher)
 from . import ops  # noqa: F401  (fake kernels and autograd formulas)
-from . import functional, grad, nn
+from . import backends, functional, grad, nn
 from . import filters, models
 from .convert import convert
 from .summary import Summary, summary
@@ -19,4 +20,4 @@ from .summary import Summary, summary
 F = functional
 
 __version__ = "0.1.0"
-__all__ = ["functional", "F", "grad", "nn", "filters", "models", "convert", "summary", "Summary"]
+__all__ = ["backends", "functional", "F", "grad", "nn", "filters", "models", "convert", "summary", "Summary"]

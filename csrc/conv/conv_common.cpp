@@ -106,6 +106,19 @@ void fill_weight(ConvGeometry& g, at::IntArrayRef wsize, int64_t in_channels, co
 
 }  // namespace
 
+const char* algorithm_name(ConvAlgorithm a) {
+  switch (a) {
+    case ConvAlgorithm::Direct: return "direct";
+    case ConvAlgorithm::Im2col: return "im2col";
+    case ConvAlgorithm::Shifted: return "shifted";
+    case ConvAlgorithm::Aten: return "aten";
+    case ConvAlgorithm::Winograd2: return "winograd_2x2";
+    case ConvAlgorithm::Winograd4: return "winograd_4x4";
+    case ConvAlgorithm::Winograd6: return "winograd_6x6";
+  }
+  return "";
+}
+
 ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& g, const at::Tensor& like,
                                 bool (*shifted_applies)(const ConvGeometry&, int64_t)) {
   if (algorithm == "direct") return ConvAlgorithm::Direct;
@@ -134,6 +147,11 @@ ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& 
               "'winograd_2x2', 'winograd_4x4' or 'winograd_6x6', got '",
               std::string(algorithm), "'");
   if (!shifted_applies) return ConvAlgorithm::Aten;
+  if (like.scalar_type() == at::kFloat && like.is_contiguous() && winograd_applies(g) && g.kernel[1] == 3 &&
+      g.kernel[2] == 3 && g.in_per_group() >= kWinogradMinChannels && g.out_per_group() >= kWinogradMinChannels &&
+      g.out_plane() >= kWinogradMinPlane) {
+    return ConvAlgorithm::Winograd2;
+  }
   if (g.in_per_group() == 1) return g.groups > 1 ? ConvAlgorithm::Direct : ConvAlgorithm::Im2col;
   if (g.kernel_volume() > 1) return ConvAlgorithm::Aten;
   if (g.stride[0] > 1 || g.stride[1] > 1 || g.stride[2] > 1) return ConvAlgorithm::Im2col;

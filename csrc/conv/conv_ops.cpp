@@ -14,6 +14,7 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -156,6 +157,23 @@ at::Tensor winograd_transposed_weight(const at::Tensor& weight, const ConvGeomet
 }
 
 // ---- the entries ----
+// The algorithm of a forward convolution: the resolved `algorithm`, except that an output of
+// the bias alone (no input channels, or an empty input plane: all windows in the padding)
+// is the direct kernel's, which answers it without unfolding or multiplying (ATen refuses an
+// empty plane).
+ConvAlgorithm forward_algorithm(c10::string_view algorithm, const ConvGeometry& g, const at::Tensor& input,
+                                const ConvBackend& be) {
+  const ConvAlgorithm algo = resolve_algorithm(algorithm, g, input, be.shifted_applies);
+  return g.in_channels == 0 || g.in_plane() == 0 ? ConvAlgorithm::Direct : algo;
+}
+
+std::string conv_algorithm(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
+                           at::IntArrayRef padding, at::IntArrayRef padding_end, at::IntArrayRef dilation,
+                           int64_t groups, c10::string_view algorithm) {
+  const ConvGeometry g = forward_geometry(input, weight, std::nullopt, stride, padding, padding_end, dilation, groups);
+  return algorithm_name(forward_algorithm(algorithm, g, input, backend_for(input)));
+}
+
 at::Tensor conv_forward(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef padding_end,
                         at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm) {
@@ -163,14 +181,11 @@ at::Tensor conv_forward(const at::Tensor& input, const at::Tensor& weight, const
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const ConvGeometry g = forward_geometry(input, weight, bias, stride, padding, padding_end, dilation, groups);
   const ConvBackend& be = backend_for(input);
-  ConvAlgorithm algo = resolve_algorithm(algorithm, g, input, be.shifted_applies);
+  const ConvAlgorithm algo = forward_algorithm(algorithm, g, input, be);
   const c10::OptionalDeviceGuard guard(at::device_of(input));
   const at::MemoryFormat format = result_format(input, weight);
   const std::vector<int64_t> shape = output_shape(g, stride.size());
   if (g.no_output()) return at::empty(shape, input.options().memory_format(format));
-  // With no input channels, or an empty input plane (all windows in the padding), the output is
-  // the bias alone: nothing to unfold or multiply (and ATen refuses an empty plane).
-  if (g.in_channels == 0 || g.in_plane() == 0) algo = ConvAlgorithm::Direct;
   if (algo == ConvAlgorithm::Aten) return in_format(aten_forward(input, weight, bias, g), format);
   const at::Tensor x = input.contiguous(), w = weight.contiguous();
   std::optional<at::Tensor> b;
@@ -259,6 +274,7 @@ at::Tensor conv_weight_backward(const at::Tensor& grad_output, const at::Tensor&
 
 void register_conv_ops(torch::Library& m, const ConvBackend& backend) {
   DeviceBackends<ConvBackend>::add(backend);
+  m.impl("conv_algorithm", TORCH_FN(conv_algorithm));
   m.impl("conv_forward", TORCH_FN(conv_forward));
   m.impl("conv_input_backward", TORCH_FN(conv_input_backward));
   m.impl("conv_weight_backward", TORCH_FN(conv_weight_backward));

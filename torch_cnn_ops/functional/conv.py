@@ -12,6 +12,7 @@ from torch import Tensor
 
 from .._fx import leaf, named_leaf
 from .._utils import IntOrTuple, _where, as_int, batched, ntuple
+from ..backends import conv as _backend
 from ..ops.conv import ALGORITHMS
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_padding"]
@@ -119,6 +120,8 @@ def _convnd(nd, input, weight, bias, stride, padding, dilation, groups, flip, al
     pad_lo, pad_hi = _conv_padding(padding, kernel_size, stride, dilation, flip, name)
     if flip:
         weight = weight.flip(list(range(2, nd + 2)))
+    if _backend._active():  # autotuning (benchmark) or a record() block
+        algorithm = _backend._resolve(input, weight, bias, stride, pad_lo, pad_hi, dilation, groups, algorithm)
     out = torch.ops.cnn_ops.conv_forward(
         input, weight, bias, list(stride), pad_lo, pad_hi, list(dilation), groups, algorithm
     )
@@ -142,10 +145,11 @@ Arguments as :func:`torch.nn.functional.conv{nd}d`, plus:
   the zero-padded input, no unfolded copy; a CPU algorithm, which CUDA tensors run as
   ``"im2col"``), ``"aten"`` (ATen's own convolution, what ``torch.nn.functional.conv{nd}d``
   runs: oneDNN on the CPU, cuDNN on CUDA), ``"winograd"`` or ``"auto"``: on CUDA aten; on the
-  CPU direct for depthwise convolutions, im2col for a single input channel and for strided 1x1
-  kernels, shifted for 1x1 kernels at unit stride on planes of at least 784 outputs, aten
-  otherwise (each the fastest there, measured against torch; the table is in
-  csrc/conv/conv_common.h).
+  CPU winograd_2x2 for 3x3 kernels at stride 1 with at least 64 input and output channels per
+  group on output planes of at least 14x14 (float32, contiguous layout), direct for depthwise
+  convolutions, im2col for a single input channel and for strided 1x1 kernels, shifted for
+  1x1 kernels at unit stride on planes of at least 784 outputs, aten otherwise (each the
+  fastest there, measured against torch; the tables are in csrc/conv/conv_common.h).
 * ``"winograd"``: Winograd's minimal filtering (Lavin & Gray 2016) for 3, 1x3, 3x1 and 3x3
   kernels at stride 1 and dilation 1 (any padding, groups and ``flip``; 1-d and 2-d):
   ``"winograd_4x4"``, F(4x4, 3x3), 4x fewer multiplications than the direct sum; also

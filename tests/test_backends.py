@@ -1,0 +1,134 @@
+"""tco.backends.conv: the algorithm "auto" picks (conv_algorithm), record() of the algorithm
+each call runs, and the autotuning cache (benchmark), against torch's convolution."""
+
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as TF
+from conftest import assert_close_to_reference, runs_cuda_kernels
+
+import torch_cnn_ops as tco
+
+conv = tco.backends.conv
+
+
+@pytest.fixture
+def benchmark_on():
+    conv.clear_cache()
+    conv.benchmark = True
+    try:
+        yield
+    finally:
+        conv.benchmark = False
+        conv.clear_cache()
+
+
+def _algorithm(x, w, stride=1, padding=1, groups=1, algorithm="auto"):
+    nd = x.dim() - 2
+    return conv.algorithm_for(x, w, [stride] * nd, [padding] * nd, [padding] * nd, [1] * nd, groups, algorithm)
+
+
+def test_auto_rule(device):
+    """The rule of csrc/conv/conv_common.h: Winograd 2x2 for wide 3x3 float32 layers in the
+    contiguous layout on the CPU, and the rest as before; CUDA always ATen's."""
+    r = lambda *s, **kw: torch.randn(*s, device=device, **kw)  # noqa: E731
+    cpu = not runs_cuda_kernels(r(1))
+    assert _algorithm(r(2, 64, 14, 14), r(64, 64, 3, 3)) == ("winograd_2x2" if cpu else "aten")
+    assert _algorithm(r(2, 64, 14, 14), r(128, 64, 3, 3), groups=1) == ("winograd_2x2" if cpu else "aten")
+    assert _algorithm(r(2, 32, 14, 14), r(64, 32, 3, 3)) == "aten"  # too few input channels
+    assert _algorithm(r(2, 64, 13, 14), r(64, 64, 3, 3)) == "aten"  # a plane below 14x14
+    assert _algorithm(r(2, 64, 14, 14), r(64, 64, 3, 3), stride=2) == "aten"
+    assert _algorithm(r(2, 64, 14, 14, dtype=torch.float64), r(64, 64, 3, 3, dtype=torch.float64)) == "aten"
+    x_cl = r(2, 64, 14, 14).to(memory_format=torch.channels_last)
+    assert _algorithm(x_cl, r(64, 64, 3, 3)) == "aten"
+    assert _algorithm(r(2, 8, 14, 14), r(8, 1, 3, 3), groups=8) == ("direct" if cpu else "aten")
+    assert _algorithm(r(2, 8, 30, 30), r(4, 8, 1, 1), padding=0) == ("shifted" if cpu else "aten")
+    # explicit names run as asked ('shifted' on CUDA is im2col)
+    assert _algorithm(r(2, 8, 9, 9), r(4, 8, 3, 3), algorithm="winograd") == "winograd_4x4"
+    assert _algorithm(r(2, 8, 9, 9), r(4, 8, 3, 3), algorithm="shifted") == ("shifted" if cpu else "im2col")
+
+
+def test_conv_algorithm_refuses_what_conv_forward_refuses():
+    x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
+    ops = torch.ops.cnn_ops
+    for bad in (dict(w=torch.randn(3, 4, 3, 3)), dict(stride=[0, 1]), dict(algorithm="fast"),
+                dict(algorithm="winograd", stride=[2, 2])):
+        args = dict(x=x, w=w, stride=[1, 1], algorithm="auto") | bad
+        call = (args["x"], args["w"], args["stride"], [0, 0], [0, 0], [1, 1], 1, args["algorithm"])
+        with pytest.raises(RuntimeError) as forward_error:
+            ops.conv_forward(call[0], call[1], None, *call[2:])
+        with pytest.raises(RuntimeError) as algorithm_error:
+            ops.conv_algorithm(*call)
+        assert str(algorithm_error.value).splitlines()[0] == str(forward_error.value).splitlines()[0]
+
+
+def test_record_lists_every_call(device):
+    model = torch.nn.Sequential(tco.nn.Conv2d(64, 64, 3, padding=1), tco.nn.Conv2d(64, 16, 1, algorithm="im2col"),
+                                tco.nn.Conv2d(16, 16, 3, padding="same", groups=16, flip=True)).to(device)
+    x = torch.randn(2, 64, 28, 28, device=device)
+    model(x)  # outside any record() block: nothing kept
+    with conv.record() as outer:
+        with conv.record() as inner:
+            model(x)
+        model(x[:1])
+    assert len(inner) == 3 and len(outer) == 6
+    assert [c.requested for c in inner] == ["auto", "im2col", "auto"]
+    cpu = not runs_cuda_kernels(x)
+    assert [c.algorithm for c in inner] == (["winograd_2x2", "im2col", "direct"] if cpu else ["aten", "im2col", "aten"])
+    assert inner[0].input_shape == (2, 64, 28, 28) and inner[0].weight_shape == (64, 64, 3, 3)
+    assert inner[0].padding == ((1, 1), (1, 1)) and not any(c.tuned for c in inner)
+    assert outer[3].input_shape == (1, 64, 28, 28)
+
+
+def test_benchmark_tunes_once_per_key_and_matches_torch(benchmark_on, device):
+    x = torch.randn(2, 16, 12, 12, device=device, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(16, 16, 3, 3, device=device, dtype=torch.float64, requires_grad=True)
+    with conv.record() as calls:
+        y = tco.F.conv2d(x, w, padding=1)
+        y2 = tco.F.conv2d(x, w, padding=1)
+        with torch.no_grad():
+            tco.F.conv2d(x, w, padding=1)  # no gradient: another key
+        tco.F.conv2d(x, w, padding=1, algorithm="im2col")  # an explicit algorithm is not tuned
+    assert len(conv.cache()) == 2
+    assert [c.tuned for c in calls] == [True, True, True, False]
+    assert calls[0].algorithm == calls[1].algorithm and calls[0].algorithm in conv.CANDIDATES
+    ref = TF.conv2d(x, w, padding=1)
+    assert_close_to_reference(y, ref, torch.float64)
+    gx, gw = torch.autograd.grad(y2.sum(), (x, w))
+    rgx, rgw = torch.autograd.grad(ref.sum(), (x, w))
+    assert_close_to_reference(gx, rgx, torch.float64)
+    assert_close_to_reference(gw, rgw, torch.float64)
+
+
+def test_benchmark_cache_is_thread_safe(benchmark_on):
+    """Threads tuning the same and different keys at once: one entry per key, right results."""
+    shapes = [(2, 8, 10, 10), (2, 8, 12, 12), (1, 8, 10, 10)]
+    w = torch.randn(8, 8, 3, 3, dtype=torch.float64)
+    inputs = [torch.randn(s, dtype=torch.float64) for s in shapes]
+    errors = []
+
+    def work(i):
+        try:
+            for x in inputs[i % 3:] + inputs[:i % 3]:
+                with torch.no_grad():
+                    assert_close_to_reference(tco.F.conv2d(x, w, padding=1), TF.conv2d(x, w, padding=1))
+        except Exception as e:  # noqa: BLE001  (reported below, on the main thread)
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(conv.cache()) == 3
+
+
+def test_benchmark_leaves_traced_and_compiled_code_alone(benchmark_on):
+    x, w = torch.randn(2, 8, 10, 10), torch.randn(8, 8, 3, 3)
+    compiled = torch.compile(lambda x, w: tco.F.conv2d(x, w, padding=1), fullgraph=True, backend="eager")
+    assert_close_to_reference(compiled(x, w), TF.conv2d(x.double(), w.double(), padding=1), torch.float32)
+    batched = torch.func.vmap(lambda x: tco.F.conv2d(x, w, padding=1))(x[:, None])
+    assert_close_to_reference(batched[:, 0], TF.conv2d(x.double(), w.double(), padding=1), torch.float32)
+    assert conv.cache() == {}
