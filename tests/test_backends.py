@@ -43,7 +43,8 @@ def test_auto_rule(device):
     x_cl = r(2, 64, 14, 14).to(memory_format=torch.channels_last)
     assert _algorithm(x_cl, r(64, 64, 3, 3)) == "aten"
     assert _algorithm(r(2, 8, 14, 14), r(8, 1, 3, 3), groups=8) == ("direct" if cpu else "aten")
-    assert _algorithm(r(2, 8, 30, 30), r(4, 8, 1, 1), padding=0) == ("shifted" if cpu else "aten")
+    assert _algorithm(r(2, 8, 30, 30), r(4, 8, 1, 1), padding=0) == "aten"
+    assert _algorithm(r(2, 8, 30, 30), r(4, 8, 1, 1), padding=0, stride=2) == ("im2col" if cpu else "aten")
     # explicit names run as asked ('shifted' on CUDA is im2col)
     assert _algorithm(r(2, 8, 9, 9), r(4, 8, 3, 3), algorithm="winograd") == "winograd_4x4"
     assert _algorithm(r(2, 8, 9, 9), r(4, 8, 3, 3), algorithm="shifted") == ("shifted" if cpu else "im2col")

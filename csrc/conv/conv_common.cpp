@@ -155,10 +155,7 @@ ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& 
   if (g.in_per_group() == 1) return g.groups > 1 ? ConvAlgorithm::Direct : ConvAlgorithm::Im2col;
   if (g.kernel_volume() > 1) return ConvAlgorithm::Aten;
   if (g.stride[0] > 1 || g.stride[1] > 1 || g.stride[2] > 1) return ConvAlgorithm::Im2col;
-  // Half and bfloat16 compute in float32: the buffers hold at least 4-byte values.
-  const int64_t elem_size = std::max<int64_t>(4, like.element_size());
-  return g.out_plane() >= kShiftedMinPlane && shifted_applies(g, elem_size) ? ConvAlgorithm::Shifted
-                                                                             : ConvAlgorithm::Aten;
+  return ConvAlgorithm::Aten;
 }
 
 void fill_forward_extents(const char* op, ConvGeometry& c, const at::Tensor& input, at::IntArrayRef padding_end) {

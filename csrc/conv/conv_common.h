@@ -77,15 +77,19 @@ inline int winograd_tile(ConvAlgorithm a) {
 //    each way, measured 1.1-1.2x torch's time; half and bfloat16 were not measured). The 2x2
 //    tile keeps float32 within 2e-6 of the exact result (4x4 is faster on large planes but
 //    up to 5e-5 off, so it is for users to choose). Measured fwd+bwd against torch (2 threads,
-//    default allocator): 64->64 (8, 56x56) 0.78-0.83, 128->128 (8, 28x28) 0.86-0.88,
-//    256->256 (8, 14x14) 0.84-0.94, 128->128 (4, 56x56) 0.86, 64->64 (1, 224x224) 0.89; it
-//    loses below: 32 channels (8, 56x56) 0.96, (16, 28x28) 1.40; 16 channels 2.5; 8 per group
-//    1.15; 512 channels on 7x7 1.87;
+//    three runs of the conv benchmark, two with the default allocator): 64->64 (8, 56x56)
+//    0.83-1.03, 128->128 (8, 28x28) 0.86-0.89, 256->256 (8, 14x14) 0.84-0.91; forward alone
+//    0.52-0.87, 0.75-0.77 and 0.76-0.80; ResNet layers at batch 1, forward: 64->64 (56x56)
+//    0.79, 128->128 (28x28) 0.83; it loses below the thresholds: 32 channels (8, 56x56) 0.96,
+//    (16, 28x28) 1.40; 16 channels 2.5; 8 per group 1.15; 512 channels on 7x7 1.87;
 //  * one input channel per group: direct for depthwise convolutions (groups > 1), im2col for a
 //    single-channel input (an unfold of one channel is cheap; oneDNN is slow there);
-//  * 1x1 kernels: im2col when strided (its unfold is a strided copy); at unit stride shifted
-//    (one GEMM over the input as it is) on planes of at least kShiftedMinPlane outputs, aten
-//    on smaller ones;
+//  * 1x1 kernels: im2col when strided (its unfold is a strided copy), aten at unit stride.
+//    Shifted (one GEMM over the input as it is) measured 1.3-1.8x torch's time there with the
+//    steady allocator on every shape tried (64->256 and 256->64 on (8, 56x56), 128->128
+//    (8, 56x56), 64->256 (4, 56x56) and (2, 112x112), 128->512 and 512->128 (8, 28x28), and at
+//    batch 1); with the default allocator the page faults of fresh outputs swing both sides'
+//    times by 2-4x, which made it look faster in earlier runs (the 1x1 rows below);
 //  * aten otherwise (kernels larger than 1x1 with several channels per group).
 // Measured (python -m torch_cnn_ops bench conv with its steady allocator; the rows without a
 // direct figure, and the 1-d ones, in a separate run with the default allocator, which moves
@@ -108,10 +112,9 @@ inline int winograd_tile(ConvAlgorithm a) {
 //   depthwise 32 k3 (8, 112^2) 1.01 (forward 0.81)  1.73  1.55  1.08
 // An explicit "shifted" with a stride other than 1 is an error; on a device without the
 // shifted algorithm (`shifted_applies` nullptr) it runs as im2col.
-// `like` is the tensor the op computes on: its dtype enters the rule.
+// `like` is the tensor the op computes on: its dtype and layout enter the rule.
 ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& g, const at::Tensor& like,
                                 bool (*shifted_applies)(const ConvGeometry&, int64_t));
-constexpr int64_t kShiftedMinPlane = 28 * 28;
 constexpr int64_t kWinogradMinChannels = 64;
 constexpr int64_t kWinogradMinPlane = 14 * 14;
 

@@ -6,7 +6,7 @@
 // Tasks run in parallel, each worker with its own buffers, so the extra memory is the
 // transformed weight (alpha^2 / 9 times the weight, in the compute type) plus V, M and a
 // row buffer of one block per thread (about kBlockBytes, more for layers of many channels:
-// see kMinBlockTiles), whatever the batch size.
+// see kMinBlockTiles; kept by the thread between calls, see WorkBuffers), whatever the batch.
 //
 // The transforms run on vectors over the tiles of a block, whatever the plane's width (see
 // WinogradCpu), and over the input channels for the weight.
@@ -22,6 +22,7 @@
 #include <ATen/ops/bmm_cpu_dispatch.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
 
 #include <algorithm>
 #include <atomic>
@@ -409,6 +410,32 @@ void batched_gemm(const at::Tensor& u, const at::Tensor& v, at::Tensor& m, bool 
   at::cpu::bmm_out(m, u, v);
 }
 
+// A worker thread's buffers, kept between calls: a fresh allocation of megabytes per call is
+// mapped anew by the default allocator and page-faulted in on every touch, which measured as
+// much as the transforms themselves. Each thread keeps the largest it was asked for (V, M and
+// the rows of the transforms: a few MiB, see kBlockBytes) until it exits.
+struct WorkBuffers {
+  std::vector<float> f[3];
+  std::vector<double> d[3];
+
+  template <typename T>
+  static T* get(int slot, int64_t n) {
+    thread_local WorkBuffers buffers;
+    auto& v = [&]() -> std::vector<T>& {
+      if constexpr (std::is_same_v<T, float>) return buffers.f[slot];
+      else return buffers.d[slot];
+    }();
+    if (static_cast<int64_t>(v.size()) < n) v.resize(n);
+    return v.data();
+  }
+};
+
+// A (sizes) tensor over a work buffer of acc_t, for ATen's bmm.
+template <typename acc_t>
+at::Tensor buffer_view(acc_t* data, at::IntArrayRef sizes) {
+  return at::from_blob(data, sizes, at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value));
+}
+
 // One Winograd convolution on the CPU (the geometry g and its plan p, F(MH x MW, 3 x 3)).
 //
 // A block's tile rows are laid out end to end, each with one unused tile slot at its end when
@@ -513,27 +540,23 @@ struct WinogradCpu {
       at::AutoDispatchBelowADInplaceOrView below_autograd;  // workers do not inherit the caller's
       // V (alpha^2, Cg, ld) and M (alpha^2, Og, ld) of a block: ld columns per row, of which
       // the first are the block's tile slots (the rest pads rows to whole GEMM panels).
-      const at::Tensor v_buffer = at::empty({A2 * Cg * ld_max}, u.options());
-      const at::Tensor m_buffer = at::empty({A2 * Og * ld_max}, u.options());
-      std::vector<acc_t> rows_buffer(buffer_size(rows_per_block));
+      acc_t* v_data = WorkBuffers::get<acc_t>(0, A2 * Cg * ld_max);
+      acc_t* m_data = WorkBuffers::get<acc_t>(1, A2 * Og * ld_max);
+      acc_t* rows_buffer = WorkBuffers::get<acc_t>(2, buffer_size(rows_per_block));
       bool bad = false;
       for (int64_t task = begin; task < end; ++task) {
         const int64_t block = task / g.groups, grp = task % g.groups;
         const int64_t r0 = block * rows_per_block, rows = std::min(rows_per_block, total_rows - r0);
         const int64_t ld = panel_columns(rows * slots_per_row(), panels);
-        const at::Tensor v = v_buffer.narrow(0, 0, A2 * Cg * ld).view({A2, Cg, ld});
-        at::Tensor mm = m_buffer.narrow(0, 0, A2 * Og * ld).view({A2, Og, ld});
-        acc_t* v_data = v.mutable_data_ptr<acc_t>();
         for (int64_t c = 0; c < Cg; ++c) {
-          transform_input(input + (grp * Cg + c) * in_plane, r0, rows, v_data + c * ld, Cg * ld, rows_buffer.data());
+          transform_input(input + (grp * Cg + c) * in_plane, r0, rows, v_data + c * ld, Cg * ld, rows_buffer);
         }
-        batched_gemm(u.select(0, grp), v, mm, panels);  // M[k] = U[k] @ V[k]
-        const acc_t* m_data = mm.const_data_ptr<acc_t>();
+        at::Tensor mm = buffer_view(m_data, {A2, Og, ld});
+        batched_gemm(u.select(0, grp), buffer_view(v_data, {A2, Cg, ld}), mm, panels);  // M[k] = U[k] @ V[k]
         for (int64_t o = 0; o < Og; ++o) {
           const int64_t oc = grp * Og + o;
           const acc_t b = bias ? static_cast<acc_t>(bias[oc]) : acc_t(0);
-          bad = transform_output(m_data + o * ld, Og * ld, r0, rows, b, output + oc * out_plane,
-                                 rows_buffer.data()) || bad;
+          bad = transform_output(m_data + o * ld, Og * ld, r0, rows, b, output + oc * out_plane, rows_buffer) || bad;
         }
       }
       if (bad) nonfinite = true;
@@ -576,28 +599,25 @@ struct WinogradCpu {
       at::AutoDispatchBelowADInplaceOrView below_autograd;
       const int64_t thread = at::get_thread_num();
       TORCH_INTERNAL_ASSERT(thread >= 0 && thread < partial.size(0));
-      const at::Tensor v_buffer = at::empty({A2 * Cg * ld_max}, partial.options());
-      const at::Tensor m_buffer = at::empty({A2 * Og * ld_max}, partial.options());
-      std::vector<acc_t> rows_buffer(buffer_size(rows_per_block));
+      acc_t* v_data = WorkBuffers::get<acc_t>(0, A2 * Cg * ld_max);
+      acc_t* dm_data = WorkBuffers::get<acc_t>(1, A2 * Og * ld_max);
+      acc_t* rows_buffer = WorkBuffers::get<acc_t>(2, buffer_size(rows_per_block));
       for (int64_t task = begin; task < end; ++task) {
         const int64_t block = task / g.groups, grp = task % g.groups;
         const int64_t r0 = block * rows_per_block, rows = std::min(rows_per_block, total_rows - r0);
         const int64_t slots = rows * slots_per_row(), ld = panel_columns(slots, panels);
-        const at::Tensor v = v_buffer.narrow(0, 0, A2 * Cg * ld).view({A2, Cg, ld});
-        const at::Tensor dm = m_buffer.narrow(0, 0, A2 * Og * ld).view({A2, Og, ld});
-        acc_t *v_data = v.mutable_data_ptr<acc_t>(), *dm_data = dm.mutable_data_ptr<acc_t>();
         for (int64_t c = 0; c < Cg; ++c) {
-          transform_input(input + (grp * Cg + c) * in_plane, r0, rows, v_data + c * ld, Cg * ld, rows_buffer.data());
+          transform_input(input + (grp * Cg + c) * in_plane, r0, rows, v_data + c * ld, Cg * ld, rows_buffer);
         }
         for (int64_t o = 0; o < Og; ++o) {
           transform_grad_output(grad_output + (grp * Og + o) * out_plane, r0, rows, dm_data + o * ld, Og * ld,
-                                rows_buffer.data());
+                                rows_buffer);
         }
         // The columns past the slots (panel padding) enter the GEMM's depth: zero in both.
         for (int64_t row = 0; row < A2 * Cg; ++row) std::fill(v_data + row * ld + slots, v_data + (row + 1) * ld, acc_t(0));
         for (int64_t row = 0; row < A2 * Og; ++row) std::fill(dm_data + row * ld + slots, dm_data + (row + 1) * ld, acc_t(0));
         at::Tensor du = partial.select(0, thread).select(0, grp);
-        batched_gemm_nt(dm, v, du, panels);
+        batched_gemm_nt(buffer_view(dm_data, {A2, Og, ld}), buffer_view(v_data, {A2, Cg, ld}), du, panels);
       }
     });
   }

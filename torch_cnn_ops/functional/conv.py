@@ -147,9 +147,8 @@ Arguments as :func:`torch.nn.functional.conv{nd}d`, plus:
   runs: oneDNN on the CPU, cuDNN on CUDA), ``"winograd"`` or ``"auto"``: on CUDA aten; on the
   CPU winograd_2x2 for 3x3 kernels at stride 1 with at least 64 input and output channels per
   group on output planes of at least 14x14 (float32, contiguous layout), direct for depthwise
-  convolutions, im2col for a single input channel and for strided 1x1 kernels, shifted for
-  1x1 kernels at unit stride on planes of at least 784 outputs, aten otherwise (each the
-  fastest there, measured against torch; the tables are in csrc/conv/conv_common.h).
+  convolutions, im2col for a single input channel and for strided 1x1 kernels, aten otherwise
+  (each the fastest there, measured against torch; the tables are in csrc/conv/conv_common.h).
 * ``"winograd"``: Winograd's minimal filtering (Lavin & Gray 2016) for 3, 1x3, 3x1 and 3x3
   kernels at stride 1 and dilation 1 (any padding, groups and ``flip``; 1-d and 2-d):
   ``"winograd_4x4"``, F(4x4, 3x3), 4x fewer multiplications than the direct sum; also
