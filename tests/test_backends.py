@@ -42,6 +42,8 @@ def test_auto_rule(device):
     assert _algorithm(r(2, 64, 14, 14, dtype=torch.float64), r(64, 64, 3, 3, dtype=torch.float64)) == "aten"
     x_cl = r(2, 64, 14, 14).to(memory_format=torch.channels_last)
     assert _algorithm(x_cl, r(64, 64, 3, 3)) == "aten"
+    x_expanded = r(1, 1, 1, 1).expand(2, 64, 14, 14)  # as the grad_output of a sum
+    assert _algorithm(x_expanded, r(64, 64, 3, 3)) == ("winograd_2x2" if cpu else "aten")
     assert _algorithm(r(2, 8, 14, 14), r(8, 1, 3, 3), groups=8) == ("direct" if cpu else "aten")
     assert _algorithm(r(2, 8, 30, 30), r(4, 8, 1, 1), padding=0) == "aten"
     assert _algorithm(r(2, 8, 30, 30), r(4, 8, 1, 1), padding=0, stride=2) == ("im2col" if cpu else "aten")

@@ -147,7 +147,10 @@ ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& 
               "'winograd_2x2', 'winograd_4x4' or 'winograd_6x6', got '",
               std::string(algorithm), "'");
   if (!shifted_applies) return ConvAlgorithm::Aten;
-  if (like.scalar_type() == at::kFloat && like.is_contiguous() && winograd_applies(g) && g.kernel[1] == 3 &&
+  // Channels-last operands would pay Winograd's conversion each way; other layouts (an expanded
+  // grad_output, a slice) are made contiguous first, a copy the other algorithms make too.
+  const bool channels_last = like.dim() == 4 && !like.is_contiguous() && like.is_contiguous(at::MemoryFormat::ChannelsLast);
+  if (like.scalar_type() == at::kFloat && !channels_last && winograd_applies(g) && g.kernel[1] == 3 &&
       g.kernel[2] == 3 && g.in_per_group() >= kWinogradMinChannels && g.out_per_group() >= kWinogradMinChannels &&
       g.out_plane() >= kWinogradMinPlane) {
     return ConvAlgorithm::Winograd2;
