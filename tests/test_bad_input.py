@@ -113,8 +113,6 @@ CONV = _table("conv", [
      TWIN),
     # torch computes garbage from a meta weight with a CPU input (uninitialised memory)
     ("F", "meta-weight-cpu-input", _X + "F.conv2d(x, w.to('meta'))", "RuntimeError", r"meta.*cpu|cpu.*meta"),
-    ("F", "same-strided", _X + "F.conv2d(x, w, stride=2, padding='same')", "RuntimeError", r"'same'.*strided",
-     TWIN),
     ("F", "padding-unknown-string", _X + "F.conv2d(x, w, padding='bogus')", "RuntimeError", r"padding.*'bogus'",
      TWIN),
     ("F", "full-dilation-overflow", _X + "F.conv2d(x, w, padding='full', dilation=2**62)", "RuntimeError",
@@ -163,7 +161,6 @@ CONV = _table("conv", [
     ("nn", "meta-input", "m = nn.Conv2d(2, 3, 3)\nm(meta(1, 2, 5, 5))", "RuntimeError", r"meta.*cpu|cpu.*meta"),
     ("nn", "reflect-padding-too-large", "m = nn.Conv2d(2, 3, 3, padding=5, padding_mode='reflect')\nm(r(1, 2, 5, 5))",
      "RuntimeError", r"[Pp]adding size", TWIN),
-    ("nn", "same-strided", "nn.Conv2d(2, 3, 3, stride=2, padding='same')", "ValueError", r"'same'.*strided", TWIN),
     ("nn", "groups-not-dividing", "nn.Conv2d(3, 4, 3, groups=2)", "ValueError", r"in_channels.*groups", TWIN),
     ("nn", "algorithm-unknown", "nn.Conv2d(2, 3, 3, algorithm='fast')", "ValueError", r"algorithm.*'fast'"),
     ("nn", "full-dilation-overflow", "m = nn.Conv2d(2, 3, 3, padding='full', dilation=2**62)\nm(r(1, 2, 5, 5))",

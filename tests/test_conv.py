@@ -5,6 +5,7 @@ References are independent of the library: torch.nn.functional / torch.nn.grad /
 (in float64 on the CPU), SciPy and NumPy.
 """
 
+import math
 from dataclasses import dataclass
 from typing import Any, Tuple
 
@@ -322,6 +323,54 @@ def test_conv3d_matches_scipy(flip, mode, kernel, device):
     else:
         ref = F.conv3d(x.cpu()[None, None], w.cpu()[None, None], padding="same")[0, 0].numpy()
     assert_close_to_reference(out, torch.as_tensor(ref), torch.float64)
+
+
+# ---- padding="same" with a stride: TensorFlow's rule ------------------------------------------------
+def tensorflow_same_pads(size, kernel, stride, dilation):
+    """TensorFlow's SAME padding (tf.nn.convolution's documentation): ceil(size / stride) outputs,
+    the total pad split with the larger half after."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("geometry", [(1, (9,), (4,), (2,), (1,)), (2, (7, 10), (3, 2), (2, 3), (1, 2)),
+                                      (2, (8, 8), (5, 5), (3, 2), (2, 1)), (3, (5, 6, 7), (3, 3, 2), (2, 1, 3), (1, 1, 1))],
+                         ids=["1d", "2d-odd", "2d-dilated", "3d"])
+def test_same_padding_with_a_stride_is_tensorflows(geometry, flip, device):
+    """padding='same' with a stride (torch refuses it) pads as TensorFlow and timm's Conv2dSame:
+    ceil(size / stride) outputs; the larger half of the pad at the end, at the start for flip=True.
+    The module gives the same, with every padding_mode, and traced by torch.fx."""
+    nd, size, kernel, stride, dilation = geometry
+    x = randn(2, 3, *size, device=device, requires_grad=True)
+    w = randn(4, 3, *kernel, device=device, requires_grad=True)
+    out = TCO_CONV[nd](x, w, None, stride, "same", dilation, flip=flip)
+    pads = [tensorflow_same_pads(*g) for g in zip(size, kernel, stride, dilation)]
+    if flip:
+        pads = [(hi, lo) for lo, hi in pads]
+    xr, wr = as_reference(x), as_reference(w)
+    padded = F.pad(xr, [p for lo_hi in reversed(pads) for p in lo_hi])
+    ref = TORCH_CONV[nd](padded, wr.flip(list(range(2, nd + 2))) if flip else wr, None, stride, 0, dilation)
+    assert ref.shape[2:] == tuple(math.ceil(i / s) for i, s in zip(size, stride))
+    assert_close_to_reference(out, ref, torch.float64)
+    gy = randn(*ref.shape, device=device)
+    gx, gw = torch.autograd.grad(out, (x, w), gy)
+    rgx, rgw = torch.autograd.grad(ref, (xr, wr), as_reference(gy))
+    assert_close_to_reference(gx, rgx, torch.float64)
+    assert_close_to_reference(gw, rgw, torch.float64)
+    for mode in ("zeros", "reflect", "circular"):
+        module = TCO_MODULE[nd](3, 4, kernel, stride, "same", dilation, bias=False, padding_mode=mode, flip=flip,
+                                device=device, dtype=torch.float64)
+        with torch.no_grad():
+            module.weight.copy_(w)
+        mode_padded = F.pad(xr, [p for lo_hi in reversed(pads) for p in lo_hi],
+                            mode="constant" if mode == "zeros" else mode)
+        mode_ref = TORCH_CONV[nd](mode_padded, wr.flip(list(range(2, nd + 2))) if flip else wr, None, stride, 0,
+                                  dilation)
+        assert_close_to_reference(module(x), mode_ref, torch.float64, mode)
+        # the pads depend on the input's size: torch.fx records them
+        assert_close_to_reference(torch.fx.symbolic_trace(module)(x), mode_ref, torch.float64, f"{mode} traced")
 
 
 # ---- Winograd ---------------------------------------------------------------------------------------
@@ -869,7 +918,6 @@ def _bad_cases():
         ("padding-negative", lambda: conv2d(x, w, padding=-1), r"padding"),
         ("padding-wrong-length", lambda: conv2d(x, w, padding=(1, 1, 1)), r"padding"),
         ("padding-negative-tuple", lambda: conv2d(x, w, padding=(1, -2)), r"padding"),
-        ("same-with-stride", lambda: conv2d(x, w, padding="same", stride=2), r"same|stride"),
         ("unknown-padding-string", lambda: conv2d(x, w, padding="circular"), r"padding|same|valid|full"),
         ("dtype-input-weight", lambda: conv2d(x, w.double()), r"dtype|weight"),
         ("dtype-bias", lambda: conv2d(x, w, torch.randn(6, dtype=torch.float64)), r"bias"),

@@ -417,3 +417,14 @@ def test_cli_summary_resnet(capsys):
     assert cli_main(["summary", "--model", "resnet", "--input-size", "3", "16", "16"]) == 0
     out = capsys.readouterr().out
     assert "layers.2.1.conv2" in out and "input: 3x16x16" in out
+
+
+def test_version_from_one_place():
+    """torch_cnn_ops.__version__ is the installed package's version (pyproject.toml reads it from
+    torch_cnn_ops/_version.py), and CHANGELOG.md has a section for it."""
+    import importlib.metadata
+    import pathlib
+
+    assert tco.__version__ == importlib.metadata.version("torch_cnn_ops")
+    changelog = pathlib.Path(__file__).resolve().parents[1] / "CHANGELOG.md"
+    assert f"## {tco.__version__}\n" in changelog.read_text()

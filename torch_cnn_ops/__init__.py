@@ -19,5 +19,5 @@ from .summary import Summary, summary
 
 F = functional
 
-__version__ = "0.1.0"
+from ._version import __version__
 __all__ = ["backends", "functional", "F", "grad", "nn", "filters", "models", "convert", "summary", "Summary"]

@@ -34,19 +34,23 @@ def conv_padding(
     dilation: Tuple[int, ...],
     flip: bool = False,
     fn: str = "",
+    input_size: Optional[Tuple[int, ...]] = None,
 ) -> Tuple[List[int], List[int]]:
     """Leading and trailing pads per spatial dimension for a padding argument.
 
     * int / tuple: the same pad on both sides.
     * ``"valid"``: no padding.
-    * ``"same"`` (stride 1 only): total ``dilation * (k - 1)``; for cross-correlation the larger
-      half goes at the end (as torch and ``scipy.signal.correlate2d``), for ``flip=True`` at the
-      start (as ``scipy.signal.convolve2d``), since flipping the kernel mirrors the window.
+    * ``"same"``: at stride 1 total ``dilation * (k - 1)``, the output as large as the input;
+      with a stride (``input_size`` needed: the spatial sizes), TensorFlow's rule, as timm's
+      ``Conv2dSame``: ``ceil(i / s)`` outputs, total ``max((ceil(i / s) - 1) * s + dilation * (k - 1)
+      + 1 - i, 0)``. For cross-correlation the larger half goes at the end (as torch, TensorFlow
+      and ``scipy.signal.correlate2d``), for ``flip=True`` at the start (as
+      ``scipy.signal.convolve2d``), since flipping the kernel mirrors the window.
     * ``"full"``: ``dilation * (k - 1)`` on each side, every partial overlap.
 
     The errors are torch's convolution's: a RuntimeError for a negative pad, a padding of the
-    wrong length, an unknown string or ``"same"`` with a stride; a TypeError for a pad that is
-    no int. ``fn`` names the function in the messages.
+    wrong length, an unknown string or ``"same"`` with a stride and no ``input_size``; a
+    TypeError for a pad that is no int. ``fn`` names the function in the messages.
     """
     nd = len(kernel_size)
     if isinstance(padding, str):
@@ -62,8 +66,11 @@ def conv_padding(
         if padding == "full":
             return list(totals), list(totals)
         if any(s != 1 for s in stride):
-            raise RuntimeError(f"{_where(fn)}padding='same' is not supported for strided convolutions "
-                               f"(stride={tuple(stride)})")
+            if input_size is None:
+                raise RuntimeError(f"{_where(fn)}padding='same' is not supported for strided convolutions "
+                                   f"(stride={tuple(stride)})")
+            # TensorFlow's SAME: ceil(i / s) outputs, the windows reaching just past the input's end.
+            totals = [max((-(-i // s) - 1) * s + t + 1 - i, 0) for i, s, t in zip(input_size, stride, totals)]
         small = [t // 2 for t in totals]
         large = [t - t // 2 for t in totals]
         return (large, small) if flip else (small, large)
@@ -117,7 +124,7 @@ def _convnd(nd, input, weight, bias, stride, padding, dilation, groups, flip, al
         )
     input, unbatched = batched(name, nd, input, f" (weight of shape {tuple(weight.shape)})")
     kernel_size = tuple(weight.shape[2:])
-    pad_lo, pad_hi = _conv_padding(padding, kernel_size, stride, dilation, flip, name)
+    pad_lo, pad_hi = _conv_padding(padding, kernel_size, stride, dilation, flip, name, tuple(input.shape[2:]))
     if flip:
         weight = weight.flip(list(range(2, nd + 2)))
     if _backend._active():  # autotuning (benchmark) or a record() block
@@ -136,7 +143,8 @@ Applies a {nd}-d convolution over an input of shape ``(N, C_in, {dims})`` or ``(
 
 Arguments as :func:`torch.nn.functional.conv{nd}d`, plus:
 
-* ``padding``: an int, a tuple, ``"valid"``, ``"same"`` (any kernel size, stride 1) or ``"full"``.
+* ``padding``: an int, a tuple, ``"valid"``, ``"same"`` (any kernel size; with a stride,
+  TensorFlow's rule as timm's ``Conv2dSame``: ``ceil(size / stride)`` outputs) or ``"full"``.
 * ``flip``: if True, true (mathematical) convolution: the kernel is rotated 180 degrees, so
   results equal ``scipy.signal.convolve`` with the same mode; if False (default),
   cross-correlation, as torch.

@@ -15,33 +15,39 @@ import torch.nn.functional as torch_F
 from torch import Tensor
 
 from .. import functional as F
-from ..functional.conv import _check_algorithm, _conv_padding
+from ..functional.conv import _check_algorithm, _conv_padding, conv_padding
 
 __all__ = ["Conv1d", "Conv2d", "Conv3d"]
 
 
 class _ConvMixin:
     """What our three classes add to torch.nn.ConvNd: torch's arguments, plus ``algorithm`` and
-    ``flip``, and ``padding`` may be ``"full"``."""
+    ``flip``; ``padding`` may be ``"full"``, and ``"same"`` with a stride (TensorFlow's rule)."""
 
     _nd: int
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, padding_mode="zeros", device=None, dtype=None, *,
                  algorithm="auto", flip=False):
-        # torch.nn.ConvNd knows 'valid' and 'same' only; 'full' is set after construction.
-        super().__init__(in_channels, out_channels, kernel_size, stride, 0 if padding == "full" else padding,
+        # torch.nn.ConvNd knows 'valid' and 'same' (unstrided) only; 'full' and a strided 'same'
+        # (TensorFlow's rule: the pads depend on the input's size) are set after construction.
+        strided = any(s != 1 for s in (stride if isinstance(stride, (tuple, list)) else (stride,)))
+        later = padding == "full" or (padding == "same" and strided)
+        super().__init__(in_channels, out_channels, kernel_size, stride, 0 if later else padding,
                          dilation, groups, bias, padding_mode, device, dtype)
         _check_algorithm(algorithm)
         self.algorithm = algorithm
         self.flip = bool(flip)
         self.padding = padding if isinstance(padding, str) else self.padding
-        if isinstance(padding, str) and padding == "same" and any(s != 1 for s in self.stride):
-            raise ValueError("padding='same' is not supported for strided convolutions")
 
-    def _mode_pad(self) -> List[int]:
+    def _mode_pad(self, input: Tensor) -> List[int]:
         """F.pad's argument (last dimension first) for a non-zero padding_mode."""
-        lo, hi = _conv_padding(self.padding, self.kernel_size, self.stride, self.dilation, self.flip)
+        if self.padding == "same" and any(s != 1 for s in self.stride):
+            # the pads depend on the input's size: through the fx leaf, so that tracing records them
+            lo, hi = conv_padding(self.padding, self.kernel_size, self.stride, self.dilation, self.flip,
+                                  input_size=input.shape[-self._nd:])
+        else:
+            lo, hi = _conv_padding(self.padding, self.kernel_size, self.stride, self.dilation, self.flip)
         pads: List[int] = []
         for d in reversed(range(self._nd)):
             pads += [lo[d], hi[d]]
@@ -51,7 +57,7 @@ class _ConvMixin:
         conv = (F.conv1d, F.conv2d, F.conv3d)[self._nd - 1]
         padding = self.padding
         if self.padding_mode != "zeros":
-            input = torch_F.pad(input, self._mode_pad(), mode=self.padding_mode)
+            input = torch_F.pad(input, self._mode_pad(input), mode=self.padding_mode)
             padding = 0
         return conv(input, weight, bias, self.stride, padding, self.dilation, self.groups,
                     flip=self.flip, algorithm=self.algorithm)
