@@ -163,6 +163,53 @@ def row_tuples(s):
     return [(r.name, r.type, r.output_shape, r.params, r.macs, r.receptive_field) for r in s.rows]
 
 
+def test_unconvert_round_trip():
+    """unconvert(convert(model)) has torch's classes again, the same parameters (the very
+    tensors), buffers, hooks and attributes, and the original's outputs and gradients."""
+    torch.manual_seed(0)
+    net = tnn.Sequential(tnn.Conv2d(3, 8, 3, padding=1, padding_mode="reflect"), tnn.BatchNorm2d(8), tnn.ReLU(),
+                         tnn.MaxPool2d(2, ceil_mode=True), tnn.GroupNorm(2, 8), tnn.Conv2d(8, 4, 1, bias=False),
+                         tnn.AdaptiveAvgPool2d(1), tnn.Flatten(), tnn.Linear(4, 2)).double()
+    seen = []
+    net[0].register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    net[0].tag = "stem"
+    fast = tco.convert(net)
+    back, report = tco.unconvert(fast, return_report=True)
+    assert [type(m) for m in back.modules()] == [type(m) for m in net.modules()]
+    assert [(r.name, r.original.__module__.split(".")[0], r.twin.__module__.split(".")[0]) for r in report] == [
+        (str(i), "torch_cnn_ops", "torch") for i in (0, 1, 3, 4, 5, 6)]
+    assert not report.skipped
+    assert back[0].tag == "stem" and not hasattr(back[0], "algorithm") and not hasattr(back[0], "flip")
+    # not in place: the converted model keeps its twins
+    assert type(fast[0]) is tco.nn.Conv2d
+    x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
+    for model in (net, back):
+        model.train()
+    ref, out = net(x), back(x)
+    torch.testing.assert_close(out, ref)
+    assert len(seen) == 2
+    torch.testing.assert_close(dict(back.state_dict()), dict(net.state_dict()))
+    gx = torch.autograd.grad(out.sum(), back[0].weight)[0]
+    torch.testing.assert_close(gx, torch.autograd.grad(ref.sum(), net[0].weight)[0])
+    # in place: the very parameters stay (optimizers keep working)
+    weight = fast[0].weight
+    same = tco.unconvert(fast, inplace=True)
+    assert same is fast and type(fast[0]) is tnn.Conv2d and fast[0].weight is weight
+
+
+def test_unconvert_leaves_what_torch_lacks():
+    layers = tnn.Sequential(tco.nn.Conv2d(3, 3, 3, flip=True), tco.nn.Conv2d(3, 3, 3, padding="full"),
+                            tco.nn.Conv2d(3, 3, 3, stride=2, padding="same"), tco.nn.TiledConv2d(3, 3, 3, tile_size=2),
+                            tco.nn.Conv2d(3, 3, 3, algorithm="im2col"))
+    back, report = tco.unconvert(layers, return_report=True)
+    assert [type(m) for m in back] == [tco.nn.Conv2d, tco.nn.Conv2d, tco.nn.Conv2d, tco.nn.TiledConv2d, tnn.Conv2d]
+    assert [s.name for s in report.skipped] == ["0", "1", "2"]
+    reasons = [s.reason for s in report.skipped]
+    assert "flip=True" in reasons[0] and "padding='full'" in reasons[1] and "'same' and a stride" in reasons[2]
+    with pytest.raises(TypeError, match="unconvert"):
+        tco.unconvert("not a module")
+
+
 def test_summary_size_without_batch_unchanged():
     s = tco.summary(seed_conv(), (3, 32, 32))
     assert row_tuples(s) == [("", "Conv2d", (10, 32, 32), 760, 768_000, (5, 5))]

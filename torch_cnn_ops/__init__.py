@@ -14,10 +14,10 @@ from . import _C  # noqa: F401  (registers the C++/CUDA kernels with the dispatc
 from . import ops  # noqa: F401  (fake kernels and autograd formulas)
 from . import backends, functional, grad, nn
 from . import filters, models
-from .convert import convert
+from .convert import convert, unconvert
 from .summary import Summary, summary
 
 F = functional
 
 from ._version import __version__
-__all__ = ["backends", "functional", "F", "grad", "nn", "filters", "models", "convert", "summary", "Summary"]
+__all__ = ["backends", "functional", "F", "grad", "nn", "filters", "models", "convert", "unconvert", "summary", "Summary"]

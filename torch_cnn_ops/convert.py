@@ -21,7 +21,7 @@ from torch.nn.utils import parametrize
 
 from . import nn as tco_nn
 
-__all__ = ["convert", "Replacement", "Skipped", "Report"]
+__all__ = ["convert", "unconvert", "Replacement", "Skipped", "Report"]
 
 
 class Replacement(NamedTuple):
@@ -224,29 +224,37 @@ def _twin_of(module: torch.nn.Module) -> Tuple[Optional[torch.nn.Module], Option
                   f"{sorted(twin._parameters)} and {sorted(twin._buffers)}")
         warnings.warn(f"convert: {reason}", stacklevel=3)
         return None, reason
-    # The very tensors, not copies: requires_grad, device, dtype and optimizer references stay.
-    twin._parameters.update(module._parameters)
-    twin._buffers.update(module._buffers)
-    twin._non_persistent_buffers_set = set(module._non_persistent_buffers_set)
-    twin._modules.update(module._modules)  # submodules a subclass added (converted by the caller)
-    for attr in _HOOK_DICTS:
-        if attr in module.__dict__:
-            setattr(twin, attr, module.__dict__[attr])
-    twin.training = module.training
-    # Every other instance attribute the original has and the twin does not (set by a subclass's
-    # constructor or by the user, e.g. ``layer.tag = 3``), the same objects.
-    for key, value in module.__dict__.items():
-        if key not in twin.__dict__ and key not in _NOT_CARRIED:
-            twin.__dict__[key] = value
+    _carry(module, twin)
     return twin, None
 
 
-def _convert(module: torch.nn.Module, prefix: str, memo: Dict[int, torch.nn.Module], report: Report
-             ) -> torch.nn.Module:
+def _carry(module: torch.nn.Module, new: torch.nn.Module, not_carried: frozenset = frozenset()) -> None:
+    """Gives `new` (just built from `module`'s constructor arguments) `module`'s state: the very
+    parameters and buffers, not copies (requires_grad, device, dtype and optimizer references
+    stay), submodules, hooks, the training flag, and every other instance attribute `module` has
+    and `new` does not (set by a subclass's constructor or by the user, e.g. ``layer.tag = 3``;
+    the same objects), except those in `not_carried`."""
+    new._parameters.update(module._parameters)
+    new._buffers.update(module._buffers)
+    new._non_persistent_buffers_set = set(module._non_persistent_buffers_set)
+    new._modules.update(module._modules)  # submodules a subclass added (converted by the caller)
+    for attr in _HOOK_DICTS:
+        if attr in module.__dict__:
+            setattr(new, attr, module.__dict__[attr])
+    new.training = module.training
+    for key, value in module.__dict__.items():
+        if key not in new.__dict__ and key not in _NOT_CARRIED and key not in not_carried:
+            new.__dict__[key] = value
+
+
+def _convert(module: torch.nn.Module, prefix: str, memo: Dict[int, torch.nn.Module], report: Report,
+             swap: Callable = _twin_of) -> torch.nn.Module:
+    """Replaces `module` and its submodules by what `swap` gives (``(new, None)``, ``(None,
+    reason)`` for a layer left as it is, ``(None, None)`` for other modules)."""
     key = id(module)
     if key in memo:  # a layer used at several places stays one (shared) layer
         return memo[key]
-    twin, reason = _twin_of(module)
+    twin, reason = swap(module)
     if twin is not None:
         report.append(Replacement(prefix, type(module), type(twin)))
         module = twin
@@ -255,10 +263,23 @@ def _convert(module: torch.nn.Module, prefix: str, memo: Dict[int, torch.nn.Modu
     memo[key] = module
     for child_name, child in list(module._modules.items()):
         if child is not None:
-            new = _convert(child, f"{prefix}.{child_name}" if prefix else child_name, memo, report)
+            new = _convert(child, f"{prefix}.{child_name}" if prefix else child_name, memo, report, swap)
             if new is not child:
                 module._modules[child_name] = new
     return module
+
+
+def _swap_layers(fn: str, model, inplace, return_report: bool, swap: Callable):
+    """convert / unconvert (`fn`, for the messages): the argument checks, the copy, the walk."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"{fn}: expected a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(inplace, bool):
+        raise TypeError(f"{fn}: inplace must be a bool, got {type(inplace).__name__}")
+    if not inplace:
+        model = copy.deepcopy(model)
+    report = Report()
+    converted = _convert(model, "", {}, report, swap)
+    return (converted, report) if return_report else converted
 
 
 def convert(model: torch.nn.Module, inplace: bool = False, *, return_report: bool = False
@@ -319,12 +340,49 @@ def convert(model: torch.nn.Module, inplace: bool = False, *, return_report: boo
         >>> [(s.name, s.reason) for s in report.skipped]
         [('1', 'Scaled overrides forward of torch.nn.Conv2d')]
     """
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"convert: expected a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(inplace, bool):
-        raise TypeError(f"convert: inplace must be a bool, got {type(inplace).__name__}")
-    if not inplace:
-        model = copy.deepcopy(model)
-    report = Report()
-    converted = _convert(model, "", {}, report)
-    return (converted, report) if return_report else converted
+    return _swap_layers("convert", model, inplace, return_report, _twin_of)
+
+
+def _original_of(module: torch.nn.Module) -> Tuple[Optional[torch.nn.Module], Optional[str]]:
+    """The torch.nn layer of a twin (``_twin_of`` the other way), or why there is none."""
+    cls = type(module)
+    name = cls.__name__
+    torch_cls = getattr(torch.nn, name, None)
+    if not (cls.__module__.startswith(_TWINS_MODULE + ".") and name in _BUILDERS and torch_cls is not None
+            and getattr(tco_nn, name, None) is cls):
+        return None, None  # not a twin (a subclass of one, or another module)
+    if getattr(module, "flip", False):
+        return None, f"{name} with flip=True (true convolution) has no torch.nn twin"
+    padding = getattr(module, "padding", None)
+    if padding == "full":
+        return None, f"{name} with padding='full' has no torch.nn twin"
+    if padding == "same" and any(s != 1 for s in getattr(module, "stride", (1,))):
+        return None, f"{name} with padding='same' and a stride has no torch.nn twin"
+    try:
+        original = _build(module, torch_cls, torch_cls)
+    except (AttributeError, TypeError, ValueError) as e:
+        return None, f"torch.nn.{name} could not be built from its attributes: {type(e).__name__}: {e}"
+    # What the twin's own constructor sets (algorithm, flip, ...) stays behind; what the user or
+    # convert carried over goes along.
+    twin_own = frozenset(vars(_build(module, torch_cls, cls))) - frozenset(vars(original))
+    _carry(module, original, twin_own)
+    return original, None
+
+
+def unconvert(model: torch.nn.Module, inplace: bool = False, *, return_report: bool = False
+              ) -> Union[torch.nn.Module, Tuple[torch.nn.Module, Report]]:
+    """The reverse of :func:`convert`: replaces every twin layer of :mod:`torch_cnn_ops.nn` that
+    has a torch.nn class of the same name by that class, for tools that accept only torch's
+    layers. The new layer takes the twin's constructor arguments, its very parameters and
+    buffers, hooks, training flag and other instance attributes (as ``convert`` does); the
+    twin's own arguments (``algorithm``) are dropped, so torch's algorithm runs. Layers that use
+    what torch lacks (``flip=True``, ``padding="full"``, ``padding="same"`` with a stride),
+    subclasses of twins and the families torch has no class for (tiled and unshared
+    convolution, min, k-max, stochastic and Gaussian pooling) stay as they are; the first are
+    reported as skipped. ``unconvert(convert(model))`` gives back torch's classes with the same
+    state and outputs.
+
+    Args and returns: as :func:`convert` (``return_report=True`` adds a :class:`Report` whose
+    entries' ``original`` is the twin class and ``twin`` the torch.nn class).
+    """
+    return _swap_layers("unconvert", model, inplace, return_report, _original_of)
