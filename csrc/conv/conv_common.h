@@ -85,10 +85,11 @@ inline int winograd_tile(ConvAlgorithm a) {
 //  * one input channel per group: direct for depthwise convolutions (groups > 1), im2col for a
 //    single-channel input (an unfold of one channel is cheap; oneDNN is slow there);
 //  * 1x1 kernels: im2col when strided (its unfold is a strided copy), aten at unit stride.
-//    Shifted (one GEMM over the input as it is) measured 1.3-1.8x torch's time there with the
-//    steady allocator on every shape tried (64->256 and 256->64 on (8, 56x56), 128->128
-//    (8, 56x56), 64->256 (4, 56x56) and (2, 112x112), 128->512 and 512->128 (8, 28x28), and at
-//    batch 1); with the default allocator the page faults of fresh outputs swing both sides'
+//    Shifted (one GEMM over the input as it is) measured 1.3-1.9x torch's time there with the
+//    steady allocator on every shape tried, fwd+bwd, and forward on the first six: 64->256 and
+//    256->64 on (8, 28x28) and (1, 56x56), 64->256 (8, 56x56), 512->128 (8, 28x28), then
+//    256->64, 128->128 and 64->128 (8, 56x56), 64->256 (4, 56x56) and (2, 112x112), 128->512
+//    (8, 28x28). With the default allocator the page faults of fresh outputs swing both sides'
 //    times by 2-4x, which made it look faster in earlier runs (the 1x1 rows below);
 //  * aten otherwise (kernels larger than 1x1 with several channels per group).
 // Measured (python -m torch_cnn_ops bench conv with its steady allocator; the rows without a
