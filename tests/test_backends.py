@@ -50,6 +50,9 @@ def test_auto_rule(device):
     # explicit names run as asked ('shifted' on CUDA is im2col)
     assert _algorithm(r(2, 8, 9, 9), r(4, 8, 3, 3), algorithm="winograd") == "winograd_4x4"
     assert _algorithm(r(2, 8, 9, 9), r(4, 8, 3, 3), algorithm="shifted") == ("shifted" if cpu else "im2col")
+    # shifted's per-thread buffers past their budget (64 MiB): im2col, the same GEMMs unfolded
+    big = torch.empty(1, 64, 512, 512, device=device)
+    assert _algorithm(big, r(4, 64, 3, 3), algorithm="shifted") == "im2col"
 
 
 def test_conv_algorithm_refuses_what_conv_forward_refuses():

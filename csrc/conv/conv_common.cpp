@@ -140,7 +140,9 @@ ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& 
     TORCH_CHECK(g.stride[0] == 1 && g.stride[1] == 1 && g.stride[2] == 1,
                 "cnn_ops.conv: algorithm='shifted' needs stride 1 in every dimension; use 'im2col' "
                 "or 'auto' for strided convolutions");
-    return shifted_applies ? ConvAlgorithm::Shifted : ConvAlgorithm::Im2col;
+    // Half and bfloat16 compute in float32: the buffers hold at least 4-byte values.
+    const int64_t elem_size = std::max<int64_t>(4, like.element_size());
+    return shifted_applies && shifted_applies(g, elem_size) ? ConvAlgorithm::Shifted : ConvAlgorithm::Im2col;
   }
   TORCH_CHECK(algorithm == "auto",
               "cnn_ops.conv: algorithm must be 'auto', 'direct', 'im2col', 'shifted', 'aten', 'winograd', "

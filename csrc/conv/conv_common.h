@@ -112,7 +112,8 @@ inline int winograd_tile(ConvAlgorithm a) {
 //   1-d 1->32 k9 s2 (8, 16000) 2.39    0.77     -      1.89
 //   depthwise 32 k3 (8, 112^2) 1.01 (forward 0.81)  1.73  1.55  1.08
 // An explicit "shifted" with a stride other than 1 is an error; on a device without the
-// shifted algorithm (`shifted_applies` nullptr) it runs as im2col.
+// shifted algorithm (`shifted_applies` nullptr), and where its per-thread buffers would pass
+// their budget (`shifted_applies` false), it runs as im2col.
 // `like` is the tensor the op computes on: its dtype and layout enter the rule.
 ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& g, const at::Tensor& like,
                                 bool (*shifted_applies)(const ConvGeometry&, int64_t));

@@ -35,7 +35,8 @@ struct ConvBackend {
   at::Tensor (*im2col_weight_backward)(const at::Tensor& grad_output, const at::Tensor& input, const ConvGeometry& g,
                                        at::IntArrayRef weight_size);
   // The shifted algorithm (unit stride), where the device has one; nullptr elsewhere, where
-  // 'auto' never picks it and an explicit 'shifted' runs as 'im2col' (the same GEMMs, unfolded).
+  // an explicit 'shifted' runs as 'im2col' (the same GEMMs, unfolded), as it does where
+  // shifted_applies is false.
   bool (*shifted_applies)(const ConvGeometry& g, int64_t elem_size);
   at::Tensor (*shifted_forward)(const at::Tensor& input, const at::Tensor& weight,
                                 const std::optional<at::Tensor>& bias, const ConvGeometry& g);

@@ -32,8 +32,6 @@
 
 namespace tco {
 
-// Tile sizes (outputs per tile and dimension) that have transforms.
-constexpr int kWinogradTiles[] = {2, 4, 6};
 constexpr int kWinogradMaxAlpha = 8;
 
 // F(m, r) along one dimension: the coefficients of B^T (alpha x alpha), G (alpha x r) and
@@ -146,7 +144,7 @@ inline WinogradTransform winograd_transform_of() {
   return t;
 }
 
-// F(m, 3) for m in kWinogradTiles along a dimension of kernel size r (3); r == 1 gives the identity.
+// F(m, 3) for m in {2, 4, 6} (the tiles with transforms) along a dimension of kernel size r (3); r == 1 gives the identity.
 inline WinogradTransform winograd_transform(int m, int64_t r) {
   if (r == 1) return winograd_transform_of<1>();
   return m == 2 ? winograd_transform_of<2>() : m == 4 ? winograd_transform_of<4>() : winograd_transform_of<6>();
