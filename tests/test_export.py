@@ -71,3 +71,15 @@ def test_aot_inductor_package_of_a_converted_net(tmp_path):
     for n in (1, 5):
         xn = torch.randn(n, 3, 16, 16)
         torch.testing.assert_close(loaded(xn), model(xn), rtol=1e-4, atol=1e-5)
+
+
+def test_export_of_stochastic_pooling_in_training_with_dynamic_batch():
+    module = tco.nn.StochasticPool2d(2).train()
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(module, (torch.rand(2, 3, 8, 8),), dynamic_shapes=({0: batch},))
+    x = torch.rand(5, 3, 8, 8) + 0.1
+    out = program.module()(x)
+    # each output is one of its window's elements (a draw, so no value to compare with eager)
+    windows = x.unfold(2, 2, 2).unfold(3, 2, 2).reshape(5, 3, 4, 4, 4)
+    assert out.shape == (5, 3, 4, 4)
+    assert (windows == out.unsqueeze(-1)).any(-1).all()

@@ -385,7 +385,10 @@ def stochastic_pool2d(input: Tensor, kernel_size: IntOrTuple, stride: Optional[I
     # out-of-range sizes give an empty draw; the op then reports the bad geometry
     out_shape = [x.shape[0], x.shape[1]] + [
         max(0, (x.shape[2 + i] - kernel_size[i]) // stride[i] + 1) if stride[i] > 0 else 0 for i in range(2)]
-    uniform = torch.rand(out_shape, generator=generator, device=x.device, dtype=x.dtype)
+    # No generator argument unless one is given: torch.export traces rand(generator=None) to an
+    # overload that refuses a symbolic (dynamic) batch size.
+    draw = {} if generator is None else {"generator": generator}
+    uniform = torch.rand(out_shape, device=x.device, dtype=x.dtype, **draw)
     out, _ = ops.stochastic_pool_forward(x, uniform, kernel_size, stride)
     return _unbatch(out, unbatched)
 
