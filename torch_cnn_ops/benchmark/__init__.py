@@ -2,6 +2,8 @@
 
 Each family has a module here (``conv``...) with a ``cases()`` list and a ``run()`` that
 returns rows; ``benchmarks/bench_<family>.py`` and ``python -m torch_cnn_ops bench`` print them.
+``gpu`` is the device benchmark of ``scripts/gpu_check.sh`` (each family on CUDA, timed with
+CUDA events; ``python -m torch_cnn_ops.benchmark.gpu --device cpu`` runs it on the CPU).
 """
 
 import json
