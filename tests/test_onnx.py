@@ -218,6 +218,40 @@ def test_stochastic_pooling_in_training_is_refused_with_advice():
         _export(module, torch.rand(2, 3, 8, 8))
 
 
+def test_readme_example(tmp_path):
+    model = tco.models.ResNet(tco.models.BasicBlock, layers=(1, 1)).eval()
+    batch = torch.export.Dim("batch")
+    path = str(tmp_path / "resnet.onnx")
+    tco_onnx.export(model, (torch.randn(2, 3, 32, 32),), path, dynamic_shapes=({0: batch},), verbose=False)
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-5)
+
+
+# Translations that are one standard operator keep the spatial sizes dynamic.
+DYNAMIC_SPATIAL = {
+    "conv": lambda: tco.nn.Conv2d(3, 4, 3, padding="same"), "max_pool": lambda: tco.nn.MaxPool2d(2, 2, padding=1),
+    "avg_pool": lambda: tco.nn.AvgPool2d(3, 2), "gaussian_pool": lambda: tco.nn.GaussianPool2d(3, padding=1),
+    "lp_pool": lambda: tco.nn.LPPool2d(2, 2), "batch_norm": lambda: tco.nn.BatchNorm2d(3),
+    "instance_norm": lambda: tco.nn.InstanceNorm2d(3), "group_norm": lambda: tco.nn.GroupNorm(3, 3),
+    "layer_norm": lambda: tco.nn.LayerNorm(7),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DYNAMIC_SPATIAL))
+def test_dynamic_spatial_sizes(name):
+    module = _normal_module(DYNAMIC_SPATIAL[name]()).eval()
+    dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height", min=4, max=64)}
+    program = tco_onnx.export(module, (torch.randn(2, 3, 8, 7),), dynamic_shapes=(dims,), verbose=False)
+    x = torch.randn(3, 3, 13, 7)
+    with torch.no_grad():
+        expected = module(x)
+    np.testing.assert_allclose(_run_onnx(program, x)[0], expected.numpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_dynamic_spatial_sizes_are_refused_where_the_translation_needs_them():
     dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height", min=4, max=64)}
     with pytest.raises(Exception, match="avg_pool_forward: the ONNX translation needs static spatial sizes"):
