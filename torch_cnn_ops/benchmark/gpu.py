@@ -11,8 +11,8 @@ every implementation runs in turn (interleaved, as ``compare_times`` does on the
 as a batch of calls long enough (about a millisecond) to hide the launch cost, between two
 recorded events; the time is the median over rounds, and "ours/baseline" the median over
 rounds of our time over the baseline's in the same round. On the CPU ``compare_times``
-(wall clock) does the timing, by default with tiny shapes, so that the same code runs on a
-machine without a GPU (the test suite does).
+(wall clock) does the timing, by default with tiny shapes on one thread, so that the same
+code runs on a machine without a GPU (the test suite does).
 
 Baselines: ``F.conv2d`` (cuDNN on CUDA, with torch's default TF32 setting; the notes give our
 other algorithms and cuDNN with TF32 off, as ratios to the baseline), the unfold + einsum
@@ -501,7 +501,8 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", type=float, default=120.0,
                         help="seconds for the whole run; cases left after it are skipped (default: 120)")
     parser.add_argument("--no-low-precision", action="store_true", help="leave out the bfloat16 rows")
-    parser.add_argument("--threads", type=int, help="CPU threads of torch (default: torch's)")
+    parser.add_argument("--threads", type=int, help="CPU threads of torch (default: 1 for tiny shapes on the CPU, "
+                        "where waking threads would dominate and vary with the machine's load; else torch's)")
     parser.add_argument("--json", help="write the results to this file (rewritten after every case)")
     args = parser.parse_args(argv)
 
@@ -519,10 +520,11 @@ def main(argv=None) -> int:
     case_budget = args.case_budget if args.case_budget is not None else (0.05 if tiny else 0.5)
     if case_budget <= 0 or args.budget <= 0:
         parser.error("--case-budget and --budget must be positive")
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error("--threads must be positive")
-        torch.set_num_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be positive")
+    threads = args.threads if args.threads is not None else (1 if tiny and device == "cpu" else None)
+    if threads is not None:
+        torch.set_num_threads(threads)
 
     result = run(device, tiny, families, case_budget, args.budget, not args.no_low_precision, args.json)
     copy = result["copy"]
