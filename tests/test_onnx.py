@@ -127,6 +127,15 @@ def _export(module, x):
     return tco_onnx.export(module, (x,), dynamic_shapes=({0: batch},), verbose=False)
 
 
+def _check_against(program, reference, shape, batches=(1, 3)):
+    """The program's first output against ``reference`` (eager) on inputs of ``(batch, *shape)``."""
+    for batch in batches:
+        x = torch.randn(batch, *shape)
+        with torch.no_grad():
+            expected = reference(x)
+        np.testing.assert_allclose(_run_onnx(program, x)[0], expected.numpy(), rtol=1e-4, atol=1e-5)
+
+
 def _as_list(result):
     return list(result) if isinstance(result, (tuple, list)) else [result]
 
@@ -183,12 +192,7 @@ def test_converted_network_matches_the_original_in_onnxruntime():
     original = _normal_module(_small_cnn()).eval()
     converted = tco.convert(original).eval()
     assert isinstance(converted[0], tco.nn.Conv2d)
-    program = _export(converted, torch.randn(2, 3, 16, 16))
-    for batch in (1, 4):
-        x = torch.randn(batch, 3, 16, 16)
-        with torch.no_grad():
-            expected = original(x)
-        np.testing.assert_allclose(_run_onnx(program, x)[0], expected.numpy(), rtol=1e-4, atol=1e-5)
+    _check_against(_export(converted, torch.randn(2, 3, 16, 16)), original, (3, 16, 16), batches=(1, 4))
 
 
 def test_saved_file_loads(tmp_path):
@@ -246,10 +250,7 @@ def test_dynamic_spatial_sizes(name):
     module = _normal_module(DYNAMIC_SPATIAL[name]()).eval()
     dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height", min=4, max=64)}
     program = tco_onnx.export(module, (torch.randn(2, 3, 8, 7),), dynamic_shapes=(dims,), verbose=False)
-    x = torch.randn(3, 3, 13, 7)
-    with torch.no_grad():
-        expected = module(x)
-    np.testing.assert_allclose(_run_onnx(program, x)[0], expected.numpy(), rtol=1e-4, atol=1e-5)
+    _check_against(program, module, (3, 13, 7), batches=(3,))
 
 
 def test_dynamic_spatial_sizes_are_refused_where_the_translation_needs_them():
@@ -275,9 +276,4 @@ def test_network_of_the_layers_torch_lacks():
     from test_export import _special_net  # the network tests/test_export.py exports with torch.export
 
     model = _special_net()
-    program = _export(model, torch.randn(2, 3, 10, 10))
-    for batch in (1, 3):
-        x = torch.randn(batch, 3, 10, 10)
-        with torch.no_grad():
-            expected = model(x)
-        np.testing.assert_allclose(_run_onnx(program, x)[0], expected.numpy(), rtol=1e-4, atol=1e-5)
+    _check_against(_export(model, torch.randn(2, 3, 10, 10)), model, (3, 10, 10))

@@ -39,6 +39,8 @@ from typing import Any, Callable, Dict, Optional, Sequence
 import numpy as np
 import torch
 
+from .ops._geometry import conv_out_size, pool_out_size
+
 try:
     from onnxscript import ir
     from onnxscript import opset18 as op
@@ -103,18 +105,9 @@ def _window_sum(x, channels: int, kernel: Sequence[int], stride: Sequence[int], 
     return op.Conv(x, ones, strides=list(stride), pads=list(pads_begin) + list(pads_end), group=channels)
 
 
-def _pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
-    """torch's pooling output size (a last window that starts in the end padding is dropped)."""
-    span = size + 2 * p - d * (k - 1) - 1
-    out = (span + (s - 1 if ceil_mode else 0)) // s + 1
-    if ceil_mode and (out - 1) * s >= size + p:
-        out -= 1
-    return out
-
-
 def _ceil_pool_sum(x, channels, sizes, kernel, stride, padding, ceil_mode):
     """Window sums with torch's pooling geometry (ceil_mode included), and the output size."""
-    out = [_pool_output_size(n, k, s, p, 1, ceil_mode) for n, k, s, p in zip(sizes, kernel, stride, padding)]
+    out = [int(pool_out_size(n, p, k, s, 1, ceil_mode)) for n, k, s, p in zip(sizes, kernel, stride, padding)]
     # The end padding that makes the Conv give exactly the `out` windows of the ceil_mode geometry.
     end = [max(0, (o - 1) * s + k - n - p) for o, n, k, s, p in zip(out, sizes, kernel, stride, padding)]
     return _window_sum(x, channels, kernel, stride, padding, end), out
@@ -190,7 +183,7 @@ def local_forward(input, weight, bias, stride: Sequence[int], padding: Sequence[
     wshape = _static("local_forward", weight, range(2 * nd + 2), "weight sizes")
     grid, out_channels, kernel = wshape[:nd], wshape[nd], wshape[nd + 2:]
     padded = [n + lo + hi for n, lo, hi in zip(sizes, padding, padding_end)]
-    out = [(p - d * (k - 1) - 1) // s + 1 for p, k, s, d in zip(padded, kernel, stride, dilation)]
+    out = [int(conv_out_size(*args)) for args in zip(sizes, padding, padding_end, kernel, stride, dilation)]
     positions, taps = math.prod(out), math.prod(kernel)
     # patch_index[position, tap]: the tap's flat index in the padded plane
     plane_strides = np.cumprod([1] + padded[::-1])[::-1][1:]
