@@ -336,6 +336,29 @@ def test_unshared_module_shapes_bias_and_alias():
     assert tco.nn.UnsharedConv1d(2, 3, 3, input_size=10, bias=False).bias is None
 
 
+@pytest.mark.parametrize("unshared", [False, True], ids=["tiled", "unshared"])
+def test_strided_same_is_tensorflow_padding(unshared):
+    """padding='same' with a stride, TensorFlow's rule (as conv2d here): ceil(i / s) outputs, a total
+    pad of max((ceil(i / s) - 1) s + d (k - 1) + 1 - i, 0), the larger half at the end."""
+    size, stride, dilation, kernel = (9, 8), (2, 3), (1, 2), (3, 2)
+    out = [-(-i // s) for i, s in zip(size, stride)]
+    totals = [max((o - 1) * s + d * (k - 1) + 1 - i, 0) for o, s, d, k, i in zip(out, stride, dilation, kernel, size)]
+    assert totals == [2, 1]  # uneven pads in the second dimension
+    pads = [totals[1] // 2, totals[1] - totals[1] // 2, totals[0] // 2, totals[0] - totals[0] // 2]  # F.pad's order
+    x = randn(2, 3, *size, dtype=torch.float32)
+    w, b = randn(*(out if unshared else (2, 2)), 4, 3, *kernel, dtype=torch.float32), randn(4, dtype=torch.float32)
+    fn = UNSHARED[2] if unshared else TILED[2]
+    ref = loop_reference(2, F.pad(as_reference(x), pads), as_reference(w), as_reference(b), stride, 0, dilation)
+    assert_close_to_reference(fn(x, w, b, stride=stride, padding="same", dilation=dilation), ref)
+    module = (tco.nn.UnsharedConv2d(3, 4, kernel, input_size=size, stride=stride, padding="same", dilation=dilation)
+              if unshared else
+              tco.nn.TiledConv2d(3, 4, kernel, tile_size=2, stride=stride, padding="same", dilation=dilation))
+    with torch.no_grad():
+        module.weight.copy_(w)
+        module.bias.copy_(b.view(4, *[1] * (module.bias.dim() - 1)).expand_as(module.bias))  # per position when unshared
+    assert_close_to_reference(module(x), ref)
+
+
 def test_tiled_module_values():
     m = tco.nn.TiledConv2d(3, 4, 3, tile_size=(2, 3), stride=1, padding="same", dilation=2)
     assert m.weight.shape == (2, 3, 4, 3, 3, 3) and m.bias.shape == (4,)
@@ -417,8 +440,6 @@ def test_module_wrong_input_size():
      r"bias must have shape \(4,\) or \(4, 6, 6\)"),
     (lambda: tco.F.tiled_conv2d(randn(2, 3, 8, 8), randn(2, 2, 4, 3, 3, 3), stride=0), r"stride must be at least 1"),
     (lambda: tco.F.tiled_conv2d(randn(2, 3, 8, 8), randn(2, 2, 4, 3, 3, 3), padding="bogus"), r"padding must be"),
-    (lambda: tco.F.tiled_conv2d(randn(2, 3, 8, 8), randn(2, 2, 4, 3, 3, 3), stride=2, padding="same"),
-     r"'same' is not supported for strided"),
     (lambda: tco.F.tiled_conv2d(randn(2, 3, 2, 2), randn(2, 2, 4, 3, 3, 3)), r"kernel is larger than the padded input"),
     (lambda: tco.F.tiled_conv2d(randn(2, 3, 8, 8), randn(2, 2, 4, 3, 3, 3, dtype=torch.float32)), r"same dtype"),
     (lambda: tco.F.tiled_conv2d(randn(2, 3, 8, 8).int(), randn(2, 2, 4, 3, 3, 3).int()), r"must be float32"),
@@ -427,7 +448,7 @@ def test_module_wrong_input_size():
     (lambda: torch.ops.cnn_ops.local_weight_backward(randn(2, 5, 6, 6), randn(2, 3, 8, 8), [2, 2, 4, 3, 3, 3],
                                                      [1, 1], [0, 0], [1, 1]), r"does not match batch 2 and out_channels 4"),
 ], ids=["weight-dims", "input-dims", "tiled-bias", "tiled-position-bias", "unshared-bias", "stride", "padding-str",
-        "same-strided", "kernel-too-large", "dtype-mismatch", "int-dtype", "input-backward-size",
+        "kernel-too-large", "dtype-mismatch", "int-dtype", "input-backward-size",
         "weight-backward-channels"])
 def test_bad_input_raises_clear_errors(call, match):
     with pytest.raises(BAD_INPUT, match=match):

@@ -69,7 +69,7 @@ def _localnd(name, nd, unshared, input, weight, bias, stride, padding, dilation)
     for arg, values in (("stride", stride), ("dilation", dilation)):
         if any(v < 1 for v in values):
             raise RuntimeError(f"{name}(): {arg} must be at least 1, got {arg}={values}")
-    pad_lo, pad_hi = _conv_padding(padding, kernel_size, stride, dilation, False, name)
+    pad_lo, pad_hi = _conv_padding(padding, kernel_size, stride, dilation, False, name, _shape(input.shape[2:]))
     out_size = local_output_size(_shape(input.shape[2:]), kernel_size, stride, pad_lo, pad_hi, dilation)
     if unshared and grid != out_size:
         raise RuntimeError(

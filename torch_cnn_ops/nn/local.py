@@ -72,7 +72,8 @@ class _LocalConvNd(torch.nn.Module):
                 raise ValueError(f"{type(self).__name__}: {arg} must be at least 1, got {values}")
         self.padding = padding if isinstance(padding, str) else ntuple(padding, nd, "padding", type(self).__name__)
         try:  # the checks of torch.nn.Conv2d's constructor: a ValueError for a bad padding string
-            _conv_padding(self.padding, self.kernel_size, self.stride, self.dilation)
+            # (any input_size: strided 'same' takes its pads from each input's size)
+            _conv_padding(self.padding, self.kernel_size, self.stride, self.dilation, input_size=self.kernel_size)
         except RuntimeError as error:
             raise ValueError(f"{type(self).__name__}: {error}") from None
         self._factory = {"device": device, "dtype": dtype}
@@ -130,7 +131,8 @@ class _UnsharedConvNd(_LocalConvNd):
                  bias=True, device=None, dtype=None):
         super().__init__()
         self._init(in_channels, out_channels, kernel_size, input_size, stride, padding, dilation, device, dtype)
-        pad_lo, pad_hi = _conv_padding(self.padding, self.kernel_size, self.stride, self.dilation)
+        pad_lo, pad_hi = _conv_padding(self.padding, self.kernel_size, self.stride, self.dilation,
+                                       input_size=self.input_size)
         self.output_size = local_output_size(self.input_size, self.kernel_size, self.stride, pad_lo, pad_hi,
                                              self.dilation)
         if any(o < 1 for o in self.output_size):
