@@ -7,9 +7,20 @@
 // The clones name the x86-64 micro-architecture levels (v3: AVX2, FMA; v4: AVX-512), which
 // GCC dispatches on CPU features. Named CPUs ("arch=haswell") are dispatched on the CPU
 // model instead, so an AMD EPYC with AVX-512 ran the baseline SSE2 clone.
+//
+// Clones need GCC 12 or newer on x86-64: Clang 14 has the attribute (__has_attribute) but not
+// on function templates, which most TCO_VECTORIZE functions are. Other compilers and targets,
+// and builds that define TCO_NO_TARGET_CLONES, compile each function once, for the baseline.
 #pragma once
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && __GNUC__ >= 12
+#if defined(__has_attribute) && !defined(TCO_NO_TARGET_CLONES)
+#if __has_attribute(target_clones) && defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    __GNUC__ >= 12
+#define TCO_TARGET_CLONES 1
+#endif
+#endif
+
+#ifdef TCO_TARGET_CLONES
 #define TCO_VECTORIZE \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
