@@ -150,6 +150,8 @@ TORCH_LIBRARY(cnn_ops, m) {
 // The extension is loaded as a Python module only to run the registrations above and the
 // TORCH_LIBRARY_IMPL blocks of each family; it exposes no Python functions itself.
 PyMODINIT_FUNC PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  static struct PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT, "_C", /*m_doc=*/nullptr, /*m_size=*/-1, /*m_methods=*/nullptr,
+      /*m_slots=*/nullptr,   /*m_traverse=*/nullptr, /*m_clear=*/nullptr, /*m_free=*/nullptr};
   return PyModule_Create(&module_def);
 }

@@ -49,6 +49,12 @@ constexpr int64_t kMinBlockTiles = 64;
 // AVX2 ones or four SSE ones, whichever clone TCO_VECTORIZE picks) over the tiles (input and
 // output) or the input channels (weight), all contiguous in memory; tails on scalars.
 
+// The helpers below pass these vectors by value. -Wpsabi notes that a 64-byte vector passed
+// without AVX-512 enabled would change the calling convention; but every such helper is
+// always_inline, in this file's anonymous namespace: no call is ever made, so no convention
+// applies. (Off to the end of the file: GCC reports it where the templates are instantiated.)
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 template <typename T>
 struct Simd {
   typedef T vec __attribute__((vector_size(64)));
@@ -699,7 +705,6 @@ template <typename Fn>
 bool with_tile(const WinogradPlan& p, const Fn& fn) {
   const int mh = p.dim[0].m, mw = p.dim[1].m;
   const auto run = [&](auto tile) {
-    constexpr int M = decltype(tile)::value;
     using One = std::integral_constant<int, 1>;
     if (mh == 1) return fn(One{}, tile);
     if (mw == 1) return fn(tile, One{});
