@@ -8,6 +8,7 @@ one process's torch.nn.BatchNorm2d on the whole batch.
 """
 
 import copy
+import inspect
 import os
 import socket
 import subprocess
@@ -773,6 +774,27 @@ def test_convert_sync_batchnorm_shares_parameters():
     assert isinstance(converted[1], tco.nn.SyncBatchNorm) and isinstance(converted[2][0], tco.nn.SyncBatchNorm)
     assert converted[1].weight is model[1].weight and converted[1].running_mean is model[1].running_mean
     assert converted[2][0].weight is None
+
+
+def test_sync_batch_norm_bias_argument():
+    """`bias=False` (an affine layer without bias) where torch's batch norms have the argument
+    (torch 2.13); with an older torch a TypeError that says so, and conversions pass no `bias`."""
+    has_bias_arg = "bias" in inspect.signature(torch.nn.BatchNorm2d).parameters
+    assert tco.nn.SyncBatchNorm(3, bias=True).bias.shape == (3,)
+    if has_bias_arg:
+        ours, theirs = tco.nn.SyncBatchNorm(3, bias=False), torch.nn.SyncBatchNorm(3, bias=False)
+        assert ours.bias is None and ours.weight.shape == (3,)
+        assert ours.state_dict().keys() == theirs.state_dict().keys()
+        converted = tco.nn.SyncBatchNorm.convert_sync_batchnorm(torch.nn.BatchNorm2d(3, bias=False))
+        assert converted.bias is None and converted.weight is not None
+        x = torch.randn(4, 3, 2, 2)
+        torch.testing.assert_close(converted(x), torch.nn.functional.batch_norm(
+            x, None, None, converted.weight, None, training=True))
+    else:
+        with pytest.raises(TypeError, match="2.13"):
+            tco.nn.SyncBatchNorm(3, bias=False)
+    converted = tco.nn.SyncBatchNorm.convert_sync_batchnorm(torch.nn.BatchNorm2d(3, affine=False))
+    assert converted.weight is None and converted.bias is None
 
 
 SYNC_CHILD = textwrap.dedent("""

@@ -86,8 +86,9 @@ def _adaptive_avg_pool(cls, m, factory):
 
 
 def _no_bias(m, affine: bool):
-    # torch >= 2.7 can drop the bias of an affine norm layer; pass the flag only then, so that
-    # the call also works on older torch and on twins that mirror an older constructor.
+    # An affine norm layer without bias (LayerNorm's `bias` argument dates from torch 2.1, that of
+    # the batch, instance and group norms from 2.13); pass the flag only then, so that the call
+    # also works on a torch whose constructor has no such argument.
     return {"bias": False} if affine and m.weight is not None and m.bias is None else {}
 
 

@@ -12,6 +12,7 @@ leaves (the functionals and the small checks here), so a traced graph computes, 
 updates the running statistics and ``num_batches_tracked`` as the module does.
 """
 
+import inspect
 import warnings
 from typing import Optional, Tuple
 
@@ -191,6 +192,11 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
 
 
+# torch 2.13 gave its batch norms a `bias` argument (False: an affine layer without bias);
+# torch 2.11 and 2.12 have none.
+_BATCH_NORM_HAS_BIAS_ARG = "bias" in inspect.signature(torch.nn.modules.batchnorm._BatchNorm.__init__).parameters
+
+
 class SyncBatchNorm(_BatchNormForward, torch.nn.modules.batchnorm._BatchNorm):
     """Batch normalization whose batch statistics span the processes of ``process_group``
     (all of them by default) when ``torch.distributed`` is initialised and the module trains;
@@ -211,8 +217,15 @@ class SyncBatchNorm(_BatchNormForward, torch.nn.modules.batchnorm._BatchNorm):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum=0.1, affine: bool = True,
                  track_running_stats: bool = True, process_group=None, device=None, dtype=None, *,
                  bias: bool = True) -> None:
+        if _BATCH_NORM_HAS_BIAS_ARG:
+            extra = {"bias": bias}
+        elif not bias:
+            raise TypeError(f"SyncBatchNorm(bias=False) needs torch 2.13 or newer (torch {torch.__version__}'s "
+                            "batch norms have no bias argument)")
+        else:
+            extra = {}
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device=device, dtype=dtype,
-                         bias=bias)
+                         **extra)
         self.process_group = process_group
 
     def forward(self, input: Tensor) -> Tensor:
@@ -244,7 +257,7 @@ class SyncBatchNorm(_BatchNormForward, torch.nn.modules.batchnorm._BatchNorm):
         output = module
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(module, cls):
             output = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats,
-                         process_group, bias=module.bias is not None)
+                         process_group, **({"bias": False} if module.affine and module.bias is None else {}))
             if module.affine:
                 with torch.no_grad():
                     output.weight = module.weight
