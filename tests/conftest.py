@@ -4,6 +4,7 @@ Every family's tests reuse these helpers, so that they all run on the same devic
 compare against references with the same, dtype-based tolerances.
 """
 
+import math
 import os
 
 import pytest
@@ -89,6 +90,68 @@ def assert_close_to_reference(actual, expected, dtype=None, msg=""):
     torch.testing.assert_close(
         actual64, expected64, rtol=rtol, atol=atol * scale, msg=lambda m: f"{msg} ({dtype}): {m}"
     )
+
+
+# ---- torch versions ------------------------------------------------------------------------
+# The library supports torch from torch_cnn_ops.MIN_TORCH on, and its twins follow the rules of
+# the newest torch tested (2.13) on every supported one. Where an older torch decides otherwise,
+# the tests that compare with torch compare with torch 2.13's rule, written out here.
+def _torch_computes(call):
+    try:
+        call()
+        return True
+    except Exception:
+        return False
+
+
+# torch 2.13 normalizes with eps=0 outside training (the running statistics; 2.11 and 2.12
+# refuse eps <= 0 in both modes) ...
+TORCH_BATCH_NORM_EVAL_EPS_ZERO = _torch_computes(lambda: torch.nn.functional.batch_norm(
+    torch.ones(2, 1), torch.zeros(1), torch.ones(1), eps=0.0))
+# ... and takes lp_pool's infinite norm_type to the largest (smallest) |x| of the window (2.11
+# and 2.12: the power formula, which gives 1).
+TORCH_LP_POOL_INFINITE = torch.nn.functional.lp_pool1d(
+    torch.tensor([[[2.0, -3.0]]]), float("inf"), 2).item() == 3.0
+
+
+class _Functional213:
+    """torch.nn.functional under torch 2.13's rules: the installed torch's functions, except
+    where the installed torch predates a rule above; then that rule, as torch 2.13 computes it."""
+
+    def __getattr__(self, name):
+        return getattr(torch.nn.functional, name)
+
+    @staticmethod
+    def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+                   eps=1e-5):
+        if TORCH_BATCH_NORM_EVAL_EPS_ZERO or training or eps != 0 or running_mean is None or running_var is None:
+            return torch.nn.functional.batch_norm(input, running_mean, running_var, weight, bias, training,
+                                                  momentum, eps)
+        shape = (1, -1) + (1,) * (input.dim() - 2)
+        out = (input - running_mean.view(shape)) * running_var.rsqrt().view(shape)
+        if weight is not None:
+            out = out * weight.view(shape)
+        return out if bias is None else out + bias.view(shape)
+
+    @staticmethod
+    def _lp_pool(nd, input, norm_type, kernel_size, stride=None, ceil_mode=False):
+        max_pool = getattr(torch.nn.functional, f"max_pool{nd}d")
+        if not TORCH_LP_POOL_INFINITE and isinstance(norm_type, (int, float)) and math.isinf(norm_type):
+            sign = 1 if norm_type > 0 else -1
+            return sign * max_pool(sign * input.abs(), kernel_size, stride, 0, 1, ceil_mode)
+        return getattr(torch.nn.functional, f"lp_pool{nd}d")(input, norm_type, kernel_size, stride, ceil_mode)
+
+    def lp_pool1d(self, *args, **kwargs):
+        return self._lp_pool(1, *args, **kwargs)
+
+    def lp_pool2d(self, *args, **kwargs):
+        return self._lp_pool(2, *args, **kwargs)
+
+    def lp_pool3d(self, *args, **kwargs):
+        return self._lp_pool(3, *args, **kwargs)
+
+
+TF213 = _Functional213()
 
 
 # ---- random inputs ------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import (LOW_PRECISION_DTYPES, as_reference, assert_close_to_reference, opcheck_case, randn,
+from conftest import (LOW_PRECISION_DTYPES, TF213, as_reference, assert_close_to_reference, opcheck_case, randn,
                       runs_cuda_kernels, tolerances)
 
 import torch_cnn_ops as tco
@@ -218,10 +218,10 @@ def test_huge_kernel_pools_the_whole_row(kind, kernel, device):
 
 @pytest.mark.parametrize("p", [math.inf, -math.inf])
 def test_lp_infinite_norm_is_extreme_magnitude(p, device):
-    # torch's lp_pool takes an infinite norm_type to the window's largest (smallest) |x|; the
-    # raw op, whose power formula would give 1, refuses it.
+    # torch's lp_pool (2.13; conftest's TF213) takes an infinite norm_type to the window's largest
+    # (smallest) |x|; the raw op, whose power formula would give 1, refuses it.
     x = randn(2, 3, 8, 9, device=device)
-    assert_close_to_reference(TF.lp_pool2d(x, p, 2), torch.nn.functional.lp_pool2d(as_reference(x), p, 2))
+    assert_close_to_reference(TF.lp_pool2d(x, p, 2), TF213.lp_pool2d(as_reference(x), p, 2))
     with pytest.raises(RuntimeError, match="norm_type must be positive and finite"):
         ops.lp_pool_forward(x, p, [2, 2], [2, 2], False)
 
