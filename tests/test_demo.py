@@ -1,5 +1,6 @@
 """The main job: ``python -m torch_cnn_ops demo`` end to end (a subprocess, as a user runs it)."""
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -7,7 +8,9 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Where the torch_cnn_ops that the tests import lies (the source tree, or an installed wheel), for
+# the child's PYTHONPATH.
+ROOT = os.path.dirname(os.path.dirname(importlib.util.find_spec("torch_cnn_ops").origin))
 PLOTS = ("training_curves.png", "first_layer_filters.png", "feature_maps.png")
 
 

@@ -212,6 +212,9 @@ def load(verbose=False):
         sources=[str(s) for s in sources] + [str(HERE / "emulation.cpp")],
         extra_cflags=flags,
         extra_include_paths=[str(HERE / "shim"), str(HERE), cuda_include],
+        # The emulation's own CUDA runtime calls (emulation.cpp), even where a CUDA build of
+        # torch has loaded the real libcudart, whose cudaGetLastError would otherwise answer.
+        extra_ldflags=["-Wl,-Bsymbolic"],
         build_directory=str(build / "ninja"),
         is_python_module=False,
         verbose=verbose,

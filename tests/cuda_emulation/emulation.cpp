@@ -515,6 +515,8 @@ void run_grid(const Config& config, const char* kernel, const char* file, int ma
 }  // namespace tco_emu
 
 // ---- the CUDA runtime calls the kernels and the glue make ----
+// (The extension is linked with -Bsymbolic, so that these answer its calls even in a process
+// where a CUDA build of torch has loaded the real runtime.)
 extern "C" {
 
 cudaError_t cudaGetLastError(void) {
