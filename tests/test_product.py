@@ -7,6 +7,7 @@ hand-computed figures (summary), the formulas evaluated with math/NumPy (filters
 
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -428,3 +429,17 @@ def test_version_from_one_place():
     assert tco.__version__ == importlib.metadata.version("torch_cnn_ops")
     changelog = pathlib.Path(__file__).resolve().parents[1] / "CHANGELOG.md"
     assert f"## {tco.__version__}\n" in changelog.read_text()
+
+
+def test_supported_torch_from_one_place():
+    """pyproject.toml's `torch>=X.Y` is the one statement of the oldest torch supported: the
+    installed package requires it, the torch under test satisfies it, and CI installs torch==X.Y.0
+    for its wheel check (.ci/wheel_check.sh reads it from pyproject.toml)."""
+    import importlib.metadata
+
+    from torch.torch_version import TorchVersion
+
+    requirements = [r for r in importlib.metadata.requires("torch_cnn_ops") if re.match(r"torch\b", r)]
+    assert len(requirements) == 1 and re.fullmatch(r"torch>=\d+\.\d+", requirements[0]), requirements
+    oldest = requirements[0][len("torch>="):]
+    assert TorchVersion(torch.__version__) >= oldest
