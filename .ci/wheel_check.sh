@@ -13,11 +13,11 @@
 #   kernels only (FORCE_CUDA=0: that torch has CUDA, and nvcc may be on the machine).
 #
 # The wheel is built from a copy of the source tree (tracked and untracked, not ignored files),
-# so that the build/ folder of an editable install is left alone; the CUDA emulation of the
-# tests is built in the temporary folder too.
+# so that the build/ folder of an editable install is left alone, and the tests run from that
+# copy: it holds no extension built in place (that of an editable install is for another torch),
+# and the CUDA emulation of the tests is built there too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-repo=$(pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 step() { echo "wheel_check: $* ($(date +%T))"; }
@@ -56,5 +56,5 @@ import torch_cnn_ops
 assert torch_cnn_ops.__file__.startswith(sys.argv[1]), f"imported {torch_cnn_ops.__file__}, not the wheel"
 print(f"wheel: torch_cnn_ops {torch_cnn_ops.__version__} from {torch_cnn_ops.__file__}")
 PY
-TCO_CUDA_EMULATION_BUILD="$work/cuda_emulation" "$py" -m pytest -q -p no:cacheprovider "$repo/tests"
+"$py" -m pytest -q -p no:cacheprovider "$work/src/tests"
 step "done"
