@@ -48,19 +48,22 @@ TORCH_LIBRARY(cnn_ops, m) {
   // Window pooling: kernel_size, stride, padding and dilation have one entry per spatial
   // dimension (1 to 3). Indices are flat positions in the input's spatial plane (int64), as
   // torch's. `minimum` turns max pooling into min pooling (same ties and NaN rules).
+  // padding_end, the padding after the input, is empty for padding on both sides, else one
+  // entry per dimension (TensorFlow's 'same' pads one more at the end than at the start).
   m.def(
       "max_pool_forward(Tensor input, int[] kernel_size, int[] stride, int[] padding, "
-      "int[] dilation, bool ceil_mode, bool minimum) -> (Tensor, Tensor)");
+      "int[] dilation, bool ceil_mode, bool minimum, int[] padding_end=[]) -> (Tensor, Tensor)");
   m.def("adaptive_max_pool_forward(Tensor input, int[] output_size, bool minimum) -> (Tensor, Tensor)");
   // Gradient of max / min pooling (window and adaptive): grad_output scattered to the indices.
   m.def("max_pool_backward(Tensor grad_output, Tensor indices, SymInt[] input_size) -> Tensor");
   m.def(
       "avg_pool_forward(Tensor input, int[] kernel_size, int[] stride, int[] padding, "
-      "bool ceil_mode, bool count_include_pad, int? divisor_override) -> Tensor");
+      "bool ceil_mode, bool count_include_pad, int? divisor_override, int[] padding_end=[]) -> Tensor");
   // Gradient of avg pooling: grad_output spread over each window, divided by its divisor.
   m.def(
       "avg_pool_backward(Tensor grad_output, SymInt[] input_size, int[] kernel_size, int[] stride, "
-      "int[] padding, bool ceil_mode, bool count_include_pad, int? divisor_override) -> Tensor");
+      "int[] padding, bool ceil_mode, bool count_include_pad, int? divisor_override, "
+      "int[] padding_end=[]) -> Tensor");
   m.def("adaptive_avg_pool_forward(Tensor input, int[] output_size) -> Tensor");
   m.def("adaptive_avg_pool_backward(Tensor grad_output, SymInt[] input_size) -> Tensor");
   // Power-average pooling: (sum over the window of x^norm_type)^(1 / norm_type), torch's formula.

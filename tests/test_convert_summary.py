@@ -200,12 +200,14 @@ def test_unconvert_round_trip():
 def test_unconvert_leaves_what_torch_lacks():
     layers = tnn.Sequential(tco.nn.Conv2d(3, 3, 3, flip=True), tco.nn.Conv2d(3, 3, 3, padding="full"),
                             tco.nn.Conv2d(3, 3, 3, stride=2, padding="same"), tco.nn.TiledConv2d(3, 3, 3, tile_size=2),
-                            tco.nn.Conv2d(3, 3, 3, algorithm="im2col"))
+                            tco.nn.Conv2d(3, 3, 3, algorithm="im2col"), tco.nn.MaxPool2d(3, 2, padding="same"))
     back, report = tco.unconvert(layers, return_report=True)
-    assert [type(m) for m in back] == [tco.nn.Conv2d, tco.nn.Conv2d, tco.nn.Conv2d, tco.nn.TiledConv2d, tnn.Conv2d]
-    assert [s.name for s in report.skipped] == ["0", "1", "2"]
+    assert [type(m) for m in back] == [tco.nn.Conv2d, tco.nn.Conv2d, tco.nn.Conv2d, tco.nn.TiledConv2d, tnn.Conv2d,
+                                       tco.nn.MaxPool2d]
+    assert [s.name for s in report.skipped] == ["0", "1", "2", "5"]
     reasons = [s.reason for s in report.skipped]
     assert "flip=True" in reasons[0] and "padding='full'" in reasons[1] and "'same' and a stride" in reasons[2]
+    assert "padding='same'" in reasons[3] and "pooling" in reasons[3]
     with pytest.raises(TypeError, match="unconvert"):
         tco.unconvert("not a module")
 

@@ -455,21 +455,32 @@ def _drop(args, *names):
     return {k: v for k, v in args.items() if k not in names}
 
 
+def _padding_end(a, end):
+    """padding_end of a window pooling: empty (the padding on both sides) or one more than the
+    padding, within half the kernel (TensorFlow's 'same' pads so)."""
+    if end == "both":
+        return []
+    return [min(p + 1, k // 2) for p, k in zip(a["padding"], a["kernel_size"])]
+
+
 @cases(VALID, "max_pool_forward")
 def _max_pool_valid():
-    return [dict(window_args(**_drop(c, "ceil_mode", "minimum")), ceil_mode=c["ceil_mode"], minimum=c["minimum"])
-            for c in sample(24, ceil_mode=(False, True), minimum=(False, True), **WINDOW_GRID)]
+    out = []
+    for c in sample(24, ceil_mode=(False, True), minimum=(False, True), end=("both", "more"), **WINDOW_GRID):
+        a = window_args(**_drop(c, "ceil_mode", "minimum", "end"))
+        out.append(dict(a, ceil_mode=c["ceil_mode"], minimum=c["minimum"], padding_end=_padding_end(a, c["end"])))
+    return out
 
 
 @cases(VALID, "avg_pool_forward")
 def _avg_pool_valid():
     out = []
     for c in sample(20, ceil_mode=(False, True), count_include_pad=(False, True), divisor_override=(None, 3, -2),
-                    **_without(WINDOW_GRID, "d")):
-        a = _drop(window_args(dil=False, **_drop(c, "ceil_mode", "count_include_pad", "divisor_override")),
+                    end=("both", "more"), **_without(WINDOW_GRID, "d")):
+        a = _drop(window_args(dil=False, **_drop(c, "ceil_mode", "count_include_pad", "divisor_override", "end")),
                   "dilation")
         out.append(dict(a, ceil_mode=c["ceil_mode"], count_include_pad=c["count_include_pad"],
-                        divisor_override=c["divisor_override"]))
+                        divisor_override=c["divisor_override"], padding_end=_padding_end(a, c["end"])))
     return out
 
 
@@ -547,11 +558,14 @@ def _window_spoils(b, has_padding=True, has_dilation=True):
             value = [1] * (nd + 1) if bad == "length" else [bad] * nd
             out.append(spoil(b, f"{arg}={value}", **{arg: value}))
     big = [s + 1 for s in x_shape[2:]]
-    out.append(spoil(b, "kernel larger than the input", kernel_size=big, **({"padding": [0] * nd} if has_padding
-                                                                            else {})))
+    unpadded = ({"padding": [0] * nd} if has_padding else {}) | ({"padding_end": []} if "padding_end" in b else {})
+    out.append(spoil(b, "kernel larger than the input", kernel_size=big, **unpadded))
     if has_padding:
         out.append(spoil(b, "padding more than half the kernel", padding=[k // 2 + 1 for k in b["kernel_size"]]))
         out.append(spoil(b, "padding 2**62", padding=[HUGE] * nd))
+    if "padding_end" in b:
+        out += [spoil(b, f"padding_end={value}", padding_end=value)
+                for value in ([-1] * nd, [0] * (nd + 1), [k // 2 + 1 for k in b["kernel_size"]], [HUGE] * nd)]
     if has_dilation:
         out.append(spoil(b, "dilated kernel overflows", dilation=[HUGE] * nd))
     return out
@@ -571,8 +585,9 @@ def _window_forward_invalid():
     for nd in (1, 2, 3):
         w = window_args(nd=nd, k=3, p=1)
         w0 = window_args(nd=nd, k=3, pad=False, dil=False)  # for the ops without padding
-        mx = dict(w, ceil_mode=True, minimum=False)
-        avg = dict(_drop(w, "dilation"), ceil_mode=False, count_include_pad=True, divisor_override=None)
+        mx = dict(w, ceil_mode=True, minimum=False, padding_end=[])
+        avg = dict(_drop(w, "dilation"), ceil_mode=False, count_include_pad=True, divisor_override=None,
+                   padding_end=[1] * nd)
         lp = dict(input=w0["input"], norm_type=2.0, kernel_size=w0["kernel_size"], stride=w0["stride"], ceil_mode=True)
         gauss = dict(_drop(w, "dilation"), sigma=1.0)
         ev = dict(input=w0["input"], kernel_size=w0["kernel_size"], stride=w0["stride"])
@@ -1017,12 +1032,12 @@ EDGE_CASES = [
     # The dilated kernel's extent overflows int64 (it wrapped around to 5: a (1, 1, 1) result).
     ("max_pool dilation 2**62 + 1", "max_pool_forward",
      dict(input=rand([1, 1, 5]), kernel_size=[5], stride=[1], padding=[0], dilation=[2**62 + 1], ceil_mode=False,
-          minimum=False), "raises RuntimeError"),
+          minimum=False, padding_end=[]), "raises RuntimeError"),
     # A kernel of 2**62 taps (each window the whole input) is valid geometry (a per-tap buffer of
     # that size threw std::length_error).
     ("max_pool kernel 2**62", "max_pool_forward",
      dict(input=rand([1, 1, 5]), kernel_size=[2**62], stride=[1], padding=[2**61], dilation=[1], ceil_mode=False,
-          minimum=False), "returns"),
+          minimum=False, padding_end=[]), "returns"),
     # A dilated kernel that no forward takes (its extent 2**63 overflows int64): the backward ops
     # checked only dilation * (kernel - 1).
     ("conv_input_backward dilation 2**63 - 1", "conv_input_backward",

@@ -343,6 +343,116 @@ def test_channels_last_matches_torch(name, dtype, device):
     assert_close_to_reference(x.grad, xr.grad, msg="gradient")
 
 
+# ---- padding="same" / "valid": TensorFlow's rule, which torch's pooling lacks -------------------------
+def _tf_same_pads(size, k, s, d):
+    """TensorFlow's SAME padding of one dimension: ceil(size / s) outputs, the larger half at the end."""
+    total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def _tf_padded(x, kernel, stride, dilation, value):
+    """x padded explicitly by the SAME rule (F.pad takes the last dimension first)."""
+    pads = []
+    for size, k, s, d in reversed(list(zip(x.shape[2:], kernel, stride, dilation))):
+        pads += _tf_same_pads(size, k, s, d)
+    return F.pad(x, pads, value=value)
+
+
+# (nd, spatial size, kernel, stride, dilation): odd and even totals, symmetric and not, none at all
+SAME_CASES = [(1, (11,), (4,), (3,), (1,)), (2, (7, 9), (2, 4), (2, 2), (1, 1)), (2, (8, 8), (3, 3), (1, 1), (1, 1)),
+              (2, (9, 6), (3, 2), (3, 1), (2, 1)), (3, (5, 6, 7), (2, 3, 2), (2, 3, 1), (1, 1, 1)),
+              (2, (12, 5), (3, 1), (4, 2), (1, 1))]
+SAME_IDS = ["1d-k4-s3", "2d-k2x4-s2", "2d-k3-s1", "2d-dilated", "3d", "2d-no-padding"]
+
+
+@pytest.mark.parametrize("kind", ["max", "min"])
+@pytest.mark.parametrize("case", SAME_CASES, ids=SAME_IDS)
+def test_max_min_same_padding_is_tensorflow_rule(case, kind, device):
+    nd, size, kernel, stride, dilation = case
+    x = randn(2, 3, *size, device=device, requires_grad=True)
+    out, idx = _f(kind, nd)(x, kernel, stride, "same", dilation, return_indices=True)
+    assert tuple(out.shape[2:]) == tuple(-(-n // s) for n, s in zip(size, stride))
+    xr = as_reference(x)
+    sign = -1 if kind == "min" else 1
+    padded = _tf_padded(sign * xr, kernel, stride, dilation, -math.inf)
+    ref = sign * _torch("max", nd)(padded, kernel, stride, 0, dilation)
+    assert_close_to_reference(out, ref, msg="values")
+    # the indices are flat positions in the unpadded plane holding those values
+    assert torch.equal(x.detach().flatten(2).gather(2, idx.flatten(2)).view_as(out), out.detach())
+    gy = randn(*out.shape, device=device)
+    out.backward(gy)
+    ref.backward(as_reference(gy))
+    assert_close_to_reference(x.grad, xr.grad, msg="gradient")
+
+
+# undilated cases; divisor_override with 2-d and 3-d ones (avg_pool1d has none, as torch's)
+AVG_SAME = [(case, count, divisor) for case in SAME_CASES if case[4] == (1,) * case[0]
+            for count, divisor in [(True, None), (False, None), (True, 5)] if case[0] > 1 or divisor is None]
+AVG_SAME_IDS = [f"{SAME_IDS[SAME_CASES.index(c)]}-{'pad' if count else 'nopad'}-{divisor}" for c, count, divisor in AVG_SAME]
+
+
+@pytest.mark.parametrize("case,count_include_pad,divisor_override", AVG_SAME, ids=AVG_SAME_IDS)
+def test_avg_same_padding_is_tensorflow_rule(case, count_include_pad, divisor_override, device):
+    nd, size, kernel, stride, _ = case
+    x = randn(2, 3, *size, device=device, requires_grad=True)
+    kwargs = {} if divisor_override is None else {"divisor_override": divisor_override}
+    out = _f("avg", nd)(x, kernel, stride, "same", False, count_include_pad, **kwargs)
+    xr = as_reference(x)
+    ones = (1,) * nd
+    sums = _torch("avg", nd)(_tf_padded(xr, kernel, stride, ones, 0.0), kernel, stride) * math.prod(kernel)
+    if divisor_override is not None:
+        ref = sums / divisor_override
+    elif count_include_pad:  # no window reaches past the padding: each counts the whole kernel
+        ref = sums / math.prod(kernel)
+    else:  # the inputs in the window
+        counts = _torch("avg", nd)(_tf_padded(torch.ones_like(xr), kernel, stride, ones, 0.0), kernel, stride)
+        ref = sums / (counts * math.prod(kernel))
+    assert_close_to_reference(out, ref, msg="values")
+    gy = randn(*out.shape, device=device)
+    out.backward(gy)
+    ref.backward(as_reference(gy))
+    assert_close_to_reference(x.grad, xr.grad, msg="gradient")
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_same_padding_channels_last_and_valid(kind, device):
+    x = randn(2, 3, 7, 9, device=device).contiguous(memory_format=CL)
+    out = _f(kind, 2)(x, (2, 4), 2, "same")
+    assert out.is_contiguous(memory_format=CL)
+    assert_close_to_reference(out, as_reference(_f(kind, 2)(x.contiguous(), (2, 4), 2, "same")))
+    assert torch.equal(_f(kind, 2)(x, 3, 2, "valid"), _f(kind, 2)(x, 3, 2, 0))
+
+
+def test_same_padding_modules(device):
+    x = randn(2, 3, 11, device=device)
+    for name in ("MaxPool1d", "MinPool1d", "AvgPool1d"):
+        module = getattr(tco.nn, name)(4, 3, padding="same")
+        assert module.padding == "same" and "padding=same" in repr(module)
+        kind = name[:3].lower()
+        assert torch.equal(module(x), _f(kind, 1)(x, 4, 3, "same"))
+    m = tco.nn.MaxPool2d((2, 4), 2, padding="same", return_indices=True)
+    assert [tuple(t.shape) for t in m(randn(1, 2, 7, 9, device=device))] == [(1, 2, 4, 5)] * 2
+
+
+SAME_BAD_CASES = [  # a string torch's pooling would refuse with a TypeError too
+    ("unknown-string", lambda: TF.max_pool2d(torch.randn(1, 1, 6, 6), 3, 2, "full"), TypeError,
+     r"'padding' must be .* got the string 'full'"),
+    ("avg-unknown-string", lambda: TF.avg_pool1d(torch.randn(1, 1, 6), 3, 2, "SAME"), TypeError, r"'padding'"),
+    ("same-dilated-past-half-the-kernel", lambda: TF.max_pool1d(torch.randn(1, 1, 6), 3, 1, "same", 2), RuntimeError,
+     r"padding='same'.*kernel_size \(3,\).*dilation \(2,\).*needs padding \(2,\) before"),
+    ("raw-padding-end-length", lambda: ops.max_pool_forward(torch.randn(1, 1, 6, 6), [3, 3], [2, 2], [1, 1], [1, 1],
+                                                            False, False, [1]), RuntimeError, r"padding_end \[1\]"),
+    ("raw-padding-end-past-half", lambda: ops.avg_pool_forward(torch.randn(1, 1, 6), [3], [2], [0], False, True, None,
+                                                               [2]), RuntimeError, r"padding_end.*half of kernel_size"),
+]
+
+
+@pytest.mark.parametrize("call,error,pattern", [c[1:] for c in SAME_BAD_CASES], ids=[c[0] for c in SAME_BAD_CASES])
+def test_same_padding_bad_input(call, error, pattern):
+    with pytest.raises(error, match=pattern):
+        call()
+
+
 # ---- gradcheck / gradgradcheck -------------------------------------------------------------------------
 GRAD_FNS = {
     "max2d": lambda x: TF.max_pool2d(x, 3, 2, 1, 2, True),
@@ -353,6 +463,8 @@ GRAD_FNS = {
     "avg3d": lambda x: TF.avg_pool3d(x.unsqueeze(2), (1, 3, 3), 2, (0, 1, 1)),
     "lp2d": lambda x: TF.lp_pool2d(x, 2, 3, 2),
     "lp1d-p3": lambda x: TF.lp_pool1d((x.flatten(2) / 5).exp(), 3, 3, 2, True),
+    "max2d-same": lambda x: TF.max_pool2d(x, (2, 4), 2, "same"),
+    "avg2d-same": lambda x: TF.avg_pool2d(x, (2, 4), (2, 3), "same", count_include_pad=False),
     "adaptive-max2d": lambda x: TF.adaptive_max_pool2d(x, (3, 4)),
     "adaptive-min2d": lambda x: TF.adaptive_min_pool2d(x, (4, None)),
     "adaptive-avg2d": lambda x: TF.adaptive_avg_pool2d(x, (3, 4)),
@@ -412,13 +524,21 @@ def _opcheck_cases(device):
         ("lp_pool_forward", (xc, 2.0, [3, 2], [2, 1], True)),
         ("lp_pool_backward", (lp_gy, xc, 2.0, [2, 2], [2, 2], True)),
     ]
+    # padding_end: more padding after the input than before (TensorFlow's 'same')
+    same_args = ([2, 4], [2, 3], [0, 1], False, False, None, [1, 2])
+    same_gy = randn(*ops.avg_pool_forward(x.detach(), *same_args).shape, device=device, requires_grad=True)
+    cases += [
+        ("max_pool_forward", (x, [2, 4], [2, 2], [0, 1], [1, 1], False, False, [1, 2])),
+        ("avg_pool_forward", (xc, *same_args)),
+        ("avg_pool_backward", (same_gy, list(x.shape), *same_args)),
+    ]
     return cases
 
 
 OPCHECK_IDS = ["max", "min-1d", "max-3d", "adaptive-min", "max-backward", "avg", "avg-3d-divisor", "avg-backward",
                "adaptive-avg", "adaptive-avg-backward", "lp", "lp-backward",
                "cl-min", "cl-max-backward", "cl-adaptive-max", "cl-avg", "cl-avg-backward", "cl-adaptive-avg",
-               "cl-lp", "cl-lp-backward"]
+               "cl-lp", "cl-lp-backward", "max-padding-end", "cl-avg-padding-end", "avg-backward-padding-end"]
 
 
 @pytest.mark.parametrize("i", range(len(OPCHECK_IDS)), ids=OPCHECK_IDS)

@@ -355,6 +355,8 @@ def _original_of(module: torch.nn.Module) -> Tuple[Optional[torch.nn.Module], Op
     if getattr(module, "flip", False):
         return None, f"{name} with flip=True (true convolution) has no torch.nn twin"
     padding = getattr(module, "padding", None)
+    if isinstance(padding, str) and "Pool" in name:
+        return None, f"{name} with padding={padding!r} has no torch.nn twin (torch's pooling takes no padding string)"
     if padding == "full":
         return None, f"{name} with padding='full' has no torch.nn twin"
     if padding == "same" and any(s != 1 for s in getattr(module, "stride", (1,))):
@@ -377,7 +379,7 @@ def unconvert(model: torch.nn.Module, inplace: bool = False, *, return_report: b
     layers. The new layer takes the twin's constructor arguments, its very parameters and
     buffers, hooks, training flag and other instance attributes (as ``convert`` does); the
     twin's own arguments (``algorithm``) are dropped, so torch's algorithm runs. Layers that use
-    what torch lacks (``flip=True``, ``padding="full"``, ``padding="same"`` with a stride),
+    what torch lacks (``flip=True``, ``padding="full"``, ``padding="same"`` with a stride or in pooling),
     subclasses of twins and the families torch has no class for (tiled and unshared
     convolution, min, k-max, stochastic and Gaussian pooling) stay as they are; the first are
     reported as skipped. ``unconvert(convert(model))`` gives back torch's classes with the same

@@ -105,21 +105,24 @@ def _window_sum(x, channels: int, kernel: Sequence[int], stride: Sequence[int], 
     return op.Conv(x, ones, strides=list(stride), pads=list(pads_begin) + list(pads_end), group=channels)
 
 
-def _ceil_pool_sum(x, channels, sizes, kernel, stride, padding, ceil_mode):
-    """Window sums with torch's pooling geometry (ceil_mode included), and the output size."""
-    out = [int(pool_out_size(n, p, k, s, 1, ceil_mode)) for n, k, s, p in zip(sizes, kernel, stride, padding)]
+def _ceil_pool_sum(x, channels, sizes, kernel, stride, padding, ceil_mode, padding_end):
+    """Window sums with torch's pooling geometry (ceil_mode and padding_end included), and the
+    output size."""
+    out = [int(pool_out_size(n, p, k, s, 1, ceil_mode, pe))
+           for n, k, s, p, pe in zip(sizes, kernel, stride, padding, padding_end)]
     # The end padding that makes the Conv give exactly the `out` windows of the ceil_mode geometry.
     end = [max(0, (o - 1) * s + k - n - p) for o, n, k, s, p in zip(out, sizes, kernel, stride, padding)]
     return _window_sum(x, channels, kernel, stride, padding, end), out
 
 
-def _avg_divisors(sizes, out, kernel, stride, padding, count_include_pad, divisor_override) -> np.ndarray:
+def _avg_divisors(sizes, out, kernel, stride, padding, count_include_pad, divisor_override,
+                  padding_end) -> np.ndarray:
     """torch's avg_pool divisor of every output position: the window clipped to the padded input
     (count_include_pad) or to the input, or divisor_override."""
     per_dim = []
-    for n, o, k, s, p in zip(sizes, out, kernel, stride, padding):
+    for n, o, k, s, p, pe in zip(sizes, out, kernel, stride, padding, padding_end):
         start = np.arange(o) * s - p
-        end = np.minimum(start + k, n + p)
+        end = np.minimum(start + k, n + pe)
         padded = end - start
         inside = np.minimum(end, n) - np.maximum(start, 0)
         per_dim.append(padded if count_include_pad else inside)
@@ -225,11 +228,11 @@ def local_forward(input, weight, bias, stride: Sequence[int], padding: Sequence[
 
 
 def max_pool_forward(input, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int],
-                     dilation: Sequence[int], ceil_mode: bool, minimum: bool):
+                     dilation: Sequence[int], ceil_mode: bool, minimum: bool, padding_end: Sequence[int] = ()):
     x = op.Neg(input) if minimum else input
-    values, indices = op.MaxPool(x, kernel_shape=list(kernel_size), strides=list(stride),
-                                 pads=list(padding) * 2, dilations=list(dilation), ceil_mode=int(ceil_mode),
-                                 storage_order=0)
+    pads = list(padding) + list(padding_end or padding)  # ONNX's order: every start, then every end
+    values, indices = op.MaxPool(x, kernel_shape=list(kernel_size), strides=list(stride), pads=pads,
+                                 dilations=list(dilation), ceil_mode=int(ceil_mode), storage_order=0)
     # ONNX counts indices over the whole (N, C, *spatial) tensor, torch within each plane.
     indices = op.Mod(indices, op.ReduceProd(op.Shape(input, start=2), keepdims=1))
     return (op.Neg(values) if minimum else values), indices
@@ -254,15 +257,18 @@ def adaptive_max_pool_forward(input, output_size: Sequence[int], minimum: bool):
 
 
 def avg_pool_forward(input, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int],
-                     ceil_mode: bool, count_include_pad: bool, divisor_override: Optional[int]):
+                     ceil_mode: bool, count_include_pad: bool, divisor_override: Optional[int],
+                     padding_end: Sequence[int] = ()):
     nd = len(kernel_size)
+    padding_end = list(padding_end or padding)
     if not ceil_mode and divisor_override is None:
-        return op.AveragePool(input, kernel_shape=list(kernel_size), strides=list(stride), pads=list(padding) * 2,
-                              count_include_pad=int(count_include_pad))
+        return op.AveragePool(input, kernel_shape=list(kernel_size), strides=list(stride),
+                              pads=list(padding) + padding_end, count_include_pad=int(count_include_pad))
     sizes = _static("avg_pool_forward", input, range(2, 2 + nd))
     sums, out = _ceil_pool_sum(input, _channels("avg_pool_forward", input), sizes, kernel_size, stride, padding,
-                               ceil_mode)
-    divisor = _avg_divisors(sizes, out, kernel_size, stride, padding, count_include_pad, divisor_override)
+                               ceil_mode, padding_end)
+    divisor = _avg_divisors(sizes, out, kernel_size, stride, padding, count_include_pad, divisor_override,
+                            padding_end)
     return op.Div(sums, _like(divisor, input))
 
 
@@ -292,8 +298,8 @@ def lp_pool_forward(input, norm_type: float, kernel_size: Sequence[int], stride:
     powered = input if p == 1.0 else op.Mul(input, input) if p == 2.0 else op.Pow(input, _like(p, input))
     if ceil_mode:  # the windows cut by the end count prod(kernel_size) / their size times
         sizes = _static("lp_pool_forward", input, range(2, 2 + nd))
-        sums, out = _ceil_pool_sum(powered, channels, sizes, kernel_size, stride, zeros, ceil_mode)
-        scale = math.prod(kernel_size) / _avg_divisors(sizes, out, kernel_size, stride, zeros, True, None)
+        sums, out = _ceil_pool_sum(powered, channels, sizes, kernel_size, stride, zeros, ceil_mode, zeros)
+        scale = math.prod(kernel_size) / _avg_divisors(sizes, out, kernel_size, stride, zeros, True, None, zeros)
         sums = op.Mul(sums, _like(scale, input))
     else:
         sums = _window_sum(powered, channels, kernel_size, stride, zeros, zeros)

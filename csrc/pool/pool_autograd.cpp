@@ -36,12 +36,13 @@ using OptInt = std::optional<int64_t>;
 // ---- the ops ----
 
 using MaxPoolForward = Tensor2(const Tensor&, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef,
-                               bool, bool);
+                               bool, bool, at::IntArrayRef);
 using AdaptiveMaxPoolForward = Tensor2(const Tensor&, at::IntArrayRef, bool);
 using MaxPoolBackward = Tensor(const Tensor&, const Tensor&, c10::SymIntArrayRef);
-using AvgPoolForward = Tensor(const Tensor&, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, bool, bool, OptInt);
+using AvgPoolForward = Tensor(const Tensor&, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, bool, bool, OptInt,
+                              at::IntArrayRef);
 using AvgPoolBackward = Tensor(const Tensor&, c10::SymIntArrayRef, at::IntArrayRef, at::IntArrayRef,
-                               at::IntArrayRef, bool, bool, OptInt);
+                               at::IntArrayRef, bool, bool, OptInt, at::IntArrayRef);
 using AdaptiveAvgPoolForward = Tensor(const Tensor&, at::IntArrayRef);
 using AdaptiveAvgPoolBackward = Tensor(const Tensor&, c10::SymIntArrayRef);
 using LpPoolForward = Tensor(const Tensor&, double, at::IntArrayRef, at::IntArrayRef, bool);
@@ -101,9 +102,10 @@ void record_pick(const Tensor& input, const Tensor& out, const Tensor& indices) 
 }
 
 Tensor2 max_pool_forward_autograd(const Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
-                                  at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode, bool minimum) {
-  auto [out, indices] =
-      call_below_autograd(max_pool_op(), input, kernel_size, stride, padding, dilation, ceil_mode, minimum);
+                                  at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode, bool minimum,
+                                  at::IntArrayRef padding_end) {
+  auto [out, indices] = call_below_autograd(max_pool_op(), input, kernel_size, stride, padding, dilation, ceil_mode,
+                                            minimum, padding_end);
   record_pick(input, out, indices);
   return {out, indices};
 }
@@ -193,32 +195,36 @@ struct AvgArgs {
   Ints kernel_size, stride, padding;
   bool ceil_mode, count_include_pad;
   OptInt divisor_override;
+  Ints padding_end;
 
   auto forward() const {
     return [a = *this](const Tensor& x, bool below) {
       return call(avg_pool_op(), below, x, a.kernel_size, a.stride, a.padding, a.ceil_mode, a.count_include_pad,
-                  a.divisor_override);
+                  a.divisor_override, a.padding_end);
     };
   }
   auto backward() const {
     return [a = *this](const Tensor& gy, c10::SymIntArrayRef input_size, bool below) {
       return call(avg_pool_backward_op(), below, gy, input_size, a.kernel_size, a.stride, a.padding, a.ceil_mode,
-                  a.count_include_pad, a.divisor_override);
+                  a.count_include_pad, a.divisor_override, a.padding_end);
     };
   }
 };
 
 Tensor avg_pool_forward_autograd(const Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                                  at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
-                                 OptInt divisor_override) {
-  const AvgArgs a{kernel_size.vec(), stride.vec(), padding.vec(), ceil_mode, count_include_pad, divisor_override};
+                                 OptInt divisor_override, at::IntArrayRef padding_end) {
+  const AvgArgs a{kernel_size.vec(), stride.vec(), padding.vec(), ceil_mode, count_include_pad, divisor_override,
+                  padding_end.vec()};
   return linear_forward("AvgPoolBackward", input, a.forward(), a.backward());
 }
 
 Tensor avg_pool_backward_autograd(const Tensor& grad_output, c10::SymIntArrayRef input_size,
                                   at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
-                                  bool ceil_mode, bool count_include_pad, OptInt divisor_override) {
-  const AvgArgs a{kernel_size.vec(), stride.vec(), padding.vec(), ceil_mode, count_include_pad, divisor_override};
+                                  bool ceil_mode, bool count_include_pad, OptInt divisor_override,
+                                  at::IntArrayRef padding_end) {
+  const AvgArgs a{kernel_size.vec(), stride.vec(), padding.vec(), ceil_mode, count_include_pad, divisor_override,
+                  padding_end.vec()};
   return linear_backward("AvgPoolBackwardBackward", grad_output, input_size, a.forward(), a.backward());
 }
 
@@ -282,7 +288,7 @@ Tensor gaussian_pool_backward_autograd(const Tensor& grad_output, c10::SymIntArr
 Tensor window_sums(const Tensor& x, at::IntArrayRef kernel_size, at::IntArrayRef stride, bool ceil_mode) {
   const Ints zeros(kernel_size.size(), 0);
   const double volume = static_cast<double>(c10::multiply_integers(kernel_size));
-  return avg_pool_op().call(x, kernel_size, stride, zeros, ceil_mode, true, std::nullopt) * volume;
+  return avg_pool_op().call(x, kernel_size, stride, zeros, ceil_mode, true, std::nullopt, {}) * volume;
 }
 
 // Its transpose: each input position receives gy of the windows that hold it, each scaled as
@@ -291,7 +297,7 @@ Tensor spread_sums(const Tensor& gy, c10::SymIntArrayRef input_size, at::IntArra
                    at::IntArrayRef stride, bool ceil_mode) {
   const Ints zeros(kernel_size.size(), 0);
   const double volume = static_cast<double>(c10::multiply_integers(kernel_size));
-  return avg_pool_backward_op().call(gy, input_size, kernel_size, stride, zeros, ceil_mode, true, std::nullopt) *
+  return avg_pool_backward_op().call(gy, input_size, kernel_size, stride, zeros, ceil_mode, true, std::nullopt, {}) *
          volume;
 }
 

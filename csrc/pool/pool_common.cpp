@@ -37,13 +37,17 @@ void check_non_batch_dims(const char* op, at::IntArrayRef sizes, bool channels) 
 // Fills everything but out_size from the arguments of a regular pooling.
 void fill_window_args(const char* op, PoolGeometry& g, at::IntArrayRef in_sizes, at::IntArrayRef kernel_size,
                       at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                      bool ceil_mode) {
+                      bool ceil_mode, at::IntArrayRef padding_end) {
   const size_t nd = kernel_size.size();
   check_rank(op, in_sizes, "input", nd);
   TORCH_CHECK(stride.size() == nd && padding.size() == nd && dilation.size() == nd, "cnn_ops.", op,
               ": kernel_size ", shape_str(kernel_size), ", stride ", shape_str(stride), ", padding ",
               shape_str(padding), " and dilation ", shape_str(dilation),
               " must have one entry per spatial dimension");
+  TORCH_CHECK(padding_end.empty() || padding_end.size() == nd, "cnn_ops.", op, ": padding_end ",
+              shape_str(padding_end), " must be empty (padding on both sides) or have one entry per spatial ",
+              "dimension, as kernel_size ", shape_str(kernel_size));
+  if (padding_end.empty()) padding_end = padding;
   check_non_batch_dims(op, in_sizes, /*channels=*/true);
   g.planes = in_sizes[0] * in_sizes[1];
   for (size_t i = 0; i < nd; ++i) {
@@ -56,21 +60,25 @@ void fill_window_args(const char* op, PoolGeometry& g, at::IntArrayRef in_sizes,
     TORCH_CHECK(padding[i] >= 0 && padding[i] <= kernel_size[i] / 2, "cnn_ops.", op,
                 ": padding must be non-negative and at most half of kernel_size, got padding ",
                 shape_str(padding), " with kernel_size ", shape_str(kernel_size));
+    TORCH_CHECK(padding_end[i] >= 0 && padding_end[i] <= kernel_size[i] / 2, "cnn_ops.", op,
+                ": padding_end must be non-negative and at most half of kernel_size, got padding_end ",
+                shape_str(padding_end), " with kernel_size ", shape_str(kernel_size));
     g.in_size[d] = in_sizes[2 + i];
     g.kernel[d] = kernel_size[i];
     g.stride[d] = stride[i];
     g.pad[d] = padding[i];
+    g.pad_end[d] = padding_end[i];
     g.dilation[d] = dilation[i];
     const std::string where = std::string("cnn_ops.") + op;
     const int64_t span = dilated_extent(where.c_str(), kernel_size[i], dilation[i]);
-    const int64_t padded = padded_length(where.c_str(), in_sizes[2 + i], padding[i], padding[i]);
+    const int64_t padded = padded_length(where.c_str(), in_sizes[2 + i], padding[i], padding_end[i]);
     TORCH_CHECK(padded >= span, "cnn_ops.", op,
                 ": the (dilated) kernel is larger than the padded input in spatial dimension ", i,
                 ": kernel_size ", kernel_size[i], " with dilation ", dilation[i], " spans ", span,
-                " but the input of shape ", shape_str(in_sizes), " padded by ", padding[i],
-                " on each side is only ", padded, " long");
-    g.out_size[d] = pool_out_size(in_sizes[2 + i], padding[i], kernel_size[i], stride[i], dilation[i],
-                                  ceil_mode);
+                " but the input of shape ", shape_str(in_sizes), " padded by (", padding[i], ", ",
+                padding_end[i], ") is only ", padded, " long");
+    g.out_size[d] = pool_out_size(in_sizes[2 + i], padding[i], padding_end[i], kernel_size[i], stride[i],
+                                  dilation[i], ceil_mode);
     TORCH_CHECK(g.out_size[d] >= 1, "cnn_ops.", op, ": output size is too small: input of shape ",
                 shape_str(in_sizes), " with kernel_size ", shape_str(kernel_size), ", stride ",
                 shape_str(stride), ", padding ", shape_str(padding), " and dilation ",
@@ -82,20 +90,20 @@ void fill_window_args(const char* op, PoolGeometry& g, at::IntArrayRef in_sizes,
 
 PoolGeometry window_geometry(const char* op, const at::Tensor& input, at::IntArrayRef kernel_size,
                              at::IntArrayRef stride, at::IntArrayRef padding,
-                             at::IntArrayRef dilation, bool ceil_mode) {
+                             at::IntArrayRef dilation, bool ceil_mode, at::IntArrayRef padding_end) {
   check_dtype(op, input, "input");
   PoolGeometry g;
-  fill_window_args(op, g, input.sizes(), kernel_size, stride, padding, dilation, ceil_mode);
+  fill_window_args(op, g, input.sizes(), kernel_size, stride, padding, dilation, ceil_mode, padding_end);
   return g;
 }
 
 PoolGeometry window_backward_geometry(const char* op, const at::Tensor& grad_output,
                                       at::IntArrayRef input_size, at::IntArrayRef kernel_size,
                                       at::IntArrayRef stride, at::IntArrayRef padding,
-                                      at::IntArrayRef dilation, bool ceil_mode) {
+                                      at::IntArrayRef dilation, bool ceil_mode, at::IntArrayRef padding_end) {
   check_dtype(op, grad_output, "grad_output");
   PoolGeometry g;
-  fill_window_args(op, g, input_size, kernel_size, stride, padding, dilation, ceil_mode);
+  fill_window_args(op, g, input_size, kernel_size, stride, padding, dilation, ceil_mode, padding_end);
   const int64_t nd = static_cast<int64_t>(kernel_size.size());
   const auto expected = pool_output_shape(input_size[0], input_size[1], g, nd);
   TORCH_CHECK(grad_output.sizes() == at::IntArrayRef(expected), "cnn_ops.", op, ": grad_output of shape ",

@@ -15,18 +15,21 @@
 namespace tco {
 
 // Regular window pooling (max, min, avg, lp) of an (N, C, *spatial) input; nd =
-// kernel_size.size(). Pass dilation of ones for avg and lp. Checks kernel, stride and
-// dilation >= 1, 0 <= padding <= kernel_size / 2 and a positive output size.
+// kernel_size.size(). Pass dilation of ones for avg and lp. `padding` is before the input and
+// `padding_end` after it (empty: the same as before; TensorFlow's 'same' pads one more at the
+// end). Checks kernel, stride and dilation >= 1, 0 <= padding <= kernel_size / 2 on each side
+// and a positive output size.
 PoolGeometry window_geometry(const char* op, const at::Tensor& input, at::IntArrayRef kernel_size,
                              at::IntArrayRef stride, at::IntArrayRef padding,
-                             at::IntArrayRef dilation, bool ceil_mode);
+                             at::IntArrayRef dilation, bool ceil_mode, at::IntArrayRef padding_end = {});
 
 // The same for a backward pass: the input has `input_size`, and grad_output must have the
 // shape the forward gives.
 PoolGeometry window_backward_geometry(const char* op, const at::Tensor& grad_output,
                                       at::IntArrayRef input_size, at::IntArrayRef kernel_size,
                                       at::IntArrayRef stride, at::IntArrayRef padding,
-                                      at::IntArrayRef dilation, bool ceil_mode);
+                                      at::IntArrayRef dilation, bool ceil_mode,
+                                      at::IntArrayRef padding_end = {});
 
 // Adaptive pooling of an (N, C, *spatial) input to `output_size` (one entry per spatial
 // dimension, each >= 0). The input's spatial dimensions must be non-empty, and its channels

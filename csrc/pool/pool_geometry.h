@@ -22,7 +22,8 @@ struct PoolGeometry {
   int64_t out_size[3] = {1, 1, 1};  // D, H, W of the output
   int64_t kernel[3] = {1, 1, 1};
   int64_t stride[3] = {1, 1, 1};
-  int64_t pad[3] = {0, 0, 0};
+  int64_t pad[3] = {0, 0, 0};      // before the input
+  int64_t pad_end[3] = {0, 0, 0};  // after it: pad, or one more for TensorFlow's 'same' (begin <= end)
   int64_t dilation[3] = {1, 1, 1};
   bool adaptive = false;
   // avg only: count the padding in the divisor; a non-zero divisor_override replaces the divisor.
@@ -37,7 +38,7 @@ struct PoolGeometry {
 // The window of output index `o` along one dimension, clipped to the input: the taps
 // start, start + step, ..., count of them, all inside [0, in_size). `extent` is what torch's
 // average pooling divides by when it counts the padding: the window clipped to the padded
-// input (min(o * stride - pad + kernel, in + pad) - (o * stride - pad)).
+// input (min(o * stride - pad + kernel, in + pad_end) - (o * stride - pad)).
 struct PoolWindow {
   int64_t start, count, step, extent;
 };
@@ -62,7 +63,7 @@ TCO_HOST_DEVICE PoolWindow pool_window(const PoolGeometry& g, int dim, int64_t o
   if (end > in) end = in;
   const int64_t count = start < end ? (end - start + dil - 1) / dil : 0;
   int64_t padded_end = raw + k;
-  if (padded_end > in + g.pad[dim]) padded_end = in + g.pad[dim];
+  if (padded_end > in + g.pad_end[dim]) padded_end = in + g.pad_end[dim];
   return {start, count, dil, padded_end - raw};
 }
 
@@ -80,14 +81,14 @@ TCO_HOST_DEVICE bool scan_window(const PoolGeometry& g, int64_t od, int64_t oh, 
 }
 
 // Output extent of regular pooling along one dimension, torch's rule: floor (or ceil with
-// ceil_mode) of (in + 2 pad - dilation (k - 1) - 1) / stride, plus one; with ceil_mode the
-// last window must start inside the input or the leading padding. Returns <= 0 when the
+// ceil_mode) of (in + pad + pad_end - dilation (k - 1) - 1) / stride, plus one; with ceil_mode
+// the last window must start inside the input or the leading padding. Returns <= 0 when the
 // (dilated) kernel does not fit.
-TCO_HOST_DEVICE int64_t pool_out_size(int64_t in, int64_t pad, int64_t k, int64_t stride,
+TCO_HOST_DEVICE int64_t pool_out_size(int64_t in, int64_t pad, int64_t pad_end, int64_t k, int64_t stride,
                                       int64_t dilation, bool ceil_mode) {
   // room: how far the window can move (the checks keep every term in int64); ceil_mode counts a
   // last, partial window too.
-  const int64_t room = in + 2 * pad - dilation * (k - 1) - 1;
+  const int64_t room = in + pad + pad_end - dilation * (k - 1) - 1;
   int64_t out = pool_floor_div(room, stride) + 1;
   if (ceil_mode && pool_floor_div(room, stride) * stride != room) ++out;
   if (ceil_mode && out > 0 && (out - 1) * stride >= in + pad) --out;

@@ -88,10 +88,11 @@ at::Tensor sum_backward(const at::Tensor& grad_output, const at::Tensor& input, 
 }
 
 Tensor2 max_pool_forward(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
-                         at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode, bool minimum) {
+                         at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode, bool minimum,
+                         at::IntArrayRef padding_end) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const PoolGeometry g = window_geometry(minimum ? "min_pool" : "max_pool", input, kernel_size, stride, padding,
-                                         dilation, ceil_mode);
+                                         dilation, ceil_mode, padding_end);
   return extreme(input, g, kernel_size.size(), minimum);
 }
 
@@ -115,19 +116,20 @@ at::Tensor max_pool_backward(const at::Tensor& grad_output, const at::Tensor& in
 
 at::Tensor avg_pool_forward(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                             at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
-                            std::optional<int64_t> divisor_override) {
+                            std::optional<int64_t> divisor_override, at::IntArrayRef padding_end) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
-  PoolGeometry g = window_geometry("avg_pool", input, kernel_size, stride, padding, ones(kernel_size.size()), ceil_mode);
+  PoolGeometry g = window_geometry("avg_pool", input, kernel_size, stride, padding, ones(kernel_size.size()), ceil_mode,
+                                   padding_end);
   set_divisor("avg_pool", g, count_include_pad, divisor_override);
   return sum_forward(input, g, kernel_size.size(), false, 1.0);
 }
 
 at::Tensor avg_pool_backward(const at::Tensor& grad_output, at::IntArrayRef input_size, at::IntArrayRef kernel_size,
                              at::IntArrayRef stride, at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
-                             std::optional<int64_t> divisor_override) {
+                             std::optional<int64_t> divisor_override, at::IntArrayRef padding_end) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   PoolGeometry g = window_backward_geometry("avg_pool_backward", grad_output, input_size, kernel_size, stride,
-                                            padding, ones(kernel_size.size()), ceil_mode);
+                                            padding, ones(kernel_size.size()), ceil_mode, padding_end);
   set_divisor("avg_pool_backward", g, count_include_pad, divisor_override);
   return sum_backward(grad_output, at::Tensor(), g, input_size, false, 1.0);
 }

@@ -4,7 +4,11 @@ each in 1d, 2d and 3d; Gaussian-weighted and stochastic pooling (2d); k-max pool
 Names, arguments and defaults follow ``torch.nn.functional`` (``min_pool*`` and
 ``adaptive_min_pool*`` take the arguments of their max twins). Inputs are batched
 ``(N, C, *spatial)`` or unbatched ``(C, *spatial)``. Indices (``return_indices=True``) are
-flat positions in each input plane, as torch's.
+flat positions in each input plane, as torch's. Max, min and avg pooling also take
+``padding="valid"`` and ``padding="same"`` (torch's pooling does not): the output as large as
+the input at stride 1 and ``ceil(size / stride)`` with a stride, TensorFlow's rule (as timm's
+``MaxPool2dSame`` and ``AvgPool2dSame``), the larger half of the padding at the end; for avg
+pooling ``count_include_pad`` then counts that padding as any other.
 
 Arguments are read by torch's rules, with torch's exception classes (see ``torch_cnn_ops._utils``):
 sizes are ints (NumPy integers and integer tensors too) or sequences of them, ``ceil_mode``
@@ -25,6 +29,7 @@ from torch import Tensor
 
 from .._fx import leaf, named_leaf
 from .._utils import IntOrTuple, as_bool, as_int, batched, check_floating, ntuple
+from .conv import _conv_padding
 
 ops = torch.ops.cnn_ops
 
@@ -49,17 +54,42 @@ def _unbatch(result, unbatched):
     return result.squeeze(0)
 
 
+PADDING_STRINGS = ("valid", "same")
+
+
+def _string_padding(name, padding, kernel_size, stride, dilation, x):
+    """The pads before and after the input for ``padding="valid"`` or ``"same"``, which torch's
+    pooling lacks: "same" is convolution's rule (``conv_padding``): at stride 1 the output as
+    large as the input, with a stride TensorFlow's (as timm's ``MaxPool2dSame``): ``ceil(size /
+    stride)`` outputs, the larger half of the padding at the end. Each side must stay within
+    half the kernel (torch's bound, which keeps every window on the input), which only a
+    dilation can break."""
+    if padding not in PADDING_STRINGS:  # a TypeError, as torch's pooling gives for every string
+        raise TypeError(f"{name}(): argument 'padding' must be an int, a tuple of {len(kernel_size)} ints or one of "
+                        f"{PADDING_STRINGS}, got the string {padding!r}")
+    begin, end = _conv_padding(padding, kernel_size, stride, dilation, fn=name, input_size=tuple(x.shape[2:]))
+    if any(max(b, e) > k // 2 for b, e, k in zip(begin, end, kernel_size)):
+        raise RuntimeError(f"{name}(): padding='same' with kernel_size {tuple(kernel_size)}, stride {tuple(stride)} "
+                           f"and dilation {tuple(dilation)} needs padding {tuple(begin)} before and {tuple(end)} "
+                           f"after an input of spatial size {tuple(x.shape[2:])}, more than half of kernel_size on "
+                           f"a side: some windows would hold no input")
+    return begin, end
+
+
 def _extreme_pool(name, nd, minimum, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
     # torch's argument parser first: a TypeError for what is no int or bool, a RuntimeError for a wrong length
     kernel_size = ntuple(kernel_size, nd, "kernel_size", name)
     stride = _stride(stride, kernel_size, nd, name)
-    padding = ntuple(padding, nd, "padding", name)
+    padded_by = padding if isinstance(padding, str) else ntuple(padding, nd, "padding", name)
     dilation = ntuple(dilation, nd, "dilation", name)
     if ceil_mode is not False and ceil_mode is not True:
         as_bool(ceil_mode, "ceil_mode", name)
     x, unbatched = _batched(name, nd, input)
-    out, indices = ops.max_pool_forward(x, list(kernel_size), list(stride), list(padding), list(dilation),
-                                        ceil_mode, minimum)
+    # padding_end is always passed: AOTInductor's runner gives an omitted list argument as None.
+    begin, end = (_string_padding(name, padded_by, kernel_size, stride, dilation, x) if isinstance(padded_by, str)
+                  else (list(padded_by), list(padded_by)))
+    out, indices = ops.max_pool_forward(x, list(kernel_size), list(stride), begin, list(dilation), ceil_mode, minimum,
+                                        end)
     return _unbatch((out, indices) if return_indices else out, unbatched)
 
 
@@ -68,7 +98,7 @@ def _public_extreme_pool(nd: int, minimum: bool):
     name = f"{'min' if minimum else 'max'}_pool{nd}d"
 
     def extreme_pool(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None,
-                     padding: IntOrTuple = 0, dilation: IntOrTuple = 1, ceil_mode: bool = False,
+                     padding: Union[str, IntOrTuple] = 0, dilation: IntOrTuple = 1, ceil_mode: bool = False,
                      return_indices: bool = False):
         return _extreme_pool(name, nd, minimum, input, kernel_size, stride, padding, dilation, ceil_mode,
                              return_indices)
@@ -84,7 +114,7 @@ min_pool1d, min_pool2d, min_pool3d = (_public_extreme_pool(nd, minimum=True) for
 def _avg_pool(name, nd, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
     kernel_size = ntuple(kernel_size, nd, "kernel_size", name)
     stride = _stride(stride, kernel_size, nd, name)
-    padding = ntuple(padding, nd, "padding", name)
+    padded_by = padding if isinstance(padding, str) else ntuple(padding, nd, "padding", name)
     if ceil_mode is not False and ceil_mode is not True:
         as_bool(ceil_mode, "ceil_mode", name)
     if count_include_pad is not True and count_include_pad is not False:
@@ -97,8 +127,10 @@ def _avg_pool(name, nd, input, kernel_size, stride, padding, ceil_mode, count_in
     x, unbatched = _batched(name, nd, input)
     check_floating(name, x)
     # A divisor_override of 0 is refused by the op, a negative one divides as torch's does.
-    out = ops.avg_pool_forward(x, list(kernel_size), list(stride), list(padding), ceil_mode, count_include_pad,
-                               divisor_override)
+    begin, end = (_string_padding(name, padded_by, kernel_size, stride, (1,) * nd, x) if isinstance(padded_by, str)
+                  else (list(padded_by), list(padded_by)))
+    out = ops.avg_pool_forward(x, list(kernel_size), list(stride), begin, ceil_mode, count_include_pad,
+                               divisor_override, end)
     return _unbatch(out, unbatched)
 
 
@@ -107,11 +139,12 @@ def _public_avg_pool(nd: int):
     name = f"avg_pool{nd}d"
     if nd == 1:
         def avg_pool(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None,
-                     padding: IntOrTuple = 0, ceil_mode: bool = False, count_include_pad: bool = True) -> Tensor:
+                     padding: Union[str, IntOrTuple] = 0, ceil_mode: bool = False,
+                     count_include_pad: bool = True) -> Tensor:
             return _avg_pool(name, nd, input, kernel_size, stride, padding, ceil_mode, count_include_pad, None)
     else:
         def avg_pool(input: Tensor, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None,
-                     padding: IntOrTuple = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+                     padding: Union[str, IntOrTuple] = 0, ceil_mode: bool = False, count_include_pad: bool = True,
                      divisor_override: Optional[int] = None) -> Tensor:
             return _avg_pool(name, nd, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
                              divisor_override)

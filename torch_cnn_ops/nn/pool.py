@@ -65,6 +65,13 @@ class MinPool3d(_WindowMaxForward, _MaxPoolNd):
 
 
 class AvgPool1d(torch_nn.AvgPool1d):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+                 count_include_pad: bool = True) -> None:
+        text = isinstance(padding, str)  # "same" or "valid": torch's _single would split it into letters
+        super().__init__(kernel_size, stride, 0 if text else padding, ceil_mode, count_include_pad)
+        if text:
+            self.padding = padding
+
     def forward(self, input: Tensor) -> Tensor:
         return F.avg_pool1d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
                             self.count_include_pad)

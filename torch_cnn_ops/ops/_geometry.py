@@ -253,45 +253,55 @@ def check_non_batch_dims(op, sizes, channels):
         torch._check(s != 0, msg)
 
 
-def pool_out_size(in_size, pad, kernel, stride, dilation, ceil_mode):
+def pool_out_size(in_size, pad, kernel, stride, dilation, ceil_mode, pad_end=None):
     """pool_out_size (csrc/pool/pool_geometry.h), torch's rule: floor (or ceil with ceil_mode)
-    of (in + 2 pad - dilation (k - 1) - 1) / stride, plus one; with ceil_mode the last window
-    must start inside the input or the leading padding."""
-    span = in_size + 2 * pad - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)
+    of (in + pad + pad_end - dilation (k - 1) - 1) / stride, plus one (pad_end: pad when None);
+    with ceil_mode the last window must start inside the input or the leading padding."""
+    pad_end = pad if pad_end is None else pad_end
+    span = in_size + pad + pad_end - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)
     out = span // stride + 1
     if ceil_mode:
         out = torch.sym_ite((out - 1) * stride >= in_size + pad, out - 1, out)
     return out
 
 
-def window_shape(op, input_shape, kernel_size, stride, padding, dilation, ceil_mode):
+def window_shape(op, input_shape, kernel_size, stride, padding, dilation, ceil_mode, padding_end=()):
     """fill_window_args (pool_common.cpp): the (N, C, *out) output shape of a regular window
     pooling (max, min, avg, lp, gaussian, stochastic), after its checks: kernel, stride and
-    dilation >= 1, 0 <= padding <= kernel_size / 2, the (dilated) kernel no larger than the
-    padded input, and at least one output."""
+    dilation >= 1, 0 <= padding <= kernel_size / 2 before and after the input (padding_end:
+    empty for padding on both sides), the (dilated) kernel no larger than the padded input,
+    and at least one output."""
     nd = len(kernel_size)
     check_rank(op, input_shape, "input", nd)
     torch._check(len(stride) == nd and len(padding) == nd and len(dilation) == nd,
                  lambda: f"{op}: kernel_size {shape_str(kernel_size)}, stride {shape_str(stride)}, padding "
                          f"{shape_str(padding)} and dilation {shape_str(dilation)} must have one entry per spatial "
                          f"dimension")
+    torch._check(len(padding_end) in (0, nd),
+                 lambda: f"{op}: padding_end {shape_str(padding_end)} must be empty (padding on both sides) or have "
+                         f"one entry per spatial dimension, as kernel_size {shape_str(kernel_size)}")
+    padding_end = padding_end if len(padding_end) else padding
     check_non_batch_dims(op, input_shape, channels=True)
     out = []
     for i in range(nd):
         k, s, p, d, in_size = kernel_size[i], stride[i], padding[i], dilation[i], input_shape[2 + i]
+        pe = padding_end[i]
         torch._check(k >= 1, lambda: f"{op}: kernel_size must be at least 1, got {shape_str(kernel_size)}")
         torch._check(s >= 1, lambda: f"{op}: stride must be at least 1, got {shape_str(stride)}")
         torch._check(d >= 1, lambda: f"{op}: dilation must be at least 1, got {shape_str(dilation)}")
         torch._check(0 <= p <= k // 2,
                      lambda: f"{op}: padding must be non-negative and at most half of kernel_size, got padding "
                              f"{shape_str(padding)} with kernel_size {shape_str(kernel_size)}")
+        torch._check(0 <= pe <= k // 2,
+                     lambda: f"{op}: padding_end must be non-negative and at most half of kernel_size, got "
+                             f"padding_end {shape_str(padding_end)} with kernel_size {shape_str(kernel_size)}")
         span = _dilated_extent(op, k, d)
-        padded = _padded_length(op, in_size, 2 * p)
+        padded = _padded_length(op, in_size, p + pe)
         torch._check(padded >= span,
                      lambda: f"{op}: the (dilated) kernel is larger than the padded input in spatial dimension {i}: "
                              f"kernel_size {k} with dilation {d} spans {span} but the input of shape "
-                             f"{shape_str(input_shape)} padded by {p} on each side is only {padded} long")
-        o = pool_out_size(in_size, p, k, s, d, ceil_mode)
+                             f"{shape_str(input_shape)} padded by ({p}, {pe}) is only {padded} long")
+        o = pool_out_size(in_size, p, k, s, d, ceil_mode, pe)
         torch._check(o >= 1,
                      lambda: f"{op}: output size is too small: input of shape {shape_str(input_shape)} with "
                              f"kernel_size {shape_str(kernel_size)}, stride {shape_str(stride)}, padding "
@@ -301,11 +311,12 @@ def window_shape(op, input_shape, kernel_size, stride, padding, dilation, ceil_m
     return [input_shape[0], input_shape[1], *out]
 
 
-def check_window_backward(op, grad_output, input_size, kernel_size, stride, padding, dilation, ceil_mode):
+def check_window_backward(op, grad_output, input_size, kernel_size, stride, padding, dilation, ceil_mode,
+                          padding_end=()):
     """window_backward_geometry (pool_common.cpp): grad_output (a float) has the shape that the
     forward pooling of an input of `input_size` gives."""
     check_dtype(grad_output, "grad_output", op)
-    expected = window_shape(op, input_size, kernel_size, stride, padding, dilation, ceil_mode)
+    expected = window_shape(op, input_size, kernel_size, stride, padding, dilation, ceil_mode, padding_end)
     check_sizes_equal(grad_output.shape, expected,
                       lambda: f"{op}: grad_output of shape {shape_str(grad_output.shape)} does not match the output "
                               f"shape {shape_str(expected)} of input_size {shape_str(input_size)}")

@@ -75,10 +75,10 @@ def _check_indices(op, grad_output, indices):
 
 
 @register_fake("max_pool_forward")
-def _max_pool_forward_fake(input, kernel_size, stride, padding, dilation, ceil_mode, minimum):
+def _max_pool_forward_fake(input, kernel_size, stride, padding, dilation, ceil_mode, minimum, padding_end=()):
     op = "cnn_ops.min_pool" if minimum else "cnn_ops.max_pool"
     check_dtype(input, "input", op)
-    shape = window_shape(op, input.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    shape = window_shape(op, input.shape, kernel_size, stride, padding, dilation, ceil_mode, padding_end)
     cl = pool_channels_last(input)
     return empty(input, shape, channels_last=cl), empty(input, shape, torch.long, channels_last=cl)
 
@@ -103,20 +103,22 @@ def _max_pool_backward_fake(grad_output, indices, input_size):
 
 
 @register_fake("avg_pool_forward")
-def _avg_pool_forward_fake(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+def _avg_pool_forward_fake(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
+                           padding_end=()):
     op = "cnn_ops.avg_pool"
     check_dtype(input, "input", op)
-    shape = window_shape(op, input.shape, kernel_size, stride, padding, _ones(len(kernel_size)), ceil_mode)
+    shape = window_shape(op, input.shape, kernel_size, stride, padding, _ones(len(kernel_size)), ceil_mode,
+                         padding_end)
     _check_divisor(op, divisor_override)
     return empty(input, shape, channels_last=pool_channels_last(input))
 
 
 @register_fake("avg_pool_backward")
 def _avg_pool_backward_fake(grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                            divisor_override):
+                            divisor_override, padding_end=()):
     op = "cnn_ops.avg_pool_backward"
     check_window_backward(op, grad_output, input_size, kernel_size, stride, padding, _ones(len(kernel_size)),
-                          ceil_mode)
+                          ceil_mode, padding_end)
     _check_divisor(op, divisor_override)
     # grad_output's layout: the autograd formula passes it in the layout of the forward's input.
     return empty(grad_output, input_size, channels_last=pool_channels_last(grad_output))
