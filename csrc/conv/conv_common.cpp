@@ -104,6 +104,19 @@ void fill_weight(ConvGeometry& g, at::IntArrayRef wsize, int64_t in_channels, co
   }
 }
 
+// Whether the CPU is Intel's, where auto leaves 3x3 layers to ATen (the rule in conv_common.h).
+bool intel_cpu() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  static const bool intel = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_is("intel") != 0;
+  }();
+  return intel;
+#else
+  return false;
+#endif
+}
+
 }  // namespace
 
 const char* algorithm_name(ConvAlgorithm a) {
@@ -152,7 +165,7 @@ ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& 
   // Channels-last operands would pay Winograd's conversion each way; other layouts (an expanded
   // grad_output, a slice) are made contiguous first, a copy the other algorithms make too.
   const bool channels_last = like.dim() == 4 && !like.is_contiguous() && like.is_contiguous(at::MemoryFormat::ChannelsLast);
-  if (like.scalar_type() == at::kFloat && !channels_last && winograd_applies(g) && g.kernel[1] == 3 &&
+  if (like.scalar_type() == at::kFloat && !channels_last && !intel_cpu() && winograd_applies(g) && g.kernel[1] == 3 &&
       g.kernel[2] == 3 && g.in_per_group() >= kWinogradMinChannels && g.out_per_group() >= kWinogradMinChannels &&
       g.out_plane() >= kWinogradMinPlane) {
     return ConvAlgorithm::Winograd2;

@@ -81,7 +81,13 @@ inline int winograd_tile(ConvAlgorithm a) {
 //    0.83-1.03, 128->128 (8, 28x28) 0.86-0.89, 256->256 (8, 14x14) 0.84-0.91; forward alone
 //    0.52-0.87, 0.75-0.77 and 0.76-0.80; ResNet layers at batch 1, forward: 64->64 (56x56)
 //    0.79, 128->128 (28x28) 0.83; it loses below the thresholds: 32 channels (8, 56x56) 0.96,
-//    (16, 28x28) 1.40; 16 channels 2.5; 8 per group 1.15; 512 channels on 7x7 1.87;
+//    (16, 28x28) 1.40; 16 channels 2.5; 8 per group 1.15; 512 channels on 7x7 1.87.
+//    All of that on an AMD EPYC (AVX-512). Not on Intel's CPUs, where ATen's convolution
+//    (oneDNN's direct kernels) kept up: on a 2-core Intel Xeon (AVX-512), four runs of the
+//    conv benchmark (two per allocator), fwd+bwd against torch: winograd_2x2 1.22-1.40 on
+//    64->64 (8, 56x56), 0.97-1.00 on 128->128 (8, 28x28), 1.02-1.03 on 256->256 (8, 14x14),
+//    aten 1.01-1.07 on all three; converted resnet18 training steps 1.00-1.19x torch's time with
+//    Winograd (three runs), 0.97-1.00x with aten (two runs; resnet50 0.96-0.99);
 //  * one input channel per group: direct for depthwise convolutions (groups > 1), im2col for a
 //    single-channel input (an unfold of one channel is cheap; oneDNN is slow there);
 //  * 1x1 kernels: im2col when strided (its unfold is a strided copy), aten at unit stride.
