@@ -42,8 +42,13 @@ struct BilinearAutograd {
            [a, bias_dim](const FormulaNode& node, const variable_list& saved, const Tensor& grad) {
              const Tensor &x = saved[0], &w = saved[1];
              variable_list g(node.num_outputs());  // one per edge: input, weight, bias
-             if (node.wants(0)) g[0] = Family::input_backward(grad, w, x.sym_sizes(), a, false);
-             if (node.wants(1)) g[1] = Family::weight_backward(grad, x, w.sym_sizes(), a, false);
+             // Both gradients read grad_output, and the ops copy one with gaps or repeats (the
+             // expanded gradient of a sum) into a dense tensor: here once rather than in each.
+             const Tensor gy = node.wants(0) && node.wants(1) && !grad.is_non_overlapping_and_dense()
+                                   ? grad.contiguous(x.suggest_memory_format())
+                                   : grad;
+             if (node.wants(0)) g[0] = Family::input_backward(gy, w, x.sym_sizes(), a, false);
+             if (node.wants(1)) g[1] = Family::weight_backward(gy, x, w.sym_sizes(), a, false);
              if (node.wants(2)) g[2] = Family::bias_grad(grad, bias_dim);
              return g;
            });
