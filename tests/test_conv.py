@@ -121,6 +121,15 @@ CASES = [
     Case("2d-batch0", 2, 0, 3, 4, (6, 6), (3, 3), padding=1),
     # larger than the rest, so that parallel loops split the work
     Case("2d-larger", 2, 3, 6, 6, (13, 12), (3, 3), stride=(1, 2), padding=(2, 1), groups=3),
+    # kernels of width 3 at unit width stride take the direct algorithm's row passes
+    # (three_tap_plane): a 5-row kernel (row by row), row stride and dilation (source rows not
+    # consecutive), padding wider than the kernel's reach along the width, a plane narrower than
+    # the kernel (every column at a row's ends), a valid 3x3 (outputs narrower than inputs)
+    Case("2d-width3-tall-kernel", 2, 2, 3, 3, (9, 10), (5, 3), padding=(2, 1), groups=3),
+    Case("2d-width3-row-stride-dilation", 2, 2, 4, 4, (11, 9), (3, 3), stride=(2, 1), padding=(1, 3),
+         dilation=(2, 1), groups=4),
+    Case("2d-width3-narrow-full", 2, 2, 2, 2, (6, 2), (3, 3), padding="full", groups=2),
+    Case("2d-depthwise-3x3-valid", 2, 2, 3, 3, (8, 9), (3, 3), groups=3),
     # 16 channels per group on a 16x17 plane with padding "same" (asymmetric): "auto" takes
     # ATen's convolution, over an explicitly padded input
     Case("2d-auto-same", 2, 2, 32, 4, (16, 17), (3, 2), padding="same", groups=2),

@@ -6,10 +6,11 @@
 //    output row, so it is a contiguous (for stride 1) multiply-add that the compiler
 //    vectorises. Best when each group has few input channels (depthwise), where a GEMM
 //    has too little depth to pay for an unfolded copy of the input. Kernels of width 3 at
-//    unit stride along the width (3x3 depthwise) take a kernel row's three taps in one sweep
-//    over the row, forward and input gradient (three_tap_row): on (8, 32, 112x112) depthwise
-//    3x3 the forward went from 1.21x to 0.80-0.89x torch's time, the input gradient from
-//    1.07x to 0.82x (steady allocator, 2 threads).
+//    unit stride along the width (3x3 depthwise) take a whole kernel row, or the whole
+//    kernel, in one sweep (three_tap_plane, three_tap_columns). On (8, 32, 112x112)
+//    depthwise 3x3, raw ops against torch's in the same run (steady allocator, 2 threads):
+//    forward 1.21x -> 0.86-0.92x torch's time, input gradient 1.07x -> 0.80-0.88x, weight
+//    gradient 1.46x -> 0.82-0.89x.
 //  * im2col: unfold the input of a chunk of samples into a (C/groups * kernel_volume,
 //    samples * output_plane) matrix, then one GEMM per group through ATen's mm (BLAS).
 //
@@ -37,6 +38,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "../cpu_vectorize.h"
@@ -71,78 +73,214 @@ TCO_VECTORIZE acc_t dot_strided(const src_t* __restrict a, const src_t* __restri
 // ---------------------------------------------------------------------------------------
 // Direct algorithm.
 
-// acc[i] += w0 * in[i] + w1 * in[i + 1] + w2 * in[i + 2]: the three taps of a kernel row at
-// stride 1, in one sweep over the output row (tap by tap it took three).
-template <typename acc_t, typename scalar_t>
-TCO_VECTORIZE void three_tap_row(acc_t* __restrict acc, const scalar_t* __restrict in, acc_t w0, acc_t w1, acc_t w2,
-                                 int64_t n) {
-  for (int64_t i = 0; i < n; ++i)
-    acc[i] += w0 * static_cast<acc_t>(in[i]) + w1 * static_cast<acc_t>(in[i + 1]) + w2 * static_cast<acc_t>(in[i + 2]);
-}
-
-// The direct forward of one input plane into acc for 2-d kernels of width 3 at stride and
-// dilation 1 along the width: the outputs whose three inputs lie inside the row in one
-// three_tap_row call per kernel row, the few at the row's ends tap by tap.
-template <typename acc_t, typename scalar_t>
-void three_tap_plane(acc_t* acc, const scalar_t* in_c, const scalar_t* w_c, const ConvGeometry& g) {
-  const int64_t H = g.in_size[1], W = g.in_size[2], oH = g.out_size[1], oW = g.out_size[2];
-  const int64_t pad = g.pad[2];
-  const int64_t lo = std::min(oW, pad), hi = std::max(lo, std::min(oW, W - 2 + pad));
-  for (int64_t oh = 0; oh < oH; ++oh) {
-    acc_t* acc_row = acc + oh * oW;
-    for (int64_t kh = 0; kh < g.kernel[1]; ++kh) {
-      const int64_t ih = oh * g.stride[1] + tap_offset(g, 1, kh);
-      if (ih < 0 || ih >= H) continue;
-      const scalar_t* in_row = in_c + ih * W;
-      const scalar_t* wk = w_c + kh * 3;
-      const acc_t w0 = static_cast<acc_t>(wk[0]), w1 = static_cast<acc_t>(wk[1]), w2 = static_cast<acc_t>(wk[2]);
-      if (hi > lo) three_tap_row<acc_t, scalar_t>(acc_row + lo, in_row + lo - pad, w0, w1, w2, hi - lo);
-      const auto ends = [&](int64_t o) {
-        for (int64_t kw = 0; kw < 3; ++kw) {
-          const int64_t i = o - pad + kw;
-          if (i >= 0 && i < W) acc_row[o] += static_cast<acc_t>(wk[kw]) * static_cast<acc_t>(in_row[i]);
-        }
-      };
-      for (int64_t o = 0; o < lo; ++o) ends(o);
-      for (int64_t o = hi; o < oW; ++o) ends(o);
-    }
-  }
-}
-
-// The direct input gradient of one output-gradient plane into acc (an input plane) for the
-// same kernels: input i of a row receives w[kw] * gout[i + pad - kw], the three taps reversed,
-// in one three_tap_row call per kernel row for the inputs whose three outputs lie inside.
-template <typename acc_t, typename scalar_t>
-void three_tap_plane_backward(acc_t* acc, const scalar_t* gout_c, const scalar_t* w_c, const ConvGeometry& g) {
-  const int64_t H = g.in_size[1], W = g.in_size[2], oH = g.out_size[1], oW = g.out_size[2];
-  const int64_t pad = g.pad[2];
-  const int64_t lo = std::clamp<int64_t>(2 - pad, 0, W), hi = std::max(lo, std::min(W, oW - pad));
-  for (int64_t oh = 0; oh < oH; ++oh) {
-    const scalar_t* gout_row = gout_c + oh * oW;
-    for (int64_t kh = 0; kh < g.kernel[1]; ++kh) {
-      const int64_t ih = oh * g.stride[1] + tap_offset(g, 1, kh);
-      if (ih < 0 || ih >= H) continue;
-      acc_t* acc_row = acc + ih * W;
-      const scalar_t* wk = w_c + kh * 3;
-      const acc_t w0 = static_cast<acc_t>(wk[0]), w1 = static_cast<acc_t>(wk[1]), w2 = static_cast<acc_t>(wk[2]);
-      if (hi > lo) three_tap_row<acc_t, scalar_t>(acc_row + lo, gout_row + lo + pad - 2, w2, w1, w0, hi - lo);
-      const auto ends = [&](int64_t i) {
-        for (int64_t kw = 0; kw < 3; ++kw) {
-          const int64_t o = i + pad - kw;
-          if (o >= 0 && o < oW) acc_row[i] += static_cast<acc_t>(wk[kw]) * static_cast<acc_t>(gout_row[o]);
-        }
-      };
-      for (int64_t i = 0; i < lo; ++i) ends(i);
-      for (int64_t i = hi; i < W; ++i) ends(i);
-    }
-  }
-}
-
-// Whether the three_tap passes apply: 1-d or 2-d kernels of width 3, stride and dilation 1
-// along the width.
+// The three_tap passes: 2-d (or 1-d) kernels of width 3 at stride and dilation 1 along the
+// width, as 3x3 depthwise layers have. Tap by tap, the direct loops sweep every row once per
+// tap and the accumulator plane once per tap; these take a kernel row's three taps (and, for
+// 3-row kernels with all three rows inside, the whole kernel) in one sweep, and treat the
+// few outputs at a row's ends tap by tap.
 bool three_taps(const ConvGeometry& g) {
   return g.kernel[0] == 1 && g.in_size[0] == 1 && g.kernel[2] == 3 && g.stride[2] == 1 && g.dilation[2] == 1;
 }
+
+// acc[i] += t[0] * src[i] + t[1] * src[i + 1] + t[2] * src[i + 2]: one kernel row.
+template <typename acc_t, typename scalar_t>
+TCO_VECTORIZE void three_tap_row(acc_t* __restrict acc, const scalar_t* __restrict src, const acc_t* __restrict t,
+                                 int64_t n) {
+  const acc_t t0 = t[0], t1 = t[1], t2 = t[2];
+  for (int64_t i = 0; i < n; ++i)
+    acc[i] += t0 * static_cast<acc_t>(src[i]) + t1 * static_cast<acc_t>(src[i + 1]) + t2 * static_cast<acc_t>(src[i + 2]);
+}
+
+// The same for three kernel rows over three consecutive source rows (src_step apart).
+template <typename acc_t, typename scalar_t>
+TCO_VECTORIZE void nine_tap_row(acc_t* __restrict acc, const scalar_t* __restrict src, int64_t src_step,
+                                const acc_t* __restrict t, int64_t n) {
+  const scalar_t* __restrict r0 = src;
+  const scalar_t* __restrict r1 = src + src_step;
+  const scalar_t* __restrict r2 = src + 2 * src_step;
+  const acc_t t0 = t[0], t1 = t[1], t2 = t[2], t3 = t[3], t4 = t[4], t5 = t[5], t6 = t[6], t7 = t[7], t8 = t[8];
+  for (int64_t i = 0; i < n; ++i)
+    acc[i] += t0 * static_cast<acc_t>(r0[i]) + t1 * static_cast<acc_t>(r0[i + 1]) +
+              t2 * static_cast<acc_t>(r0[i + 2]) + t3 * static_cast<acc_t>(r1[i]) +
+              t4 * static_cast<acc_t>(r1[i + 1]) + t5 * static_cast<acc_t>(r1[i + 2]) +
+              t6 * static_cast<acc_t>(r2[i]) + t7 * static_cast<acc_t>(r2[i + 1]) +
+              t8 * static_cast<acc_t>(r2[i + 2]);
+}
+
+// p_k[i] += sum over rows r of gout[r * gout_step + i] * in[r * in_step + i + k], k = 0, 1, 2:
+// the weight gradient's products, summed down the rows into a partial sum per column. A dot
+// product per row ended each row in a horizontal sum that cost more than the row's products.
+template <typename acc_t, typename scalar_t>
+TCO_VECTORIZE void three_tap_columns(acc_t* __restrict p0, acc_t* __restrict p1, acc_t* __restrict p2,
+                                     const scalar_t* __restrict gout, const scalar_t* __restrict in, int64_t n,
+                                     int64_t rows, int64_t gout_step, int64_t in_step) {
+  for (int64_t r = 0; r < rows; ++r, gout += gout_step, in += in_step)
+    for (int64_t i = 0; i < n; ++i) {
+      const acc_t go = static_cast<acc_t>(gout[i]);
+      p0[i] += go * static_cast<acc_t>(in[i]);
+      p1[i] += go * static_cast<acc_t>(in[i + 1]);
+      p2[i] += go * static_cast<acc_t>(in[i + 2]);
+    }
+}
+
+// The outputs [lo, hi) of a row whose three inputs lie inside it (forward, weight gradient).
+IndexRange outputs_with_three_inputs(const ConvGeometry& g) {
+  const int64_t W = g.in_size[2], oW = g.out_size[2], pad = g.pad[2];
+  const int64_t lo = std::min(oW, pad);
+  return {lo, std::max(lo, std::min(oW, W - 2 + pad))};
+}
+
+// Forward and input gradient of one plane pair, as one correlation of width 3:
+//   acc[d][i] += sum_j sum_t taps[j * 3 + t] * src[source_row(d, j)][i + shift + t]
+// over the destination rows d and the kernel rows j whose source row lies inside the plane
+// (source_row answers -1 otherwise). Forward: destination = output, source = input, taps =
+// the kernel, shift = -pad. Input gradient: destination = input, source = output gradient,
+// taps = the kernel reversed (rotated 180°), shift = pad - 2.
+template <typename acc_t, typename scalar_t, typename SourceRow>
+void three_tap_plane(acc_t* acc, int64_t rows, int64_t width, const scalar_t* src, int64_t src_width,
+                     int64_t shift, const acc_t* taps, int64_t kernel_rows, SourceRow&& source_row) {
+  // The destinations [lo, hi) whose three sources lie inside their row.
+  const int64_t lo = std::clamp<int64_t>(-shift, 0, width);
+  const int64_t hi = std::max(lo, std::min(width, src_width - 2 - shift));
+  // Whether destination row d takes all three kernel rows, from consecutive source rows.
+  const auto whole_kernel = [&](int64_t d) {
+    const int64_t first = source_row(d, 0);
+    return kernel_rows == 3 && first >= 0 && source_row(d, 1) == first + 1 && source_row(d, 2) == first + 2;
+  };
+  // Where destination and source rows are equally wide and a run of whole-kernel rows reads
+  // one source row further per row, the run's columns [lo, hi) and their sources lie at one
+  // fixed distance in the flat planes: one nine_tap_row sweeps the run without a vector tail
+  // per row. It is right everywhere but in the columns outside [lo, hi), where it wraps into
+  // the neighbouring rows; those are kept before and put back after.
+  int64_t run_lo = 0;
+  while (run_lo < rows && !whole_kernel(run_lo)) ++run_lo;
+  int64_t run_hi = run_lo;
+  while (run_hi < rows && whole_kernel(run_hi) && source_row(run_hi, 0) == source_row(run_lo, 0) + run_hi - run_lo)
+    ++run_hi;
+  if (width != src_width || hi <= lo || run_hi - run_lo < 2) run_lo = run_hi = rows;
+  if (run_hi > run_lo) {
+    std::vector<acc_t> kept;
+    kept.reserve((run_hi - run_lo) * (width - (hi - lo)));
+    for (int64_t d = run_lo; d < run_hi; ++d) {
+      kept.insert(kept.end(), acc + d * width, acc + d * width + lo);
+      kept.insert(kept.end(), acc + d * width + hi, acc + (d + 1) * width);
+    }
+    nine_tap_row<acc_t, scalar_t>(acc + run_lo * width + lo, src + source_row(run_lo, 0) * src_width + lo + shift,
+                                  src_width, taps, (run_hi - 1 - run_lo) * width + hi - lo);
+    const acc_t* from = kept.data();
+    for (int64_t d = run_lo; d < run_hi; ++d, from += lo + width - hi) {
+      std::copy_n(from, lo, acc + d * width);
+      std::copy_n(from + lo, width - hi, acc + d * width + hi);
+    }
+  }
+  for (int64_t d = 0; d < rows; ++d) {
+    acc_t* acc_row = acc + d * width;
+    const bool whole = whole_kernel(d), swept = d >= run_lo && d < run_hi;
+    if (whole && !swept && hi > lo)
+      nine_tap_row<acc_t, scalar_t>(acc_row + lo, src + source_row(d, 0) * src_width + lo + shift, src_width, taps,
+                                    hi - lo);
+    for (int64_t j = 0; j < kernel_rows; ++j) {
+      const int64_t s = source_row(d, j);
+      if (s < 0) continue;
+      const scalar_t* src_row = src + s * src_width;
+      const acc_t* t = taps + j * 3;
+      if (hi > lo && !whole) three_tap_row<acc_t, scalar_t>(acc_row + lo, src_row + lo + shift, t, hi - lo);
+      const auto ends = [&](int64_t i) {
+        for (int64_t k = 0; k < 3; ++k) {
+          const int64_t x = i + shift + k;
+          if (x >= 0 && x < src_width) acc_row[i] += t[k] * static_cast<acc_t>(src_row[x]);
+        }
+      };
+      for (int64_t i = 0; i < lo; ++i) ends(i);
+      for (int64_t i = hi; i < width; ++i) ends(i);
+    }
+  }
+}
+
+template <typename acc_t, typename scalar_t>
+void three_tap_forward(acc_t* acc, const scalar_t* in_c, const acc_t* taps, const ConvGeometry& g) {
+  const int64_t H = g.in_size[1];
+  three_tap_plane<acc_t, scalar_t>(acc, g.out_size[1], g.out_size[2], in_c, g.in_size[2], -g.pad[2], taps, g.kernel[1],
+                                   [&](int64_t oh, int64_t kh) {
+                                     const int64_t ih = oh * g.stride[1] + tap_offset(g, 1, kh);
+                                     return ih >= 0 && ih < H ? ih : int64_t(-1);
+                                   });
+}
+
+// `taps` is the kernel reversed: kernel row j of it is row kH - 1 - j of the kernel, mirrored.
+template <typename acc_t, typename scalar_t>
+void three_tap_input_backward(acc_t* acc, const scalar_t* gout_c, const acc_t* taps, const ConvGeometry& g) {
+  const int64_t kH = g.kernel[1], oH = g.out_size[1];
+  three_tap_plane<acc_t, scalar_t>(acc, g.in_size[1], g.in_size[2], gout_c, g.out_size[2], g.pad[2] - 2, taps, kH,
+                                   [&](int64_t ih, int64_t j) {
+                                     const int64_t at = ih - tap_offset(g, 1, kH - 1 - j);  // oh * stride
+                                     // (no division at unit stride: it is called a few times per row)
+                                     const int64_t oh = g.stride[1] == 1 ? at : at / g.stride[1];
+                                     return at >= 0 && oh * g.stride[1] == at && oh < oH ? oh : int64_t(-1);
+                                   });
+}
+
+// Weight gradient of one (output-gradient plane, input plane) pair: tap (kh, kw) gathers
+// gout[o] * in[o - pad + kw] along each row pair. The outputs whose three inputs lie inside
+// their row add into `columns` (kernel rows x 3 x their count, see three_tap_columns), the
+// few at the rows' ends into `taps` (the filter's kernel_volume taps) directly.
+template <typename acc_t, typename scalar_t>
+void three_tap_weight_backward(acc_t* taps, acc_t* columns, const scalar_t* gout_c, const scalar_t* in_c,
+                               const ConvGeometry& g) {
+  const int64_t W = g.in_size[2], oW = g.out_size[2], pad = g.pad[2];
+  const IndexRange mid = outputs_with_three_inputs(g);
+  const int64_t n = mid.hi - mid.lo;
+  for (int64_t kh = 0; kh < g.kernel[1]; ++kh) {
+    const int64_t offset = tap_offset(g, 1, kh);
+    const IndexRange rows = valid_outputs(g, 1, offset);
+    if (rows.lo >= rows.hi) continue;
+    const scalar_t* gout_rows = gout_c + rows.lo * oW;
+    const scalar_t* in_rows = in_c + (rows.lo * g.stride[1] + offset) * W;
+    acc_t* p = columns + kh * 3 * n;
+    if (n > 0)
+      three_tap_columns<acc_t, scalar_t>(p, p + n, p + 2 * n, gout_rows + mid.lo, in_rows + mid.lo - pad, n,
+                                         rows.hi - rows.lo, oW, g.stride[1] * W);
+    for (int64_t r = 0; r < rows.hi - rows.lo; ++r) {
+      const scalar_t* gout_row = gout_rows + r * oW;
+      const scalar_t* in_row = in_rows + r * g.stride[1] * W;
+      const auto ends = [&](int64_t o) {
+        for (int64_t kw = 0; kw < 3; ++kw) {
+          const int64_t i = o - pad + kw;
+          if (i >= 0 && i < W) taps[kh * 3 + kw] += static_cast<acc_t>(gout_row[o]) * static_cast<acc_t>(in_row[i]);
+        }
+      };
+      for (int64_t o = 0; o < mid.lo; ++o) ends(o);
+      for (int64_t o = mid.hi; o < oW; ++o) ends(o);
+    }
+  }
+}
+
+// The plane a direct task accumulates into: the destination plane itself where it holds the
+// accumulator type (float, double), else a buffer of the thread's, converted into the
+// destination at the end. Copying a float buffer out took a fifth of 3x3 depthwise time.
+template <typename acc_t, typename scalar_t>
+class AccumulatorPlane {
+ public:
+  static constexpr bool in_place = std::is_same_v<acc_t, scalar_t>;
+  explicit AccumulatorPlane(int64_t size) : size_(size), buffer_(in_place ? 0 : size) {}
+  void start(scalar_t* destination, acc_t value) {
+    if constexpr (in_place) {
+      plane_ = destination;
+    } else {
+      plane_ = buffer_.data();
+    }
+    std::fill_n(plane_, size_, value);
+  }
+  acc_t* data() const { return plane_; }
+  void finish(scalar_t* destination) const {
+    if constexpr (!in_place) std::copy(buffer_.begin(), buffer_.end(), destination);
+  }
+
+ private:
+  int64_t size_;
+  std::vector<acc_t> buffer_;
+  acc_t* plane_ = nullptr;
+};
 
 template <typename scalar_t>
 void direct_forward(const scalar_t* in, const scalar_t* w, const scalar_t* bias, scalar_t* out,
@@ -152,22 +290,24 @@ void direct_forward(const scalar_t* in, const scalar_t* w, const scalar_t* bias,
   const int64_t K = g.kernel_volume(), in_plane = g.in_plane(), out_plane = g.out_plane();
   const bool rows_of_three = three_taps(g);
   at::parallel_for(0, g.batch * O, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(out_plane);
+    AccumulatorPlane<acc_t, scalar_t> acc(out_plane);
+    std::vector<acc_t> taps(rows_of_three ? K : 0);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / O, oc = task % O, grp = oc / Og;
-      std::fill(acc.begin(), acc.end(), bias ? static_cast<acc_t>(bias[oc]) : acc_t(0));
+      acc.start(out + task * out_plane, bias ? static_cast<acc_t>(bias[oc]) : acc_t(0));
       for (int64_t ic = 0; ic < Cg; ++ic) {
         const scalar_t* in_c = in + (n * g.in_channels + grp * Cg + ic) * in_plane;
         const scalar_t* w_c = w + (oc * Cg + ic) * K;
         if (rows_of_three) {
-          three_tap_plane<acc_t, scalar_t>(acc.data(), in_c, w_c, g);
+          std::transform(w_c, w_c + K, taps.begin(), [](scalar_t v) { return static_cast<acc_t>(v); });
+          three_tap_forward<acc_t, scalar_t>(acc.data(), in_c, taps.data(), g);
           continue;
         }
         for_each_tap_row(g, [&](int64_t tap, int64_t o, int64_t i, int64_t count) {
           axpy<acc_t, scalar_t>(acc.data() + o, 1, in_c + i, g.stride[2], static_cast<acc_t>(w_c[tap]), count);
         });
       }
-      std::copy(acc.begin(), acc.end(), out + task * out_plane);
+      acc.finish(out + task * out_plane);
     }
   });
 }
@@ -181,22 +321,24 @@ void direct_input_backward(const scalar_t* gout, const scalar_t* w, scalar_t* gi
   const bool rows_of_three = three_taps(g);
   // One task per input plane: every write of a task lands in its own plane, so no races.
   at::parallel_for(0, g.batch * C, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(in_plane);
+    AccumulatorPlane<acc_t, scalar_t> acc(in_plane);
+    std::vector<acc_t> taps(rows_of_three ? K : 0);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / C, c = task % C, grp = c / Cg, ic = c % Cg;
-      std::fill(acc.begin(), acc.end(), acc_t(0));
+      acc.start(gin + task * in_plane, acc_t(0));
       for (int64_t oc = grp * Og; oc < (grp + 1) * Og; ++oc) {
         const scalar_t* gout_c = gout + (n * g.out_channels + oc) * out_plane;
         const scalar_t* w_c = w + (oc * Cg + ic) * K;
         if (rows_of_three) {
-          three_tap_plane_backward<acc_t, scalar_t>(acc.data(), gout_c, w_c, g);
+          std::transform(w_c, w_c + K, taps.rbegin(), [](scalar_t v) { return static_cast<acc_t>(v); });
+          three_tap_input_backward<acc_t, scalar_t>(acc.data(), gout_c, taps.data(), g);
           continue;
         }
         for_each_tap_row(g, [&](int64_t tap, int64_t o, int64_t i, int64_t count) {
           axpy<acc_t, scalar_t>(acc.data() + i, g.stride[2], gout_c + o, 1, static_cast<acc_t>(w_c[tap]), count);
         });
       }
-      std::copy(acc.begin(), acc.end(), gin + task * in_plane);
+      acc.finish(gin + task * in_plane);
     }
   });
 }
@@ -207,19 +349,31 @@ void direct_weight_backward(const scalar_t* gout, const scalar_t* in, scalar_t* 
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t Cg = g.in_per_group(), Og = g.out_per_group();
   const int64_t K = g.kernel_volume(), in_plane = g.in_plane(), out_plane = g.out_plane();
+  const bool rows_of_three = three_taps(g);
   // One task per (out channel, in channel of its group) pair: it owns K weight entries.
   at::parallel_for(0, g.out_channels * Cg, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> acc(K);
+    // The per-column partial sums of the three_tap pass: 3 per kernel tap row and column.
+    const IndexRange mid = rows_of_three ? outputs_with_three_inputs(g) : IndexRange{0, 0};
+    const int64_t columns_per_tap = mid.hi - mid.lo;
+    std::vector<acc_t> columns(K * columns_per_tap);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t oc = task / Cg, ic = task % Cg, grp = oc / Og;
       std::fill(acc.begin(), acc.end(), acc_t(0));
+      std::fill(columns.begin(), columns.end(), acc_t(0));
       for (int64_t n = 0; n < g.batch; ++n) {
         const scalar_t* gout_c = gout + (n * g.out_channels + oc) * out_plane;
         const scalar_t* in_c = in + (n * g.in_channels + grp * Cg + ic) * in_plane;
+        if (rows_of_three) {
+          three_tap_weight_backward<acc_t, scalar_t>(acc.data(), columns.data(), gout_c, in_c, g);
+          continue;
+        }
         for_each_tap_row(g, [&](int64_t tap, int64_t o, int64_t i, int64_t count) {
           acc[tap] += dot_strided<acc_t, scalar_t>(gout_c + o, in_c + i, count, g.stride[2]);
         });
       }
+      for (int64_t tap = 0; tap < K; ++tap)
+        for (int64_t i = 0; i < columns_per_tap; ++i) acc[tap] += columns[tap * columns_per_tap + i];
       std::copy(acc.begin(), acc.end(), gw + task * K);
     }
   });
