@@ -9,6 +9,7 @@ values with torch's operators (its twin, or a composition of torch ops where tor
 """
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence, Tuple
 
@@ -151,12 +152,19 @@ OP_CASES = [
            lambda x: ref_min_pool(TF.max_pool2d, x, 3, 2, 1, 1, True), [(2, 2, 6, 6)]),
     OpCase("min_pool3d", lambda x: F.min_pool3d(x, 2, padding=1),
            lambda x: ref_min_pool(TF.max_pool3d, x, 2, padding=1), [(1, 2, 3, 4, 4)]),
+    # padding="same", TensorFlow's rule (the larger half at the end), against an explicitly padded input
+    OpCase("max_pool2d-same", lambda x: F.max_pool2d(x, (2, 3), 2, "same"),
+           lambda x: TF.max_pool2d(TF.pad(x, (0, 1, 0, 1), value=-math.inf), (2, 3), 2), [(2, 2, 7, 8)]),
+    OpCase("min_pool1d-same", lambda x: F.min_pool1d(x, 4, 3, "same"),
+           lambda x: -TF.max_pool1d(TF.pad(-x, (1, 1), value=-math.inf), 4, 3), [(2, 2, 11)]),
     # ---- average and power-average pooling ----
     OpCase("avg_pool1d", lambda x: F.avg_pool1d(x, 3, 2, 1, True, False),
            lambda x: TF.avg_pool1d(x, 3, 2, 1, True, False), [(2, 2, 8)]),
     OpCase("avg_pool2d", lambda x: F.avg_pool2d(x, 3, 2, 1), lambda x: TF.avg_pool2d(x, 3, 2, 1), [(2, 2, 6, 5)]),
     OpCase("avg_pool2d-divisor", lambda x: F.avg_pool2d(x, 2, 1, 1, divisor_override=3),
            lambda x: TF.avg_pool2d(x, 2, 1, 1, divisor_override=3), [(1, 2, 4, 4)]),
+    OpCase("avg_pool2d-same", lambda x: F.avg_pool2d(x, (2, 3), 2, "same"),
+           lambda x: TF.avg_pool2d(TF.pad(x, (0, 1, 0, 1)), (2, 3), 2), [(2, 2, 7, 8)]),
     OpCase("avg_pool3d", lambda x: F.avg_pool3d(x, 2, 1, 1, False, False),
            lambda x: TF.avg_pool3d(x, 2, 1, 1, False, False), [(1, 2, 3, 3, 3)]),
     OpCase("lp_pool1d", lambda x: F.lp_pool1d(x, 2, 3, 2), lambda x: TF.lp_pool1d(x, 2, 3, 2), [(2, 2, 8)]),

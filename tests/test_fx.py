@@ -149,6 +149,8 @@ def _functional_cases():
         *[(f"{kind}_pool{nd}d", getattr(F, f"{kind}_pool{nd}d"), (x,), (2,), {"ceil_mode": True})
           for kind in ("max", "min", "avg") for nd, x in ((1, x1), (2, x2), (3, x3))],
         ("max_pool2d-indices", F.max_pool2d, (x2,), (3, 2, 1), {"return_indices": True}),
+        *[(f"{kind}_pool2d-same", getattr(F, f"{kind}_pool2d"), (x2,), ((2, 3), 2, "same"), {})
+          for kind in ("max", "min", "avg")],
         ("min_pool1d-indices", F.min_pool1d, (x1,), (2,), {"return_indices": True}),
         *[(f"lp_pool{nd}d", getattr(F, f"lp_pool{nd}d"), (x.abs(),), (2.0, 2), {})
           for nd, x in ((1, x1), (2, x2), (3, x3))],

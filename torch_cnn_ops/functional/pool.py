@@ -57,13 +57,17 @@ def _unbatch(result, unbatched):
 PADDING_STRINGS = ("valid", "same")
 
 
-def _string_padding(name, padding, kernel_size, stride, dilation, x):
-    """The pads before and after the input for ``padding="valid"`` or ``"same"``, which torch's
+def _pads(name, padding, kernel_size, stride, dilation, x):
+    """The pads before and after the input, as lists: the ops always take both (padding_end is
+    passed even where it equals padding: AOTInductor's runner gives an omitted list argument as
+    None). A tuple pads both sides alike. ``padding="valid"`` or ``"same"``, which torch's
     pooling lacks: "same" is convolution's rule (``conv_padding``): at stride 1 the output as
     large as the input, with a stride TensorFlow's (as timm's ``MaxPool2dSame``): ``ceil(size /
     stride)`` outputs, the larger half of the padding at the end. Each side must stay within
     half the kernel (torch's bound, which keeps every window on the input), which only a
     dilation can break."""
+    if not isinstance(padding, str):
+        return list(padding), list(padding)
     if padding not in PADDING_STRINGS:  # a TypeError, as torch's pooling gives for every string
         raise TypeError(f"{name}(): argument 'padding' must be an int, a tuple of {len(kernel_size)} ints or one of "
                         f"{PADDING_STRINGS}, got the string {padding!r}")
@@ -85,9 +89,7 @@ def _extreme_pool(name, nd, minimum, input, kernel_size, stride, padding, dilati
     if ceil_mode is not False and ceil_mode is not True:
         as_bool(ceil_mode, "ceil_mode", name)
     x, unbatched = _batched(name, nd, input)
-    # padding_end is always passed: AOTInductor's runner gives an omitted list argument as None.
-    begin, end = (_string_padding(name, padded_by, kernel_size, stride, dilation, x) if isinstance(padded_by, str)
-                  else (list(padded_by), list(padded_by)))
+    begin, end = _pads(name, padded_by, kernel_size, stride, dilation, x)
     out, indices = ops.max_pool_forward(x, list(kernel_size), list(stride), begin, list(dilation), ceil_mode, minimum,
                                         end)
     return _unbatch((out, indices) if return_indices else out, unbatched)
@@ -127,8 +129,7 @@ def _avg_pool(name, nd, input, kernel_size, stride, padding, ceil_mode, count_in
     x, unbatched = _batched(name, nd, input)
     check_floating(name, x)
     # A divisor_override of 0 is refused by the op, a negative one divides as torch's does.
-    begin, end = (_string_padding(name, padded_by, kernel_size, stride, (1,) * nd, x) if isinstance(padded_by, str)
-                  else (list(padded_by), list(padded_by)))
+    begin, end = _pads(name, padded_by, kernel_size, stride, (1,) * nd, x)
     out = ops.avg_pool_forward(x, list(kernel_size), list(stride), begin, ceil_mode, count_include_pad,
                                divisor_override, end)
     return _unbatch(out, unbatched)
