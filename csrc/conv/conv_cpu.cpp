@@ -123,11 +123,16 @@ TCO_VECTORIZE void three_tap_columns(acc_t* __restrict p0, acc_t* __restrict p1,
     }
 }
 
-// The outputs [lo, hi) of a row whose three inputs lie inside it (forward, weight gradient).
+// The destinations i in [lo, hi) of a row whose three sources i + shift .. i + shift + 2 lie
+// inside the source row.
+IndexRange with_three_sources(int64_t width, int64_t src_width, int64_t shift) {
+  const int64_t lo = std::clamp<int64_t>(-shift, 0, width);
+  return {lo, std::max(lo, std::min(width, src_width - 2 - shift))};
+}
+
+// The outputs of a row whose three inputs lie inside it (weight gradient).
 IndexRange outputs_with_three_inputs(const ConvGeometry& g) {
-  const int64_t W = g.in_size[2], oW = g.out_size[2], pad = g.pad[2];
-  const int64_t lo = std::min(oW, pad);
-  return {lo, std::max(lo, std::min(oW, W - 2 + pad))};
+  return with_three_sources(g.out_size[2], g.in_size[2], -g.pad[2]);
 }
 
 // Forward and input gradient of one plane pair, as one correlation of width 3:
@@ -139,9 +144,8 @@ IndexRange outputs_with_three_inputs(const ConvGeometry& g) {
 template <typename acc_t, typename scalar_t, typename SourceRow>
 void three_tap_plane(acc_t* acc, int64_t rows, int64_t width, const scalar_t* src, int64_t src_width,
                      int64_t shift, const acc_t* taps, int64_t kernel_rows, SourceRow&& source_row) {
-  // The destinations [lo, hi) whose three sources lie inside their row.
-  const int64_t lo = std::clamp<int64_t>(-shift, 0, width);
-  const int64_t hi = std::max(lo, std::min(width, src_width - 2 - shift));
+  const IndexRange mid = with_three_sources(width, src_width, shift);
+  const int64_t lo = mid.lo, hi = mid.hi;
   // Whether destination row d takes all three kernel rows, from consecutive source rows.
   const auto whole_kernel = [&](int64_t d) {
     const int64_t first = source_row(d, 0);
