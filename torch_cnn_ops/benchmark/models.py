@@ -1,9 +1,11 @@
 """Whole networks: a torch.nn model against ``tco.convert`` of it (same weights), training step
 (forward + backward) and eval forward.
 
-The networks are ResNet-18 and ResNet-50 as torchvision builds them (7x7 stem, max pooling,
-BasicBlock stages 2-2-2-2 / Bottleneck stages 3-4-6-3, global average pooling, a linear head),
-written here in torch.nn so that torchvision is not needed.
+The networks are ResNet-18, ResNet-50 and MobileNetV3-Small as torchvision builds them
+(ResNets: 7x7 stem, max pooling, BasicBlock stages 2-2-2-2 / Bottleneck stages 3-4-6-3, global
+average pooling, a linear head; MobileNetV3-Small: torchvision's table of inverted residual
+blocks with depthwise 3x3 and 5x5 convolutions and squeeze-and-excitation), written here in
+torch.nn so that torchvision is not needed.
 
 Ratios are medians over interleaved rounds (see ``compare_times``); below 1 is faster than torch.
 """
@@ -68,9 +70,72 @@ def resnet(block, stages, num_classes: int = 1000) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-MODELS = {"resnet18": lambda: resnet(_Basic, (2, 2, 2, 2)), "resnet50": lambda: resnet(_Bottleneck, (3, 4, 6, 3))}
+def _make_divisible(v: float, divisor: int = 8) -> int:
+    """torchvision's rounding of a channel count: to a multiple of 8, never down by more than 10%."""
+    rounded = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * v else rounded
+
+
+def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, activation=None) -> nn.Module:
+    """torchvision's Conv2dNormActivation as MobileNetV3 builds it (batch norm eps 1e-3, momentum 0.01)."""
+    layers = [nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+              nn.BatchNorm2d(cout, eps=0.001, momentum=0.01)]
+    if activation is not None:
+        layers.append(activation(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class _SqueezeExcitation(nn.Module):
+    def __init__(self, channels: int, squeezed: int):
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, squeezed, 1)
+        self.relu = nn.ReLU()
+        self.fc2 = nn.Conv2d(squeezed, channels, 1)
+        self.hardsigmoid = nn.Hardsigmoid()
+
+    def forward(self, x):
+        return x * self.hardsigmoid(self.fc2(self.relu(self.fc1(self.avgpool(x)))))
+
+
+class _InvertedResidual(nn.Module):
+    def __init__(self, cin: int, kernel: int, expanded: int, cout: int, squeeze: bool, activation, stride: int):
+        super().__init__()
+        layers = [] if expanded == cin else [_conv_bn(cin, expanded, 1, activation=activation)]
+        layers.append(_conv_bn(expanded, expanded, kernel, stride, groups=expanded, activation=activation))
+        if squeeze:
+            layers.append(_SqueezeExcitation(expanded, _make_divisible(expanded // 4)))
+        layers.append(_conv_bn(expanded, cout, 1))
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        out = self.block(x)
+        return out + x if self.residual else out
+
+
+# torchvision's mobilenet_v3_small: (in, kernel, expanded, out, squeeze-and-excitation, activation, stride)
+_RE, _HS = nn.ReLU, nn.Hardswish
+_MOBILENET_V3_SMALL = [(16, 3, 16, 16, True, _RE, 2), (16, 3, 72, 24, False, _RE, 2), (24, 3, 88, 24, False, _RE, 1),
+                       (24, 5, 96, 40, True, _HS, 2), (40, 5, 240, 40, True, _HS, 1), (40, 5, 240, 40, True, _HS, 1),
+                       (40, 5, 120, 48, True, _HS, 1), (48, 5, 144, 48, True, _HS, 1), (48, 5, 288, 96, True, _HS, 2),
+                       (96, 5, 576, 96, True, _HS, 1), (96, 5, 576, 96, True, _HS, 1)]
+
+
+def mobilenet_v3_small(num_classes: int = 1000) -> nn.Module:
+    layers: List[nn.Module] = [_conv_bn(3, 16, 3, 2, activation=nn.Hardswish)]
+    layers += [_InvertedResidual(*block) for block in _MOBILENET_V3_SMALL]
+    layers += [_conv_bn(96, 576, 1, activation=nn.Hardswish), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+               nn.Linear(576, 1024), nn.Hardswish(inplace=True), nn.Dropout(0.2, inplace=True),
+               nn.Linear(1024, num_classes)]
+    return nn.Sequential(*layers)
+
+
+MODELS = {"resnet18": lambda: resnet(_Basic, (2, 2, 2, 2)), "resnet50": lambda: resnet(_Bottleneck, (3, 4, 6, 3)),
+          "mobilenet_v3_small": mobilenet_v3_small}
 # (model, batch, image size)
-CASES = [("resnet18", 8, 112), ("resnet18", 1, 224), ("resnet50", 8, 112), ("resnet50", 1, 224)]
+CASES = [("resnet18", 8, 112), ("resnet18", 1, 224), ("resnet50", 8, 112), ("resnet50", 1, 224),
+         ("mobilenet_v3_small", 8, 112), ("mobilenet_v3_small", 1, 224)]
 QUICK_CASES = [("resnet18", 2, 32)]
 
 
