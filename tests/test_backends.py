@@ -59,7 +59,15 @@ def test_auto_rule(device):
     assert _algorithm(x_cl, r(64, 64, 3, 3)) == "aten"
     x_expanded = r(1, 1, 1, 1).expand(2, 64, 14, 14)  # as the grad_output of a sum
     assert _algorithm(x_expanded, r(64, 64, 3, 3)) == wide
-    assert _algorithm(r(2, 8, 14, 14), r(8, 1, 3, 3), groups=8) == ("direct" if cpu else "aten")
+    # depthwise: direct for 3x3 at stride 1 on planes of 56x56 (28x28 alone), in 1-d and 3-d
+    direct = "direct" if cpu else "aten"
+    assert _algorithm(r(2, 8, 56, 56), r(8, 1, 3, 3), groups=8) == direct
+    assert _algorithm(r(1, 8, 28, 28), r(8, 1, 3, 3), groups=8) == direct
+    assert _algorithm(r(2, 8, 28, 28), r(8, 1, 3, 3), groups=8) == "aten"
+    assert _algorithm(r(2, 8, 56, 56), r(8, 1, 3, 3), stride=2, groups=8) == "aten"
+    assert _algorithm(r(2, 8, 56, 56), r(8, 1, 5, 5), padding=2, groups=8) == "aten"
+    assert _algorithm(r(2, 8, 30), r(8, 1, 5), groups=8) == direct
+    assert _algorithm(r(2, 8, 6, 6, 6), r(8, 1, 3, 3, 3), groups=8) == direct
     assert _algorithm(r(2, 8, 30, 30), r(4, 8, 1, 1), padding=0) == "aten"
     assert _algorithm(r(2, 8, 30, 30), r(4, 8, 1, 1), padding=0, stride=2) == ("im2col" if cpu else "aten")
     # explicit names run as asked ('shifted' on CUDA is im2col)
@@ -87,7 +95,7 @@ def test_conv_algorithm_refuses_what_conv_forward_refuses():
 def test_record_lists_every_call(device):
     model = torch.nn.Sequential(tco.nn.Conv2d(64, 64, 3, padding=1), tco.nn.Conv2d(64, 16, 1, algorithm="im2col"),
                                 tco.nn.Conv2d(16, 16, 3, padding="same", groups=16, flip=True)).to(device)
-    x = torch.randn(2, 64, 28, 28, device=device)
+    x = torch.randn(2, 64, 56, 56, device=device)
     model(x)  # outside any record() block: nothing kept
     with conv.record() as outer:
         with conv.record() as inner:
@@ -97,9 +105,9 @@ def test_record_lists_every_call(device):
     assert [c.requested for c in inner] == ["auto", "im2col", "auto"]
     cpu = not runs_cuda_kernels(x)
     assert [c.algorithm for c in inner] == ([_wide_3x3(x), "im2col", "direct"] if cpu else ["aten", "im2col", "aten"])
-    assert inner[0].input_shape == (2, 64, 28, 28) and inner[0].weight_shape == (64, 64, 3, 3)
+    assert inner[0].input_shape == (2, 64, 56, 56) and inner[0].weight_shape == (64, 64, 3, 3)
     assert inner[0].padding == ((1, 1), (1, 1)) and not any(c.tuned for c in inner)
-    assert outer[3].input_shape == (1, 64, 28, 28)
+    assert outer[3].input_shape == (1, 64, 56, 56)
 
 
 def test_benchmark_tunes_once_per_key_and_matches_torch(benchmark_on, device):

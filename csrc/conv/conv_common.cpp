@@ -119,6 +119,13 @@ bool intel_cpu() {
 
 }  // namespace
 
+// See the rule in conv_common.h: 3x3 kernels at unit stride and dilation on large planes.
+bool direct_depthwise_2d_pays(const ConvGeometry& g) {
+  const bool unit_3x3 = g.kernel[1] == 3 && g.kernel[2] == 3 && g.stride[1] == 1 && g.stride[2] == 1 &&
+                        g.dilation[1] == 1 && g.dilation[2] == 1;
+  return unit_3x3 && g.out_plane() >= (g.batch == 1 ? kDirectDepthwiseMinPlaneAlone : kDirectDepthwiseMinPlane);
+}
+
 const char* algorithm_name(ConvAlgorithm a) {
   switch (a) {
     case ConvAlgorithm::Direct: return "direct";
@@ -170,7 +177,10 @@ ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& 
       g.out_plane() >= kWinogradMinPlane) {
     return ConvAlgorithm::Winograd2;
   }
-  if (g.in_per_group() == 1) return g.groups > 1 ? ConvAlgorithm::Direct : ConvAlgorithm::Im2col;
+  if (g.in_per_group() == 1 && g.groups > 1) {
+    return like.dim() != 4 || direct_depthwise_2d_pays(g) ? ConvAlgorithm::Direct : ConvAlgorithm::Aten;
+  }
+  if (g.in_per_group() == 1) return ConvAlgorithm::Im2col;
   if (g.kernel_volume() > 1) return ConvAlgorithm::Aten;
   if (g.stride[0] > 1 || g.stride[1] > 1 || g.stride[2] > 1) return ConvAlgorithm::Im2col;
   return ConvAlgorithm::Aten;

@@ -88,8 +88,23 @@ inline int winograd_tile(ConvAlgorithm a) {
 //    64->64 (8, 56x56), 0.97-1.00 on 128->128 (8, 28x28), 1.02-1.03 on 256->256 (8, 14x14),
 //    aten 1.01-1.07 on all three; converted resnet18 training steps 1.00-1.19x torch's time with
 //    Winograd (three runs), 0.97-1.00x with aten (two runs; resnet50 0.96-0.99);
-//  * one input channel per group: direct for depthwise convolutions (groups > 1), im2col for a
-//    single-channel input (an unfold of one channel is cheap; oneDNN is slow there);
+//  * one input channel per group: im2col for a single-channel input (an unfold of one channel
+//    is cheap; oneDNN is slow there); for depthwise convolutions (groups > 1) direct in 1-d and
+//    3-d, and in 2-d for 3x3 kernels at stride 1 and dilation 1 on output planes of at least
+//    kDirectDepthwiseMinPlane (kDirectDepthwiseMinPlaneAlone for a batch of one), aten for the
+//    other 2-d ones. There the direct loops' per-row work does not pay on short rows, while
+//    oneDNN vectorises across channels. Measured on MobileNetV3-Small's depthwise layers and
+//    others (2 threads, Intel Xeon, steady allocator), direct's time over aten's, forward /
+//    input gradient / weight gradient:
+//      (8, 32, 112x112) 3x3   0.99 / 0.75 / 0.70    (1, 32, 112x112) 3x3   0.55 / 0.58 / 0.69
+//      (8, 64, 56x56) 3x3     0.96 / 0.92 / 0.92    (1, 88, 28x28) 3x3     0.46 / 0.56 / 0.43
+//      (8, 128, 28x28) 3x3    1.21 / 1.54 / 0.98    (8, 256, 14x14) 3x3    2.39 / 2.59 / 1.60
+//      (8, 88, 14x14) 3x3     1.46 / 1.79 / 1.21    (8, 64, 56x56) 3x3 s2  2.24 / 2.06 / 2.11
+//      (1, 16, 112x112) 3x3 s2 1.59 / 1.36 / 0.81   (8, 32, 56x56) 5x5     2.35 / 2.00 / 0.25
+//      (8, 240, 7x7) 5x5      8.41 / 7.29 / 1.01    (1, 240, 14x14) 5x5    2.50 / 2.49 / 0.88
+//    (The weight gradient of 5x5 kernels runs faster direct, but one algorithm serves a
+//    layer's three passes.) A converted MobileNetV3-Small took 1.24x torch's time per training
+//    step and 1.59x per eval forward at (8, 3, 112x112) with direct for all of them;
 //  * 1x1 kernels: im2col when strided (its unfold is a strided copy), aten at unit stride.
 //    Shifted (one GEMM over the input as it is) measured 1.3-1.9x torch's time there with the
 //    steady allocator on every shape tried, fwd+bwd, and forward on the first six: 64->256 and
@@ -116,7 +131,7 @@ inline int winograd_tile(ConvAlgorithm a) {
 //   1-d 256->64 k1 (8, 1000)    -       0.73    0.76    1.68
 //   64->128 k1 s2 (8, 56x56)  10.1     0.77     -      1.15
 //   1-d 1->32 k9 s2 (8, 16000) 2.39    0.77     -      1.89
-//   depthwise 32 k3 (8, 112^2) 1.01 (forward 0.81)  1.73  1.55  1.08
+//   depthwise 32 k3 (8, 112^2) 0.74-0.81  1.78-2.09  1.41-1.55  1.00-1.28  (four runs, Intel)
 // An explicit "shifted" with a stride other than 1 is an error; on a device without the
 // shifted algorithm (`shifted_applies` nullptr), and where its per-thread buffers would pass
 // their budget (`shifted_applies` false), it runs as im2col.
@@ -124,6 +139,9 @@ inline int winograd_tile(ConvAlgorithm a) {
 ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& g, const at::Tensor& like,
                                 bool (*shifted_applies)(const ConvGeometry&, int64_t));
 constexpr int64_t kWinogradMinChannels = 64;
+constexpr int64_t kDirectDepthwiseMinPlane = 56 * 56;
+constexpr int64_t kDirectDepthwiseMinPlaneAlone = 28 * 28;
+bool direct_depthwise_2d_pays(const ConvGeometry& g);
 constexpr int64_t kWinogradMinPlane = 14 * 14;
 
 ConvGeometry forward_geometry(const at::Tensor& input, const at::Tensor& weight,

@@ -154,14 +154,18 @@ Arguments as :func:`torch.nn.functional.conv{nd}d`, plus:
   ``"im2col"``), ``"aten"`` (ATen's own convolution, what ``torch.nn.functional.conv{nd}d``
   runs: oneDNN on the CPU, cuDNN on CUDA), ``"winograd"`` or ``"auto"``: on CUDA aten; on the
   CPU winograd_2x2 for 3x3 kernels at stride 1 with at least 64 input and output channels per
-  group on output planes of at least 14x14 (float32, contiguous layout), direct for depthwise
-  convolutions, im2col for a single input channel and for strided 1x1 kernels, aten otherwise
-  (each the fastest there, measured against torch; the tables are in csrc/conv/conv_common.h).
+  group on output planes of at least 14x14 (float32, contiguous layout; not on Intel's CPUs,
+  where ATen's kept up), direct for depthwise convolutions (in 2-d only for 3x3 kernels at
+  stride 1 on output planes of at least 56x56, or 28x28 for a batch of one; aten for the
+  others), im2col for a single input channel and for strided 1x1 kernels, aten otherwise (each
+  the fastest there, measured against torch; the tables are in csrc/conv/conv_common.h).
 * ``"winograd"``: Winograd's minimal filtering (Lavin & Gray 2016) for 3, 1x3, 3x1 and 3x3
   kernels at stride 1 and dilation 1 (any padding, groups and ``flip``; 1-d and 2-d):
   ``"winograd_4x4"``, F(4x4, 3x3), 4x fewer multiplications than the direct sum; also
   ``"winograd_2x2"`` (2.25x, the most accurate) and ``"winograd_6x6"`` (5x, the
-  least accurate). The forward and the input gradient run Winograd, the weight gradient ATen's.
+  least accurate). The forward and the input gradient run Winograd; the weight gradient runs
+  it on the CPU where that measured faster than ATen's (few channels on large planes), ATen's
+  elsewhere.
   float32 error, max abs error over max abs result: at most {bound2:.0e} (2x2), {bound4:.0e}
   (4x4) and {bound6:.0e} (6x6), against about 4e-7 for ATen's; float64 stays near 1e-14. Results that
   come out infinite or NaN are recomputed with ATen's convolution, so NaN and infinity land
