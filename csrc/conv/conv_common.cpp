@@ -117,14 +117,15 @@ bool intel_cpu() {
 #endif
 }
 
-}  // namespace
-
-// See the rule in conv_common.h: 3x3 kernels at unit stride and dilation on large planes.
+// Whether auto runs a 2-d depthwise layer direct (the rule in conv_common.h): 3x3 kernels at
+// unit stride and dilation on large planes.
 bool direct_depthwise_2d_pays(const ConvGeometry& g) {
   const bool unit_3x3 = g.kernel[1] == 3 && g.kernel[2] == 3 && g.stride[1] == 1 && g.stride[2] == 1 &&
                         g.dilation[1] == 1 && g.dilation[2] == 1;
   return unit_3x3 && g.out_plane() >= (g.batch == 1 ? kDirectDepthwiseMinPlaneAlone : kDirectDepthwiseMinPlane);
 }
+
+}  // namespace
 
 const char* algorithm_name(ConvAlgorithm a) {
   switch (a) {

@@ -139,10 +139,9 @@ inline int winograd_tile(ConvAlgorithm a) {
 ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& g, const at::Tensor& like,
                                 bool (*shifted_applies)(const ConvGeometry&, int64_t));
 constexpr int64_t kWinogradMinChannels = 64;
+constexpr int64_t kWinogradMinPlane = 14 * 14;
 constexpr int64_t kDirectDepthwiseMinPlane = 56 * 56;
 constexpr int64_t kDirectDepthwiseMinPlaneAlone = 28 * 28;
-bool direct_depthwise_2d_pays(const ConvGeometry& g);
-constexpr int64_t kWinogradMinPlane = 14 * 14;
 
 ConvGeometry forward_geometry(const at::Tensor& input, const at::Tensor& weight,
                               const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
