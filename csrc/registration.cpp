@@ -11,6 +11,8 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "python_calls.h"
+
 TORCH_LIBRARY(cnn_ops, m) {
   // ---- conv family (csrc/conv) ----
   m.def(
@@ -150,11 +152,12 @@ TORCH_LIBRARY(cnn_ops, m) {
       "Tensor mean, Tensor rstd, float eps) -> (Tensor, Tensor, Tensor)");
 }
 
-// The extension is loaded as a Python module only to run the registrations above and the
-// TORCH_LIBRARY_IMPL blocks of each family; it exposes no Python functions itself.
+// Importing the extension as a Python module runs the registrations above and the
+// TORCH_LIBRARY_IMPL blocks of each family. Its Python functions are the fast entries of the
+// functional API's common calls (csrc/python_calls.cpp).
 PyMODINIT_FUNC PyInit__C(void) {
   static struct PyModuleDef module_def = {
-      PyModuleDef_HEAD_INIT, "_C", /*m_doc=*/nullptr, /*m_size=*/-1, /*m_methods=*/nullptr,
+      PyModuleDef_HEAD_INIT, "_C", /*m_doc=*/nullptr, /*m_size=*/-1, /*m_methods=*/tco::python_call_methods(),
       /*m_slots=*/nullptr,   /*m_traverse=*/nullptr, /*m_clear=*/nullptr, /*m_free=*/nullptr};
   return PyModule_Create(&module_def);
 }

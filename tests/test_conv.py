@@ -961,3 +961,60 @@ def test_device_mismatch_raises():
         tco.functional.conv2d(x, torch.randn(6, 4, 3, 3))
     with pytest.raises(BAD_INPUT, match=r"(?i)device|cuda|cpu"):
         tco.functional.conv2d(x, torch.randn(6, 4, 3, 3, device="cuda"), torch.randn(6))
+
+
+# ---- the C++ entry of plain calls ----------------------------------------------------------
+class _Logged(torch.overrides.TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+class _Subclass(torch.Tensor):
+    pass
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_plain_and_general_calls_agree(nd):
+    """A plain call (tensors, ints) runs the op from C++ (torch_cnn_ops._C.conv); other argument
+    forms, tensor subclasses and torch-function modes take the Python path that normalises the
+    arguments. Both give torch's values and the same gradients."""
+    from torch_cnn_ops import _C
+
+    torch.manual_seed(nd)
+    x = torch.randn(2, 4, *(7,) * nd, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 2, *(3,) * nd, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    fn = getattr(tco.F, f"conv{nd}d")
+    expected = getattr(F, f"conv{nd}d")(x, w, b, 2, 1, 1, 2)
+    gy = torch.randn_like(expected)
+    want = torch.autograd.grad(expected, (x, w, b), gy)
+
+    plain = _C.conv(nd, x, w, b, 2, 1, (1,) * nd, 2, False, "auto")
+    assert isinstance(plain, torch.Tensor)
+    general = {
+        "plain": lambda: fn(x, w, b, 2, 1, [1] * nd, 2),
+        "numpy-ints": lambda: fn(x, w, b, np.int64(2), (np.int32(1),) * nd, 1, np.int64(2)),
+        "one-entry-list": lambda: fn(x, w, b, [2], [1], [1], 2),
+        "subclass": lambda: fn(x.as_subclass(_Subclass), w, b, 2, 1, 1, 2),
+        "unbatched": lambda: torch.stack([fn(x[0], w, b, 2, 1, 1, 2), fn(x[1], w, b, 2, 1, 1, 2)]),
+    }
+    refused = {
+        "numpy-ints": (x, w, b, np.int64(2), 1, 1, 2),
+        "one-entry-list": (x, w, b, [2], [1], [1], 2),
+        "subclass": (x.as_subclass(_Subclass), w, b, 2, 1, 1, 2),
+        "unbatched": (x[0], w, b, 2, 1, 1, 2),
+    }
+    if nd == 1:
+        del refused["one-entry-list"]  # one entry is the whole tuple
+    for name, args in refused.items():
+        assert _C.conv(nd, *args, False, "auto") is NotImplemented, name
+    with _Logged():
+        assert _C.conv(nd, x, w, b, 2, 1, 1, 2, False, "auto") is NotImplemented
+        in_mode = fn(x, w, b, 2, 1, 1, 2)
+    for name, call in [*general.items(), ("mode", lambda: in_mode)]:
+        out = call()
+        torch.testing.assert_close(out.as_subclass(torch.Tensor), expected, msg=name)
+        got = torch.autograd.grad(out, (x, w, b), gy)
+        for g, e in zip(got, want):
+            torch.testing.assert_close(g.as_subclass(torch.Tensor), e, msg=name)
+    torch.testing.assert_close(plain, expected)

@@ -48,6 +48,9 @@ DIRECT_MAX_CHANNELS = 16
 _lock = threading.Lock()
 _cache: Dict[tuple, str] = {}
 _local = threading.local()  # .recorders: the lists of this thread's open record() blocks
+# The number of open record() blocks in all threads: while none is open, calls need not look
+# at this thread's (torch_cnn_ops.functional.conv's fast path).
+_open_records = 0
 
 
 class ConvCall(NamedTuple):
@@ -67,13 +70,18 @@ class ConvCall(NamedTuple):
 @contextmanager
 def record() -> Iterator[List[ConvCall]]:
     """Collects a ``ConvCall`` for every convolution call of this thread inside the block."""
+    global _open_records
     calls: List[ConvCall] = []
     stack = _local.__dict__.setdefault("recorders", [])
     stack.append(calls)
+    with _lock:
+        _open_records += 1
     try:
         yield calls
     finally:
         del stack[next(i for i, c in enumerate(stack) if c is calls)]  # by identity: equal lists may nest
+        with _lock:
+            _open_records -= 1
 
 
 def cache() -> Dict[tuple, str]:
@@ -104,7 +112,7 @@ def algorithm_for(input: Tensor, weight: Tensor, stride, pad_lo, pad_hi, dilatio
 
 def _active() -> bool:
     """Whether convolution calls must come here (cheap: checked on every call)."""
-    return benchmark or bool(getattr(_local, "recorders", None))
+    return benchmark or (_open_records > 0 and bool(getattr(_local, "recorders", None)))
 
 
 def _plain(*tensors: Optional[Tensor]) -> bool:

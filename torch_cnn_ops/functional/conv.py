@@ -10,6 +10,7 @@ from typing import Callable, List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from .. import _C
 from .._fx import leaf, named_leaf
 from .._utils import IntOrTuple, _where, as_int, batched, ntuple
 from ..backends import conv as _backend
@@ -101,6 +102,13 @@ def _check_algorithm(algorithm: str) -> None:
 
 
 def _convnd(nd, input, weight, bias, stride, padding, dilation, groups, flip, algorithm) -> Tensor:
+    # The plain calls (tensors, ints, int padding, no autotuning or record()) run the op from C++
+    # (csrc/python_calls.cpp): torch.ops' parsing of nine arguments costs as much as a small
+    # convolution. Compiled code keeps torch.ops, which dynamo traces.
+    if algorithm in ALGORITHMS and not (_backend.benchmark or _backend._open_records or torch.compiler.is_compiling()):
+        out = _C.conv(nd, input, weight, bias, stride, padding, dilation, groups, flip, algorithm)
+        if out is not NotImplemented:
+            return out
     name = _NAMES[nd]
     if algorithm not in ALGORITHMS:
         _check_algorithm(algorithm)
