@@ -247,6 +247,13 @@ ADAPTIVE_CASES = [
     (2, (10, 9), (None, 4)),
     (3, (5, 6, 7), (2, 3, 4)),
     (3, (4, 5, 6), (4, None, 1)),
+    # global pooling (one output per plane: one sum per plane) and windows as wide as the input
+    # (a window's rows summed as one span)
+    (1, 9, 1),
+    (2, (7, 7), 1),
+    (3, (3, 4, 5), 1),
+    (2, (9, 6), (4, 1)),
+    (3, (4, 5, 6), (2, 3, 1)),
 ]
 ADAPTIVE_IDS = [f"{c[0]}d-{c[1]}-to-{c[2]}" for c in ADAPTIVE_CASES]
 
@@ -273,6 +280,22 @@ def test_adaptive_matches_torch(case, kind, device):
     gy = randn(*out.shape, device=device)
     out.backward(gy)
     ref.backward(gy.cpu())
+    assert_close_to_reference(x.grad, xr.grad, msg="gradient")
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION_DTYPES)
+@pytest.mark.parametrize("out_size", [1, (3, 1)], ids=["global", "full-width"])
+def test_adaptive_avg_low_precision(out_size, dtype, device):
+    """Low-precision adaptive averages sum in float32 (the global and whole-width paths too)."""
+    x = randn(3, 5, 7, 9, dtype=dtype, device=device, requires_grad=True)
+    out = TF.adaptive_avg_pool2d(x, out_size)
+    xr = as_reference(x)
+    ref = F.adaptive_avg_pool2d(xr, out_size)
+    assert out.dtype == dtype
+    assert_close_to_reference(out, ref, msg="values")
+    gy = randn(*out.shape, dtype=dtype, device=device)
+    out.backward(gy)
+    ref.backward(as_reference(gy))
     assert_close_to_reference(x.grad, xr.grad, msg="gradient")
 
 

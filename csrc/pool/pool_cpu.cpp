@@ -279,6 +279,20 @@ inline void for_each_window_row(const PoolGeometry& g, const PoolWindow& wd, con
   }
 }
 
+// Visits an adaptive window (unit steps) as contiguous spans of the input plane, in scan order:
+// fn(flat index of the first tap, number of taps). A window row is one span; a window as wide as
+// the input takes its rows of one depth index as a single span (global pooling: the plane).
+template <typename Fn>
+inline void for_each_adaptive_span(const PoolGeometry& g, const PoolWindow& wd, const PoolWindow& wh,
+                                   const PoolWindow& ww, Fn&& fn) {
+  const int64_t H = g.in_size[1], W = g.in_size[2];
+  if (ww.start == 0 && ww.count == W) {
+    for (int64_t kd = 0; kd < wd.count; ++kd) fn(((wd.start + kd) * H + wh.start) * W, wh.count * W);
+    return;
+  }
+  for_each_window_row(g, wd, wh, [&](int64_t row) { fn(row + ww.start, ww.count); });
+}
+
 // Visits the taps of a 3-d window in scan order: fn(flat input index).
 template <typename Fn>
 inline void for_each_tap(const PoolGeometry& g, const PoolWindow& wd, const PoolWindow& wh,
@@ -520,6 +534,37 @@ struct SumFinish {
   }
 };
 
+// Sum of the powers of n contiguous values (vectorised: the order of the additions is the
+// compiler's, within float rounding of the sequential sum).
+template <int kPow, typename acc_t, typename scalar_t>
+TCO_VECTORIZE acc_t span_sum(const scalar_t* __restrict src, int64_t n, acc_t p) {
+  acc_t s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) s += power<kPow>(static_cast<acc_t>(src[i]), p);
+  return s;
+}
+
+// dst[i] += coef * d(x^p)/dx / p over n contiguous values (the gradient of a span_sum).
+template <int kPow, typename acc_t, typename scalar_t>
+TCO_VECTORIZE void span_scatter(acc_t* __restrict dst, acc_t coef, const scalar_t* __restrict src, int64_t n,
+                                acc_t p) {
+  for (int64_t i = 0; i < n; ++i) {
+    if constexpr (kPow == 1) {
+      dst[i] += coef;
+    } else if constexpr (kPow == 2) {
+      dst[i] += coef * static_cast<acc_t>(src[i]);
+    } else {
+      dst[i] += coef * std::pow(static_cast<acc_t>(src[i]), p - 1);
+    }
+  }
+}
+
+// Adaptive pooling to one output per plane, whose window is the whole (non-empty) plane.
+// Its divisor is the plane's size.
+inline bool global_pooling(const PoolGeometry& g) {
+  return g.adaptive && g.out_plane() == 1 && g.in_plane() > 0 && g.divisor_override == 0;
+}
+
 // Window sums of one output row into acc[0, oW).
 template <int kPow, typename scalar_t, typename acc_t>
 inline void row_sums(const scalar_t* src, acc_t* acc, const PoolGeometry& g, const Tables& t,
@@ -544,7 +589,8 @@ inline void row_sums(const scalar_t* src, acc_t* acc, const PoolGeometry& g, con
   } else {
     for (int64_t ow = 0; ow < oW; ++ow) {
       acc_t s = 0;
-      for_each_tap(g, wd, wh, t.win[2][ow], [&](int64_t i) { s += power<kPow>(static_cast<acc_t>(src[i]), p); });
+      for_each_adaptive_span(g, wd, wh, t.win[2][ow],
+                             [&](int64_t i, int64_t n) { s += span_sum<kPow, acc_t>(src + i, n, p); });
       acc[ow] = s;
     }
   }
@@ -553,9 +599,19 @@ inline void row_sums(const scalar_t* src, acc_t* acc, const PoolGeometry& g, con
 template <int kPow, typename scalar_t>
 void sum_forward(const scalar_t* in, scalar_t* out, const PoolGeometry& g, const SumFinish<at::opmath_type<scalar_t>>& fin) {
   using acc_t = at::opmath_type<scalar_t>;
+  const int64_t in_plane = g.in_plane(), out_plane = g.out_plane();
+  if (global_pooling(g)) {
+    // One sum per plane, without the window loops (their cost per plane is that of the sum of a
+    // 4x4 plane: SE blocks pool thousands of such planes).
+    at::parallel_for(0, g.planes, grain_for(in_plane, kTaskElems), [&](int64_t begin, int64_t end) {
+      for (int64_t plane = begin; plane < end; ++plane)
+        out[plane] = static_cast<scalar_t>(fin.value(span_sum<kPow, acc_t>(in + plane * in_plane, in_plane, fin.p),
+                                                     in_plane));
+    });
+    return;
+  }
   const Tables t = make_tables(g);
   const int64_t oH = g.out_size[1], oW = g.out_size[2];
-  const int64_t in_plane = g.in_plane(), out_plane = g.out_plane();
   at::parallel_for(0, g.planes, grain_for(in_plane, kTaskElems), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> acc(oW);
     for (int64_t plane = begin; plane < end; ++plane) {
@@ -582,9 +638,26 @@ template <int kPow, typename scalar_t>
 void sum_backward(const scalar_t* gout, const scalar_t* in, scalar_t* gin, const PoolGeometry& g,
                   const SumFinish<at::opmath_type<scalar_t>>& fin) {
   using acc_t = at::opmath_type<scalar_t>;
+  const int64_t in_plane = g.in_plane(), out_plane = g.out_plane();
+  if (global_pooling(g)) {
+    at::parallel_for(0, g.planes, grain_for(in_plane, kTaskElems), [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> buf(std::is_same_v<acc_t, scalar_t> ? 0 : in_plane);
+      for (int64_t plane = begin; plane < end; ++plane) {
+        const scalar_t* src = in ? in + plane * in_plane : nullptr;
+        scalar_t* gx = gin + plane * in_plane;
+        acc_t* acc = std::is_same_v<acc_t, scalar_t> ? reinterpret_cast<acc_t*>(gx) : buf.data();
+        const acc_t sum = fin.lp ? span_sum<kPow, acc_t>(src, in_plane, fin.p) : acc_t(0);
+        std::fill(acc, acc + in_plane, acc_t(0));
+        span_scatter<kPow, acc_t>(acc, fin.coef(static_cast<acc_t>(gout[plane]), sum, in_plane), src, in_plane, fin.p);
+        if constexpr (!std::is_same_v<acc_t, scalar_t>) {
+          for (int64_t i = 0; i < in_plane; ++i) gx[i] = static_cast<scalar_t>(acc[i]);
+        }
+      }
+    });
+    return;
+  }
   const Tables t = make_tables(g);
   const int64_t oH = g.out_size[1], oW = g.out_size[2];
-  const int64_t in_plane = g.in_plane(), out_plane = g.out_plane();
   at::parallel_for(0, g.planes, grain_for(in_plane, kTaskElems), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> buf(std::is_same_v<acc_t, scalar_t> ? 0 : in_plane);
     std::vector<acc_t> sums(oW), coef(oW);
@@ -623,11 +696,8 @@ void sum_backward(const scalar_t* gout, const scalar_t* in, scalar_t* gin, const
             });
           } else {
             for (int64_t ow = 0; ow < oW; ++ow) {
-              for_each_tap(g, wd, wh, t.win[2][ow], [&](int64_t i) {
-                acc_t d = coef[ow];
-                if constexpr (kPow == 2) d *= static_cast<acc_t>(src[i]);
-                if constexpr (kPow == 0) d *= std::pow(static_cast<acc_t>(src[i]), fin.p - 1);
-                acc[i] += d;
+              for_each_adaptive_span(g, wd, wh, t.win[2][ow], [&](int64_t i, int64_t n) {
+                span_scatter<kPow, acc_t>(acc + i, coef[ow], src ? src + i : nullptr, n, fin.p);
               });
             }
           }
