@@ -485,6 +485,48 @@ def test_low_precision_against_float64(name, dtype, device):
                                    msg=lambda m: f"{what} gradient: {m}")
 
 
+# Planar (NCHW) batch norm reduces per channel in one task each on the CPU when the channels
+# outnumber twice the threads and each holds at most 2^16 values, per (sample, channel) row
+# otherwise: both paths, whatever the machine's thread count.
+PLANAR_SHAPES = {
+    "per-channel-small-planes": (8, 64, 4, 4),
+    "per-channel-odd-planes": (3, 70, 5, 7),
+    "per-row-one-channel": (4, 1, 9, 9),
+    "per-row-large-channels": (2, 4, 260, 260),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", list(PLANAR_SHAPES.values()), ids=list(PLANAR_SHAPES))
+def test_batch_norm_planar_reductions(shape, dtype, device):
+    """Statistics, running statistics, output and the three gradients of training and eval
+    batch norm on NCHW input against torch in float64."""
+    c = shape[1]
+    for training in (True, False):
+        x = randn(*shape, dtype=dtype, device=device, requires_grad=True)
+        w = (torch.rand(c, dtype=dtype) + 0.5).to(device).requires_grad_()
+        b = randn(c, dtype=dtype, device=device, requires_grad=True)
+        stats = torch.float64 if dtype == torch.float64 else torch.float32
+        rm, rv = randn(c, dtype=stats, device=device), torch.rand(c, dtype=stats).to(device) + 0.5
+        rm_ref, rv_ref = rm.double().cpu(), rv.double().cpu()
+        out = tco.F.batch_norm(x, rm, rv, w, b, training, 0.3, 1e-5)
+        xr, wr, br = as_reference(x), as_reference(w), as_reference(b)
+        ref = F.batch_norm(xr, rm_ref, rv_ref, wr, br, training, 0.3, 1e-5)
+        loose = {torch.float64: 1e-10, torch.float32: 1e-4, torch.bfloat16: 3e-2}[dtype]
+        check = lambda got, want, what: torch.testing.assert_close(  # noqa: E731
+            got.double().cpu(), want, rtol=loose, atol=loose * max(1.0, want.abs().max().item()),
+            msg=lambda m: f"training={training} {what}: {m}")
+        check(out, ref, "output")
+        check(rm, rm_ref, "running_mean")
+        check(rv, rv_ref, "running_var")
+        gy = randn(*shape, dtype=dtype, device=device)
+        grads = torch.autograd.grad(out, (x, w, b), gy)
+        ref_grads = torch.autograd.grad(ref, (xr, wr, br), as_reference(gy))
+        for g, rg, what in zip(grads, ref_grads, ("input", "weight", "bias")):
+            assert g.dtype == dtype
+            check(g, rg, f"{what} gradient")
+
+
 def test_half_input_with_float_parameters(device):
     """Mixed precision as autocast produces it: float16 activations, float32 parameters and stats."""
     bn = tco.nn.BatchNorm2d(3).to(device)

@@ -55,7 +55,37 @@ struct NormBackend {
   void (*layer_norm_backward)(const at::Tensor& dy, const at::Tensor& x, int64_t M, int64_t K,
                               const at::Tensor& mean, const at::Tensor& rstd, const at::Tensor& weight,
                               at::Tensor& dx, at::Tensor& grad_weight, at::Tensor& grad_bias);
+  // Planar data (N x C rows of L values, as NCHW) reduced per channel, channel c being the rows
+  // n * C + c: mean and biased variance, or the sums of grad_sums, each of length C. A backend
+  // may decline a shape (false; nullptr: always): the caller then reduces per row and combines
+  // the rows of each channel.
+  bool (*channel_moments)(const at::Tensor& x, int64_t N, int64_t C, int64_t L, at::Tensor& mean, at::Tensor& var);
+  bool (*channel_grad_sums)(const at::Tensor& dy, const at::Tensor& x, int64_t N, int64_t C, int64_t L,
+                            const at::Tensor& mean, at::Tensor& sum_dy, at::Tensor& sum_dy_xmu);
+  // Training batch norm's backward of planar data in one pass per channel: its grad sums, then
+  // dx = dy * a + x * b + c with the channel's input_grad_coefficient, written while the
+  // channel's values are cached. weight (C, compute type) may be undefined (ones). A backend
+  // may decline a shape (false; nullptr: always).
+  bool (*channel_backward)(const at::Tensor& dy, const at::Tensor& x, int64_t N, int64_t C, int64_t L,
+                           const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& weight,
+                           at::Tensor& sum_dy, at::Tensor& sum_dy_xmu, at::Tensor& dx);
 };
+
+// The coefficients of training batch norm's input gradient for one channel of n values:
+//   dx = invstd * w * (dy - sum_dy / n - (x - mean) * invstd^2 * sum_dy_xmu / n)
+//      = dy * a + x * b + c,  a = invstd * w,  b = -a * invstd^2 * sum_dy_xmu / n,
+//                             c = -a * sum_dy / n - b * mean.
+template <typename T>
+struct InputGradCoefficients {
+  T a, b, c;
+};
+
+template <typename T>
+InputGradCoefficients<T> input_grad_coefficient(T mean, T invstd, T weight, T sum_dy, T sum_dy_xmu, T inv_n) {
+  const T a = invstd * weight;
+  const T b = -a * invstd * invstd * sum_dy_xmu * inv_n;
+  return {a, b, -a * sum_dy * inv_n - b * mean};
+}
 
 // The CPU backend (norm_cpu.cpp).
 const NormBackend& cpu_norm_backend();

@@ -435,6 +435,152 @@ void grad_sums_cpu(const at::Tensor& dy, const at::Tensor& x, NormLayout layout,
   });
 }
 
+// ---- planar data reduced per channel (batch norm of NCHW input) ----
+// Channel c owns the rows n * C + c (n < N). A task takes whole channels and reads each
+// channel's rows twice, the second time from cache (kChannelValues): the mean, then the squared
+// deviations from it. Per-row results combined over the batch afterwards cost more than the
+// data on small planes: MobileNet's (8, 576, 4x4) layers have 4608 rows of 16 values.
+
+// Values per channel up to which the second pass finds them in L2.
+constexpr int64_t kChannelValues = int64_t(1) << 16;
+
+// Whether the per-channel passes serve N x C planes of L values: channels enough for every
+// thread, and each channel's values cached between its two passes.
+bool per_channel(int64_t N, int64_t C, int64_t L) {
+  return N > 1 && C >= 2 * at::get_num_threads() && N * L <= kChannelValues;
+}
+
+// Sums over the N rows of one channel (row n at x + n * stride, L values each), in one call per
+// channel: a call per row of a 4x4 plane cost as much as its arithmetic. Each kBlock of a row is
+// summed in the compute type (as block_sum's blocks) and added in double. kDeviations: the sum
+// of (x - mean)^2, else of x.
+template <bool kDeviations, typename acc_t, typename scalar_t>
+TCO_VECTORIZE double channel_sum(const scalar_t* __restrict x, int64_t N, int64_t stride, int64_t L, acc_t mean) {
+  double total = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    const scalar_t* __restrict row = x + n * stride;
+    for (int64_t b = 0; b < L; b += kBlock) {
+      const int64_t e = std::min(L, b + kBlock);
+      acc_t s = 0;
+#pragma omp simd reduction(+ : s)
+      for (int64_t i = b; i < e; ++i) {
+        const acc_t d = static_cast<acc_t>(row[i]) - mean;
+        s += kDeviations ? d * d : d;
+      }
+      total += static_cast<double>(s);
+    }
+  }
+  return total;
+}
+
+// Sums of dy and of dy * (x - mean) over the rows of one channel.
+template <typename acc_t, typename scalar_t>
+TCO_VECTORIZE void channel_dy_sums(const scalar_t* __restrict dy, const scalar_t* __restrict x, int64_t N,
+                                   int64_t stride, int64_t L, acc_t mean, double& sum_dy, double& sum_dy_xmu) {
+  double t1 = 0, t2 = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    const scalar_t* __restrict g = dy + n * stride;
+    const scalar_t* __restrict v = x + n * stride;
+    for (int64_t b = 0; b < L; b += kBlock) {
+      const int64_t e = std::min(L, b + kBlock);
+      acc_t s1 = 0, s2 = 0;
+#pragma omp simd reduction(+ : s1, s2)
+      for (int64_t i = b; i < e; ++i) {
+        const acc_t d = static_cast<acc_t>(g[i]);
+        s1 += d;
+        s2 += d * (static_cast<acc_t>(v[i]) - mean);
+      }
+      t1 += static_cast<double>(s1);
+      t2 += static_cast<double>(s2);
+    }
+  }
+  sum_dy = t1;
+  sum_dy_xmu = t2;
+}
+
+// dx = dy * a + x * b + c over the rows of one channel.
+template <typename acc_t, typename scalar_t>
+TCO_VECTORIZE void channel_linear(scalar_t* __restrict dx, const scalar_t* __restrict dy,
+                                  const scalar_t* __restrict x, int64_t N, int64_t stride, int64_t L, acc_t a,
+                                  acc_t b, acc_t c) {
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t o = n * stride;
+    for (int64_t i = 0; i < L; ++i)
+      dx[o + i] = static_cast<scalar_t>(static_cast<acc_t>(dy[o + i]) * a + static_cast<acc_t>(x[o + i]) * b + c);
+  }
+}
+
+template <typename Fn>
+void for_each_channel(int64_t N, int64_t C, int64_t L, const Fn& fn) {
+  at::parallel_for(0, C, std::max<int64_t>(1, kGrainValues / std::max<int64_t>(1, N * L)),
+                   [&](int64_t begin, int64_t end) {
+                     for (int64_t c = begin; c < end; ++c) fn(c);
+                   });
+}
+
+bool channel_moments_cpu(const at::Tensor& x, int64_t N, int64_t C, int64_t L, at::Tensor& mean, at::Tensor& var) {
+  if (!per_channel(N, C, L)) return false;
+  TCO_NORM_DISPATCH(x.scalar_type(), "norm_channel_moments_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* px = x.const_data_ptr<scalar_t>();
+    acc_t* pmean = mean.mutable_data_ptr<acc_t>();
+    acc_t* pvar = var.mutable_data_ptr<acc_t>();
+    const double count = static_cast<double>(N * L);
+    for_each_channel(N, C, L, [&](int64_t c) {
+      const acc_t m = static_cast<acc_t>(channel_sum<false>(px + c * L, N, C * L, L, acc_t(0)) / count);
+      pmean[c] = m;
+      pvar[c] = static_cast<acc_t>(channel_sum<true>(px + c * L, N, C * L, L, m) / count);
+    });
+  });
+  return true;
+}
+
+bool channel_grad_sums_cpu(const at::Tensor& dy, const at::Tensor& x, int64_t N, int64_t C, int64_t L,
+                           const at::Tensor& mean, at::Tensor& sum_dy, at::Tensor& sum_dy_xmu) {
+  if (!per_channel(N, C, L)) return false;
+  TCO_NORM_DISPATCH(x.scalar_type(), "norm_channel_grad_sums_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* px = x.const_data_ptr<scalar_t>();
+    const scalar_t* pg = dy.const_data_ptr<scalar_t>();
+    const acc_t* pm = mean.const_data_ptr<acc_t>();
+    acc_t* s1 = sum_dy.mutable_data_ptr<acc_t>();
+    acc_t* s2 = sum_dy_xmu.mutable_data_ptr<acc_t>();
+    for_each_channel(N, C, L, [&](int64_t c) {
+      double a = 0, b = 0;
+      channel_dy_sums<acc_t>(pg + c * L, px + c * L, N, C * L, L, pm[c], a, b);
+      s1[c] = static_cast<acc_t>(a);
+      s2[c] = static_cast<acc_t>(b);
+    });
+  });
+  return true;
+}
+
+bool channel_backward_cpu(const at::Tensor& dy, const at::Tensor& x, int64_t N, int64_t C, int64_t L,
+                          const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& weight,
+                          at::Tensor& sum_dy, at::Tensor& sum_dy_xmu, at::Tensor& dx) {
+  if (!per_channel(N, C, L)) return false;
+  TCO_NORM_DISPATCH(x.scalar_type(), "norm_channel_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* px = x.const_data_ptr<scalar_t>();
+    const scalar_t* pg = dy.const_data_ptr<scalar_t>();
+    scalar_t* pdx = dx.mutable_data_ptr<scalar_t>();
+    const acc_t *pm = mean.const_data_ptr<acc_t>(), *pr = invstd.const_data_ptr<acc_t>();
+    const acc_t* pw = weight.defined() ? weight.const_data_ptr<acc_t>() : nullptr;
+    acc_t* s1 = sum_dy.mutable_data_ptr<acc_t>();
+    acc_t* s2 = sum_dy_xmu.mutable_data_ptr<acc_t>();
+    const acc_t inv_n = static_cast<acc_t>(1.0 / static_cast<double>(N * L));
+    for_each_channel(N, C, L, [&](int64_t c) {
+      double a = 0, b = 0;
+      channel_dy_sums<acc_t>(pg + c * L, px + c * L, N, C * L, L, pm[c], a, b);
+      s1[c] = static_cast<acc_t>(a);
+      s2[c] = static_cast<acc_t>(b);
+      const auto k = input_grad_coefficient<acc_t>(pm[c], pr[c], pw ? pw[c] : acc_t(1), s1[c], s2[c], inv_n);
+      channel_linear<acc_t>(pdx + c * L, pg + c * L, px + c * L, N, C * L, L, k.a, k.b, k.c);
+    });
+  });
+  return true;
+}
+
 void linear_grad_cpu(const at::Tensor& dy, const at::Tensor& x, NormLayout layout, int64_t R, int64_t L,
                      const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, at::Tensor& dx) {
   TCO_NORM_DISPATCH(dy.scalar_type(), "norm_linear_grad_cpu", [&] {
@@ -561,9 +707,10 @@ void layer_norm_backward_cpu(const at::Tensor& dy, const at::Tensor& x, int64_t 
 }  // namespace
 
 const NormBackend& cpu_norm_backend() {
-  static const NormBackend backend{c10::DeviceType::CPU, &moments_cpu,           &affine_cpu,
-                                   &grad_sums_cpu,         &linear_grad_cpu,
-                                   &layer_norm_forward_cpu, &layer_norm_backward_cpu};
+  static const NormBackend backend{c10::DeviceType::CPU,    &moments_cpu,           &affine_cpu,
+                                   &grad_sums_cpu,            &linear_grad_cpu,       &layer_norm_forward_cpu,
+                                   &layer_norm_backward_cpu, &channel_moments_cpu,   &channel_grad_sums_cpu,
+                                   &channel_backward_cpu};
   return backend;
 }
 

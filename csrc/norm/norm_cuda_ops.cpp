@@ -163,8 +163,10 @@ void layer_norm_backward(const at::Tensor& dy, const at::Tensor& x, int64_t M, i
 }  // namespace
 
 const NormBackend& cuda_norm_backend() {
-  static const NormBackend backend{kCudaBackendDevice, &moments, &affine, &grad_sums, &linear_grad, &layer_norm_forward,
-                                   &layer_norm_backward};
+  // No per-channel passes: a block per row, and the rows combined per channel, use the device.
+  static const NormBackend backend{kCudaBackendDevice, &moments,  &affine,
+                                   &grad_sums,         &linear_grad, &layer_norm_forward,
+                                   &layer_norm_backward, nullptr, nullptr, nullptr};
   return backend;
 }
 

@@ -239,12 +239,18 @@ std::tuple<at::Tensor, at::Tensor> combine_equal_groups(const at::Tensor& mean, 
   return {out_mean, out_var};
 }
 
-// Per-channel mean and biased variance. Planar rows all hold s values, so the channel's
-// statistics are the mean of the row means and the mean of the row variances plus the
-// variance of the row means (exact for equal counts).
+// Per-channel mean and biased variance: from the backend's per-channel pass where it takes the
+// shape, else per row. Planar rows all hold s values, so the channel's statistics are then the
+// mean of the row means and the mean of the row variances plus the variance of the row means
+// (exact for equal counts).
 std::tuple<at::Tensor, at::Tensor> channel_moments(const NormBackend& be, const ChannelView& v) {
   const auto type = acc_type(v.x);
   const int64_t groups = v.layout == NormLayout::Planar ? v.rows() : v.cols();
+  if (v.layout == NormLayout::Planar && be.channel_moments != nullptr && v.x.numel() > 0) {
+    at::Tensor mean = at::empty({v.c}, v.x.options().dtype(type));
+    at::Tensor var = at::empty({v.c}, v.x.options().dtype(type));
+    if (be.channel_moments(v.x, v.n, v.c, v.s, mean, var)) return {mean, var};
+  }
   at::Tensor mean = at::empty({groups}, v.x.options().dtype(type));
   at::Tensor var = at::empty({groups}, v.x.options().dtype(type));
   if (v.x.numel() > 0) be.moments(v.x, v.layout, v.rows(), v.cols(), mean, var);
@@ -313,9 +319,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> input_grad_coefficients(
     T *pa = a.mutable_data_ptr<T>(), *pb = b.mutable_data_ptr<T>(), *pc = c.mutable_data_ptr<T>();
     const T n1 = static_cast<T>(inv_n);
     for (int64_t i = 0; i < m.numel(); ++i) {
-      pa[i] = pw ? pr[i] * pw[i] : pr[i];
-      pb[i] = -pa[i] * pr[i] * pr[i] * p2[i] * n1;
-      pc[i] = -pa[i] * p1[i] * n1 - pb[i] * pm[i];
+      const auto k = input_grad_coefficient<T>(pm[i], pr[i], pw ? pw[i] : T(1), p1[i], p2[i], n1);
+      pa[i] = k.a;
+      pb[i] = k.b;
+      pc[i] = k.c;
     }
   });
   return {a, b, c};
@@ -334,6 +341,11 @@ at::Tensor channel_affine(const NormBackend& be, const ChannelView& v, const Opt
 std::tuple<at::Tensor, at::Tensor> channel_grad_sums(const NormBackend& be, const ChannelView& v,
                                                      const at::Tensor& dy, const at::Tensor& mean) {
   const auto type = acc_type(v.x);
+  if (v.layout == NormLayout::Planar && be.channel_grad_sums != nullptr && v.x.numel() > 0) {
+    at::Tensor sum_dy = at::empty({v.c}, v.x.options().dtype(type));
+    at::Tensor sum_dy_xmu = at::empty({v.c}, v.x.options().dtype(type));
+    if (be.channel_grad_sums(dy, v.x, v.n, v.c, v.s, acc(mean, type), sum_dy, sum_dy_xmu)) return {sum_dy, sum_dy_xmu};
+  }
   const int64_t groups = v.layout == NormLayout::Planar ? v.rows() : v.cols();
   at::Tensor sum_dy = at::zeros({groups}, v.x.options().dtype(type));
   at::Tensor sum_dy_xmu = at::zeros({groups}, v.x.options().dtype(type));
@@ -354,6 +366,26 @@ at::Tensor channel_input_grad(const NormBackend& be, const ChannelView& v, const
   if (v.x.numel() > 0)
     be.linear_grad(dy, v.x, v.layout, v.rows(), v.cols(), v.per_group(a), v.per_group(b), v.per_group(c), dx);
   return dx;
+}
+
+// Training batch norm's grad sums and grad_input: in one pass per channel where the backend
+// has one for the shape, else the sums and then the elementwise pass.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_training_grad(const NormBackend& be, const ChannelView& v,
+                                                                     const at::Tensor& dy, const OptTensor& weight,
+                                                                     const at::Tensor& mean,
+                                                                     const at::Tensor& invstd) {
+  const auto type = acc_type(v.x);
+  if (v.layout == NormLayout::Planar && be.channel_backward != nullptr && v.x.numel() > 0) {
+    at::Tensor sum_dy = at::empty({v.c}, v.x.options().dtype(type));
+    at::Tensor sum_dy_xmu = at::empty({v.c}, v.x.options().dtype(type));
+    at::Tensor dx = at::empty_like(v.x);
+    if (be.channel_backward(dy, v.x, v.n, v.c, v.s, acc(mean, type), acc(invstd, type),
+                            acc_or_undefined(weight, type), sum_dy, sum_dy_xmu, dx))
+      return {sum_dy, sum_dy_xmu, dx};
+  }
+  auto [sum_dy, sum_dy_xmu] = channel_grad_sums(be, v, dy, mean);
+  at::Tensor dx = channel_input_grad(be, v, dy, weight, mean, invstd, sum_dy, sum_dy_xmu, v.count());
+  return {sum_dy, sum_dy_xmu, dx};
 }
 
 void check_batch_size(const char* op, const at::Tensor& input, int64_t count) {
@@ -503,15 +535,12 @@ Tensor3 batch_norm_backward(const at::Tensor& grad_output, const at::Tensor& inp
   const auto type = acc_type(input);
   const at::Tensor dy = v.like(grad_output);
   const NormBackend& be = backend_for(input);
-  auto [sum_dy, sum_dy_xmu] = channel_grad_sums(be, v, dy, mean);
   const at::Tensor istd = acc(invstd, type);
-  const auto ptype = param_type(input, weight);
-  at::Tensor grad_weight = (sum_dy_xmu * istd).to(ptype);
-  at::Tensor grad_bias = sum_dy.to(ptype);
-  at::Tensor grad_input;
+  at::Tensor sum_dy, sum_dy_xmu, grad_input;
   if (training) {
-    grad_input = channel_input_grad(be, v, dy, weight, mean, invstd, sum_dy, sum_dy_xmu, v.count());
+    std::tie(sum_dy, sum_dy_xmu, grad_input) = channel_training_grad(be, v, dy, weight, mean, invstd);
   } else {
+    std::tie(sum_dy, sum_dy_xmu) = channel_grad_sums(be, v, dy, mean);
     // The statistics were constants: dx = dy * invstd * weight.
     const at::Tensor a = defined(weight) ? istd * acc(*weight, type) : istd;
     grad_input = at::empty_like(v.x);
@@ -519,7 +548,8 @@ Tensor3 batch_norm_backward(const at::Tensor& grad_output, const at::Tensor& inp
       be.linear_grad(dy, at::Tensor(), v.layout, v.rows(), v.cols(), v.per_group(a), at::Tensor(), at::Tensor(),
                      grad_input);
   }
-  return {grad_input, grad_weight, grad_bias};
+  const auto ptype = param_type(input, weight);
+  return {grad_input, (sum_dy_xmu * istd).to(ptype), sum_dy.to(ptype)};
 }
 
 // ---- group norm ----
