@@ -55,11 +55,14 @@ struct NormBackend {
   void (*layer_norm_backward)(const at::Tensor& dy, const at::Tensor& x, int64_t M, int64_t K,
                               const at::Tensor& mean, const at::Tensor& rstd, const at::Tensor& weight,
                               at::Tensor& dx, at::Tensor& grad_weight, at::Tensor& grad_bias);
-  // Planar data (N x C rows of L values, as NCHW) reduced per channel, channel c being the rows
+  // Planar data (N x C rows of L values, as NCHW) per channel, channel c being the rows
   // n * C + c: mean and biased variance, or the sums of grad_sums, each of length C. A backend
-  // may decline a shape (false; nullptr: always): the caller then reduces per row and combines
-  // the rows of each channel.
+  // may decline a shape (false; nullptr: always): the caller then works per row (and combines
+  // the rows of each channel).
   bool (*channel_moments)(const at::Tensor& x, int64_t N, int64_t C, int64_t L, at::Tensor& mean, at::Tensor& var);
+  // y = x * scale[c] + shift[c] on planar data, with per-channel scale and shift (no per-row copies).
+  bool (*channel_affine)(const at::Tensor& x, int64_t N, int64_t C, int64_t L, const at::Tensor& scale,
+                         const at::Tensor& shift, at::Tensor& y);
   bool (*channel_grad_sums)(const at::Tensor& dy, const at::Tensor& x, int64_t N, int64_t C, int64_t L,
                             const at::Tensor& mean, at::Tensor& sum_dy, at::Tensor& sum_dy_xmu);
   // Training batch norm's backward of planar data in one pass per channel: its grad sums, then

@@ -498,15 +498,21 @@ TCO_VECTORIZE void channel_dy_sums(const scalar_t* __restrict dy, const scalar_t
   sum_dy_xmu = t2;
 }
 
-// dx = dy * a + x * b + c over the rows of one channel.
+// dst = src * a + x * b + c over the rows of one channel; without x (null), dst = src * a + c
+// (the affine of the forward: src the input, a the scale, c the shift).
 template <typename acc_t, typename scalar_t>
-TCO_VECTORIZE void channel_linear(scalar_t* __restrict dx, const scalar_t* __restrict dy,
+TCO_VECTORIZE void channel_linear(scalar_t* __restrict dst, const scalar_t* __restrict src,
                                   const scalar_t* __restrict x, int64_t N, int64_t stride, int64_t L, acc_t a,
                                   acc_t b, acc_t c) {
   for (int64_t n = 0; n < N; ++n) {
     const int64_t o = n * stride;
-    for (int64_t i = 0; i < L; ++i)
-      dx[o + i] = static_cast<scalar_t>(static_cast<acc_t>(dy[o + i]) * a + static_cast<acc_t>(x[o + i]) * b + c);
+    if (x == nullptr) {
+      for (int64_t i = 0; i < L; ++i) dst[o + i] = static_cast<scalar_t>(static_cast<acc_t>(src[o + i]) * a + c);
+    } else {
+      for (int64_t i = 0; i < L; ++i)
+        dst[o + i] =
+            static_cast<scalar_t>(static_cast<acc_t>(src[o + i]) * a + static_cast<acc_t>(x[o + i]) * b + c);
+    }
   }
 }
 
@@ -530,6 +536,22 @@ bool channel_moments_cpu(const at::Tensor& x, int64_t N, int64_t C, int64_t L, a
       const acc_t m = static_cast<acc_t>(channel_sum<false>(px + c * L, N, C * L, L, acc_t(0)) / count);
       pmean[c] = m;
       pvar[c] = static_cast<acc_t>(channel_sum<true>(px + c * L, N, C * L, L, m) / count);
+    });
+  });
+  return true;
+}
+
+bool channel_affine_cpu(const at::Tensor& x, int64_t N, int64_t C, int64_t L, const at::Tensor& scale,
+                        const at::Tensor& shift, at::Tensor& y) {
+  if (!per_channel(N, C, L)) return false;
+  TCO_NORM_DISPATCH(x.scalar_type(), "norm_channel_affine_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* px = x.const_data_ptr<scalar_t>();
+    scalar_t* py = y.mutable_data_ptr<scalar_t>();
+    const acc_t *ps = scale.const_data_ptr<acc_t>(), *pt = shift.const_data_ptr<acc_t>();
+    for_each_channel(N, C, L, [&](int64_t c) {
+      channel_linear<acc_t>(py + c * L, px + c * L, static_cast<const scalar_t*>(nullptr), N, C * L, L, ps[c],
+                            acc_t(0), pt[c]);
     });
   });
   return true;
@@ -709,8 +731,8 @@ void layer_norm_backward_cpu(const at::Tensor& dy, const at::Tensor& x, int64_t 
 const NormBackend& cpu_norm_backend() {
   static const NormBackend backend{c10::DeviceType::CPU,    &moments_cpu,           &affine_cpu,
                                    &grad_sums_cpu,            &linear_grad_cpu,       &layer_norm_forward_cpu,
-                                   &layer_norm_backward_cpu, &channel_moments_cpu,   &channel_grad_sums_cpu,
-                                   &channel_backward_cpu};
+                                   &layer_norm_backward_cpu, &channel_moments_cpu,   &channel_affine_cpu,
+                                   &channel_grad_sums_cpu,    &channel_backward_cpu};
   return backend;
 }
 

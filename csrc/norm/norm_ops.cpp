@@ -333,7 +333,11 @@ at::Tensor channel_affine(const NormBackend& be, const ChannelView& v, const Opt
                           const at::Tensor& mean, const at::Tensor& invstd) {
   const auto [scale, shift] = affine_coefficients(mean, invstd, weight, bias, acc_type(v.x));
   at::Tensor y = at::empty_like(v.x);
-  if (v.x.numel() > 0) be.affine(v.x, v.layout, v.rows(), v.cols(), v.per_group(scale), v.per_group(shift), y);
+  if (v.x.numel() == 0) return y;
+  if (v.layout == NormLayout::Planar && be.channel_affine != nullptr &&
+      be.channel_affine(v.x, v.n, v.c, v.s, scale, shift, y))
+    return y;
+  be.affine(v.x, v.layout, v.rows(), v.cols(), v.per_group(scale), v.per_group(shift), y);
   return y;
 }
 
