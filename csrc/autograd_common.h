@@ -17,6 +17,7 @@
 
 #include <ATen/TensorOperators.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/csrc/autograd/saved_variable.h>
@@ -119,6 +120,24 @@ inline bool any_requires_grad(std::initializer_list<Tensor> inputs) {
   for (const Tensor& t : inputs)
     if (t.defined() && t.requires_grad()) return true;
   return false;
+}
+
+// Whether a backward formula may compute its results outside the family's ops: no graph is being
+// built of it (grad mode off: no create_graph) and the tensors are real ones in eager code, not
+// fake, functional or torch.func-wrapped tensors nor seen by a dispatch mode, whose traces and
+// transforms must see the ops.
+inline bool plain_eager_backward(std::initializer_list<Tensor> tensors) {
+  if (at::GradMode::is_enabled()) return false;
+  static const c10::DispatchKeySet traced({c10::DispatchKey::Python, c10::DispatchKey::PythonTLSSnapshot,
+                                        c10::DispatchKey::Functionalize, c10::DispatchKey::FuncTorchBatched,
+                                        c10::DispatchKey::FuncTorchGradWrapper, c10::DispatchKey::FuncTorchDynamicLayerFrontMode});
+  if (!(c10::impl::tls_local_dispatch_key_set().included_ & traced).empty()) return false;
+  for (const Tensor& t : tensors) {
+    if (!t.defined()) continue;
+    if (!(t.key_set() & traced).empty()) return false;
+    if (t.device().type() != c10::DeviceType::CPU && t.device().type() != c10::DeviceType::CUDA) return false;
+  }
+  return true;
 }
 
 // Records an op with one differentiable output when any_requires_grad(inputs): a FormulaNode

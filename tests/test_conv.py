@@ -1018,3 +1018,55 @@ def test_plain_and_general_calls_agree(nd):
         for g, e in zip(got, want):
             torch.testing.assert_close(g.as_subclass(torch.Tensor), e, msg=name)
     torch.testing.assert_close(plain, expected)
+
+
+# ---- both gradients through ATen in one call ---------------------------------------------------
+class _SeenOps(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
+def _backward_ops(run):
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        run()
+    return [e.name for e in prof.events()]
+
+
+@pytest.mark.parametrize("padding", [1, "same", (0, 2)], ids=["one-pad", "same-even-kernel", "pads-per-dimension"])
+def test_aten_gradients_in_one_call(padding):
+    """Where both gradients of a convolution run ATen's, plain eager backward computes them in
+    one convolution_backward call; with create_graph, in torch.func and under dispatch modes the
+    backward ops run (they are what double backward and traces need). All give torch's values."""
+    torch.manual_seed(0)
+    k = 4 if padding == "same" else 3
+    x = torch.randn(2, 6, 9, 10, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 6, k, k, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    pads = {1: (1, 1), "same": "same", (0, 2): (0, 2)}[padding]
+    expected = F.conv2d(x, w, b, 1, pads)
+    gy = torch.randn_like(expected)
+    want = torch.autograd.grad(expected, (x, w, b), gy)
+
+    def grads(create_graph=False):
+        return torch.autograd.grad(tco.F.conv2d(x, w, b, 1, pads, algorithm="aten"), (x, w, b), gy,
+                                   create_graph=create_graph)
+
+    one_call = padding != "same"  # an even kernel's 'same' pads the input explicitly: two calls
+    names = _backward_ops(grads)
+    assert ("cnn_ops::conv_input_backward" not in names) == one_call, names
+    assert "cnn_ops::conv_input_backward" in _backward_ops(lambda: grads(create_graph=True))
+    for got in (grads(), grads(create_graph=True), torch.func.grad(
+            lambda x, w, b: (tco.F.conv2d(x, w, b, 1, pads, algorithm="aten") * gy).sum(), argnums=(0, 1, 2))(x, w, b)):
+        for g, e in zip(got, want):
+            torch.testing.assert_close(g, e)
+    mode = _SeenOps()
+    with mode:
+        got = grads()
+    assert "cnn_ops.conv_input_backward" in mode.names and "cnn_ops.conv_weight_backward" in mode.names, mode.names
+    for g, e in zip(got, want):
+        torch.testing.assert_close(g, e)

@@ -12,6 +12,7 @@
 #include <torch/library.h>
 
 #include <optional>
+#include <utility>
 
 #include "conv_geometry.h"
 
@@ -59,5 +60,13 @@ struct ConvBackend {
 // Registers the family's ops for the library block `m` (the backend's dispatch key), their
 // entries running the passes of `backend`.
 void register_conv_ops(torch::Library& m, const ConvBackend& backend);
+
+// Both gradients of a convolution (conv_input_backward's and conv_weight_backward's results) in
+// one call of ATen's convolution_backward, where both ops would run ATen's without an explicitly
+// padded input; std::nullopt elsewhere (the caller runs the two ops). For the autograd of
+// conv_forward in plain eager code.
+std::optional<std::pair<at::Tensor, at::Tensor>> aten_input_and_weight_backward(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm);
 
 }  // namespace tco
