@@ -24,6 +24,7 @@
 #include <torch/csrc/utils/pybind.h>
 
 #include <optional>
+#include <tuple>
 
 #include "python_calls.h"
 
@@ -116,9 +117,74 @@ PyObject* conv(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
   END_HANDLE_TH_ERRORS
 }
 
+// A Python float, or int (not bool), as a double; false for anything else.
+bool plain_float(PyObject* obj, double& out) {
+  if (PyFloat_CheckExact(obj)) {
+    out = PyFloat_AS_DOUBLE(obj);
+    return true;
+  }
+  int64_t v = 0;
+  if (!plain_int(obj, v)) return false;
+  out = static_cast<double>(v);
+  return true;
+}
+
+using BatchNormForward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+    const at::Tensor&, const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+    const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, bool, double);
+using BatchNormUpdateStats = void(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
+                                  double);
+
+// batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps): the
+// arguments of torch_cnn_ops.functional.batch_norm. Plain: a floating-point input with
+// channels and more than one value per channel in training, both running statistics or
+// (training only) neither, a bool training, float momentum and eps, eps positive in
+// training and not negative in eval.
+PyObject* batch_norm(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
+  if (nargs != 8) {
+    PyErr_SetString(PyExc_TypeError, "torch_cnn_ops._C.batch_norm takes 8 arguments");
+    return nullptr;
+  }
+  if (at::impl::torch_function_mode_enabled()) return not_implemented();
+  const at::Tensor* input = plain_tensor(args[0]);
+  std::optional<at::Tensor> running_mean, running_var, weight, bias;
+  double momentum = 0, eps = 0;
+  if (input == nullptr || !plain_optional_tensor(args[1], running_mean) ||
+      !plain_optional_tensor(args[2], running_var) || !plain_optional_tensor(args[3], weight) ||
+      !plain_optional_tensor(args[4], bias) || (args[5] != Py_True && args[5] != Py_False) ||
+      !plain_float(args[6], momentum) || !plain_float(args[7], eps)) {
+    return not_implemented();
+  }
+  const bool training = args[5] == Py_True;
+  if (input->dim() < 2 || !input->is_floating_point() || running_mean.has_value() != running_var.has_value() ||
+      (!training && !running_mean.has_value()) || !(training ? eps > 0 : eps >= 0)) {
+    return not_implemented();
+  }
+  int64_t count = input->size(0);
+  for (int64_t d = 2; d < input->dim(); ++d) count *= input->size(d);
+  if (training && count == 1) return not_implemented();
+  static const auto forward =
+      c10::Dispatcher::singleton().findSchemaOrThrow("cnn_ops::batch_norm_forward", "").typed<BatchNormForward>();
+  static const auto update_stats = c10::Dispatcher::singleton()
+                                       .findSchemaOrThrow("cnn_ops::batch_norm_update_stats", "")
+                                       .typed<BatchNormUpdateStats>();
+  at::Tensor out;
+  {
+    pybind11::gil_scoped_release no_gil;
+    auto [y, mean, invstd, var] = forward.call(*input, weight, bias, running_mean, running_var, training, eps);
+    if (training && running_mean.has_value()) update_stats.call(*running_mean, *running_var, mean, var, count, momentum);
+    out = std::move(y);
+  }
+  return THPVariable_Wrap(std::move(out));
+  END_HANDLE_TH_ERRORS
+}
+
 PyMethodDef methods[] = {
     {"conv", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(conv)), METH_FASTCALL,
      "The plain calls of torch_cnn_ops.functional.conv1d/2d/3d; NotImplemented for others."},
+    {"batch_norm", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(batch_norm)), METH_FASTCALL,
+     "The plain calls of torch_cnn_ops.functional.batch_norm; NotImplemented for others."},
     {nullptr, nullptr, 0, nullptr},
 };
 

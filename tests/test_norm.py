@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -525,6 +526,65 @@ def test_batch_norm_planar_reductions(shape, dtype, device):
         for g, rg, what in zip(grads, ref_grads, ("input", "weight", "bias")):
             assert g.dtype == dtype
             check(g, rg, f"{what} gradient")
+
+
+class _Subclass(torch.Tensor):
+    pass
+
+
+class _PassThrough(torch.overrides.TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_batch_norm_plain_and_general_calls_agree(training):
+    """A plain batch_norm call (tensors, a bool, floats) runs the ops from C++
+    (torch_cnn_ops._C.batch_norm); other forms (NumPy scalars, tensor subclasses, a
+    torch-function mode) take the Python path. Outputs, gradients and running statistics agree."""
+    from torch_cnn_ops import _C
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, 5, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    stats = (torch.randn(6, dtype=torch.float64), torch.rand(6, dtype=torch.float64) + 0.5)
+    gy = torch.randn(4, 6, 5, 5, dtype=torch.float64)
+
+    def run(call):
+        rm, rv = stats[0].clone(), stats[1].clone()
+        out = call(rm, rv)
+        return (out.as_subclass(torch.Tensor), *torch.autograd.grad(out, (x, w, b), gy), rm, rv)
+
+    xr, wr, br = x.detach().requires_grad_(), w.detach().requires_grad_(), b.detach().requires_grad_()
+    rm, rv = stats[0].clone(), stats[1].clone()
+    ref = F.batch_norm(xr, rm, rv, wr, br, training, 0.2, 1e-3)
+    want = (ref, *torch.autograd.grad(ref, (xr, wr, br), gy), rm, rv)
+    plain = lambda rm, rv: tco.F.batch_norm(x, rm, rv, w, b, training, 0.2, 1e-3)  # noqa: E731
+    assert _C.batch_norm(x, stats[0].clone(), stats[1].clone(), w, b, training, 0.2, 1e-3) is not NotImplemented
+    general = {
+        "numpy-scalars": (lambda rm, rv: tco.F.batch_norm(x, rm, rv, w, b, training, np.float64(0.2), np.float32(1e-3)),
+                          (x, *stats, w, b, training, np.float64(0.2), np.float32(1e-3))),
+        "subclass": (lambda rm, rv: tco.F.batch_norm(x.as_subclass(_Subclass), rm, rv, w, b, training, 0.2, 1e-3),
+                     (x.as_subclass(_Subclass), *stats, w, b, training, 0.2, 1e-3)),
+    }
+    # torch's parser refuses an int for training: the Python path raises its TypeError
+    assert _C.batch_norm(x, *stats, w, b, int(training), 0.2, 1e-3) is NotImplemented
+    with pytest.raises(TypeError, match="training"):
+        F.batch_norm(x, *stats, w, b, int(training), 0.2, 1e-3)
+    with pytest.raises(TypeError, match="training"):
+        tco.F.batch_norm(x, *stats, w, b, int(training), 0.2, 1e-3)
+    for name, (call, args) in general.items():
+        assert _C.batch_norm(*args) is NotImplemented, name
+        for got, exp in zip(run(call), want):
+            torch.testing.assert_close(got, exp, msg=name)
+    for got, exp in zip(run(plain), want):
+        torch.testing.assert_close(got, exp, msg="plain")
+    with _PassThrough():
+        assert _C.batch_norm(x, *stats, w, b, training, 0.2, 1e-3) is NotImplemented
+        got = run(plain)
+    for g, exp in zip(got, want):
+        torch.testing.assert_close(g, exp, msg="mode")
 
 
 def test_half_input_with_float_parameters(device):

@@ -11,8 +11,9 @@ from typing import List, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from .. import _C
 from .._fx import leaf
-from .._utils import as_int, check_floating
+from .._utils import as_bool, as_int, check_floating
 
 ops = torch.ops.cnn_ops
 # The overloads themselves: calling them skips the packet's overload resolution, a few
@@ -58,6 +59,11 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
         >>> rm, rv = torch.zeros(3), torch.ones(3)
         >>> y = batch_norm(x, rm, rv, training=True)   # y.mean((0, 2, 3)) ~ 0, rm moved
     """
+    # Plain calls run the ops from C++ (csrc/python_calls.cpp), as convolution's do.
+    if not torch.compiler.is_compiling():
+        out = _C.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+        if out is not NotImplemented:
+            return out
     _check_tensor("batch_norm", input, training)
     # torch's Python checks, in its order: one value per channel, then eps
     count = 0
@@ -69,6 +75,8 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
         if count == 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.size()}")
     _check_eps(eps, training)
+    # then torch's argument parser's: training must be a bool (not 0 or 1)
+    training = as_bool(training, "training", "batch_norm")
     _check_running_pair("batch_norm", running_mean, running_var)
     if input.dim() < 2:
         return _batch_norm_without_channels(input, running_mean, running_var, weight, bias, training)

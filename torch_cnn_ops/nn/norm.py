@@ -88,11 +88,13 @@ class _BatchNormForward:
 
     def _plain_batch_norm(self, input: Tensor) -> Tensor:
         """Batch norm that counts nothing: eval mode, or no running statistics to move."""
-        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
-        track = not self.training or self.track_running_stats
-        return F.batch_norm(input, self.running_mean if track else None, self.running_var if track else None,
-                            self.weight, self.bias, use_batch_stats, 0.0 if self.momentum is None else self.momentum,
-                            self.eps)
+        # Buffers and parameters are read once each: every read goes through Module.__getattr__.
+        running_mean, running_var, training = self.running_mean, self.running_var, self.training
+        use_batch_stats = training or (running_mean is None and running_var is None)
+        track = not training or self.track_running_stats
+        momentum = self.momentum
+        return F.batch_norm(input, running_mean if track else None, running_var if track else None,
+                            self.weight, self.bias, use_batch_stats, 0.0 if momentum is None else momentum, self.eps)
 
     def forward(self, input: Tensor) -> Tensor:
         return self._normalize(_check_input_dim(input, self._input_dims))
