@@ -443,3 +443,16 @@ def test_supported_torch_from_one_place():
     assert len(requirements) == 1 and re.fullmatch(r"torch>=\d+\.\d+", requirements[0]), requirements
     oldest = requirements[0][len("torch>="):]
     assert TorchVersion(torch.__version__) >= oldest
+
+
+def test_compare_times_rotates_the_order():
+    """Each round of the benchmark's interleaving starts one function later, so that no
+    function always runs right after the same one."""
+    from torch_cnn_ops.benchmark import compare_times
+
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    times, ratios = compare_times(fns, "a", min_rounds=3, max_rounds=3)
+    rounds = [calls[3 + 3 * i: 6 + 3 * i] for i in range(3)]  # after one warm-up call each
+    assert rounds == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"]]
+    assert set(times) == set(ratios) == set("abc") and ratios["a"] == 1.0

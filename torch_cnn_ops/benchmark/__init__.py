@@ -47,17 +47,22 @@ def compare_times(fns: Dict[str, Callable[[], object]], baseline: str, min_round
     """Times several implementations of one thing, interleaved, against ``baseline``.
 
     Each round runs every function once, in turn, so that a slow phase of the machine
-    (another process, frequency changes) hits all of them alike. Returns the median time of
-    each function in seconds and the median over rounds of its time divided by the
+    (another process, frequency changes) hits all of them alike; each round starts one
+    function later than the last, so that none always follows the same one (with glibc's
+    default malloc, a function paid for the memory its predecessor had freed: the second of
+    two runs of the same convolution took up to 1.4x the first's time). Returns the median
+    time of each function in seconds and the median over rounds of its time divided by the
     baseline's time in the same round.
     """
     for fn in fns.values():
         fn()
     times: Dict[str, List[float]] = {name: [] for name in fns}
+    order = list(fns.items())
     start = time.perf_counter()
     rounds = 0
     while rounds < max_rounds and (rounds < min_rounds or time.perf_counter() - start < budget_s):
-        for name, fn in fns.items():
+        shift = rounds % len(order)
+        for name, fn in order[shift:] + order[:shift]:
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
