@@ -65,12 +65,12 @@ struct NormBackend {
                          const at::Tensor& shift, at::Tensor& y);
   bool (*channel_grad_sums)(const at::Tensor& dy, const at::Tensor& x, int64_t N, int64_t C, int64_t L,
                             const at::Tensor& mean, at::Tensor& sum_dy, at::Tensor& sum_dy_xmu);
-  // Training batch norm's backward of planar data in one pass per channel: its grad sums, then
-  // dx = dy * a + x * b + c with the channel's input_grad_coefficient, written while the
-  // channel's values are cached. weight (C, compute type) may be undefined (ones). A backend
-  // may decline a shape (false; nullptr: always).
+  // Batch norm's backward of planar data in one pass per channel: its grad sums, then dx, written
+  // while the channel's values are cached: in training dx = dy * a + x * b + c with the channel's
+  // input_grad_coefficient, in eval (constant statistics) dx = dy * invstd * weight. weight (C,
+  // compute type) may be undefined (ones). A backend may decline a shape (false; nullptr: always).
   bool (*channel_backward)(const at::Tensor& dy, const at::Tensor& x, int64_t N, int64_t C, int64_t L,
-                           const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& weight,
+                           const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& weight, bool training,
                            at::Tensor& sum_dy, at::Tensor& sum_dy_xmu, at::Tensor& dx);
 };
 

@@ -581,7 +581,7 @@ bool channel_grad_sums_cpu(const at::Tensor& dy, const at::Tensor& x, int64_t N,
 }
 
 bool channel_backward_cpu(const at::Tensor& dy, const at::Tensor& x, int64_t N, int64_t C, int64_t L,
-                          const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& weight,
+                          const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& weight, bool training,
                           at::Tensor& sum_dy, at::Tensor& sum_dy_xmu, at::Tensor& dx) {
   if (!per_channel(N, C, L)) return false;
   TCO_NORM_DISPATCH(x.scalar_type(), "norm_channel_backward_cpu", [&] {
@@ -599,8 +599,14 @@ bool channel_backward_cpu(const at::Tensor& dy, const at::Tensor& x, int64_t N, 
       channel_dy_sums<acc_t>(pg + c * L, px + c * L, N, C * L, L, pm[c], a, b);
       s1[c] = static_cast<acc_t>(a);
       s2[c] = static_cast<acc_t>(b);
-      const auto k = input_grad_coefficient<acc_t>(pm[c], pr[c], pw ? pw[c] : acc_t(1), s1[c], s2[c], inv_n);
-      channel_linear<acc_t>(pdx + c * L, pg + c * L, px + c * L, N, C * L, L, k.a, k.b, k.c);
+      const acc_t w = pw ? pw[c] : acc_t(1);
+      if (training) {
+        const auto k = input_grad_coefficient<acc_t>(pm[c], pr[c], w, s1[c], s2[c], inv_n);
+        channel_linear<acc_t>(pdx + c * L, pg + c * L, px + c * L, N, C * L, L, k.a, k.b, k.c);
+      } else {  // constant statistics: dx = dy * invstd * weight
+        channel_linear<acc_t>(pdx + c * L, pg + c * L, static_cast<const scalar_t*>(nullptr), N, C * L, L,
+                              pr[c] * w, acc_t(0), acc_t(0));
+      }
     });
   });
   return true;

@@ -372,23 +372,29 @@ at::Tensor channel_input_grad(const NormBackend& be, const ChannelView& v, const
   return dx;
 }
 
-// Training batch norm's grad sums and grad_input: in one pass per channel where the backend
-// has one for the shape, else the sums and then the elementwise pass.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_training_grad(const NormBackend& be, const ChannelView& v,
-                                                                     const at::Tensor& dy, const OptTensor& weight,
-                                                                     const at::Tensor& mean,
-                                                                     const at::Tensor& invstd) {
+// Batch norm's grad sums and grad_input: in one pass per channel where the backend has one for
+// the shape, else the sums and then the elementwise pass. In eval the statistics were
+// constants: dx = dy * invstd * weight.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_backward(const NormBackend& be, const ChannelView& v,
+                                                                const at::Tensor& dy, const OptTensor& weight,
+                                                                const at::Tensor& mean, const at::Tensor& invstd,
+                                                                bool training) {
   const auto type = acc_type(v.x);
   if (v.layout == NormLayout::Planar && be.channel_backward != nullptr && v.x.numel() > 0) {
     at::Tensor sum_dy = at::empty({v.c}, v.x.options().dtype(type));
     at::Tensor sum_dy_xmu = at::empty({v.c}, v.x.options().dtype(type));
     at::Tensor dx = at::empty_like(v.x);
     if (be.channel_backward(dy, v.x, v.n, v.c, v.s, acc(mean, type), acc(invstd, type),
-                            acc_or_undefined(weight, type), sum_dy, sum_dy_xmu, dx))
+                            acc_or_undefined(weight, type), training, sum_dy, sum_dy_xmu, dx))
       return {sum_dy, sum_dy_xmu, dx};
   }
   auto [sum_dy, sum_dy_xmu] = channel_grad_sums(be, v, dy, mean);
-  at::Tensor dx = channel_input_grad(be, v, dy, weight, mean, invstd, sum_dy, sum_dy_xmu, v.count());
+  if (training) return {sum_dy, sum_dy_xmu, channel_input_grad(be, v, dy, weight, mean, invstd, sum_dy, sum_dy_xmu, v.count())};
+  const at::Tensor istd = acc(invstd, type);
+  const at::Tensor a = defined(weight) ? istd * acc(*weight, type) : istd;
+  at::Tensor dx = at::empty_like(v.x);
+  if (v.x.numel() > 0)
+    be.linear_grad(dy, at::Tensor(), v.layout, v.rows(), v.cols(), v.per_group(a), at::Tensor(), at::Tensor(), dx);
   return {sum_dy, sum_dy_xmu, dx};
 }
 
@@ -539,21 +545,9 @@ Tensor3 batch_norm_backward(const at::Tensor& grad_output, const at::Tensor& inp
   const auto type = acc_type(input);
   const at::Tensor dy = v.like(grad_output);
   const NormBackend& be = backend_for(input);
-  const at::Tensor istd = acc(invstd, type);
-  at::Tensor sum_dy, sum_dy_xmu, grad_input;
-  if (training) {
-    std::tie(sum_dy, sum_dy_xmu, grad_input) = channel_training_grad(be, v, dy, weight, mean, invstd);
-  } else {
-    std::tie(sum_dy, sum_dy_xmu) = channel_grad_sums(be, v, dy, mean);
-    // The statistics were constants: dx = dy * invstd * weight.
-    const at::Tensor a = defined(weight) ? istd * acc(*weight, type) : istd;
-    grad_input = at::empty_like(v.x);
-    if (v.x.numel() > 0)
-      be.linear_grad(dy, at::Tensor(), v.layout, v.rows(), v.cols(), v.per_group(a), at::Tensor(), at::Tensor(),
-                     grad_input);
-  }
+  auto [sum_dy, sum_dy_xmu, grad_input] = channel_backward(be, v, dy, weight, mean, invstd, training);
   const auto ptype = param_type(input, weight);
-  return {grad_input, (sum_dy_xmu * istd).to(ptype), sum_dy.to(ptype)};
+  return {grad_input, (sum_dy_xmu * acc(invstd, type)).to(ptype), sum_dy.to(ptype)};
 }
 
 // ---- group norm ----
