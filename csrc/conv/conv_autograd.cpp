@@ -85,6 +85,11 @@ using Autograd = BilinearAutograd<Conv>;
 Tensor conv_forward_autograd(const Tensor& input, const Tensor& weight, const OptTensor& bias,
                              at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef padding_end,
                              at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm) {
+  // Nothing to record (inference, eval): the kernel, without copying the arguments into Args.
+  const Tensor b = value_or_undefined(bias);
+  if (!any_requires_grad({input, weight, b}) && !any_tangent({input, weight, b}))
+    return call_below_autograd(Conv::forward_op(), input, weight, bias, stride, padding, padding_end, dilation,
+                               groups, algorithm);
   return Autograd::forward(input, weight, value_or_undefined(bias), padding_end,
                            {stride.vec(), padding.vec(), dilation.vec(), groups, std::string(algorithm)},
                            "ConvForwardBackward");

@@ -74,9 +74,9 @@ at::Tensor in_format(const at::Tensor& t, at::MemoryFormat format) {
 // "same" with an even kernel, "full", asymmetric pads, or windows that leave the last rows
 // unread), the input is padded explicitly instead, to the extent the windows span.
 struct AtenPadding {
-  std::vector<int64_t> pad, stride, dilation, output_padding;
-  std::vector<int64_t> padded_size;  // of the explicitly padded input; empty if ATen pads
-  std::vector<int64_t> pad_ends;     // constant_pad_nd's pads of it (last dimension first)
+  c10::DimVector pad, stride, dilation, output_padding;  // inline storage: no allocation per call
+  c10::DimVector padded_size;  // of the explicitly padded input; empty if ATen pads
+  c10::DimVector pad_ends;     // constant_pad_nd's pads of it (last dimension first)
 };
 
 AtenPadding aten_padding(const ConvGeometry& g, at::IntArrayRef input_size) {
