@@ -17,11 +17,15 @@
 //     static c10::SymIntArrayRef kernel(const Tensor& W, const Args&);     // W's kernel sizes
 //     static Tensor bias_grad(const Tensor& grad, int64_t bias_dim);         // grad summed to a bias of bias_dim dims
 //     static Tensor bias_as_output(const Tensor& bias, const Tensor& out);   // bias broadcast to out
-//     // optional: both gradients at once where that is cheaper, else std::nullopt (called
-//     // only where plain_eager_backward holds, so the results need not be the ops')
-//     static std::optional<std::pair<Tensor, Tensor>> input_and_weight_backward(gy, x, W, const Args&);
+//     // optional: the wanted gradients of (input, weight, bias) in one call where that is
+//     // cheaper, else std::nullopt (called only where plain_eager_backward holds and at least
+//     // two are wanted, so the results need not be the ops')
+//     static std::optional<std::array<Tensor, 3>> gradients_at_once(gy, x, W, const Args&,
+//                                                                   std::array<bool, 3> wanted);
 //   };
 #pragma once
+
+#include <array>
 
 #include "autograd_common.h"
 
@@ -50,14 +54,17 @@ struct BilinearAutograd {
              const Tensor gy = node.wants(0) && node.wants(1) && !grad.is_non_overlapping_and_dense()
                                    ? grad.contiguous(x.suggest_memory_format())
                                    : grad;
-             if constexpr (requires { Family::input_and_weight_backward(gy, x, w, a); }) {
-               if (node.wants(0) && node.wants(1) && plain_eager_backward({gy, x, w})) {
-                 if (auto both = Family::input_and_weight_backward(gy, x, w, a)) std::tie(g[0], g[1]) = *both;
+             if constexpr (requires { Family::gradients_at_once(gy, x, w, a, std::array<bool, 3>{}); }) {
+               const std::array<bool, 3> wanted{node.wants(0), node.wants(1), node.wants(2)};
+               if (wanted[0] + wanted[1] + wanted[2] >= 2 && plain_eager_backward({gy, x, w})) {
+                 if (auto all = Family::gradients_at_once(gy, x, w, a, wanted)) {
+                   for (size_t i = 0; i < 3; ++i) g[i] = (*all)[i];
+                 }
                }
              }
              if (node.wants(0) && !g[0].defined()) g[0] = Family::input_backward(gy, w, x.sym_sizes(), a, false);
              if (node.wants(1) && !g[1].defined()) g[1] = Family::weight_backward(gy, x, w.sym_sizes(), a, false);
-             if (node.wants(2)) g[2] = Family::bias_grad(grad, bias_dim);
+             if (node.wants(2) && !g[2].defined()) g[2] = Family::bias_grad(grad, bias_dim);
              return g;
            });
     if (any_tangent({input, weight, bias})) {

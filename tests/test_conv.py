@@ -1039,9 +1039,10 @@ def _backward_ops(run):
 
 @pytest.mark.parametrize("padding", [1, "same", (0, 2)], ids=["one-pad", "same-even-kernel", "pads-per-dimension"])
 def test_aten_gradients_in_one_call(padding):
-    """Where both gradients of a convolution run ATen's, plain eager backward computes them in
-    one convolution_backward call; with create_graph, in torch.func and under dispatch modes the
-    backward ops run (they are what double backward and traces need). All give torch's values."""
+    """Where the wanted gradients of a convolution run ATen's, plain eager backward computes them
+    (and the bias's) in one convolution_backward call; with create_graph, in torch.func and under
+    dispatch modes the backward ops run (they are what double backward and traces need). All give
+    torch's values."""
     torch.manual_seed(0)
     k = 4 if padding == "same" else 3
     x = torch.randn(2, 6, 9, 10, dtype=torch.float64, requires_grad=True)
@@ -1059,6 +1060,12 @@ def test_aten_gradients_in_one_call(padding):
     one_call = padding != "same"  # an even kernel's 'same' pads the input explicitly: two calls
     names = _backward_ops(grads)
     assert ("cnn_ops::conv_input_backward" not in names) == one_call, names
+    # the weight's and the bias's gradients alone (a first layer's): one call too
+    weight_and_bias = lambda: torch.autograd.grad(  # noqa: E731
+        tco.F.conv2d(x.detach(), w, b, 1, pads, algorithm="aten"), (w, b), gy)
+    assert ("cnn_ops::conv_weight_backward" not in _backward_ops(weight_and_bias)) == one_call
+    for g, e in zip(weight_and_bias(), want[1:]):
+        torch.testing.assert_close(g, e)
     assert "cnn_ops::conv_input_backward" in _backward_ops(lambda: grads(create_graph=True))
     for got in (grads(), grads(create_graph=True), torch.func.grad(
             lambda x, w, b: (tco.F.conv2d(x, w, b, 1, pads, algorithm="aten") * gy).sum(), argnums=(0, 1, 2))(x, w, b)):

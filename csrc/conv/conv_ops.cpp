@@ -272,26 +272,32 @@ at::Tensor conv_weight_backward(const at::Tensor& grad_output, const at::Tensor&
 
 }  // namespace
 
-std::optional<std::pair<at::Tensor, at::Tensor>> aten_input_and_weight_backward(
+std::optional<std::array<at::Tensor, 3>> aten_convolution_gradients(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
-    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm) {
+    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm,
+    std::array<bool, 3> wanted) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const ConvGeometry g =
       input_backward_geometry(grad_output, weight, input.sizes(), stride, padding, dilation, groups);
   const ConvBackend& be = backend_for(grad_output);
-  // As the two ops resolve it: the input gradient's on grad_output, the weight gradient's on input.
-  if (resolve_algorithm(algorithm, g, grad_output, be.shifted_applies) != ConvAlgorithm::Aten ||
-      resolve_algorithm(algorithm, g, input, be.shifted_applies) != ConvAlgorithm::Aten)
+  // As the ops resolve it: the input gradient's on grad_output, the weight gradient's on input.
+  if (wanted[0] && (resolve_algorithm(algorithm, g, grad_output, be.shifted_applies) != ConvAlgorithm::Aten ||
+                    g.no_input_gradient()))
     return std::nullopt;
-  if (g.no_input_gradient() || g.no_weight_gradient() || g.in_plane() == 0) return std::nullopt;
+  if (wanted[1] && (resolve_algorithm(algorithm, g, input, be.shifted_applies) != ConvAlgorithm::Aten ||
+                    g.no_weight_gradient() || g.in_plane() == 0))
+    return std::nullopt;
   const AtenPadding p = aten_padding(g, input.sizes());
   if (!p.padded_size.empty()) return std::nullopt;
   const c10::OptionalDeviceGuard guard(at::device_of(grad_output));
-  auto [grad_input, grad_weight, unused] =
-      at::convolution_backward(grad_output, input, weight, std::nullopt, p.stride, p.pad, p.dilation, false,
-                               p.output_padding, g.groups, {true, true, false});
-  return std::make_pair(in_format(grad_input, result_format(grad_output, weight)),
-                        in_format(grad_weight, result_format(grad_output, input)));
+  const std::array<int64_t, 1> bias_size{weight.size(0)};  // (out_channels,)
+  at::OptionalIntArrayRef bias_sizes;
+  if (wanted[2]) bias_sizes = at::IntArrayRef(bias_size);
+  auto [grad_input, grad_weight, grad_bias] = at::convolution_backward(
+      grad_output, input, weight, bias_sizes, p.stride, p.pad, p.dilation, false, p.output_padding, g.groups, wanted);
+  return std::array<at::Tensor, 3>{wanted[0] ? in_format(grad_input, result_format(grad_output, weight)) : at::Tensor(),
+                                   wanted[1] ? in_format(grad_weight, result_format(grad_output, input)) : at::Tensor(),
+                                   grad_bias};
 }
 
 void register_conv_ops(torch::Library& m, const ConvBackend& backend) {

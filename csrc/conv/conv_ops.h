@@ -11,8 +11,8 @@
 #include <c10/core/DeviceType.h>
 #include <torch/library.h>
 
+#include <array>
 #include <optional>
-#include <utility>
 
 #include "conv_geometry.h"
 
@@ -61,12 +61,14 @@ struct ConvBackend {
 // entries running the passes of `backend`.
 void register_conv_ops(torch::Library& m, const ConvBackend& backend);
 
-// Both gradients of a convolution (conv_input_backward's and conv_weight_backward's results) in
-// one call of ATen's convolution_backward, where both ops would run ATen's without an explicitly
-// padded input; std::nullopt elsewhere (the caller runs the two ops). For the autograd of
-// conv_forward in plain eager code.
-std::optional<std::pair<at::Tensor, at::Tensor>> aten_input_and_weight_backward(
+// The gradients of a convolution marked in `wanted` (conv_input_backward's result, conv_weight_backward's
+// and the bias's, grad_output summed per channel; undefined where not wanted) in one call of
+// ATen's convolution_backward, where the wanted backward ops would run ATen's without an
+// explicitly padded input; std::nullopt elsewhere (the caller runs the ops). For the autograd
+// of conv_forward in plain eager code.
+std::optional<std::array<at::Tensor, 3>> aten_convolution_gradients(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
-    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm);
+    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm,
+    std::array<bool, 3> wanted);
 
 }  // namespace tco
