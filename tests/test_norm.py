@@ -526,6 +526,12 @@ def test_batch_norm_planar_reductions(shape, dtype, device):
         for g, rg, what in zip(grads, ref_grads, ("input", "weight", "bias")):
             assert g.dtype == dtype
             check(g, rg, f"{what} gradient")
+    # the gradient sums alone (SyncBatchNorm's backward_reduce)
+    mean = xr.detach().mean((0, 2, 3))
+    sum_dy, sum_dy_xmu = torch.ops.cnn_ops.batch_norm_backward_reduce(gy, x.detach(), mean.to(device))
+    gy64 = as_reference(gy)
+    check(sum_dy, gy64.sum((0, 2, 3)), "sum_dy")
+    check(sum_dy_xmu, (gy64 * (xr.detach() - mean[None, :, None, None])).sum((0, 2, 3)), "sum_dy_xmu")
 
 
 class _Subclass(torch.Tensor):

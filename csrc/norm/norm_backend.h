@@ -56,19 +56,19 @@ struct NormBackend {
                               const at::Tensor& mean, const at::Tensor& rstd, const at::Tensor& weight,
                               at::Tensor& dx, at::Tensor& grad_weight, at::Tensor& grad_bias);
   // Planar data (N x C rows of L values, as NCHW) per channel, channel c being the rows
-  // n * C + c: mean and biased variance, or the sums of grad_sums, each of length C. A backend
+  // n * C + c: mean and biased variance, each of length C. A backend
   // may decline a shape (false; nullptr: always): the caller then works per row (and combines
   // the rows of each channel).
   bool (*channel_moments)(const at::Tensor& x, int64_t N, int64_t C, int64_t L, at::Tensor& mean, at::Tensor& var);
   // y = x * scale[c] + shift[c] on planar data, with per-channel scale and shift (no per-row copies).
   bool (*channel_affine)(const at::Tensor& x, int64_t N, int64_t C, int64_t L, const at::Tensor& scale,
                          const at::Tensor& shift, at::Tensor& y);
-  bool (*channel_grad_sums)(const at::Tensor& dy, const at::Tensor& x, int64_t N, int64_t C, int64_t L,
-                            const at::Tensor& mean, at::Tensor& sum_dy, at::Tensor& sum_dy_xmu);
-  // Batch norm's backward of planar data in one pass per channel: its grad sums, then dx, written
-  // while the channel's values are cached: in training dx = dy * a + x * b + c with the channel's
-  // input_grad_coefficient, in eval (constant statistics) dx = dy * invstd * weight. weight (C,
-  // compute type) may be undefined (ones). A backend may decline a shape (false; nullptr: always).
+  // Batch norm's backward of planar data in one pass per channel: its grad sums (of grad_sums,
+  // length C), then dx, written while the channel's values are cached: in training
+  // dx = dy * a + x * b + c with the channel's input_grad_coefficient, in eval (constant
+  // statistics) dx = dy * invstd * weight. weight (C, compute type) may be undefined (ones). With
+  // dx undefined, the sums only (invstd, weight and training unread). A backend may decline a
+  // shape (false; nullptr: always).
   bool (*channel_backward)(const at::Tensor& dy, const at::Tensor& x, int64_t N, int64_t C, int64_t L,
                            const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& weight, bool training,
                            at::Tensor& sum_dy, at::Tensor& sum_dy_xmu, at::Tensor& dx);

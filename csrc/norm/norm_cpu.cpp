@@ -560,26 +560,6 @@ bool channel_affine_cpu(const at::Tensor& x, int64_t N, int64_t C, int64_t L, co
   return true;
 }
 
-bool channel_grad_sums_cpu(const at::Tensor& dy, const at::Tensor& x, int64_t N, int64_t C, int64_t L,
-                           const at::Tensor& mean, at::Tensor& sum_dy, at::Tensor& sum_dy_xmu) {
-  if (!per_channel(N, C, L)) return false;
-  TCO_NORM_DISPATCH(x.scalar_type(), "norm_channel_grad_sums_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* px = x.const_data_ptr<scalar_t>();
-    const scalar_t* pg = dy.const_data_ptr<scalar_t>();
-    const acc_t* pm = mean.const_data_ptr<acc_t>();
-    acc_t* s1 = sum_dy.mutable_data_ptr<acc_t>();
-    acc_t* s2 = sum_dy_xmu.mutable_data_ptr<acc_t>();
-    for_each_channel(N, C, L, [&](int64_t c) {
-      double a = 0, b = 0;
-      channel_dy_sums<acc_t>(pg + c * L, px + c * L, N, C * L, L, pm[c], a, b);
-      s1[c] = static_cast<acc_t>(a);
-      s2[c] = static_cast<acc_t>(b);
-    });
-  });
-  return true;
-}
-
 bool channel_backward_cpu(const at::Tensor& dy, const at::Tensor& x, int64_t N, int64_t C, int64_t L,
                           const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& weight, bool training,
                           at::Tensor& sum_dy, at::Tensor& sum_dy_xmu, at::Tensor& dx) {
@@ -588,8 +568,9 @@ bool channel_backward_cpu(const at::Tensor& dy, const at::Tensor& x, int64_t N, 
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* px = x.const_data_ptr<scalar_t>();
     const scalar_t* pg = dy.const_data_ptr<scalar_t>();
-    scalar_t* pdx = dx.mutable_data_ptr<scalar_t>();
-    const acc_t *pm = mean.const_data_ptr<acc_t>(), *pr = invstd.const_data_ptr<acc_t>();
+    scalar_t* pdx = dx.defined() ? dx.mutable_data_ptr<scalar_t>() : nullptr;
+    const acc_t* pm = mean.const_data_ptr<acc_t>();
+    const acc_t* pr = invstd.defined() ? invstd.const_data_ptr<acc_t>() : nullptr;
     const acc_t* pw = weight.defined() ? weight.const_data_ptr<acc_t>() : nullptr;
     acc_t* s1 = sum_dy.mutable_data_ptr<acc_t>();
     acc_t* s2 = sum_dy_xmu.mutable_data_ptr<acc_t>();
@@ -599,6 +580,7 @@ bool channel_backward_cpu(const at::Tensor& dy, const at::Tensor& x, int64_t N, 
       channel_dy_sums<acc_t>(pg + c * L, px + c * L, N, C * L, L, pm[c], a, b);
       s1[c] = static_cast<acc_t>(a);
       s2[c] = static_cast<acc_t>(b);
+      if (pdx == nullptr) return;  // the sums only
       const acc_t w = pw ? pw[c] : acc_t(1);
       if (training) {
         const auto k = input_grad_coefficient<acc_t>(pm[c], pr[c], w, s1[c], s2[c], inv_n);
@@ -741,7 +723,7 @@ const NormBackend& cpu_norm_backend() {
   static const NormBackend backend{c10::DeviceType::CPU,    &moments_cpu,           &affine_cpu,
                                    &grad_sums_cpu,            &linear_grad_cpu,       &layer_norm_forward_cpu,
                                    &layer_norm_backward_cpu, &channel_moments_cpu,   &channel_affine_cpu,
-                                   &channel_grad_sums_cpu,    &channel_backward_cpu};
+                                   &channel_backward_cpu};
   return backend;
 }
 

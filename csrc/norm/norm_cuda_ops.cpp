@@ -166,7 +166,7 @@ const NormBackend& cuda_norm_backend() {
   // No per-channel passes: a block per row, and the rows combined per channel, use the device.
   static const NormBackend backend{kCudaBackendDevice, &moments,  &affine,
                                    &grad_sums,         &linear_grad, &layer_norm_forward,
-                                   &layer_norm_backward, nullptr, nullptr, nullptr, nullptr};
+                                   &layer_norm_backward, nullptr, nullptr, nullptr};
   return backend;
 }
 

@@ -345,10 +345,13 @@ at::Tensor channel_affine(const NormBackend& be, const ChannelView& v, const Opt
 std::tuple<at::Tensor, at::Tensor> channel_grad_sums(const NormBackend& be, const ChannelView& v,
                                                      const at::Tensor& dy, const at::Tensor& mean) {
   const auto type = acc_type(v.x);
-  if (v.layout == NormLayout::Planar && be.channel_grad_sums != nullptr && v.x.numel() > 0) {
+  if (v.layout == NormLayout::Planar && be.channel_backward != nullptr && v.x.numel() > 0) {
     at::Tensor sum_dy = at::empty({v.c}, v.x.options().dtype(type));
     at::Tensor sum_dy_xmu = at::empty({v.c}, v.x.options().dtype(type));
-    if (be.channel_grad_sums(dy, v.x, v.n, v.c, v.s, acc(mean, type), sum_dy, sum_dy_xmu)) return {sum_dy, sum_dy_xmu};
+    at::Tensor no_dx;  // the sums only
+    if (be.channel_backward(dy, v.x, v.n, v.c, v.s, acc(mean, type), at::Tensor(), at::Tensor(), false, sum_dy,
+                            sum_dy_xmu, no_dx))
+      return {sum_dy, sum_dy_xmu};
   }
   const int64_t groups = v.layout == NormLayout::Planar ? v.rows() : v.cols();
   at::Tensor sum_dy = at::zeros({groups}, v.x.options().dtype(type));
