@@ -593,6 +593,54 @@ def test_batch_norm_plain_and_general_calls_agree(training):
         torch.testing.assert_close(g, exp, msg="mode")
 
 
+@pytest.mark.parametrize("kind", ["group_norm", "layer_norm"])
+def test_group_and_layer_norm_plain_and_general_calls_agree(kind):
+    """Plain group_norm / layer_norm calls (tensors, ints, floats) run the op from C++
+    (torch_cnn_ops._C.group_norm / layer_norm); NumPy scalars, tensor subclasses, a
+    torch-function mode and integer inputs take the Python path. Outputs and gradients agree
+    with torch's, and the Python path keeps torch's errors."""
+    from torch_cnn_ops import _C
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 6, 4, 5, dtype=torch.float64, requires_grad=True)
+    if kind == "group_norm":
+        w = torch.randn(6, dtype=torch.float64, requires_grad=True)
+        size, general_size = 3, np.int64(3)
+    else:
+        w = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+        size, general_size = (4, 5), (np.int64(4), 5)
+    b = torch.randn_like(w, requires_grad=True)
+    entry, ours, theirs = getattr(_C, kind), getattr(tco.F, kind), getattr(F, kind)
+    expected = theirs(x, size, w, b, 1e-3)
+    gy = torch.randn_like(expected)
+    want = torch.autograd.grad(expected, (x, w, b), gy)
+
+    assert isinstance(entry(x, size, w, b, 1e-3), torch.Tensor)
+    assert isinstance(entry(x, size, None, None, 1e-3), torch.Tensor)
+    refused = {"numpy-scalars": (x, general_size, w, b, np.float64(1e-3)),
+               "subclass": (x.as_subclass(_Subclass), size, w, b, 1e-3),
+               "integer-input": (x.long(), size, None, None, 1e-3)}
+    for name, args in refused.items():
+        assert entry(*args) is NotImplemented, name
+    with _PassThrough():
+        assert entry(x, size, w, b, 1e-3) is NotImplemented
+        in_mode = ours(x, size, w, b, 1e-3)
+    results = {"plain": ours(x, size, w, b, 1e-3), "numpy-scalars": ours(x, general_size, w, b, np.float64(1e-3)),
+               "subclass": ours(x.as_subclass(_Subclass), size, w, b, 1e-3), "mode": in_mode}
+    for name, out in results.items():
+        torch.testing.assert_close(out.as_subclass(torch.Tensor), expected, msg=name)
+        for got, exp in zip(torch.autograd.grad(out, (x, w, b), gy), want):
+            torch.testing.assert_close(got.as_subclass(torch.Tensor), exp, msg=name)
+    with pytest.raises(NotImplementedError):  # torch's class for an integer input, via the Python path
+        ours(x.long(), size)
+    # what the entry passes on and the op refuses, as torch refuses it
+    bad_size = 4 if kind == "group_norm" else (4, 6)
+    with pytest.raises(RuntimeError):
+        theirs(x, bad_size)
+    with pytest.raises(RuntimeError, match=str(bad_size[-1] if kind == "layer_norm" else bad_size)):
+        ours(x, bad_size)
+
+
 def test_half_input_with_float_parameters(device):
     """Mixed precision as autocast produces it: float16 activations, float32 parameters and stats."""
     bn = tco.nn.BatchNorm2d(3).to(device)

@@ -1136,3 +1136,100 @@ STOCHASTIC_BAD_CASES = [
 def test_stochastic_bad_input_raises(call, pattern):
     with pytest.raises(BAD_INPUT, match=f"(?i){pattern}"):
         call()
+
+
+# ---- the C++ entry of plain calls ----------------------------------------------------------
+class _PassThrough(torch.overrides.TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+class _Subclass(torch.Tensor):
+    pass
+
+
+def _min_pool(nd):
+    max_pool = getattr(F, f"max_pool{nd}d")
+
+    def min_pool(x, *args, **kwargs):
+        out = max_pool(-x, *args, **kwargs)
+        return (-out[0], out[1]) if isinstance(out, tuple) else -out
+    return min_pool
+
+
+# name: (our function, torch's or its equal, the C++ entry's leading arguments, the arguments
+# after the input, the same in forms the entry leaves to the Python path)
+def _plain_pool_cases(nd):
+    import numpy as np
+    return {
+        "max": (getattr(tco.F, f"max_pool{nd}d"), getattr(F, f"max_pool{nd}d"), ("max_pool", nd, False),
+                (3, 2, 1, 1, False, True), (3, np.int64(2), 1, 1, False, True)),
+        "min": (getattr(tco.F, f"min_pool{nd}d"), _min_pool(nd), ("max_pool", nd, True),
+                ((3,) * nd, None, [1] * nd, 1, True, False), (3, None, np.int32(1), 1, True, False)),
+        "avg": (getattr(tco.F, f"avg_pool{nd}d"), getattr(F, f"avg_pool{nd}d"), ("avg_pool", nd),
+                (3, 2, 1, True, False) + ((None,) if nd > 1 else ()),
+                (np.int64(3), 2, 1, True, False) + ((None,) if nd > 1 else ())),
+        "adaptive-avg": (getattr(tco.F, f"adaptive_avg_pool{nd}d"), getattr(F, f"adaptive_avg_pool{nd}d"),
+                         ("adaptive_avg_pool", nd), ((3,) * nd,), ((np.int64(3),) * nd,)),
+    }
+
+
+@pytest.mark.parametrize("kind", ["max", "min", "avg", "adaptive-avg"])
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_plain_and_general_pool_calls_agree(nd, kind):
+    """A plain pooling call (a batched tensor, ints, bools) runs the op from C++
+    (torch_cnn_ops._C.max_pool / avg_pool / adaptive_avg_pool); NumPy ints, tensor subclasses,
+    unbatched inputs, padding strings and torch-function modes take the Python path. Both give
+    torch's values, indices and gradients."""
+    from torch_cnn_ops import _C
+
+    ours, theirs, entry, args, general_args = _plain_pool_cases(nd)[kind]
+    entry_fn, head = getattr(_C, entry[0]), entry[1:]
+    extra = (None,) if entry[0] == "avg_pool" and nd == 1 else ()  # the 1-d function has no divisor_override
+    torch.manual_seed(nd)
+    x = torch.randn(2, 3, *(8,) * nd, dtype=torch.float64, requires_grad=True)
+    expected = theirs(x, *args)
+    values = expected[0] if isinstance(expected, tuple) else expected
+    gy = torch.randn_like(values)
+    (want,) = torch.autograd.grad(values, x, gy)
+
+    plain = entry_fn(*head, x, *args, *extra)
+    assert isinstance(plain, type(expected))
+    refused = {"numpy-ints": (x, *general_args), "subclass": (x.as_subclass(_Subclass), *args),
+               "unbatched": (x[0], *args)}
+    for name, call_args in refused.items():
+        assert entry_fn(*head, *call_args, *extra) is NotImplemented, name
+    with _PassThrough():
+        assert entry_fn(*head, x, *args, *extra) is NotImplemented
+        in_mode = ours(x, *args)
+    results = {
+        "plain": ours(x, *args),
+        "numpy-ints": ours(x, *general_args),
+        "subclass": ours(x.as_subclass(_Subclass), *args),
+        "unbatched": [torch.stack(parts) for parts in zip(*(
+            (lambda r: r if isinstance(r, tuple) else (r,))(ours(x[i], *args)) for i in range(2)))],
+        "mode": in_mode,
+    }
+    results["unbatched"] = tuple(results["unbatched"]) if isinstance(expected, tuple) else results["unbatched"][0]
+    for name, out in results.items():
+        outs = out if isinstance(out, tuple) else (out,)
+        refs = expected if isinstance(expected, tuple) else (expected,)
+        for got, ref in zip(outs, refs):
+            torch.testing.assert_close(got.as_subclass(torch.Tensor), ref, msg=name)
+        (grad,) = torch.autograd.grad(outs[0], x, gy)
+        torch.testing.assert_close(grad, want, msg=name)
+
+
+def test_plain_pool_calls_raise_torchs_errors():
+    """What the C++ entry passes on and the op refuses raises as torch does (a padding above
+    half the kernel); a padding string is left to the Python path."""
+    from torch_cnn_ops import _C
+
+    x = torch.randn(1, 2, 6, 6)
+    for ours, theirs in [(tco.F.max_pool2d, F.max_pool2d), (tco.F.avg_pool2d, F.avg_pool2d)]:
+        with pytest.raises(RuntimeError, match="(?i)pad"):
+            theirs(x, 2, 1, 2)
+        with pytest.raises(RuntimeError, match="(?i)pad"):
+            ours(x, 2, 1, 2)
+    assert _C.max_pool(2, False, x, 3, 1, "same", 1, False, False) is NotImplemented
+    torch.testing.assert_close(tco.F.max_pool2d(x, 3, 1, "same"), F.max_pool2d(x, 3, 1, 1))

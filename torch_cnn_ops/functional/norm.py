@@ -214,6 +214,10 @@ def group_norm(input: Tensor, num_groups: int, weight: Optional[Tensor] = None, 
 
         >>> y = group_norm(torch.randn(2, 8, 4, 4), 4)   # groups of 2 channels
     """
+    if not torch.compiler.is_compiling():  # plain calls from C++, as batch_norm's
+        out = _C.group_norm(input, num_groups, weight, bias, eps)
+        if out is not NotImplemented:
+            return out
     _check_tensor("group_norm", input, True)
     if input.dim() < 2:
         raise RuntimeError(f"group_norm(): expected at least 2 dimensions for input tensor but received "
@@ -254,6 +258,10 @@ def layer_norm(input: Tensor, normalized_shape: Union[int, Sequence[int]], weigh
 
         >>> y = layer_norm(torch.randn(2, 3, 4, 4), (3, 4, 4))   # each sample normalised
     """
+    if not torch.compiler.is_compiling():  # plain calls from C++, as batch_norm's
+        out = _C.layer_norm(input, normalized_shape, weight, bias, eps)
+        if out is not NotImplemented:
+            return out
     _check_tensor("layer_norm", input)
     if type(normalized_shape) is int:  # as torch.nn.LayerNorm's constructor (F.layer_norm wants a sequence)
         shape: List[int] = [normalized_shape]

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
+from .. import _C
 from .._fx import leaf, named_leaf
 from .._utils import IntOrTuple, as_bool, as_int, batched, check_floating, ntuple
 from .conv import _conv_padding
@@ -81,6 +82,11 @@ def _pads(name, padding, kernel_size, stride, dilation, x):
 
 
 def _extreme_pool(name, nd, minimum, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    # Plain calls run the op from C++ (csrc/python_calls.cpp), as convolution's do.
+    if not torch.compiler.is_compiling():
+        result = _C.max_pool(nd, minimum, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+        if result is not NotImplemented:
+            return result
     # torch's argument parser first: a TypeError for what is no int or bool, a RuntimeError for a wrong length
     kernel_size = ntuple(kernel_size, nd, "kernel_size", name)
     stride = _stride(stride, kernel_size, nd, name)
@@ -114,6 +120,10 @@ min_pool1d, min_pool2d, min_pool3d = (_public_extreme_pool(nd, minimum=True) for
 
 
 def _avg_pool(name, nd, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    if not torch.compiler.is_compiling():  # plain calls from C++, as in _extreme_pool
+        out = _C.avg_pool(nd, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+        if out is not NotImplemented:
+            return out
     kernel_size = ntuple(kernel_size, nd, "kernel_size", name)
     stride = _stride(stride, kernel_size, nd, name)
     padded_by = padding if isinstance(padding, str) else ntuple(padding, nd, "padding", name)
@@ -280,6 +290,10 @@ adaptive_min_pool1d, adaptive_min_pool2d, adaptive_min_pool3d = (
 
 
 def _adaptive_avg(name, nd, input, output_size):
+    if not torch.compiler.is_compiling():  # plain calls from C++, as in _extreme_pool
+        out = _C.adaptive_avg_pool(nd, input, output_size)
+        if out is not NotImplemented:
+            return out
     sizes = _output_size(name, nd, input, output_size)
     x, unbatched = _batched(name, nd, input)
     check_floating(name, x)
