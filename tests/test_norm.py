@@ -534,6 +534,47 @@ def test_batch_norm_planar_reductions(shape, dtype, device):
     check(sum_dy_xmu, (gy64 * (xr.detach() - mean[None, :, None, None])).sum((0, 2, 3)), "sum_dy_xmu")
 
 
+# Group norm on NCHW input runs a group at a time where groups (N * G) are at least four per
+# thread (the values of a group cached between its two passes), as rows of the whole tensor
+# otherwise: both paths, whatever the machine's thread count (up to 64).
+GROUP_SHAPES = {
+    "per-group-small-planes": ((8, 64, 5, 7), 32),
+    "per-group-long-planes": ((2, 256, 70, 70), 128),  # planes of several blocks
+    "per-row-one-group": ((1, 6, 9, 9), 1),
+}
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape,groups", list(GROUP_SHAPES.values()), ids=list(GROUP_SHAPES))
+def test_group_norm_planar_paths(shape, groups, dtype, affine, device):
+    """Output, statistics and the three gradients of group norm on NCHW input against torch in
+    float64, on both the per-group and the per-row path."""
+    c = shape[1]
+    x = (randn(*shape, dtype=torch.float64) * 3 + 100).to(dtype).to(device).requires_grad_()  # far from 0
+    w = (torch.rand(c, dtype=dtype) + 0.5).to(device).requires_grad_() if affine else None
+    b = randn(c, dtype=dtype, device=device, requires_grad=True) if affine else None
+    out, mean, rstd = torch.ops.cnn_ops.group_norm_forward(x, w, b, groups, 1e-5)
+    xr = as_reference(x)
+    wr, br = (as_reference(w), as_reference(b)) if affine else (None, None)
+    ref = F.group_norm(xr, groups, wr, br, 1e-5)
+    loose = {torch.float64: 1e-10, torch.float32: 1e-4, torch.bfloat16: 3e-2}[dtype]
+    check = lambda got, want, what: torch.testing.assert_close(  # noqa: E731
+        got.double().cpu(), want, rtol=loose, atol=loose * max(1.0, want.abs().max().item()),
+        msg=lambda m: f"{what}: {m}")
+    check(out, ref, "output")
+    groups_view = xr.detach().reshape(shape[0], groups, -1)
+    check(mean, groups_view.mean(-1), "mean")
+    check(rstd, (groups_view.var(-1, unbiased=False) + 1e-5).rsqrt(), "rstd")
+    gy = randn(*shape, dtype=dtype, device=device)
+    inputs, ref_inputs = ((x, w, b), (xr, wr, br)) if affine else ((x,), (xr,))
+    grads = torch.autograd.grad(out, inputs, gy)
+    ref_grads = torch.autograd.grad(ref, ref_inputs, as_reference(gy))
+    for g, rg, what in zip(grads, ref_grads, ("input", "weight", "bias")):
+        assert g.dtype == dtype
+        check(g, rg, f"{what} gradient")
+
+
 class _Subclass(torch.Tensor):
     pass
 

@@ -72,6 +72,21 @@ struct NormBackend {
   bool (*channel_backward)(const at::Tensor& dy, const at::Tensor& x, int64_t N, int64_t C, int64_t L,
                            const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& weight, bool training,
                            at::Tensor& sum_dy, at::Tensor& sum_dy_xmu, at::Tensor& dx);
+  // Group norm of planar data (N x C planes of S values, as NCHW; group g of sample n is channels
+  // g * C / G to (g + 1) * C / G - 1, contiguous) one group at a time, so that the pass writing y
+  // finds the group's values cached: mean and rstd = 1 / sqrt(var + eps) per (n, g) (N * G), and
+  // y = (x - mean) * rstd * weight[c] + bias[c]. weight and bias (C, compute type) may be
+  // undefined (1 and 0). A backend may decline a shape (false; nullptr: always): the caller then
+  // runs moments and affine over the whole tensor.
+  bool (*group_norm_forward)(const at::Tensor& x, int64_t N, int64_t C, int64_t S, int64_t G,
+                             const at::Tensor& weight, const at::Tensor& bias, double eps, at::Tensor& y,
+                             at::Tensor& mean, at::Tensor& rstd);
+  // Its input gradient the same way: per (n, c) the sums of dy and dy * (x - mean[n, g]) (N * C,
+  // for the caller's weight and bias gradients), then dx (group_norm_backward's formula in
+  // norm_ops.cpp) while the group's dy and x are cached. weight may be undefined (ones).
+  bool (*group_norm_backward)(const at::Tensor& dy, const at::Tensor& x, int64_t N, int64_t C, int64_t S,
+                              int64_t G, const at::Tensor& mean, const at::Tensor& rstd, const at::Tensor& weight,
+                              at::Tensor& sum_dy, at::Tensor& sum_dy_xmu, at::Tensor& dx);
 };
 
 // The coefficients of training batch norm's input gradient for one channel of n values:

@@ -594,6 +594,104 @@ bool channel_backward_cpu(const at::Tensor& dy, const at::Tensor& x, int64_t N, 
   return true;
 }
 
+// ---- group norm, one (sample, group) at a time ----
+//
+// NCHW data holds each group's values contiguously (C / G planes). A task takes whole groups:
+// their statistics (or gradient sums) are read from memory once and the pass that writes y
+// (or dx) finds them in cache. As two passes over the whole tensor (moments, then affine)
+// the forward read its input twice from memory: 1.3-1.4x torch's time on (32, 64, 56x56) in 8
+// groups and on (8, 32, 16x16).
+
+// Whether the per-group passes serve N * G groups: whole groups per task, enough of them for
+// every thread (fewer groups take the row passes, which split a row between tasks).
+bool per_group(int64_t groups) { return groups >= 4 * at::get_num_threads(); }
+
+template <typename Fn>
+void for_each_group(int64_t groups, int64_t group_values, const Fn& fn) {
+  at::parallel_for(0, groups, std::max<int64_t>(1, kGrainValues / std::max<int64_t>(1, group_values)),
+                   [&](int64_t begin, int64_t end) {
+                     for (int64_t r = begin; r < end; ++r) fn(r);
+                   });
+}
+
+bool group_norm_forward_cpu(const at::Tensor& x, int64_t N, int64_t C, int64_t S, int64_t G,
+                            const at::Tensor& weight, const at::Tensor& bias, double eps, at::Tensor& y,
+                            at::Tensor& mean, at::Tensor& rstd) {
+  if (!per_group(N * G)) return false;
+  TCO_NORM_DISPATCH(x.scalar_type(), "norm_group_forward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* px = x.const_data_ptr<scalar_t>();
+    scalar_t* py = y.mutable_data_ptr<scalar_t>();
+    acc_t* pmean = mean.mutable_data_ptr<acc_t>();
+    acc_t* prstd = rstd.mutable_data_ptr<acc_t>();
+    const acc_t* pw = weight.defined() ? weight.const_data_ptr<acc_t>() : nullptr;
+    const acc_t* pb = bias.defined() ? bias.const_data_ptr<acc_t>() : nullptr;
+    const int64_t per = C / G, L = per * S;  // channels and values per group
+    for_each_group(N * G, L, [&](int64_t r) {
+      const Moments m = span_moments<acc_t>(px + r * L, L);
+      const acc_t mu = static_cast<acc_t>(m.mean);
+      const acc_t rs = acc_t(1) / std::sqrt(static_cast<acc_t>(m.m2 / m.count) + static_cast<acc_t>(eps));
+      pmean[r] = mu;
+      prstd[r] = rs;
+      const int64_t c0 = (r % G) * per;
+      for (int64_t j = 0; j < per; ++j) {
+        const acc_t scale = pw ? rs * pw[c0 + j] : rs;
+        const acc_t shift = (pb ? pb[c0 + j] : acc_t(0)) - mu * scale;
+        affine_span<acc_t>(py + r * L + j * S, px + r * L + j * S, S, scale, shift);
+      }
+    });
+  });
+  return true;
+}
+
+bool group_norm_backward_cpu(const at::Tensor& dy, const at::Tensor& x, int64_t N, int64_t C, int64_t S,
+                             int64_t G, const at::Tensor& mean, const at::Tensor& rstd, const at::Tensor& weight,
+                             at::Tensor& sum_dy, at::Tensor& sum_dy_xmu, at::Tensor& dx) {
+  if (!per_group(N * G)) return false;
+  TCO_NORM_DISPATCH(x.scalar_type(), "norm_group_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* px = x.const_data_ptr<scalar_t>();
+    const scalar_t* pg = dy.const_data_ptr<scalar_t>();
+    scalar_t* pdx = dx.mutable_data_ptr<scalar_t>();
+    const acc_t* pm = mean.const_data_ptr<acc_t>();
+    const acc_t* pr = rstd.const_data_ptr<acc_t>();
+    const acc_t* pw = weight.defined() ? weight.const_data_ptr<acc_t>() : nullptr;
+    acc_t* s1 = sum_dy.mutable_data_ptr<acc_t>();
+    acc_t* s2 = sum_dy_xmu.mutable_data_ptr<acc_t>();
+    const int64_t per = C / G, L = per * S;
+    const double inv_m = 1.0 / static_cast<double>(L);
+    for_each_group(N * G, L, [&](int64_t r) {
+      const acc_t mu = pm[r], rs = pr[r];
+      const int64_t c0 = (r % G) * per;
+      double A = 0, B = 0;  // sums over the group of w[c] * dy and w[c] * dy * (x - mean)
+      for (int64_t j = 0; j < per; ++j) {
+        const int64_t o = r * L + j * S;
+        double a = 0, b = 0;
+        for (int64_t i = 0; i < S; i += kBlock) {
+          acc_t ba, bb;
+          block_grad_sums<acc_t>(pg + o + i, px + o + i, static_cast<const acc_t*>(nullptr), std::min(kBlock, S - i),
+                                 mu, ba, bb);
+          a += ba;
+          b += bb;
+        }
+        s1[r * per + j] = static_cast<acc_t>(a);
+        s2[r * per + j] = static_cast<acc_t>(b);
+        const double w = pw ? static_cast<double>(pw[c0 + j]) : 1.0;
+        A += w * a;
+        B += w * b;
+      }
+      const double rsd = rs;
+      const acc_t kb = static_cast<acc_t>(-rsd * rsd * rsd * B * inv_m);
+      const acc_t kc = static_cast<acc_t>(-rsd * A * inv_m) - kb * mu;
+      for (int64_t j = 0; j < per; ++j) {
+        const int64_t o = r * L + j * S;
+        linear_span<acc_t>(pdx + o, pg + o, px + o, S, pw ? rs * pw[c0 + j] : rs, kb, kc);
+      }
+    });
+  });
+  return true;
+}
+
 void linear_grad_cpu(const at::Tensor& dy, const at::Tensor& x, NormLayout layout, int64_t R, int64_t L,
                      const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, at::Tensor& dx) {
   TCO_NORM_DISPATCH(dy.scalar_type(), "norm_linear_grad_cpu", [&] {
@@ -723,7 +821,7 @@ const NormBackend& cpu_norm_backend() {
   static const NormBackend backend{c10::DeviceType::CPU,    &moments_cpu,           &affine_cpu,
                                    &grad_sums_cpu,            &linear_grad_cpu,       &layer_norm_forward_cpu,
                                    &layer_norm_backward_cpu, &channel_moments_cpu,   &channel_affine_cpu,
-                                   &channel_backward_cpu};
+                                   &channel_backward_cpu,    &group_norm_forward_cpu, &group_norm_backward_cpu};
   return backend;
 }
 

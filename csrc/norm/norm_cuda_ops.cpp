@@ -163,10 +163,11 @@ void layer_norm_backward(const at::Tensor& dy, const at::Tensor& x, int64_t M, i
 }  // namespace
 
 const NormBackend& cuda_norm_backend() {
-  // No per-channel passes: a block per row, and the rows combined per channel, use the device.
+  // No per-channel or per-group passes: a block per row, and the rows combined per channel or
+  // group, use the device.
   static const NormBackend backend{kCudaBackendDevice, &moments,  &affine,
                                    &grad_sums,         &linear_grad, &layer_norm_forward,
-                                   &layer_norm_backward, nullptr, nullptr, nullptr};
+                                   &layer_norm_backward, nullptr, nullptr, nullptr, nullptr, nullptr};
   return backend;
 }
 

@@ -700,6 +700,13 @@ Tensor3 group_norm_forward(const at::Tensor& input, const OptTensor& weight,
     var = var.view({g.n, g.groups});
   } else {
     mean = at::empty({g.n, g.groups}, x.options().dtype(type));
+    if (be.group_norm_forward != nullptr) {  // a group at a time, where the backend serves the shape
+      at::Tensor rstd = at::empty_like(mean);
+      if (be.group_norm_forward(x, g.n, g.c, g.s, g.groups, acc_or_undefined(weight, type),
+                                acc_or_undefined(bias, type), eps, y, mean, rstd)) {
+        return {y, mean, rstd};
+      }
+    }
     var = at::empty({g.n, g.groups}, x.options().dtype(type));
     be.moments(x, NormLayout::Planar, g.n * g.groups, g.per_group() * g.s, mean, var);
   }
@@ -744,6 +751,11 @@ Tensor3 group_norm_backward(const at::Tensor& grad_output, const at::Tensor& inp
   at::Tensor sum_dy_xmu = at::zeros({g.n * g.c}, x.options().dtype(type));
   const at::Tensor mu = acc(mean, type), r = acc(rstd, type);
   const NormBackend& be = backend_for(input);
+  at::Tensor dx = at::empty_like(x);
+  // Planar input a group at a time where the backend serves the shape (dx written with the sums)
+  const bool by_group = x.numel() > 0 && !cl && be.group_norm_backward != nullptr &&
+                        be.group_norm_backward(dy, x, g.n, g.c, g.s, g.groups, mu, r, acc_or_undefined(weight, type),
+                                               sum_dy, sum_dy_xmu, dx);
   if (x.numel() > 0 && cl) {
     const at::Tensor mu_c = per_channel(mu, g).view({g.n, g.c});
     const at::Tensor s1 = sum_dy.view({g.n, g.c}), s2 = sum_dy_xmu.view({g.n, g.c});
@@ -751,11 +763,10 @@ Tensor3 group_norm_backward(const at::Tensor& grad_output, const at::Tensor& inp
       at::Tensor s1i = s1.select(0, i), s2i = s2.select(0, i);
       be.grad_sums(dy.select(0, i), x.select(0, i), NormLayout::Interleaved, g.s, g.c, mu_c.select(0, i), s1i, s2i);
     }
-  } else if (x.numel() > 0) {
+  } else if (x.numel() > 0 && !by_group) {
     be.grad_sums(dy, x, NormLayout::Planar, g.n * g.c, g.s, per_channel(mu, g), sum_dy, sum_dy_xmu);
   }
   const GroupGrad k = group_grad_coefficients(sum_dy, sum_dy_xmu, mu, r, weight, g, type);
-  at::Tensor dx = at::empty_like(x);
   if (x.numel() > 0 && cl) {
     const at::Tensor a2 = k.a.view({g.n, g.c}), b2 = k.b.view({g.n, g.c}), c2 = k.c.view({g.n, g.c});
     for (int64_t i = 0; i < g.n; ++i) {
@@ -763,7 +774,7 @@ Tensor3 group_norm_backward(const at::Tensor& grad_output, const at::Tensor& inp
       be.linear_grad(dy.select(0, i), x.select(0, i), NormLayout::Interleaved, g.s, g.c, a2.select(0, i),
                      b2.select(0, i), c2.select(0, i), dxi);
     }
-  } else if (x.numel() > 0) {
+  } else if (x.numel() > 0 && !by_group) {
     be.linear_grad(dy, x, NormLayout::Planar, g.n * g.c, g.s, k.a, k.b, k.c, dx);
   }
   return {dx, k.grad_weight.to(ptype), k.grad_bias.to(ptype)};
