@@ -575,6 +575,34 @@ def test_group_norm_planar_paths(shape, groups, dtype, affine, device):
         check(g, rg, f"{what} gradient")
 
 
+@pytest.mark.parametrize("stats", ["contiguous", "strided", "bfloat16"])
+def test_eval_batch_norm_running_statistics_forms(stats):
+    """Eval batch norm copies the running statistics and computes invstd in one loop where they
+    are contiguous vectors of the compute type, and through conversions otherwise (strided
+    views, bfloat16 statistics of a bfloat16 input): both give torch's output and gradients and
+    leave the running statistics as they were."""
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if stats == "bfloat16" else torch.float32
+    full_mean, full_var = torch.randn(12), torch.rand(12) + 0.5
+    if stats == "strided":
+        rm, rv = full_mean[::2], full_var[::2]
+    else:
+        rm, rv = full_mean[:6].to(dtype), full_var[:6].to(dtype)
+    before = (rm.clone(), rv.clone())
+    x = torch.randn(3, 6, 5, 5, dtype=dtype, requires_grad=True)
+    w = torch.rand(6, dtype=dtype, requires_grad=True)
+    out = tco.F.batch_norm(x, rm, rv, w, None, False, 0.1, 1e-3)
+    xr, wr = as_reference(x), as_reference(w)
+    ref = F.batch_norm(xr, rm.double(), rv.double(), wr, None, False, 0.1, 1e-3)
+    tol = 2e-2 if dtype == torch.bfloat16 else 1e-5
+    torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol)
+    gy = torch.randn_like(out)
+    for g, rg in zip(torch.autograd.grad(out, (x, w), gy), torch.autograd.grad(ref, (xr, wr), gy.double())):
+        torch.testing.assert_close(g.double(), rg, rtol=tol, atol=tol * max(1.0, rg.abs().max().item()))
+    torch.testing.assert_close(rm, before[0], rtol=0, atol=0)
+    torch.testing.assert_close(rv, before[1], rtol=0, atol=0)
+
+
 class _Subclass(torch.Tensor):
     pass
 
