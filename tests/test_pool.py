@@ -254,6 +254,13 @@ ADAPTIVE_CASES = [
     (3, (3, 4, 5), 1),
     (2, (9, 6), (4, 1)),
     (3, (4, 5, 6), (2, 3, 1)),
+    # windows that tile the input evenly (each size a multiple of the output's), which run as
+    # the equal regular windows (kernel = stride = in / out), the identity among them
+    (1, 12, 4),
+    (2, (14, 14), 7),
+    (2, (8, 12), (4, 3)),
+    (2, (5, 5), 5),
+    (3, (4, 6, 8), (2, 3, 4)),
 ]
 ADAPTIVE_IDS = [f"{c[0]}d-{c[1]}-to-{c[2]}" for c in ADAPTIVE_CASES]
 
@@ -284,9 +291,10 @@ def test_adaptive_matches_torch(case, kind, device):
 
 
 @pytest.mark.parametrize("dtype", LOW_PRECISION_DTYPES)
-@pytest.mark.parametrize("out_size", [1, (3, 1)], ids=["global", "full-width"])
+@pytest.mark.parametrize("out_size", [1, (3, 1), (7, 3)], ids=["global", "full-width", "even-windows"])
 def test_adaptive_avg_low_precision(out_size, dtype, device):
-    """Low-precision adaptive averages sum in float32 (the global and whole-width paths too)."""
+    """Low-precision adaptive averages sum in float32 (the global, whole-width and even-window
+    paths too)."""
     x = randn(3, 5, 7, 9, dtype=dtype, device=device, requires_grad=True)
     out = TF.adaptive_avg_pool2d(x, out_size)
     xr = as_reference(x)

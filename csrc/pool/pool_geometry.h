@@ -35,6 +35,27 @@ struct PoolGeometry {
   TCO_HOST_DEVICE int64_t kernel_volume() const { return kernel[0] * kernel[1] * kernel[2]; }
 };
 
+// An adaptive geometry whose windows tile the input evenly (each input size a multiple of its
+// output size: window o is [o * k, (o + 1) * k), k = in / out) as the same regular windows:
+// kernel = stride = k, no padding, the same divisors. The regular passes are faster (fused row
+// sums for kernels of 2 and 3: AdaptiveAvgPool2d(7) on (8, 256, 14x14) took 1.4x torch's
+// time through the adaptive ones). Global pooling (one output per plane) keeps its own pass.
+inline PoolGeometry as_regular_windows(PoolGeometry g) {
+  if (!g.adaptive || g.out_plane() == 1) return g;
+  for (int d = 0; d < 3; ++d) {
+    if (g.out_size[d] < 1 || g.in_size[d] < 1 || g.in_size[d] % g.out_size[d] != 0) return g;
+  }
+  for (int d = 0; d < 3; ++d) {
+    g.kernel[d] = g.stride[d] = g.in_size[d] / g.out_size[d];
+    g.pad[d] = g.pad_end[d] = 0;
+    g.dilation[d] = 1;
+  }
+  g.adaptive = false;
+  g.count_include_pad = true;
+  g.divisor_override = 0;
+  return g;
+}
+
 // The window of output index `o` along one dimension, clipped to the input: the taps
 // start, start + step, ..., count of them, all inside [0, in_size). `extent` is what torch's
 // average pooling divides by when it counts the padding: the window clipped to the padded

@@ -137,13 +137,13 @@ at::Tensor avg_pool_backward(const at::Tensor& grad_output, at::IntArrayRef inpu
 at::Tensor adaptive_avg_pool_forward(const at::Tensor& input, at::IntArrayRef output_size) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const PoolGeometry g = adaptive_geometry("adaptive_avg_pool", input, output_size, /*empty_channels_allowed=*/true);
-  return sum_forward(input, g, output_size.size(), false, 1.0);
+  return sum_forward(input, as_regular_windows(g), output_size.size(), false, 1.0);
 }
 
 at::Tensor adaptive_avg_pool_backward(const at::Tensor& grad_output, at::IntArrayRef input_size) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const PoolGeometry g = adaptive_backward_geometry("adaptive_avg_pool_backward", grad_output, input_size);
-  return sum_backward(grad_output, at::Tensor(), g, input_size, false, 1.0);
+  return sum_backward(grad_output, at::Tensor(), as_regular_windows(g), input_size, false, 1.0);
 }
 
 at::Tensor lp_pool_forward(const at::Tensor& input, double norm_type, at::IntArrayRef kernel_size,
