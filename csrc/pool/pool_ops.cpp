@@ -99,7 +99,7 @@ Tensor2 max_pool_forward(const at::Tensor& input, at::IntArrayRef kernel_size, a
 Tensor2 adaptive_max_pool_forward(const at::Tensor& input, at::IntArrayRef output_size, bool minimum) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const PoolGeometry g = adaptive_geometry(minimum ? "adaptive_min_pool" : "adaptive_max_pool", input, output_size);
-  return extreme(input, g, output_size.size(), minimum);
+  return extreme(input, as_regular_windows(g), output_size.size(), minimum);  // the same taps, in the same order
 }
 
 at::Tensor max_pool_backward(const at::Tensor& grad_output, const at::Tensor& indices, at::IntArrayRef input_size) {
