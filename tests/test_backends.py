@@ -70,6 +70,14 @@ def test_auto_rule(device):
     assert _algorithm(r(2, 8, 6, 6, 6), r(8, 1, 3, 3, 3), groups=8) == direct
     assert _algorithm(r(2, 8, 30, 30), r(4, 8, 1, 1), padding=0) == "aten"
     assert _algorithm(r(2, 8, 30, 30), r(4, 8, 1, 1), padding=0, stride=2) == ("im2col" if cpu else "aten")
+    # 1-d 1x1 float32 layers without groups, up to 128 x 256 channels: im2col on Intel's CPUs
+    one_d = "im2col" if cpu and _intel_cpu() else "aten"
+    assert _algorithm(r(2, 64, 50), r(64, 64, 1), padding=0) == one_d
+    assert _algorithm(r(2, 128, 50), r(256, 128, 1), padding=0) == one_d
+    assert _algorithm(r(2, 256, 50), r(256, 256, 1), padding=0) == "aten"  # past the channel product
+    assert _algorithm(r(2, 64, 50), r(64, 32, 1), padding=0, groups=2) == "aten"
+    assert _algorithm(r(2, 64, 50, dtype=torch.float64), r(64, 64, 1, dtype=torch.float64), padding=0) == "aten"
+    assert _algorithm(r(2, 64, 50), r(64, 64, 3)) == "aten"
     # explicit names run as asked ('shifted' on CUDA is im2col)
     assert _algorithm(r(2, 8, 9, 9), r(4, 8, 3, 3), algorithm="winograd") == "winograd_4x4"
     assert _algorithm(r(2, 8, 9, 9), r(4, 8, 3, 3), algorithm="shifted") == ("shifted" if cpu else "im2col")

@@ -184,6 +184,10 @@ ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& 
   if (g.in_per_group() == 1) return ConvAlgorithm::Im2col;
   if (g.kernel_volume() > 1) return ConvAlgorithm::Aten;
   if (g.stride[0] > 1 || g.stride[1] > 1 || g.stride[2] > 1) return ConvAlgorithm::Im2col;
+  if (like.dim() == 3 && like.scalar_type() == at::kFloat && g.groups == 1 && intel_cpu() &&
+      g.in_channels * g.out_channels <= kIm2col1dMaxChannelProduct) {
+    return ConvAlgorithm::Im2col;  // a 1-d 1x1 layer (see above)
+  }
   return ConvAlgorithm::Aten;
 }
 

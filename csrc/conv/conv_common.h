@@ -105,7 +105,20 @@ inline int winograd_tile(ConvAlgorithm a) {
 //    (The weight gradient of 5x5 kernels runs faster direct, but one algorithm serves a
 //    layer's three passes.) A converted MobileNetV3-Small took 1.24x torch's time per training
 //    step and 1.59x per eval forward at (8, 3, 112x112) with direct for all of them;
-//  * 1x1 kernels: im2col when strided (its unfold is a strided copy), aten at unit stride.
+//  * 1x1 kernels: im2col when strided (its unfold is a strided copy), aten at unit stride, but
+//    im2col (at unit stride one GEMM per sample over the input as it is) for 1-d float32 ones
+//    without groups of at most kIm2col1dMaxChannelProduct input x output channels on Intel's
+//    CPUs, where oneDNN's 1-d 1x1 path is slow. Measured there (2 threads, steady allocator,
+//    interleaved runs), fwd+bwd / forward against torch, im2col then aten:
+//      64->64 (8, 256)     0.64 / 0.61   0.92 / 1.00    64->64 (8, 128)     0.59 / 0.55  0.96 / 1.01
+//      128->128 (8, 64)    0.69 / 0.67   0.88 / 1.01    256->64 (8, 1000)   0.79 / 0.75  0.98 / 0.95
+//      64->64 (8, 4000)    0.72 / 0.74   0.93 / 0.98    64->256 (4, 3136)   0.77 / 0.77  0.98 / 0.95
+//      128->256 (32, 128)  0.85 / 0.88   0.92 / 0.97    80->256 (2, 3000)   0.83 / 0.73  0.98 / 0.97
+//    and beyond the product: 256->256 (32, 50) 1.08 / 1.30 (aten 0.94 / 0.99), 512->512 (8, 100)
+//    1.00 / 1.05 (0.96 / 0.98), (8, 200) 0.93 / 0.99 (0.97 / 0.98), 256->256 (1, 16000)
+//    0.96 / 0.91 (0.99 / 0.98). (With the default allocator im2col measured 0.52-0.63 fwd+bwd.)
+//    3-tap 1-d kernels stay with aten there: winograd_4x4 0.78-1.03 and im2col 0.72-1.10
+//    against aten's 0.86-1.00 on four shapes, none of them ahead on every one.
 //    Shifted (one GEMM over the input as it is) measured 1.3-1.9x torch's time there with the
 //    steady allocator on every shape tried, fwd+bwd, and forward on the first six: 64->256 and
 //    256->64 on (8, 28x28) and (1, 56x56), 64->256 (8, 56x56), 512->128 (8, 28x28), then
@@ -142,6 +155,7 @@ constexpr int64_t kWinogradMinChannels = 64;
 constexpr int64_t kWinogradMinPlane = 14 * 14;
 constexpr int64_t kDirectDepthwiseMinPlane = 56 * 56;
 constexpr int64_t kDirectDepthwiseMinPlaneAlone = 28 * 28;
+constexpr int64_t kIm2col1dMaxChannelProduct = 128 * 256;
 
 ConvGeometry forward_geometry(const at::Tensor& input, const at::Tensor& weight,
                               const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
