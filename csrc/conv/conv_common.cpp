@@ -117,12 +117,16 @@ bool intel_cpu() {
 #endif
 }
 
+// A 2-d 3x3 kernel at stride 1 and dilation 1 (the layers the direct rules measured).
+bool unit_3x3(const ConvGeometry& g) {
+  return g.kernel[1] == 3 && g.kernel[2] == 3 && g.stride[1] == 1 && g.stride[2] == 1 && g.dilation[1] == 1 &&
+         g.dilation[2] == 1;
+}
+
 // Whether auto runs a 2-d depthwise layer direct (the rule in conv_common.h): 3x3 kernels at
 // unit stride and dilation on large planes.
 bool direct_depthwise_2d_pays(const ConvGeometry& g) {
-  const bool unit_3x3 = g.kernel[1] == 3 && g.kernel[2] == 3 && g.stride[1] == 1 && g.stride[2] == 1 &&
-                        g.dilation[1] == 1 && g.dilation[2] == 1;
-  return unit_3x3 && g.out_plane() >= (g.batch == 1 ? kDirectDepthwiseMinPlaneAlone : kDirectDepthwiseMinPlane);
+  return unit_3x3(g) && g.out_plane() >= (g.batch == 1 ? kDirectDepthwiseMinPlaneAlone : kDirectDepthwiseMinPlane);
 }
 
 }  // namespace
@@ -182,6 +186,11 @@ ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& 
     return like.dim() != 4 || direct_depthwise_2d_pays(g) ? ConvAlgorithm::Direct : ConvAlgorithm::Aten;
   }
   if (g.in_per_group() == 1) return ConvAlgorithm::Im2col;
+  if (like.dim() == 4 && like.scalar_type() == at::kFloat && !channels_last && g.groups > 1 &&
+      g.in_per_group() <= kDirectGroupedMaxChannels && unit_3x3(g) && g.out_plane() >= kDirectGroupedMinPlane &&
+      intel_cpu()) {
+    return ConvAlgorithm::Direct;  // a grouped layer of few channels per group (see above)
+  }
   if (g.kernel_volume() > 1) return ConvAlgorithm::Aten;
   if (g.stride[0] > 1 || g.stride[1] > 1 || g.stride[2] > 1) return ConvAlgorithm::Im2col;
   if (like.dim() == 3 && like.scalar_type() == at::kFloat && g.groups == 1 && intel_cpu() &&
