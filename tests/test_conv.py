@@ -114,7 +114,7 @@ CASES = [
     Case("2d-depthwise-multiplier", 2, 2, 4, 8, (7, 6), (3, 3), padding=1, groups=4),
     # depthwise (groups == channels) with asymmetric 'same'
     Case("2d-depthwise-same-even", 2, 2, 5, 5, (6, 7), (2, 2), padding="same", groups=5),
-    # 8 input channels per group: "auto" picks im2col here (it picks direct for <= 4)
+    # 8 input channels in one group (more than the few per group of the cases above)
     Case("2d-wide-channels", 2, 2, 8, 3, (6, 6), (3, 3), padding=1),
     Case("2d-1x1", 2, 2, 3, 4, (6, 7), (1, 1)),
     Case("2d-kernel-equals-input", 2, 2, 3, 2, (5, 6), (5, 6), bias=False),
