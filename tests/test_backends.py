@@ -70,14 +70,12 @@ def test_auto_rule(device):
     assert _algorithm(r(2, 8, 6, 6, 6), r(8, 1, 3, 3, 3), groups=8) == direct
     assert _algorithm(r(2, 8, 30, 30), r(4, 8, 1, 1), padding=0) == "aten"
     assert _algorithm(r(2, 8, 30, 30), r(4, 8, 1, 1), padding=0, stride=2) == ("im2col" if cpu else "aten")
-    # grouped 3x3 layers of 2 to 4 channels per group on planes of 28x28 or more: direct on Intel's CPUs
+    # grouped 3x3 layers of 2 channels per group: direct on Intel's CPUs
     grouped = "direct" if cpu and _intel_cpu() else "aten"
-    assert _algorithm(r(2, 16, 28, 28), r(16, 4, 3, 3), groups=4) == grouped
-    assert _algorithm(r(2, 16, 28, 28), r(16, 2, 3, 3), groups=8) == grouped
-    assert _algorithm(r(2, 16, 27, 28), r(16, 4, 3, 3), groups=4) == "aten"  # a plane below 28x28
-    assert _algorithm(r(2, 32, 28, 28), r(32, 8, 3, 3), groups=4) == "aten"  # 8 per group
-    assert _algorithm(r(2, 16, 28, 28), r(16, 4, 3, 3), stride=2, groups=4) == "aten"
-    assert _algorithm(r(2, 16, 28, 28).to(memory_format=torch.channels_last), r(16, 4, 3, 3), groups=4) == "aten"
+    assert _algorithm(r(2, 16, 7, 7), r(16, 2, 3, 3), groups=8) == grouped
+    assert _algorithm(r(2, 16, 28, 28), r(16, 4, 3, 3), groups=4) == "aten"  # 4 per group
+    assert _algorithm(r(2, 16, 28, 28), r(16, 2, 3, 3), stride=2, groups=8) == "aten"
+    assert _algorithm(r(2, 16, 28, 28).to(memory_format=torch.channels_last), r(16, 2, 3, 3), groups=8) == "aten"
     # 1-d 1x1 float32 layers without groups, up to 128 x 256 channels: im2col on Intel's CPUs
     one_d = "im2col" if cpu and _intel_cpu() else "aten"
     assert _algorithm(r(2, 64, 50), r(64, 64, 1), padding=0) == one_d

@@ -187,8 +187,7 @@ ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& 
   }
   if (g.in_per_group() == 1) return ConvAlgorithm::Im2col;
   if (like.dim() == 4 && like.scalar_type() == at::kFloat && !channels_last && g.groups > 1 &&
-      g.in_per_group() <= kDirectGroupedMaxChannels && unit_3x3(g) && g.out_plane() >= kDirectGroupedMinPlane &&
-      intel_cpu()) {
+      g.in_per_group() == kDirectGroupedChannels && unit_3x3(g) && intel_cpu()) {
     return ConvAlgorithm::Direct;  // a grouped layer of few channels per group (see above)
   }
   if (g.kernel_volume() > 1) return ConvAlgorithm::Aten;

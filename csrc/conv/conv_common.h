@@ -105,20 +105,18 @@ inline int winograd_tile(ConvAlgorithm a) {
 //    (The weight gradient of 5x5 kernels runs faster direct, but one algorithm serves a
 //    layer's three passes.) A converted MobileNetV3-Small took 1.24x torch's time per training
 //    step and 1.59x per eval forward at (8, 3, 112x112) with direct for all of them;
-//  * grouped 3x3 layers at stride 1 and dilation 1 with 2 to kDirectGroupedMaxChannels input
-//    channels per group on output planes of at least kDirectGroupedMinPlane (2-d, float32,
-//    contiguous layout): direct on Intel's CPUs, where oneDNN is slow on so few channels per
-//    group. Measured there (2 threads, steady allocator, interleaved runs), fwd+bwd against
-//    torch, direct / im2col / shifted / aten:
-//      4 per group: (8, 64, 56x56) g16    0.74 / 0.77 / 0.90 / 0.99
-//                   (8, 256, 56x56) g64   0.78 / 0.76 / 0.93 / 1.00
-//                   (8, 128, 28x28) g32   0.84-0.85 / 0.82-0.84 / 0.69-0.71 / 0.99
-//                   (1, 128, 56x56) g32   0.76 / 0.78 / 0.71 / 0.98
-//      2 per group: (8, 64, 56x56) g32    0.26 / 0.39 / 0.37 / 1.03
-//                   (8, 32, 112x112) g16  0.24 / 0.42 / 0.36 / 0.98
-//    and on smaller planes, where aten stays: (8, 256, 14x14) g64 1.82 / 2.01 / 2.02 / 0.96,
-//    (8, 512, 7x7) g128 2.84 / 4.47 / 5.90 / 0.96; with 8 per group, (8, 256, 14x14) g32 6.98 /
-//    3.66 / 2.86 / 0.96, (8, 64, 56x56) g8 2.40 / 1.48 / 1.45 / 0.90;
+//  * grouped 3x3 layers at stride 1 and dilation 1 with kDirectGroupedChannels input channels
+//    per group (2-d, float32, contiguous layout): direct on Intel's CPUs, where oneDNN is slow
+//    on so few channels per group. Measured there (2 threads, steady allocator, interleaved
+//    runs), direct against torch, forward / fwd+bwd (aten 0.98-1.04 in all):
+//      (8, 64, 56x56) g32  0.26 / 0.26    (8, 32, 112x112) g16  0.35 / 0.24
+//      (8, 64, 28x28) g32  0.36 / 0.25    (1, 64, 28x28) g32    0.30 / 0.24
+//      (8, 128, 14x14) g64 0.49 / 0.51    (8, 256, 7x7) g128    0.71 / 0.69
+//    With 4 per group (ResNeXt's 32x4d layers) direct won forward + backward on planes of
+//    28x28 or more, (8, 64, 56x56) g16 0.74, (8, 128, 28x28) g32 0.85, (8, 256, 56x56) g64 0.78,
+//    but lost the forward alone, 1.15-2.40 on six shapes (aten 0.88-0.96), and one algorithm
+//    serves a layer's three passes: aten stays there, as with 8 per group ((8, 64, 56x56) g8
+//    fwd+bwd: direct 2.40, aten 0.90);
 //  * 1x1 kernels: im2col when strided (its unfold is a strided copy), aten at unit stride, but
 //    im2col (at unit stride one GEMM per sample over the input as it is) for 1-d float32 ones
 //    without groups of at most kIm2col1dMaxChannelProduct input x output channels on Intel's
@@ -170,8 +168,7 @@ constexpr int64_t kWinogradMinPlane = 14 * 14;
 constexpr int64_t kDirectDepthwiseMinPlane = 56 * 56;
 constexpr int64_t kDirectDepthwiseMinPlaneAlone = 28 * 28;
 constexpr int64_t kIm2col1dMaxChannelProduct = 128 * 256;
-constexpr int64_t kDirectGroupedMaxChannels = 4;
-constexpr int64_t kDirectGroupedMinPlane = 28 * 28;
+constexpr int64_t kDirectGroupedChannels = 2;
 
 ConvGeometry forward_geometry(const at::Tensor& input, const at::Tensor& weight,
                               const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
