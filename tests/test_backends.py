@@ -92,6 +92,28 @@ def test_auto_rule(device):
     assert _algorithm(big, r(4, 64, 3, 3), algorithm="shifted") == "im2col"
 
 
+def test_auto_weight_gradient_of_few_channel_groups():
+    """auto resolves each pass: a grouped 3x3 layer of 4 channels per group on a 14x14 plane runs
+    ATen's forward and input gradient, and on Intel's CPUs the direct weight gradient (ATen's is
+    slow there), so the two gradients come from the two backward ops, one of them ATen's;
+    elsewhere both from ATen in one call. Gradients as torch's."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 14, 14, requires_grad=True)
+    w = torch.randn(16, 4, 3, 3, requires_grad=True)
+    assert _algorithm(x, w, groups=4) == "aten"
+    gy = torch.randn(2, 16, 14, 14)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        got = torch.autograd.grad(tco.F.conv2d(x, w, None, 1, 1, 1, 4), (x, w), gy)
+    names = [e.name for e in prof.events()]
+    per_pass = _intel_cpu()
+    assert ("cnn_ops::conv_weight_backward" in names) == per_pass, names
+    assert ("cnn_ops::conv_input_backward" in names) == per_pass, names
+    assert names.count("aten::convolution_backward") == 1, names  # the input's (or both, in one call)
+    want = torch.autograd.grad(TF.conv2d(x, w, None, 1, 1, 1, 4), (x, w), gy)
+    for g, e in zip(got, want):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
+
+
 def test_conv_algorithm_refuses_what_conv_forward_refuses():
     x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
     ops = torch.ops.cnn_ops

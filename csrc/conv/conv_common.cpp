@@ -145,7 +145,7 @@ const char* algorithm_name(ConvAlgorithm a) {
 }
 
 ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& g, const at::Tensor& like,
-                                bool (*shifted_applies)(const ConvGeometry&, int64_t)) {
+                                bool (*shifted_applies)(const ConvGeometry&, int64_t), ConvPass pass) {
   if (algorithm == "direct") return ConvAlgorithm::Direct;
   if (algorithm == "aten") return ConvAlgorithm::Aten;
   if (algorithm == "im2col") return ConvAlgorithm::Im2col;
@@ -186,9 +186,13 @@ ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& 
     return like.dim() != 4 || direct_depthwise_2d_pays(g) ? ConvAlgorithm::Direct : ConvAlgorithm::Aten;
   }
   if (g.in_per_group() == 1) return ConvAlgorithm::Im2col;
-  if (like.dim() == 4 && like.scalar_type() == at::kFloat && !channels_last && g.groups > 1 &&
-      g.in_per_group() == kDirectGroupedChannels && unit_3x3(g) && intel_cpu()) {
-    return ConvAlgorithm::Direct;  // a grouped layer of few channels per group (see above)
+  if (like.dim() == 4 && like.scalar_type() == at::kFloat && !channels_last && g.groups > 1 && unit_3x3(g) &&
+      intel_cpu()) {  // grouped layers of few channels per group (see above)
+    if (g.in_per_group() == kDirectGroupedChannels) return ConvAlgorithm::Direct;
+    if (pass == ConvPass::WeightGradient && g.in_per_group() <= kDirectGroupedWeightMaxChannels &&
+        g.out_plane() >= kDirectGroupedWeightMinPlane) {
+      return ConvAlgorithm::Direct;
+    }
   }
   if (g.kernel_volume() > 1) return ConvAlgorithm::Aten;
   if (g.stride[0] > 1 || g.stride[1] > 1 || g.stride[2] > 1) return ConvAlgorithm::Im2col;

@@ -55,6 +55,9 @@ void fill_spatial_args(ConvGeometry& g, at::IntArrayRef stride, at::IntArrayRef 
 
 enum class ConvAlgorithm { Direct, Im2col, Shifted, Aten, Winograd2, Winograd4, Winograd6 };
 
+// The pass of a convolution an algorithm is resolved for ("auto" may pick per pass).
+enum class ConvPass { Forward, InputGradient, WeightGradient };
+
 // The name an algorithm is requested by ("direct", ..., "winograd_2x2").
 const char* algorithm_name(ConvAlgorithm a);
 
@@ -112,11 +115,16 @@ inline int winograd_tile(ConvAlgorithm a) {
 //      (8, 64, 56x56) g32  0.26 / 0.26    (8, 32, 112x112) g16  0.35 / 0.24
 //      (8, 64, 28x28) g32  0.36 / 0.25    (1, 64, 28x28) g32    0.30 / 0.24
 //      (8, 128, 14x14) g64 0.49 / 0.51    (8, 256, 7x7) g128    0.71 / 0.69
-//    With 4 per group (ResNeXt's 32x4d layers) direct won forward + backward on planes of
-//    28x28 or more, (8, 64, 56x56) g16 0.74, (8, 128, 28x28) g32 0.85, (8, 256, 56x56) g64 0.78,
-//    but lost the forward alone, 1.15-2.40 on six shapes (aten 0.88-0.96), and one algorithm
-//    serves a layer's three passes: aten stays there, as with 8 per group ((8, 64, 56x56) g8
-//    fwd+bwd: direct 2.40, aten 0.90);
+//    With 3 or 4 per group (ResNeXt's 32x4d layers), on output planes of at least
+//    kDirectGroupedWeightMinPlane, direct for the weight gradient alone: there oneDNN's weight
+//    gradient takes 3-5x its input gradient's time. Measured (the op of each pass, against
+//    aten's), weight gradient direct / im2col, input gradient direct / im2col:
+//      (8, 64, 56x56) g16    0.42 / 0.49   1.27 / 1.23   (8, 128, 28x28) g32  0.32 / 0.40   2.45 / 2.04
+//      (1, 128, 56x56) g32   0.41 / 0.50   1.60 / 1.38   (8, 256, 56x56) g64  0.44 / 0.49   1.28 / 1.20
+//      (8, 256, 28x28) g64   0.34 / 0.41   2.33 / 1.97   (8, 512, 14x14) g128 0.86 / 1.22   4.65 / 4.10
+//    and the forward, direct against torch: 1.15-2.40 on six shapes (aten 0.88-0.96), so
+//    forward and input gradient stay with aten. With 8 per group aten throughout ((8, 64,
+//    56x56) g8 fwd+bwd: direct 2.40, aten 0.90);
 //  * 1x1 kernels: im2col when strided (its unfold is a strided copy), aten at unit stride, but
 //    im2col (at unit stride one GEMM per sample over the input as it is) for 1-d float32 ones
 //    without groups of at most kIm2col1dMaxChannelProduct input x output channels on Intel's
@@ -162,13 +170,15 @@ inline int winograd_tile(ConvAlgorithm a) {
 // their budget (`shifted_applies` false), it runs as im2col.
 // `like` is the tensor the op computes on: its dtype and layout enter the rule.
 ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& g, const at::Tensor& like,
-                                bool (*shifted_applies)(const ConvGeometry&, int64_t));
+                                bool (*shifted_applies)(const ConvGeometry&, int64_t), ConvPass pass);
 constexpr int64_t kWinogradMinChannels = 64;
 constexpr int64_t kWinogradMinPlane = 14 * 14;
 constexpr int64_t kDirectDepthwiseMinPlane = 56 * 56;
 constexpr int64_t kDirectDepthwiseMinPlaneAlone = 28 * 28;
 constexpr int64_t kIm2col1dMaxChannelProduct = 128 * 256;
 constexpr int64_t kDirectGroupedChannels = 2;
+constexpr int64_t kDirectGroupedWeightMaxChannels = 4;
+constexpr int64_t kDirectGroupedWeightMinPlane = 14 * 14;
 
 ConvGeometry forward_geometry(const at::Tensor& input, const at::Tensor& weight,
                               const std::optional<at::Tensor>& bias, at::IntArrayRef stride,

@@ -163,7 +163,7 @@ at::Tensor winograd_transposed_weight(const at::Tensor& weight, const ConvGeomet
 // empty plane).
 ConvAlgorithm forward_algorithm(c10::string_view algorithm, const ConvGeometry& g, const at::Tensor& input,
                                 const ConvBackend& be) {
-  const ConvAlgorithm algo = resolve_algorithm(algorithm, g, input, be.shifted_applies);
+  const ConvAlgorithm algo = resolve_algorithm(algorithm, g, input, be.shifted_applies, ConvPass::Forward);
   return g.in_channels == 0 || g.in_plane() == 0 ? ConvAlgorithm::Direct : algo;
 }
 
@@ -211,7 +211,7 @@ at::Tensor conv_input_backward(const at::Tensor& grad_output, const at::Tensor& 
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const ConvGeometry g = input_backward_geometry(grad_output, weight, input_size, stride, padding, dilation, groups);
   const ConvBackend& be = backend_for(grad_output);
-  const ConvAlgorithm algo = resolve_algorithm(algorithm, g, grad_output, be.shifted_applies);
+  const ConvAlgorithm algo = resolve_algorithm(algorithm, g, grad_output, be.shifted_applies, ConvPass::InputGradient);
   const c10::OptionalDeviceGuard guard(at::device_of(grad_output));
   const at::MemoryFormat format = result_format(grad_output, weight);
   if (g.no_input_gradient()) return at::empty(input_size, grad_output.options().memory_format(format)).zero_();
@@ -241,7 +241,7 @@ at::Tensor conv_weight_backward(const at::Tensor& grad_output, const at::Tensor&
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const ConvGeometry g = weight_backward_geometry(grad_output, input, weight_size, stride, padding, dilation, groups);
   const ConvBackend& be = backend_for(grad_output);
-  ConvAlgorithm algo = resolve_algorithm(algorithm, g, input, be.shifted_applies);
+  ConvAlgorithm algo = resolve_algorithm(algorithm, g, input, be.shifted_applies, ConvPass::WeightGradient);
   // An empty input plane (all windows in the padding) gives a zero gradient; ATen refuses it.
   if (g.in_plane() == 0) algo = ConvAlgorithm::Direct;
   const c10::OptionalDeviceGuard guard(at::device_of(grad_output));
@@ -281,10 +281,12 @@ std::optional<std::array<at::Tensor, 3>> aten_convolution_gradients(
       input_backward_geometry(grad_output, weight, input.sizes(), stride, padding, dilation, groups);
   const ConvBackend& be = backend_for(grad_output);
   // As the ops resolve it: the input gradient's on grad_output, the weight gradient's on input.
-  if (wanted[0] && (resolve_algorithm(algorithm, g, grad_output, be.shifted_applies) != ConvAlgorithm::Aten ||
+  if (wanted[0] && (resolve_algorithm(algorithm, g, grad_output, be.shifted_applies, ConvPass::InputGradient) !=
+                        ConvAlgorithm::Aten ||
                     g.no_input_gradient()))
     return std::nullopt;
-  if (wanted[1] && (resolve_algorithm(algorithm, g, input, be.shifted_applies) != ConvAlgorithm::Aten ||
+  if (wanted[1] && (resolve_algorithm(algorithm, g, input, be.shifted_applies, ConvPass::WeightGradient) !=
+                        ConvAlgorithm::Aten ||
                     g.no_weight_gradient() || g.in_plane() == 0))
     return std::nullopt;
   const AtenPadding p = aten_padding(g, input.sizes());

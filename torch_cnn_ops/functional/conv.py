@@ -167,9 +167,10 @@ Arguments as :func:`torch.nn.functional.conv{nd}d`, plus:
   stride 1 on output planes of at least 56x56, or 28x28 for a batch of one; aten for the
   others), im2col for a single input channel, for strided 1x1 kernels and, on Intel's CPUs,
   for 1-d 1x1 float32 kernels without groups of at most 128 x 256 channels, on Intel's CPUs
-  also direct for grouped 3x3 float32 kernels at stride 1 with 2 input channels per group,
-  aten otherwise (each the fastest there, measured against torch; the tables are in
-  csrc/conv/conv_common.h).
+  also direct for grouped 3x3 float32 kernels at stride 1 with 2 input channels per group, and
+  with 3 or 4 per group on output planes of at least 14x14 for the weight gradient (each pass
+  is resolved on its own), aten otherwise (each the fastest there, measured against torch; the
+  tables are in csrc/conv/conv_common.h).
 * ``"winograd"``: Winograd's minimal filtering (Lavin & Gray 2016) for 3, 1x3, 3x1 and 3x3
   kernels at stride 1 and dilation 1 (any padding, groups and ``flip``; 1-d and 2-d):
   ``"winograd_4x4"``, F(4x4, 3x3), 4x fewer multiplications than the direct sum; also
