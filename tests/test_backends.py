@@ -92,24 +92,27 @@ def test_auto_rule(device):
     assert _algorithm(big, r(4, 64, 3, 3), algorithm="shifted") == "im2col"
 
 
-def test_auto_weight_gradient_of_few_channel_groups():
-    """auto resolves each pass: a grouped 3x3 layer of 4 channels per group on a 14x14 plane runs
-    ATen's forward and input gradient, and on Intel's CPUs the direct weight gradient (ATen's is
-    slow there), so the two gradients come from the two backward ops, one of them ATen's;
-    elsewhere both from ATen in one call. Gradients as torch's."""
+@pytest.mark.parametrize("layer", ["grouped-4-per-group", "depthwise-5x5"])
+def test_auto_resolves_the_weight_gradient_on_its_own(layer):
+    """auto resolves each pass: a grouped 3x3 layer of 4 channels per group (on Intel's CPUs)
+    and a depthwise 5x5 layer, both on 14x14 planes, run ATen's forward and input gradient and
+    the direct weight gradient (ATen's is slow there), so the two gradients come from the two
+    backward ops, one of them ATen's; otherwise both from ATen in one call. Gradients as torch's."""
     torch.manual_seed(0)
     x = torch.randn(2, 16, 14, 14, requires_grad=True)
-    w = torch.randn(16, 4, 3, 3, requires_grad=True)
-    assert _algorithm(x, w, groups=4) == "aten"
+    if layer == "depthwise-5x5":
+        w, groups, padding, per_pass = torch.randn(16, 1, 5, 5, requires_grad=True), 16, 2, True
+    else:
+        w, groups, padding, per_pass = torch.randn(16, 4, 3, 3, requires_grad=True), 4, 1, _intel_cpu()
+    assert _algorithm(x, w, padding=padding, groups=groups) == "aten"
     gy = torch.randn(2, 16, 14, 14)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        got = torch.autograd.grad(tco.F.conv2d(x, w, None, 1, 1, 1, 4), (x, w), gy)
+        got = torch.autograd.grad(tco.F.conv2d(x, w, None, 1, padding, 1, groups), (x, w), gy)
     names = [e.name for e in prof.events()]
-    per_pass = _intel_cpu()
     assert ("cnn_ops::conv_weight_backward" in names) == per_pass, names
     assert ("cnn_ops::conv_input_backward" in names) == per_pass, names
     assert names.count("aten::convolution_backward") == 1, names  # the input's (or both, in one call)
-    want = torch.autograd.grad(TF.conv2d(x, w, None, 1, 1, 1, 4), (x, w), gy)
+    want = torch.autograd.grad(TF.conv2d(x, w, None, 1, padding, 1, groups), (x, w), gy)
     for g, e in zip(got, want):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
 

@@ -117,16 +117,16 @@ bool intel_cpu() {
 #endif
 }
 
-// A 2-d 3x3 kernel at stride 1 and dilation 1 (the layers the direct rules measured).
-bool unit_3x3(const ConvGeometry& g) {
-  return g.kernel[1] == 3 && g.kernel[2] == 3 && g.stride[1] == 1 && g.stride[2] == 1 && g.dilation[1] == 1 &&
+// A 2-d k x k kernel at stride 1 and dilation 1 (the layers the direct rules measured).
+bool unit_square(const ConvGeometry& g, int64_t k) {
+  return g.kernel[1] == k && g.kernel[2] == k && g.stride[1] == 1 && g.stride[2] == 1 && g.dilation[1] == 1 &&
          g.dilation[2] == 1;
 }
 
 // Whether auto runs a 2-d depthwise layer direct (the rule in conv_common.h): 3x3 kernels at
 // unit stride and dilation on large planes.
 bool direct_depthwise_2d_pays(const ConvGeometry& g) {
-  return unit_3x3(g) && g.out_plane() >= (g.batch == 1 ? kDirectDepthwiseMinPlaneAlone : kDirectDepthwiseMinPlane);
+  return unit_square(g, 3) && g.out_plane() >= (g.batch == 1 ? kDirectDepthwiseMinPlaneAlone : kDirectDepthwiseMinPlane);
 }
 
 }  // namespace
@@ -183,10 +183,13 @@ ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& 
     return ConvAlgorithm::Winograd2;
   }
   if (g.in_per_group() == 1 && g.groups > 1) {
-    return like.dim() != 4 || direct_depthwise_2d_pays(g) ? ConvAlgorithm::Direct : ConvAlgorithm::Aten;
+    if (like.dim() != 4 || direct_depthwise_2d_pays(g)) return ConvAlgorithm::Direct;
+    const bool direct_weight = pass == ConvPass::WeightGradient && unit_square(g, 5) &&
+                               g.out_plane() >= kDirectDepthwiseWeightMinPlane;
+    return direct_weight ? ConvAlgorithm::Direct : ConvAlgorithm::Aten;
   }
   if (g.in_per_group() == 1) return ConvAlgorithm::Im2col;
-  if (like.dim() == 4 && like.scalar_type() == at::kFloat && !channels_last && g.groups > 1 && unit_3x3(g) &&
+  if (like.dim() == 4 && like.scalar_type() == at::kFloat && !channels_last && g.groups > 1 && unit_square(g, 3) &&
       intel_cpu()) {  // grouped layers of few channels per group (see above)
     if (g.in_per_group() == kDirectGroupedChannels) return ConvAlgorithm::Direct;
     if (pass == ConvPass::WeightGradient && g.in_per_group() <= kDirectGroupedWeightMaxChannels &&

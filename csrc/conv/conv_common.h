@@ -105,9 +105,12 @@ inline int winograd_tile(ConvAlgorithm a) {
 //      (8, 88, 14x14) 3x3     1.46 / 1.79 / 1.21    (8, 64, 56x56) 3x3 s2  2.24 / 2.06 / 2.11
 //      (1, 16, 112x112) 3x3 s2 1.59 / 1.36 / 0.81   (8, 32, 56x56) 5x5     2.35 / 2.00 / 0.25
 //      (8, 240, 7x7) 5x5      8.41 / 7.29 / 1.01    (1, 240, 14x14) 5x5    2.50 / 2.49 / 0.88
-//    (The weight gradient of 5x5 kernels runs faster direct, but one algorithm serves a
-//    layer's three passes.) A converted MobileNetV3-Small took 1.24x torch's time per training
-//    step and 1.59x per eval forward at (8, 3, 112x112) with direct for all of them;
+//    A converted MobileNetV3-Small took 1.24x torch's time per training step and 1.59x per
+//    eval forward at (8, 3, 112x112) with direct for all of them. The weight gradient of 5x5
+//    kernels at stride 1 runs direct on output planes of at least
+//    kDirectDepthwiseWeightMinPlane (each pass is resolved on its own): direct's time over
+//    aten's, weight gradient alone, (8, 32, 56x56) 0.31, (8, 144, 28x28) 0.29, (1, 120, 14x14)
+//    0.81, (1, 240, 14x14) 0.86, (8, 240, 14x14) 0.91, but (8, 240, 7x7) 0.99;
 //  * grouped 3x3 layers at stride 1 and dilation 1 with kDirectGroupedChannels input channels
 //    per group (2-d, float32, contiguous layout): direct on Intel's CPUs, where oneDNN is slow
 //    on so few channels per group. Measured there (2 threads, steady allocator, interleaved
@@ -175,6 +178,7 @@ constexpr int64_t kWinogradMinChannels = 64;
 constexpr int64_t kWinogradMinPlane = 14 * 14;
 constexpr int64_t kDirectDepthwiseMinPlane = 56 * 56;
 constexpr int64_t kDirectDepthwiseMinPlaneAlone = 28 * 28;
+constexpr int64_t kDirectDepthwiseWeightMinPlane = 14 * 14;
 constexpr int64_t kIm2col1dMaxChannelProduct = 128 * 256;
 constexpr int64_t kDirectGroupedChannels = 2;
 constexpr int64_t kDirectGroupedWeightMaxChannels = 4;

@@ -165,7 +165,8 @@ Arguments as :func:`torch.nn.functional.conv{nd}d`, plus:
   group on output planes of at least 14x14 (float32, contiguous layout; not on Intel's CPUs,
   where ATen's kept up), direct for depthwise convolutions (in 2-d only for 3x3 kernels at
   stride 1 on output planes of at least 56x56, or 28x28 for a batch of one; aten for the
-  others), im2col for a single input channel, for strided 1x1 kernels and, on Intel's CPUs,
+  others, but direct for the weight gradient of 5x5 kernels at stride 1 on output planes of at
+  least 14x14), im2col for a single input channel, for strided 1x1 kernels and, on Intel's CPUs,
   for 1-d 1x1 float32 kernels without groups of at most 128 x 256 channels, on Intel's CPUs
   also direct for grouped 3x3 float32 kernels at stride 1 with 2 input channels per group, and
   with 3 or 4 per group on output planes of at least 14x14 for the weight gradient (each pass
