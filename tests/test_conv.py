@@ -1020,6 +1020,30 @@ def test_plain_and_general_calls_agree(nd):
     torch.testing.assert_close(plain, expected)
 
 
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect"])
+def test_module_plain_and_general_calls_agree(padding_mode):
+    """A Conv2d module runs the functional's body directly for plain inputs, and the fx leaf (the
+    functional) for tensor subclasses, inside a torch-function mode and under symbolic tracing:
+    all give torch's module's values and gradients."""
+    torch.manual_seed(0)
+    ref = torch.nn.Conv2d(4, 6, 3, padding=1, padding_mode=padding_mode).double()
+    ours = tco.nn.Conv2d(4, 6, 3, padding=1, padding_mode=padding_mode).double()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 4, 7, 7, dtype=torch.float64, requires_grad=True)
+    expected = ref(x)
+    gy = torch.randn_like(expected)
+    want = torch.autograd.grad(expected, (x, ref.weight, ref.bias), gy)
+    with _Logged():
+        in_mode = ours(x)
+    traced = torch.fx.symbolic_trace(ours)
+    for name, out in [("plain", ours(x)), ("subclass", ours(x.as_subclass(_Subclass))), ("mode", in_mode),
+                      ("traced", traced(x))]:
+        torch.testing.assert_close(out.as_subclass(torch.Tensor), expected, msg=name)
+        got = torch.autograd.grad(out, (x, ours.weight, ours.bias), gy)
+        for g, e in zip(got, want):
+            torch.testing.assert_close(g.as_subclass(torch.Tensor), e, msg=name)
+
+
 # ---- both gradients through ATen in one call ---------------------------------------------------
 class _SeenOps(torch.utils._python_dispatch.TorchDispatchMode):
     def __init__(self):

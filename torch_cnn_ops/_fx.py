@@ -25,7 +25,7 @@ from torch._C import _has_torch_function
 from torch.fx import Proxy, _symbolic_trace
 from torch.fx.node import Node
 
-__all__ = ["leaf", "named_leaf", "find_proxy", "traced_attr"]
+__all__ = ["leaf", "named_leaf", "find_proxy", "traced_attr", "untraced"]
 
 _Fn = TypeVar("_Fn", bound=Callable[..., Any])
 
@@ -33,6 +33,14 @@ _Fn = TypeVar("_Fn", bound=Callable[..., Any])
 # Were it gone, every call would search its arguments: slower, never wrong.
 if not hasattr(_symbolic_trace, "_is_fx_tracing_flag"):
     _symbolic_trace = types.SimpleNamespace(_is_fx_tracing_flag=True)  # noqa: F811
+
+
+def untraced(*values) -> bool:
+    """Whether a call with these arguments runs a leaf's body rather than recording it: no
+    ``torch.fx.Tracer`` traces and none of them overrides ``__torch_function__`` (a Proxy, a
+    tensor subclass); the test of :func:`leaf`'s wrapper. For callers that skip the wrapper on
+    their hot path."""
+    return not (_symbolic_trace._is_fx_tracing_flag or _has_torch_function(values))
 
 
 def find_proxy(values) -> Optional[Proxy]:

@@ -15,7 +15,8 @@ import torch.nn.functional as torch_F
 from torch import Tensor
 
 from .. import functional as F
-from ..functional.conv import _check_algorithm, _conv_padding, conv_padding
+from .._fx import untraced
+from ..functional.conv import _check_algorithm, _conv_padding, _convnd, conv_padding
 
 __all__ = ["Conv1d", "Conv2d", "Conv3d"]
 
@@ -54,6 +55,11 @@ class _ConvMixin:
         return pads
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        if self.padding_mode == "zeros" and untraced(input, weight, bias):
+            # the body of F.conv{nd}d, which its fx-leaf wrapper would run: two Python calls fewer
+            # (0.45 us of a small layer's 8 us)
+            return _convnd(self._nd, input, weight, bias, self.stride, self.padding, self.dilation, self.groups,
+                           self.flip, self.algorithm)
         conv = (F.conv1d, F.conv2d, F.conv3d)[self._nd - 1]
         padding = self.padding
         if self.padding_mode != "zeros":
