@@ -14,7 +14,11 @@ As ``torch.backends.cudnn.benchmark`` for cuDNN:
   (torch.compile, torch.jit tracing, torch.func transforms, fake or meta tensors) keep
   ``"auto"``'s rule.
 * ``record()``: a context manager that collects, for every convolution call of this thread in
-  it, the algorithm it ran (``"auto"`` resolved, by the rule or the benchmark).
+  it, the algorithm its forward ran (``"auto"`` resolved, by the rule or the benchmark). The
+  rule resolves each pass on its own: on the CPU, depthwise 5x5 layers at stride 1 on planes
+  of 14x14 or more (on Intel's CPUs also grouped 3x3 ones of 3 or 4 channels per group) run
+  their weight gradient ``direct`` while the forward runs ``aten``; a benchmark's choice
+  serves all three passes.
 * ``algorithm_for(input, weight, ...)``: the algorithm a call with these arguments runs now.
 * ``cache()`` and ``clear_cache()``: the benchmark's choices.
 
@@ -63,7 +67,7 @@ class ConvCall(NamedTuple):
     dilation: Tuple[int, ...]
     groups: int
     requested: str  # the ``algorithm`` argument
-    algorithm: str  # what ran
+    algorithm: str  # what the forward ran
     tuned: bool  # chosen by the benchmark
 
 
