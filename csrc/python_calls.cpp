@@ -56,6 +56,12 @@ bool plain_int(PyObject* obj, int64_t& out) {
   return overflow == 0;
 }
 
+// A Python bool (not an int).
+bool plain_bool(PyObject* obj, bool& out) {
+  out = obj == Py_True;
+  return obj == Py_True || obj == Py_False;
+}
+
 // An int[n] argument: one int, or a tuple or list of n ints; entries at least `min`.
 bool plain_ints(PyObject* obj, int64_t n, int64_t min, SpatialArgs& out) {
   out.clear();
@@ -169,13 +175,13 @@ PyObject* batch_norm(PyObject* const* args) {
   const at::Tensor* input = plain_tensor(args[0]);
   std::optional<at::Tensor> running_mean, running_var, weight, bias;
   double momentum = 0, eps = 0;
+  bool training = false;
   if (input == nullptr || !plain_optional_tensor(args[1], running_mean) ||
       !plain_optional_tensor(args[2], running_var) || !plain_optional_tensor(args[3], weight) ||
-      !plain_optional_tensor(args[4], bias) || (args[5] != Py_True && args[5] != Py_False) ||
+      !plain_optional_tensor(args[4], bias) || !plain_bool(args[5], training) ||
       !plain_float(args[6], momentum) || !plain_float(args[7], eps)) {
     return not_implemented();
   }
-  const bool training = args[5] == Py_True;
   if (input->dim() < 2 || !input->is_floating_point() || running_mean.has_value() != running_var.has_value() ||
       (!training && !running_mean.has_value()) || !(training ? eps > 0 : eps >= 0)) {
     return not_implemented();
@@ -258,11 +264,6 @@ PyObject* layer_norm(PyObject* const* args) {
 const at::Tensor* plain_pool_input(PyObject* obj, int64_t nd) {
   const at::Tensor* input = plain_tensor(obj);
   return input != nullptr && input->dim() == nd + 2 && input->is_floating_point() ? input : nullptr;
-}
-
-bool plain_bool(PyObject* obj, bool& out) {
-  out = obj == Py_True;
-  return obj == Py_True || obj == Py_False;
 }
 
 bool empty_sequence(PyObject* obj) {

@@ -118,6 +118,22 @@ Moments span_moments(const scalar_t* x, int64_t n) {
   return m;
 }
 
+// Sums of dy * w and dy * w * (x - mean) over n contiguous values (w null: 1), block by block:
+// each block's in the compute type (block_grad_sums), the blocks' added in double.
+template <typename acc_t, typename scalar_t>
+void span_grad_sums(const scalar_t* dy, const scalar_t* x, const acc_t* w, int64_t n, acc_t mean, double& sum_dy,
+                    double& sum_dy_xmu) {
+  double a = 0, b = 0;
+  for (int64_t i = 0; i < n; i += kBlock) {
+    acc_t ba, bb;
+    block_grad_sums<acc_t>(dy + i, x + i, w ? w + i : nullptr, std::min(kBlock, n - i), mean, ba, bb);
+    a += ba;
+    b += bb;
+  }
+  sum_dy = a;
+  sum_dy_xmu = b;
+}
+
 // Splits R rows of L values into pieces for the tasks: a row is cut only when rows are too
 // few to occupy the threads.
 int64_t pieces_per_row(int64_t R, int64_t L) {
@@ -384,16 +400,8 @@ void grad_sums_cpu(const at::Tensor& dy, const at::Tensor& x, NormLayout layout,
       const int64_t pieces = pieces_per_row(R, L);
       std::vector<double> p1(R * pieces), p2(R * pieces);
       for_each_piece(R, L, pieces, [&](int64_t t, int64_t r, int64_t lo, int64_t hi) {
-        double a = 0, b = 0;
-        for (int64_t i = lo; i < hi; i += kBlock) {
-          acc_t ba, bb;
-          block_grad_sums<acc_t>(pg + r * L + i, px + r * L + i, static_cast<const acc_t*>(nullptr),
-                                 std::min(kBlock, hi - i), pm[r], ba, bb);
-          a += ba;
-          b += bb;
-        }
-        p1[t] = a;
-        p2[t] = b;
+        span_grad_sums<acc_t>(pg + r * L + lo, px + r * L + lo, static_cast<const acc_t*>(nullptr), hi - lo, pm[r],
+                              p1[t], p2[t]);
       });
       for (int64_t r = 0; r < R; ++r) {
         double a = 0, b = 0;
@@ -667,13 +675,7 @@ bool group_norm_backward_cpu(const at::Tensor& dy, const at::Tensor& x, int64_t 
       for (int64_t j = 0; j < per; ++j) {
         const int64_t o = r * L + j * S;
         double a = 0, b = 0;
-        for (int64_t i = 0; i < S; i += kBlock) {
-          acc_t ba, bb;
-          block_grad_sums<acc_t>(pg + o + i, px + o + i, static_cast<const acc_t*>(nullptr), std::min(kBlock, S - i),
-                                 mu, ba, bb);
-          a += ba;
-          b += bb;
-        }
+        span_grad_sums<acc_t>(pg + o, px + o, static_cast<const acc_t*>(nullptr), S, mu, a, b);
         s1[r * per + j] = static_cast<acc_t>(a);
         s2[r * per + j] = static_cast<acc_t>(b);
         const double w = pw ? static_cast<double>(pw[c0 + j]) : 1.0;
@@ -789,13 +791,7 @@ void layer_norm_backward_cpu(const at::Tensor& dy, const at::Tensor& x, int64_t 
       for (int64_t r = r0; r < r1; ++r) {
         const acc_t mu = pmean[r], rs = prstd[r];
         double a = 0, b = 0;
-        for (int64_t i = 0; i < K; i += kBlock) {
-          acc_t ba, bb;
-          block_grad_sums<acc_t>(pg + r * K + i, px + r * K + i, pw ? pw + i : nullptr, std::min(kBlock, K - i), mu,
-                                 ba, bb);
-          a += ba;
-          b += bb;
-        }
+        span_grad_sums<acc_t>(pg + r * K, px + r * K, pw, K, mu, a, b);
         const acc_t ka = static_cast<acc_t>(a / K), kb = static_cast<acc_t>(b / K * rs * rs);
         layer_norm_backward_row<acc_t>(pd + r * K, tw.data() + t * K, tb.data() + t * K, pg + r * K, px + r * K, K,
                                        mu, rs, ka, kb, pw);
