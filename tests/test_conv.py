@@ -14,7 +14,8 @@ import pytest
 import scipy.signal
 import torch
 import torch.nn.functional as F
-from conftest import LOW_PRECISION_DTYPES, as_reference, as_tuple, assert_close_to_reference, explicit_pads, randn
+from conftest import (LOW_PRECISION_DTYPES, as_reference, as_tuple, assert_close_to_reference, explicit_pads, randn,
+                      runs_cuda_kernels)
 
 import torch_cnn_ops as tco
 
@@ -402,6 +403,7 @@ WINOGRAD_CASES = [
     Case("w-wide", 2, 5, 20, 24, (17, 30), (3, 3), padding=1, bias=False),
     # few channels on a large plane: the weight gradient runs Winograd too (on the CPU)
     Case("w-large-plane", 2, 1, 3, 5, (56, 58), (3, 3), padding=1),
+    Case("w-3x1-large-plane", 2, 1, 2, 3, (58, 57), (3, 1), padding=(1, 0)),
 ]
 WINOGRAD_IDS = [c.id for c in WINOGRAD_CASES]
 
@@ -411,6 +413,26 @@ WINOGRAD_IDS = [c.id for c in WINOGRAD_CASES]
 def test_winograd_matches_torch(case, algorithm, device):
     """Forward and gradients (the input gradient through Winograd) against torch in float64."""
     check_against_torch(case, torch.float64, device, algorithm)
+
+
+@pytest.mark.parametrize("algorithm", WINOGRAD)
+@pytest.mark.parametrize("case", [c for c in WINOGRAD_CASES if "large-plane" in c.id], ids=lambda c: c.id)
+def test_winograd_weight_gradient_kernels_match_torch(case, algorithm, device, monkeypatch):
+    """The CPU's Winograd weight gradient (taken where it measured faster, or when the
+    environment asks for it) against torch in float64, on the planes it is taken for; and the
+    environment's choice is the one that runs."""
+    monkeypatch.setenv("TCO_WINOGRAD_WEIGHT_GRADIENT", "winograd")
+    check_against_torch(case, torch.float64, device, algorithm)
+    if not runs_cuda_kernels(torch.empty(0, device=device)):
+        x = torch.randn(1, case.cin, *case.size, requires_grad=True)
+        w = torch.randn(case.cout, case.cin // case.groups, *case.kernel, requires_grad=True)
+
+        def backward():
+            TCO_CONV[case.nd](x, w, padding=case.padding, algorithm=algorithm).sum().backward()
+
+        for choice, aten_runs in (("winograd", False), ("aten", True)):
+            monkeypatch.setenv("TCO_WINOGRAD_WEIGHT_GRADIENT", choice)
+            assert ("aten::convolution_backward" in _backward_ops(backward)) == aten_runs, choice
 
 
 @pytest.mark.parametrize("algorithm", ["winograd_2x2", "winograd_4x4"])
@@ -455,9 +477,10 @@ def test_winograd_float32_error_within_the_documented_bound(tile, channels, devi
 
 @pytest.mark.parametrize("tile", sorted(tco.functional.conv.WINOGRAD_ERROR_BOUNDS))
 @pytest.mark.parametrize("channels", [(16, 16), (3, 5)], ids=str)
-def test_winograd_weight_gradient_float32(channels, tile, device):
+def test_winograd_weight_gradient_float32(channels, tile, device, monkeypatch):
     """The weight gradient on a plane large enough for Winograd's own (few channels), in float32
     (the vector GEMM kernels), within the tile's documented bound."""
+    monkeypatch.setenv("TCO_WINOGRAD_WEIGHT_GRADIENT", "winograd")  # the kernels, on every CPU
     cin, cout = channels
     torch.manual_seed(0)
     x = torch.randn(2, cin, 56, 60, device=device)
@@ -470,9 +493,10 @@ def test_winograd_weight_gradient_float32(channels, tile, device):
 
 
 @pytest.mark.parametrize("algorithm", ["winograd_2x2", "winograd_4x4"])
-def test_winograd_nan_and_inf_land_where_torch_puts_them(algorithm, device):
+def test_winograd_nan_and_inf_land_where_torch_puts_them(algorithm, device, monkeypatch):
     """Winograd's transforms mix a tile's inputs into all its outputs; a non-finite result is
     recomputed the direct way, so NaN and infinity (and their gradients) land as torch's."""
+    monkeypatch.setenv("TCO_WINOGRAD_WEIGHT_GRADIENT", "winograd")
     x = randn(1, 2, 56, 58, device=device, requires_grad=True)  # a plane where the weight gradient is Winograd's
     w = randn(3, 2, 3, 3, device=device, requires_grad=True)
     with torch.no_grad():

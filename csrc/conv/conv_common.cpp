@@ -82,6 +82,18 @@ void fill_spatial_args(ConvGeometry& g, at::IntArrayRef stride, at::IntArrayRef 
   }
 }
 
+bool intel_cpu() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  static const bool intel = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_is("intel") != 0;
+  }();
+  return intel;
+#else
+  return false;
+#endif
+}
+
 namespace {
 
 void fill_weight(ConvGeometry& g, at::IntArrayRef wsize, int64_t in_channels, const char* what) {
@@ -102,19 +114,6 @@ void fill_weight(ConvGeometry& g, at::IntArrayRef wsize, int64_t in_channels, co
                 shape_str(wsize));
     g.kernel[3 - nd + i] = wsize[2 + i];
   }
-}
-
-// Whether the CPU is Intel's, where auto leaves 3x3 layers to ATen (the rule in conv_common.h).
-bool intel_cpu() {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  static const bool intel = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_is("intel") != 0;
-  }();
-  return intel;
-#else
-  return false;
-#endif
 }
 
 // A 2-d k x k kernel at stride 1 and dilation 1 (the layers the direct rules measured).

@@ -61,6 +61,10 @@ enum class ConvPass { Forward, InputGradient, WeightGradient };
 // The name an algorithm is requested by ("direct", ..., "winograd_2x2").
 const char* algorithm_name(ConvAlgorithm a);
 
+// Whether the CPU is Intel's: some CPU rules (auto's and Winograd's weight gradient) were
+// measured to differ there.
+bool intel_cpu();
+
 // The tile (outputs per dimension) of a Winograd algorithm, 0 for the others.
 inline int winograd_tile(ConvAlgorithm a) {
   return a == ConvAlgorithm::Winograd2 ? 2 : a == ConvAlgorithm::Winograd4 ? 4 : a == ConvAlgorithm::Winograd6 ? 6 : 0;

@@ -26,10 +26,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
 #include "../cpu_vectorize.h"
+#include "conv_common.h"
 
 namespace tco {
 namespace {
@@ -192,6 +194,36 @@ template <typename acc_t>
 TCO_VECTORIZE bool any_nonfinite(const acc_t* __restrict v, int64_t n) {
   int bad = 0;
   for (int64_t j = 0; j < n; ++j) bad |= (v[j] - v[j]) != acc_t(0);
+  return bad != 0;
+}
+
+// A row split into its M phases and back (the transforms' buffers hold rows in phases, see
+// input_tile): phases[q * phase_stride + t] = row[t * M + q] for t < count, all q at once, so
+// that each clone reads the row contiguously and de-interleaves it with vector permutes (a
+// loop per phase read every M-th value: an M-fold reread, on SSE shuffles or scalars).
+template <int M, typename src_t, typename dst_t>
+TCO_VECTORIZE void split_phases(const src_t* __restrict row, int64_t count, dst_t* __restrict phases,
+                                int64_t phase_stride) {
+  for (int64_t t = 0; t < count; ++t) {
+#pragma GCC unroll 8
+    for (int q = 0; q < M; ++q) phases[q * phase_stride + t] = static_cast<dst_t>(row[t * M + q]);
+  }
+}
+
+// row[t * M + q] = phases[q * phase_stride + t] for t < count; returns whether any value is
+// infinite or NaN (checked here, while the values are in registers).
+template <int M, typename acc_t, typename dst_t>
+TCO_VECTORIZE bool join_phases(const acc_t* __restrict phases, int64_t phase_stride, int64_t count,
+                               dst_t* __restrict row) {
+  int bad = 0;
+  for (int64_t t = 0; t < count; ++t) {
+#pragma GCC unroll 8
+    for (int q = 0; q < M; ++q) {
+      const acc_t value = phases[q * phase_stride + t];
+      bad |= (value - value) != acc_t(0);
+      row[t * M + q] = static_cast<dst_t>(value);
+    }
+  }
   return bad != 0;
 }
 
@@ -485,26 +517,33 @@ struct WinogradCpu {
                        acc_t* buffer) const {
     const int64_t H = g.in_size[1], W = g.in_size[2], spr = slots_per_row();
     const int64_t phase_len = rows * spr + 1;
+    // Column tw * MW + q of a row is input column tw * MW + q - pad_w: inside the plane for
+    // every q on the slots [whole.lo, whole.hi), split in one pass; the edge slots one by one.
+    const int64_t pad_w = g.pad[2];
+    const IndexRange whole{index_range(-pad_w, MW, W, spr).lo,
+                           std::max(index_range(-pad_w, MW, W, spr).lo, index_range(MW - 1 - pad_w, MW, W, spr).hi)};
     for (int i = 0; i < AH; ++i) {
-      for (int q = 0; q < MW; ++q) {
-        acc_t* phase = buffer + (i * MW + q) * phase_len;
-        for (int64_t r = 0; r < rows; ++r) {
-          const int64_t row = r0 + r, n = row / p.tiles_h, th = row % p.tiles_h;
-          const int64_t h = th * MH - g.pad[1] + i;
-          acc_t* dst = phase + r * spr;
-          if (h < 0 || h >= H) {
-            std::fill(dst, dst + spr, acc_t(0));
-            continue;
-          }
-          // Column tw * MW + q of the row is input column tw * MW + q - pad_w.
-          const scalar_t* src = plane + (n * g.in_channels * H + h) * W;
-          const IndexRange inside = index_range(q - g.pad[2], MW, W, spr);
-          std::fill(dst, dst + inside.lo, acc_t(0));
-          for (int64_t tw = inside.lo; tw < inside.hi; ++tw) dst[tw] = static_cast<acc_t>(src[tw * MW + q - g.pad[2]]);
-          std::fill(dst + inside.hi, dst + spr, acc_t(0));
+      acc_t* phases = buffer + i * MW * phase_len;  // phase q of row r at phases + q * phase_len + r * spr
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t row = r0 + r, n = row / p.tiles_h, th = row % p.tiles_h;
+        const int64_t h = th * MH - g.pad[1] + i;
+        acc_t* dst = phases + r * spr;
+        if (h < 0 || h >= H) {
+          for (int q = 0; q < MW; ++q) std::fill(dst + q * phase_len, dst + q * phase_len + spr, acc_t(0));
+          continue;
         }
-        phase[rows * spr] = acc_t(0);
+        const scalar_t* src = plane + (n * g.in_channels * H + h) * W;
+        split_phases<MW>(src + whole.lo * MW - pad_w, whole.hi - whole.lo, dst + whole.lo, phase_len);
+        const auto edge = [&](int64_t tw) {
+          for (int q = 0; q < MW; ++q) {
+            const int64_t col = tw * MW + q - pad_w;
+            dst[q * phase_len + tw] = col >= 0 && col < W ? static_cast<acc_t>(src[col]) : acc_t(0);
+          }
+        };
+        for (int64_t tw = 0; tw < whole.lo; ++tw) edge(tw);
+        for (int64_t tw = whole.hi; tw < spr; ++tw) edge(tw);
       }
+      for (int q = 0; q < MW; ++q) phases[q * phase_len + rows * spr] = acc_t(0);
     }
     input_tiles<MH, MW>(buffer, phase_len, rows * spr, v, k_stride);
   }
@@ -521,12 +560,15 @@ struct WinogradCpu {
       const int64_t row = r0 + r, n = row / p.tiles_h, th = row % p.tiles_h;
       for (int64_t i = 0; i < MH && th * MH + i < oH; ++i) {
         scalar_t* dst = plane + (n * g.out_channels * oH + th * MH + i) * oW;
-        for (int q = 0; q < MW; ++q) {
-          // Output column tw * MW + q is slot tw of phase (i, q).
-          const acc_t* src = buffer + (i * MW + q) * slots + r * spr;
-          const int64_t count = oW > q ? (oW - q + MW - 1) / MW : 0;
-          nonfinite = nonfinite || any_nonfinite(src, count);
-          for (int64_t tw = 0; tw < count; ++tw) dst[tw * MW + q] = static_cast<scalar_t>(src[tw]);
+        // Output column tw * MW + q is slot tw of phase (i, q): whole tiles in one pass, then
+        // the columns of the last, partial one.
+        const acc_t* src = buffer + i * MW * slots + r * spr;
+        const int64_t whole = oW / MW;
+        nonfinite = join_phases<MW>(src, slots, whole, dst) || nonfinite;
+        for (int64_t col = whole * MW; col < oW; ++col) {
+          const acc_t value = src[col % MW * slots + whole];
+          nonfinite = nonfinite || value - value != acc_t(0);
+          dst[col] = static_cast<scalar_t>(value);
         }
       }
     }
@@ -576,18 +618,25 @@ struct WinogradCpu {
   void transform_grad_output(const scalar_t* plane, int64_t r0, int64_t rows, acc_t* dm, int64_t k_stride,
                              acc_t* buffer) const {
     const int64_t oH = g.out_size[1], oW = g.out_size[2], spr = slots_per_row(), slots = rows * spr;
+    // Slot tw of phase (i, q) is output column tw * MW + q of output row th * MH + i: whole
+    // tiles in one pass, then the columns of the last, partial one; zero past the plane.
+    const int64_t whole = oW / MW;
     for (int i = 0; i < MH; ++i) {
-      for (int q = 0; q < MW; ++q) {
-        // Slot tw of phase (i, q) is output column tw * MW + q of output row th * MH + i.
-        const int64_t count = oW > q ? (oW - q + MW - 1) / MW : 0;
-        for (int64_t r = 0; r < rows; ++r) {
-          const int64_t row = r0 + r, n = row / p.tiles_h, oh = row % p.tiles_h * MH + i;
-          acc_t* dst = buffer + (i * MW + q) * slots + r * spr;
-          const int64_t valid = oh < oH ? count : 0;
-          const scalar_t* src = plane + (n * g.out_channels * oH + oh) * oW + q;
-          for (int64_t tw = 0; tw < valid; ++tw) dst[tw] = static_cast<acc_t>(src[tw * MW]);
-          std::fill(dst + valid, dst + spr, acc_t(0));
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t row = r0 + r, n = row / p.tiles_h, oh = row % p.tiles_h * MH + i;
+        acc_t* dst = buffer + i * MW * slots + r * spr;  // phase q at dst + q * slots
+        int64_t filled = 0;
+        if (oh < oH) {
+          const scalar_t* src = plane + (n * g.out_channels * oH + oh) * oW;
+          split_phases<MW>(src, whole, dst, slots);
+          for (filled = whole; filled < spr && filled * MW < oW; ++filled) {  // the partial tile
+            for (int q = 0; q < MW; ++q) {
+              const int64_t col = filled * MW + q;
+              dst[q * slots + filled] = col < oW ? static_cast<acc_t>(src[col]) : acc_t(0);
+            }
+          }
         }
+        for (int q = 0; q < MW; ++q) std::fill(dst + q * slots + filled, dst + q * slots + spr, acc_t(0));
       }
     }
     grad_output_tiles<MH, MW>(buffer, slots, dm, k_stride);
@@ -740,8 +789,18 @@ std::optional<at::Tensor> winograd_forward_cpu(const at::Tensor& input, const at
 //   (8, 32, 112x112) 32 ch  0.55 / 0.74     (8, 64, 56x56) 64 ch    0.82 / 0.92
 //   (8, 128, 56x56) 128 ch  1.28 / 1.52     (8, 128, 28x28) 128 ch  2.02 / 2.07
 //   (32, 64, 28x28) 64 ch   1.61 / 1.81     (8, 256, 14x14) 256 ch  2.15 / 3.94
+// That was an AMD EPYC. On an Intel Xeon (AVX-512, the same settings) it lost where it won
+// there, so Intel's CPUs keep ATen's:
+//   (8, 16, 112x112) 1.27 / 1.72    (8, 32, 112x112) 1.38 / 1.47    (8, 64, 56x56) 1.32 / 1.41
+//   (32, 64, 56x56) 1.14 / 1.37
+// The environment variable TCO_WINOGRAD_WEIGHT_GRADIENT=winograd (or =aten) overrides the
+// rule, for tests of the kernels on any CPU and for tuning.
 bool winograd_weight_gradient_pays(const ConvGeometry& g) {
-  return g.in_per_group() * g.out_per_group() <= 64 * 64 && g.out_plane() >= 56 * 56;
+  if (const char* choice = std::getenv("TCO_WINOGRAD_WEIGHT_GRADIENT")) {
+    if (std::strcmp(choice, "winograd") == 0) return true;
+    if (std::strcmp(choice, "aten") == 0) return false;
+  }
+  return g.in_per_group() * g.out_per_group() <= 64 * 64 && g.out_plane() >= 56 * 56 && !intel_cpu();
 }
 
 std::optional<at::Tensor> winograd_weight_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,

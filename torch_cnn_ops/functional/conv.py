@@ -177,8 +177,9 @@ Arguments as :func:`torch.nn.functional.conv{nd}d`, plus:
   ``"winograd_4x4"``, F(4x4, 3x3), 4x fewer multiplications than the direct sum; also
   ``"winograd_2x2"`` (2.25x, the most accurate) and ``"winograd_6x6"`` (5x, the
   least accurate). The forward and the input gradient run Winograd; the weight gradient runs
-  it on the CPU where that measured faster than ATen's (few channels on large planes), ATen's
-  elsewhere.
+  it on the CPU where that measured faster than ATen's (few channels on large planes, on CPUs
+  other than Intel's), ATen's elsewhere (the environment variable
+  ``TCO_WINOGRAD_WEIGHT_GRADIENT=winograd`` or ``=aten`` overrides that choice).
   float32 error, max abs error over max abs result: at most {bound2:.0e} (2x2), {bound4:.0e}
   (4x4) and {bound6:.0e} (6x6), against about 4e-7 for ATen's; float64 stays near 1e-14. Results that
   come out infinite or NaN are recomputed with ATen's convolution, so NaN and infinity land
