@@ -559,7 +559,7 @@ const ConvBackend& cpu_conv_backend() {
                                    &im2col_weight_backward,       &shifted_applies,
                                    &shifted_forward,              &shifted_input_backward,
                                    &shifted_weight_backward,      &winograd_forward_cpu,
-                                   &winograd_weight_backward_cpu};
+                                   &winograd_weight_backward_cpu, &winograd_input_backward_cpu};
   return backend;
 }
 

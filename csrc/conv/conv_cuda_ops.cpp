@@ -219,7 +219,7 @@ const ConvBackend& cuda_conv_backend() {
                                    &direct_weight_backward, &im2col_forward,         &im2col_input_backward,
                                    &im2col_weight_backward, nullptr,                nullptr,
                                    nullptr,                 nullptr,                &winograd_forward,
-                                   nullptr};
+                                   nullptr,                 nullptr};
   return backend;
 }
 

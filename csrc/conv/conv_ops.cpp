@@ -222,7 +222,9 @@ at::Tensor conv_input_backward(const at::Tensor& grad_output, const at::Tensor& 
   at::Tensor gin;
   if (const int tile = winograd_tile(algo)) {
     const std::optional<at::Tensor> result =
-        be.winograd_forward(gout, winograd_transposed_weight(w, g), std::nullopt, winograd_input_gradient_geometry(g), tile);
+        be.winograd_input_backward ? be.winograd_input_backward(gout, w, g, tile)
+                                   : be.winograd_forward(gout, winograd_transposed_weight(w, g), std::nullopt,
+                                                         winograd_input_gradient_geometry(g), tile);
     gin = result ? result->view(input_size) : aten_input_backward(grad_output, weight, g, input_size, format);
   } else if (algo == ConvAlgorithm::Im2col) {
     gin = be.im2col_input_backward(gout, w, g, input_size);

@@ -55,6 +55,11 @@ struct ConvBackend {
   // or NaN (the entry then runs ATen's); nullptr where the device has none.
   std::optional<at::Tensor> (*winograd_weight_backward)(const at::Tensor& grad_output, const at::Tensor& input,
                                                         const ConvGeometry& g, int tile);
+  // Winograd's input gradient from the forward's weight as it is (g: the forward's geometry),
+  // std::nullopt as winograd_forward; nullptr where the device has none (the entry then runs
+  // winograd_forward on the weight transposed and rotated).
+  std::optional<at::Tensor> (*winograd_input_backward)(const at::Tensor& grad_output, const at::Tensor& weight,
+                                                       const ConvGeometry& g, int tile);
 };
 
 // Registers the family's ops for the library block `m` (the backend's dispatch key), their

@@ -17,6 +17,12 @@ std::optional<at::Tensor> winograd_forward_cpu(const at::Tensor& input, const at
                                                const std::optional<at::Tensor>& bias, const ConvGeometry& g,
                                                int tile);
 
+// The input gradient of the same convolution, (N, C, 1, H, W): the forward pass of the
+// transposed problem (winograd_input_gradient_geometry), reading `weight` (the forward's)
+// transposed and rotated in place; std::nullopt as above.
+std::optional<at::Tensor> winograd_input_backward_cpu(const at::Tensor& grad_output, const at::Tensor& weight,
+                                                      const ConvGeometry& g, int tile);
+
 // The weight gradient of the same convolution, (O, C / groups, 1, kH, kW): Winograd's
 // transforms of the input and of grad_output, one GEMM per transformed element over the
 // tiles, and the adjoint of the weight transform; std::nullopt where ATen's weight gradient
