@@ -86,12 +86,12 @@ __attribute__((always_inline)) inline V combine(const double (&c)[N], const V (&
   return s;
 }
 
-// V[xi * AW + nu] at tile t (v + (xi * AW + nu) * k_stride + t) = (B_h^T d B_w)[xi][nu] for the
-// patch d of tile t, d[i][j] = x[(i * MW + j % MW) * phase_len + t + j / MW]: the buffer rows
+// V[xi * AW + nu] at tile t (v_t + (xi * AW + nu) * k_stride, v_t where the layout puts tile t)
+// = (B_h^T d B_w)[xi][nu] for the patch d of tile t, d[i][j] = x[(i * MW + j % MW) * phase_len + t + j / MW]: the buffer rows
 // split into their MW phases (column tile * MW + q of row i at x[(i * MW + q) * phase_len +
 // tile]), so that the patches of consecutive tiles are consecutive in every phase.
 template <int MH, int MW, typename T, typename V>
-__attribute__((always_inline)) inline void input_tile(const T* x, int64_t phase_len, int64_t t, T* v,
+__attribute__((always_inline)) inline void input_tile(const T* x, int64_t phase_len, int64_t t, T* v_t,
                                                       int64_t k_stride) {
   using BH = WinogradMatrices<MH>;
   using BW = WinogradMatrices<MW>;
@@ -109,16 +109,24 @@ __attribute__((always_inline)) inline void input_tile(const T* x, int64_t phase_
       column[i] = combine<AW, T>(BW::bt[nu], row);
     }
 #pragma GCC unroll 8
-    for (int xi = 0; xi < AH; ++xi) store(v + (xi * AW + nu) * k_stride + t, combine<AH, T>(BH::bt[xi], column));
+    for (int xi = 0; xi < AH; ++xi) store(v_t + (xi * AW + nu) * k_stride, combine<AH, T>(BH::bt[xi], column));
   }
 }
 
+// Tile t of V in panels of kPanelWidth tiles, panel_stride apart: at v + (t / kPanelWidth) *
+// panel_stride + t % kPanelWidth (panel_stride = kPanelWidth: tile-contiguous rows). A vector's
+// lanes (16 floats or 8 doubles from a multiple of their count) stay within one panel.
+constexpr int64_t kPanelWidth = 32;
+
 template <int MH, int MW, typename T>
-TCO_VECTORIZE void input_tiles(const T* x, int64_t phase_len, int64_t tiles, T* v, int64_t k_stride) {
+TCO_VECTORIZE void input_tiles(const T* x, int64_t phase_len, int64_t tiles, T* v, int64_t k_stride,
+                               int64_t panel_stride) {
   using Vec = typename Simd<T>::vec;
+  static_assert(kPanelWidth % Simd<T>::lanes == 0, "a vector of tiles within one panel");
+  const auto at = [&](int64_t t) { return v + t / kPanelWidth * panel_stride + t % kPanelWidth; };
   int64_t t = 0;
-  for (; t + Simd<T>::lanes <= tiles; t += Simd<T>::lanes) input_tile<MH, MW, T, Vec>(x, phase_len, t, v, k_stride);
-  for (; t < tiles; ++t) input_tile<MH, MW, T, T>(x, phase_len, t, v, k_stride);
+  for (; t + Simd<T>::lanes <= tiles; t += Simd<T>::lanes) input_tile<MH, MW, T, Vec>(x, phase_len, t, at(t), k_stride);
+  for (; t < tiles; ++t) input_tile<MH, MW, T, T>(x, phase_len, t, at(t), k_stride);
 }
 
 // y[(i * MW + j) * tiles + t] = (A_h^T M A_w)[i][j] + bias for tile t, from
@@ -365,14 +373,16 @@ __attribute__((target("avx512f,fma"))) void gemm_panel(int64_t rows, int64_t dep
   }
 }
 
-// c (rows x cols) = a (rows x depth) @ b (depth x cols), row-major with leading dimensions,
-// cols a multiple of kPanel: panels of 32 columns (8 x 2 vector accumulators), then one of 16.
+// c (rows x cols) = a (rows x depth) @ b (depth x cols), a and c row-major with leading
+// dimensions, b in panels of kPanelWidth (32) columns (see input_tiles: row k of panel j at
+// b + j * depth * 32 + k * 32, so that the kernel reads it contiguously), cols a multiple of
+// kPanel: panels of 32 columns (8 x 2 vector accumulators), then one of 16.
 __attribute__((target("avx512f,fma"))) void gemm_panels(int64_t rows, int64_t cols, int64_t depth, const float* a,
-                                                         int64_t lda, const float* b, int64_t ldb, float* c,
-                                                         int64_t ldc) {
+                                                         int64_t lda, const float* b, float* c, int64_t ldc) {
+  static_assert(kPanelWidth == 32, "the panels of 8 x 2 vectors");
   int64_t j = 0;
-  for (; j + 32 <= cols; j += 32) gemm_panel<2>(rows, depth, a, lda, b + j, ldb, c + j, ldc);
-  if (j < cols) gemm_panel<1>(rows, depth, a, lda, b + j, ldb, c + j, ldc);
+  for (; j + 32 <= cols; j += 32) gemm_panel<2>(rows, depth, a, lda, b + j * depth, 32, c + j, ldc);
+  if (j < cols) gemm_panel<1>(rows, depth, a, lda, b + j * depth, 32, c + j, ldc);
 }
 
 // c (MR x NR) += a (MR x depth) @ b (NR x depth)^T, the depth contiguous in both (a multiple of
@@ -432,20 +442,32 @@ bool gemm_has_panels() {
 
 int64_t panel_columns(int64_t tiles, bool panels) { return panels ? ceil_div_nonneg(tiles, kPanel) * kPanel : tiles; }
 
-// m[k] = u[k] @ v[k]: u (A2, Og, Cg), v (A2, Cg, ld), m (A2, Og, ld), contiguous.
-void batched_gemm(const at::Tensor& u, const at::Tensor& v, at::Tensor& m, bool panels) {
+// The size of V (alpha^2 x Cg x ld tiles) in the layout of the GEMMs: in whole panels where
+// they run on the panel kernel, else as is.
+int64_t v_size(int64_t a2, int64_t cg, int64_t ld, bool panels) {
+  return a2 * cg * (panels ? ceil_div_nonneg(ld, kPanelWidth) * kPanelWidth : ld);
+}
+
+// m[k] = u[k] @ v[k]: u (A2, Og, Cg) contiguous, m (A2, Og, ld) contiguous, v (A2, Cg, ld) in
+// panels of kPanelWidth tiles (v_size) for the panel kernel, else contiguous.
+template <typename acc_t>
+void batched_gemm(const at::Tensor& u, acc_t* v, at::Tensor& m, bool panels) {
+  const int64_t a2 = u.size(0), rows = u.size(1), depth = u.size(2), cols = m.size(2);
 #ifdef TCO_WINOGRAD_PANELS
-  if (panels) {
-    const int64_t rows = u.size(1), depth = u.size(2), cols = v.size(2);
-    const float *a = u.const_data_ptr<float>(), *b = v.const_data_ptr<float>();
-    float* c = m.mutable_data_ptr<float>();
-    for (int64_t k = 0; k < u.size(0); ++k) {
-      gemm_panels(rows, cols, depth, a + k * rows * depth, depth, b + k * depth * cols, cols, c + k * rows * cols, cols);
+  if constexpr (std::is_same_v<acc_t, float>) {
+    if (panels) {
+      const float* a = u.const_data_ptr<float>();
+      float* c = m.mutable_data_ptr<float>();
+      const int64_t v_stride = v_size(1, depth, cols, true);
+      for (int64_t k = 0; k < a2; ++k) {
+        gemm_panels(rows, cols, depth, a + k * rows * depth, depth, v + k * v_stride, c + k * rows * cols, cols);
+      }
+      return;
     }
-    return;
   }
 #endif
-  at::cpu::bmm_out(m, u, v);
+  TORCH_INTERNAL_ASSERT(!panels);
+  at::cpu::bmm_out(m, u, at::from_blob(v, {a2, depth, cols}, u.options()));
 }
 
 // A worker thread's buffers, kept between calls: a fresh allocation of megabytes per call is
@@ -514,7 +536,7 @@ struct WinogradCpu {
   // V[.][c][slots of rows r0 .. r0 + rows) of one input channel plane (its sample-0 pointer
   // `plane`); v points at V[0][c][0], k_stride apart per transformed element.
   void transform_input(const scalar_t* plane, int64_t r0, int64_t rows, acc_t* v, int64_t k_stride,
-                       acc_t* buffer) const {
+                       int64_t panel_stride, acc_t* buffer) const {
     const int64_t H = g.in_size[1], W = g.in_size[2], spr = slots_per_row();
     const int64_t phase_len = rows * spr + 1;
     // Column tw * MW + q of a row is input column tw * MW + q - pad_w: inside the plane for
@@ -545,7 +567,7 @@ struct WinogradCpu {
       }
       for (int q = 0; q < MW; ++q) phases[q * phase_len + rows * spr] = acc_t(0);
     }
-    input_tiles<MH, MW>(buffer, phase_len, rows * spr, v, k_stride);
+    input_tiles<MH, MW>(buffer, phase_len, rows * spr, v, k_stride, panel_stride);
   }
 
   // The output rows of one output channel plane (its sample-0 pointer `plane`) from
@@ -587,8 +609,9 @@ struct WinogradCpu {
     at::parallel_for(0, blocks * g.groups, 1, [&](int64_t begin, int64_t end) {
       at::AutoDispatchBelowADInplaceOrView below_autograd;  // workers do not inherit the caller's
       // V (alpha^2, Cg, ld) and M (alpha^2, Og, ld) of a block: ld columns per row, of which
-      // the first are the block's tile slots (the rest pads rows to whole GEMM panels).
-      acc_t* v_data = WorkBuffers::get<acc_t>(0, A2 * Cg * ld_max);
+      // the first are the block's tile slots (the rest pads rows to whole GEMM panels); V in
+      // the GEMM's layout (batched_gemm).
+      acc_t* v_data = WorkBuffers::get<acc_t>(0, v_size(A2, Cg, ld_max, panels));
       acc_t* m_data = WorkBuffers::get<acc_t>(1, A2 * Og * ld_max);
       acc_t* rows_buffer = WorkBuffers::get<acc_t>(2, buffer_size(rows_per_block));
       bool bad = false;
@@ -596,11 +619,15 @@ struct WinogradCpu {
         const int64_t block = task / g.groups, grp = task % g.groups;
         const int64_t r0 = block * rows_per_block, rows = std::min(rows_per_block, total_rows - r0);
         const int64_t ld = panel_columns(rows * slots_per_row(), panels);
+        // Channel c's tiles: in panels of kPanelWidth (Cg * kPanelWidth apart) for the panel
+        // kernel, else in one row of ld.
+        const int64_t row_len = panels ? kPanelWidth : ld, panel_stride = panels ? Cg * kPanelWidth : kPanelWidth;
         for (int64_t c = 0; c < Cg; ++c) {
-          transform_input(input + (grp * Cg + c) * in_plane, r0, rows, v_data + c * ld, Cg * ld, rows_buffer);
+          transform_input(input + (grp * Cg + c) * in_plane, r0, rows, v_data + c * row_len, v_size(1, Cg, ld, panels),
+                          panel_stride, rows_buffer);
         }
         at::Tensor mm = buffer_view(m_data, {A2, Og, ld});
-        batched_gemm(u.select(0, grp), buffer_view(v_data, {A2, Cg, ld}), mm, panels);  // M[k] = U[k] @ V[k]
+        batched_gemm(u.select(0, grp), v_data, mm, panels);  // M[k] = U[k] @ V[k]
         for (int64_t o = 0; o < Og; ++o) {
           const int64_t oc = grp * Og + o;
           const acc_t b = bias ? static_cast<acc_t>(bias[oc]) : acc_t(0);
@@ -662,7 +689,8 @@ struct WinogradCpu {
         const int64_t r0 = block * rows_per_block, rows = std::min(rows_per_block, total_rows - r0);
         const int64_t slots = rows * slots_per_row(), ld = panel_columns(slots, panels);
         for (int64_t c = 0; c < Cg; ++c) {
-          transform_input(input + (grp * Cg + c) * in_plane, r0, rows, v_data + c * ld, Cg * ld, rows_buffer);
+          transform_input(input + (grp * Cg + c) * in_plane, r0, rows, v_data + c * ld, Cg * ld, kPanelWidth,
+                          rows_buffer);
         }
         for (int64_t o = 0; o < Og; ++o) {
           transform_grad_output(grad_output + (grp * Og + o) * out_plane, r0, rows, dm_data + o * ld, Og * ld,

@@ -25,7 +25,7 @@ CASES = [
     ("grouped 64 g8 k3", (8, 64, 56, 56), 64, 3, 1, 1, 8),
 ]
 QUICK_CASES = [("3->8 k3 p1", (4, 3, 16, 16), 8, 3, 1, 1, 1), ("depthwise 8 k3", (2, 8, 32, 32), 8, 3, 1, 1, 8)]
-IMPLS = ("auto", "direct", "im2col", "shifted", "aten", "winograd", "winograd_2x2")
+IMPLS = ("auto", "direct", "im2col", "shifted", "aten", "winograd", "winograd_2x2", "winograd_4x4")
 
 
 def _flops(shape, out_channels, kernel, stride, padding, groups) -> float:
@@ -64,6 +64,7 @@ def run(quick: bool = False) -> Tuple[List[Dict[str, object]], List[str]]:
         if stride == 1 and kernel == 3:  # where Winograd applies
             impls["winograd"] = lambda: F.conv2d(x, w, b, stride, padding, 1, groups, algorithm="winograd")
             impls["winograd_2x2"] = lambda: F.conv2d(x, w, b, stride, padding, 1, groups, algorithm="winograd_2x2")
+            impls["winograd_4x4"] = lambda: F.conv2d(x, w, b, stride, padding, 1, groups, algorithm="winograd_4x4")
         for mode in ("forward", "fwd+bwd"):
             if mode == "forward":
                 steps = {impl: _no_grad(fn) for impl, fn in impls.items()}
@@ -80,5 +81,5 @@ def run(quick: bool = False) -> Tuple[List[Dict[str, object]], List[str]]:
             row["auto GF/s"] = work / times["auto"] / 1e9
             rows.append(row)
     columns = ["case", "pass", "torch ms", "auto ms", "auto/torch", "direct/torch", "im2col/torch", "shifted/torch",
-               "aten/torch", "winograd/torch", "winograd_2x2/torch", "torch GF/s", "auto GF/s"]
+               "aten/torch", "winograd/torch", "winograd_2x2/torch", "winograd_4x4/torch", "torch GF/s", "auto GF/s"]
     return rows, columns
