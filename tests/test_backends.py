@@ -85,10 +85,11 @@ def test_auto_rule(device):
     assert _algorithm(r(2, 64, 50, dtype=torch.float64), r(64, 64, 1, dtype=torch.float64), padding=0) == "aten"
     assert _algorithm(r(2, 64, 50), r(64, 64, 3)) == "aten"
     # explicit names run as asked ('shifted' on CUDA is im2col)
-    # 'winograd' is the 4x4 tile, the 2x2 one for 3x3 kernels on planes of at most 16x16
+    # 'winograd' is the 4x4 tile, the 2x2 one for 3x3 kernels on planes of at most 14x14
     assert _algorithm(r(2, 8, 9, 9), r(4, 8, 3, 3), algorithm="winograd") == "winograd_2x2"
-    assert _algorithm(r(2, 8, 16, 16), r(4, 8, 3, 3), algorithm="winograd") == "winograd_2x2"
-    assert _algorithm(r(2, 8, 16, 17), r(4, 8, 3, 3), algorithm="winograd") == "winograd_4x4"
+    assert _algorithm(r(2, 8, 14, 14), r(4, 8, 3, 3), algorithm="winograd") == "winograd_2x2"
+    assert _algorithm(r(2, 8, 14, 15), r(4, 8, 3, 3), algorithm="winograd") == "winograd_4x4"
+    assert _algorithm(r(2, 8, 16, 16), r(4, 8, 3, 3), algorithm="winograd") == "winograd_4x4"
     assert _algorithm(r(2, 8, 9, 9), r(4, 8, 1, 3), padding=0, algorithm="winograd") == "winograd_4x4"
     assert _algorithm(r(2, 8, 9), r(4, 8, 3), algorithm="winograd") == "winograd_4x4"
     assert _algorithm(r(2, 8, 9, 9), r(4, 8, 3, 3), algorithm="shifted") == ("shifted" if cpu else "im2col")

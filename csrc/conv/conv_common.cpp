@@ -144,19 +144,21 @@ const char* algorithm_name(ConvAlgorithm a) {
 }
 
 // The tile of algorithm="winograd": F(4x4, 3x3), but F(2x2, 3x3) for 3x3 kernels on output
-// planes of at most 16x16 positions, where the 4x4 tile's transformed weight (4x the weight)
-// outweighs its fewer multiplications. Forward, 2 threads, float32, Intel Xeon (AVX-512),
-// time relative to torch's (4x4 / 2x2):
-//   planes of 7x7:   (8, 256) 1.75 / 1.43   (8, 512) 2.20 / 1.48   (1, 512) 7.98 / 2.59
-//   planes of 14x14: (8, 128) 1.14 / 1.07   (8, 256) 0.95 / 0.85   (8, 512) 0.93 / 0.87
-//                    (1, 256) 3.17 / 1.33
-//   planes of 28x28: (8, 128) 0.69 / 0.89   (8, 256) 0.54 / 0.74   (32, 64) 0.89 / 1.12
-//                    (1, 128) 1.13 / 1.10
-//   planes of 56x56: (8, 64) 0.81 / 1.09    (1, 64) 0.92 / 1.01
+// planes of at most 14x14, where the 4x4 tile's transformed weight (4x the weight, against
+// 16/9) and its tiles' reach past the plane (16x16 outputs for 14x14) cost more than its fewer
+// multiplications saved. Forward, 2 threads, float32, Intel Xeon (AVX-512), time relative to
+// torch's (4x4 / 2x2):
+//   7x7 planes:   (8, 256) 1.88 / 1.37   (8, 512) 1.75 / 1.42   (1, 512) 4.97 / 2.62
+//   14x14 planes: (8, 128) 1.09 / 1.06   (8, 256) 0.88 / 0.86   (8, 512) 0.81 / 0.78
+//                 (1, 256) 2.61 / 1.34
+//   16x16 planes: (8, 128) 0.76 / 0.93   20x20: (8, 64) 1.07 / 1.22   (8, 128) 0.81 / 0.94
+//   28x28 planes: (8, 128) 0.64 / 0.88   (8, 256) 0.51 / 0.72   (32, 64) 0.87 / 1.11
+//                 (1, 128) 1.02 / 1.00
+//   56x56 planes: (8, 64) 0.83 / 1.09    (1, 64) 0.88 / 1.03
 // Every pass of a layer takes the forward's tile (g is the forward's geometry in each).
 ConvAlgorithm winograd_default_tile(const ConvGeometry& g) {
-  return g.kernel[1] == 3 && g.kernel[2] == 3 && g.out_plane() <= 16 * 16 ? ConvAlgorithm::Winograd2
-                                                                           : ConvAlgorithm::Winograd4;
+  return g.kernel[1] == 3 && g.kernel[2] == 3 && g.out_size[1] <= 14 && g.out_size[2] <= 14 ? ConvAlgorithm::Winograd2
+                                                                                            : ConvAlgorithm::Winograd4;
 }
 
 ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& g, const at::Tensor& like,

@@ -72,7 +72,7 @@ inline int winograd_tile(ConvAlgorithm a) {
 
 // Parses "direct" / "im2col" / "shifted" / "aten" / "winograd" / "winograd_2x2" /
 // "winograd_4x4" / "winograd_6x6" / "auto" and resolves "auto" for the geometry. "winograd" is
-// F(4x4, 3x3), or F(2x2, 3x3) for 3x3 kernels on output planes of at most 16x16 positions
+// F(4x4, 3x3), or F(2x2, 3x3) for 3x3 kernels on output planes of at most 14x14
 // (winograd_default_tile; conv_winograd.h; 2x2 is the more accurate, 6x6 the fewest
 // multiplications);
 // an explicit Winograd algorithm where it does not apply (winograd_applies) is an error.

@@ -176,7 +176,7 @@ Arguments as :func:`torch.nn.functional.conv{nd}d`, plus:
   kernels at stride 1 and dilation 1 (any padding, groups and ``flip``; 1-d and 2-d):
   ``"winograd_4x4"``, F(4x4, 3x3), 4x fewer multiplications than the direct sum, but
   ``"winograd_2x2"`` (2.25x, the most accurate) for 3x3 kernels on output planes of at most
-  16x16 positions (faster there, measured); each can be asked for by name, as can
+  14x14 (faster there, measured); each can be asked for by name, as can
   ``"winograd_6x6"`` (5x, the least accurate). The forward and the input gradient run Winograd; the weight gradient runs
   it on the CPU where that measured faster than ATen's (few channels on large planes, on CPUs
   other than Intel's), ATen's elsewhere (the environment variable
