@@ -14,7 +14,7 @@ conv = tco.backends.conv
 
 
 def _intel_cpu():
-    """Whether the CPU is Intel's, where auto leaves 3x3 layers to ATen (csrc/conv/conv_common.h)."""
+    """Whether the CPU is Intel's, where auto leaves most 3x3 layers to ATen (csrc/conv/conv_common.h)."""
     try:
         with open("/proc/cpuinfo") as f:
             return any(line.split(":", 1)[1].strip() == "GenuineIntel" for line in f if line.startswith("vendor_id"))
@@ -45,7 +45,8 @@ def _algorithm(x, w, stride=1, padding=1, groups=1, algorithm="auto"):
 
 def test_auto_rule(device):
     """The rule of csrc/conv/conv_common.h: Winograd 2x2 for wide 3x3 float32 layers in the
-    contiguous layout on the CPU (ATen's on Intel's), and the rest as before; CUDA always ATen's."""
+    contiguous layout on the CPU (on Intel's only wider ones on larger planes, forward and input
+    gradient), and the rest as before; CUDA always ATen's."""
     r = lambda *s, **kw: torch.randn(*s, device=device, **kw)  # noqa: E731
     cpu = not runs_cuda_kernels(r(1))
     wide = _wide_3x3(r(1))
@@ -59,6 +60,20 @@ def test_auto_rule(device):
     assert _algorithm(x_cl, r(64, 64, 3, 3)) == "aten"
     x_expanded = r(1, 1, 1, 1).expand(2, 64, 14, 14)  # as the grad_output of a sum
     assert _algorithm(x_expanded, r(64, 64, 3, 3)) == wide
+    # on Intel's CPUs: winograd_2x2 for 128 channels on planes of 28x28, 256 on 14x14, with at
+    # least 2 x 28 x 28 output positions over the batch
+    for x, w, on_intel in (((2, 128, 28, 28), (128, 128, 3, 3), True),
+                           ((2, 256, 14, 14), (256, 256, 3, 3), False),  # too few positions
+                           ((8, 256, 14, 14), (256, 256, 3, 3), True),
+                           ((8, 128, 14, 14), (128, 128, 3, 3), False),  # too few channels for 14x14
+                           ((1, 128, 28, 28), (128, 128, 3, 3), False),  # too few positions
+                           ((2, 128, 28, 27), (128, 128, 3, 3), False),  # a plane below 28x28
+                           ((2, 128, 28, 28), (128, 64, 3, 3), False)):  # 64 channels per group
+        if _intel_cpu():
+            expected = "winograd_2x2" if on_intel and cpu else "aten"
+        else:  # the rule above: 64 channels per group on planes of 14x14
+            expected = wide
+        assert _algorithm(r(*x), r(*w), groups=x[1] // w[1]) == expected, (x, w)
     # depthwise: direct for 3x3 at stride 1 on planes of 56x56 (28x28 alone), in 1-d and 3-d
     direct = "direct" if cpu else "aten"
     assert _algorithm(r(2, 8, 56, 56), r(8, 1, 3, 3), groups=8) == direct

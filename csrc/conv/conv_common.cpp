@@ -143,6 +143,16 @@ const char* algorithm_name(ConvAlgorithm a) {
   return "";
 }
 
+// Where winograd_2x2 beats ATen's forward and input gradient on Intel's CPUs (the rule in
+// conv_common.h): wide layers on planes of at least 28x28, or very wide ones on 14x14, with
+// enough positions over the batch.
+bool winograd_pays_on_intel(const ConvGeometry& g) {
+  const int64_t channels = std::min(g.in_per_group(), g.out_per_group());
+  const bool plane_28 = g.out_size[1] >= 28 && g.out_size[2] >= 28, plane_14 = g.out_size[1] >= 14 && g.out_size[2] >= 14;
+  return channels >= kWinogradIntelMinChannels && g.batch * g.out_plane() >= kWinogradIntelMinPositions &&
+         (plane_28 || (plane_14 && channels >= kWinogradIntelWideChannels));
+}
+
 // The tile of algorithm="winograd": F(4x4, 3x3), but F(2x2, 3x3) for 3x3 kernels on output
 // planes of at most 14x14, where the 4x4 tile's transformed weight (4x the weight, against
 // 16/9) and its tiles' reach past the plane (16x16 outputs for 14x14) cost more than its fewer
@@ -199,6 +209,10 @@ ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& 
       g.kernel[2] == 3 && g.in_per_group() >= kWinogradMinChannels && g.out_per_group() >= kWinogradMinChannels &&
       g.out_plane() >= kWinogradMinPlane) {
     return ConvAlgorithm::Winograd2;
+  }
+  if (like.scalar_type() == at::kFloat && !channels_last && intel_cpu() && pass != ConvPass::WeightGradient &&
+      winograd_applies(g) && g.kernel[1] == 3 && g.kernel[2] == 3 && winograd_pays_on_intel(g)) {
+    return ConvAlgorithm::Winograd2;  // forward and input gradient of wide layers (see above)
   }
   if (g.in_per_group() == 1 && g.groups > 1) {
     if (like.dim() != 4 || direct_depthwise_2d_pays(g)) return ConvAlgorithm::Direct;
