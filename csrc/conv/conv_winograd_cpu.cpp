@@ -327,21 +327,23 @@ TCO_VECTORIZE void grad_weight_tiles(const T* du, int64_t k_stride, int64_t chan
 // accumulators, the depth innermost, one column panel of V (depth x 32) reused by every row
 // block. Elsewhere, and for double, ATen's bmm.
 constexpr int64_t kPanel = 16;  // V and M rows are padded to whole panels of this many columns
-// The rows of U (the GEMMs' left operand) in slabs of kSlabRows, each slab depth-major (row i
-// of a slab at depth k: slab + k * kSlabRows + i), so that the kernel reads one stream rather
-// than kSlabRows rows a depth apart: the GEMMs of F(4x4) on (8, 256, 14x14) ran at about 100
-// GFLOP/s a core in the pass against about 170 on data in cache.
+
+// The rows of U (the GEMMs' left operand) in slabs of kSlabRows (the last one of the rows that
+// remain), each slab depth-major (row i of a slab of r rows at depth k: slab + k * r + i), so
+// that the kernel reads one stream rather than kSlabRows rows a depth apart: the GEMMs of
+// F(4x4) on (8, 256, 14x14) ran at about 100 GFLOP/s a core in the pass against about 170 on
+// data in cache. (Slabs of one row are the row-major layout.)
 constexpr int64_t kSlabRows = 8;
+inline int64_t slab_rows(int64_t rows, int64_t first) { return std::min(kSlabRows, rows - first); }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define TCO_WINOGRAD_PANELS 1
 typedef float f32x16 __attribute__((vector_size(64), aligned(4)));  // aligned(4): unaligned access
 
-// c (8 x 16 NV) = a (8 x depth, one slab) @ b (depth x 16 NV): 8 * NV vector accumulators.
-template <int NV>
+// c (MR x 16 NV) = a (MR x depth, one slab) @ b (depth x 16 NV): MR * NV vector accumulators.
+template <int MR, int NV>
 __attribute__((target("avx512f,fma"))) void gemm_tile(const float* __restrict a, const float* __restrict b,
                                                        int64_t ldb, float* __restrict c, int64_t ldc, int64_t depth) {
-  constexpr int MR = kSlabRows;
   f32x16 acc[MR][NV];
   for (int i = 0; i < MR; ++i)
     for (int v = 0; v < NV; ++v) acc[i][v] = f32x16{};
@@ -358,18 +360,31 @@ __attribute__((target("avx512f,fma"))) void gemm_tile(const float* __restrict a,
     for (int v = 0; v < NV; ++v) *reinterpret_cast<f32x16*>(c + i * ldc + 16 * v) = acc[i][v];
 }
 
-// The rows of one panel (NV vectors wide), a slab at a time (rows a multiple of kSlabRows).
+// The rows of one panel (NV vectors wide), a slab at a time.
 template <int NV>
 __attribute__((target("avx512f,fma"))) void gemm_panel(int64_t rows, int64_t depth, const float* a, const float* b,
                                                         int64_t ldb, float* c, int64_t ldc) {
-  for (int64_t i = 0; i < rows; i += kSlabRows) gemm_tile<NV>(a + i * depth, b, ldb, c + i * ldc, ldc, depth);
+  static_assert(kSlabRows == 8, "the cases below");
+  for (int64_t i = 0; i < rows; i += kSlabRows) {
+    const float* slab = a + i * depth;
+    float* out = c + i * ldc;
+    switch (slab_rows(rows, i)) {
+      case 8: gemm_tile<8, NV>(slab, b, ldb, out, ldc, depth); break;
+      case 7: gemm_tile<7, NV>(slab, b, ldb, out, ldc, depth); break;
+      case 6: gemm_tile<6, NV>(slab, b, ldb, out, ldc, depth); break;
+      case 5: gemm_tile<5, NV>(slab, b, ldb, out, ldc, depth); break;
+      case 4: gemm_tile<4, NV>(slab, b, ldb, out, ldc, depth); break;
+      case 3: gemm_tile<3, NV>(slab, b, ldb, out, ldc, depth); break;
+      case 2: gemm_tile<2, NV>(slab, b, ldb, out, ldc, depth); break;
+      default: gemm_tile<1, NV>(slab, b, ldb, out, ldc, depth); break;
+    }
+  }
 }
 
-// c (rows x cols) = a (rows x depth) @ b (depth x cols): a in slabs (kSlabRows, rows a
-// multiple of it), c row-major with leading dimension ldc, b in panels of kPanelWidth (32)
-// columns (see input_tiles: row k of panel j at b + j * depth * 32 + k * 32, so that the
-// kernel reads it contiguously), cols a multiple of kPanel: panels of 32 columns (8 x 2 vector
-// accumulators), then one of 16.
+// c (rows x cols) = a (rows x depth) @ b (depth x cols): a in slabs (kSlabRows), c row-major
+// with leading dimension ldc, b in panels of kPanelWidth (32) columns (see input_tiles: row k
+// of panel j at b + j * depth * 32 + k * 32, so that the kernel reads it contiguously), cols a
+// multiple of kPanel: panels of 32 columns (8 x 2 vector accumulators), then one of 16.
 __attribute__((target("avx512f,fma"))) void gemm_panels(int64_t rows, int64_t cols, int64_t depth, const float* a,
                                                          const float* b, float* c, int64_t ldc) {
   static_assert(kPanelWidth == 32, "the panels of 8 x 2 vectors");
@@ -523,10 +538,6 @@ struct WinogradCpu {
 
   // Tile slots (used and unused) per tile row.
   int64_t slots_per_row() const { return MW > 1 ? p.tiles_w + 1 : p.tiles_w; }
-  // Rows of U and M per group: the output channels, in whole slabs for the panel kernel.
-  static int64_t gemm_rows(int64_t og) {
-    return gemm_has_panels<acc_t>() ? ceil_div_nonneg(og, kSlabRows) * kSlabRows : og;
-  }
   // The transforms' buffer of a block: AH input rows in MW phases of slots + 1 values each
   // (the input transform's), or MH x MW output phases of slots values (the output's).
   int64_t buffer_size(int64_t rows) const { return AH * MW * (rows * slots_per_row() + 1); }
@@ -596,12 +607,13 @@ struct WinogradCpu {
   }
 
   // The whole pass: output (contiguous, written everywhere) from input and U (groups,
-  // alpha^2, gemm_rows(Og), Cg) in acc_t. Returns false where an output is infinite or NaN.
+  // alpha^2, Og, Cg; in slabs for the panel kernel) in acc_t. Returns false where an output is
+  // infinite or NaN.
   bool run(const scalar_t* input, const at::Tensor& u, const scalar_t* bias, scalar_t* output) const {
     const int64_t Cg = g.in_per_group(), Og = g.out_per_group(), A2 = AH * AW;
     const int64_t total_rows = g.batch * p.tiles_h, blocks = ceil_div_nonneg(total_rows, rows_per_block);
     const bool panels = gemm_has_panels<acc_t>();
-    const int64_t ld_max = panel_columns(rows_per_block * slots_per_row(), panels), og_rows = gemm_rows(Og);
+    const int64_t ld_max = panel_columns(rows_per_block * slots_per_row(), panels);
     const int64_t in_plane = g.in_plane(), out_plane = g.out_plane();
     std::atomic<bool> nonfinite{false};
     at::parallel_for(0, blocks * g.groups, 1, [&](int64_t begin, int64_t end) {
@@ -610,7 +622,7 @@ struct WinogradCpu {
       // the first are the block's tile slots (the rest pads rows to whole GEMM panels); V in
       // the GEMM's layout (batched_gemm).
       acc_t* v_data = WorkBuffers::get<acc_t>(0, v_size(A2, Cg, ld_max, panels));
-      acc_t* m_data = WorkBuffers::get<acc_t>(1, A2 * og_rows * ld_max);
+      acc_t* m_data = WorkBuffers::get<acc_t>(1, A2 * Og * ld_max);
       acc_t* rows_buffer = WorkBuffers::get<acc_t>(2, buffer_size(rows_per_block));
       bool bad = false;
       for (int64_t task = begin; task < end; ++task) {
@@ -624,13 +636,12 @@ struct WinogradCpu {
           transform_input(input + (grp * Cg + c) * in_plane, r0, rows, v_data + c * row_len, v_size(1, Cg, ld, panels),
                           panel_stride, rows_buffer);
         }
-        at::Tensor mm = buffer_view(m_data, {A2, og_rows, ld});
+        at::Tensor mm = buffer_view(m_data, {A2, Og, ld});
         batched_gemm(u.select(0, grp), v_data, mm, panels);  // M[k] = U[k] @ V[k]
         for (int64_t o = 0; o < Og; ++o) {
           const int64_t oc = grp * Og + o;
           const acc_t b = bias ? static_cast<acc_t>(bias[oc]) : acc_t(0);
-          bad = transform_output(m_data + o * ld, og_rows * ld, r0, rows, b, output + oc * out_plane, rows_buffer) ||
-                bad;
+          bad = transform_output(m_data + o * ld, Og * ld, r0, rows, b, output + oc * out_plane, rows_buffer) || bad;
         }
       }
       if (bad) nonfinite = true;
@@ -731,14 +742,12 @@ bool run_pass(const at::Tensor& x, const at::Tensor& w, WeightForm form, const s
   using Pass = WinogradCpu<scalar_t, acc_t, MH, MW>;
   constexpr int64_t A2 = Pass::AH * Pass::AW;
   const int64_t Cg = g.in_per_group(), Og = g.out_per_group(), K = g.kernel_volume();
-  // U (groups, alpha^2, Og rows, Cg), in parallel over slabs of output channels: each
-  // slab's kernels first made tap-major, so that the transform reads them contiguously. For
-  // the panel kernel a slab is kSlabRows channels (zero past Og), depth-major, tap k of
-  // (channel i, input channel c) at taps[(k * Cg + c) * kSlabRows + i], and the transform's
-  // vectors run over (c, i) as they lie; else a slab is one channel.
-  const bool panels = gemm_has_panels<acc_t>();
-  const int64_t slab = panels ? kSlabRows : 1, og_rows = Pass::gemm_rows(Og);
-  const at::Tensor u = at::empty({g.groups, A2, og_rows, Cg}, x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+  // U (groups, alpha^2, Og, Cg), in parallel over slabs of output channels (kSlabRows for the
+  // panel kernel, else one: row-major), each slab's kernels first made tap-major so that the
+  // transform reads them contiguously, tap k of (slab row i, input channel c) at
+  // taps[(k * Cg + c) * rows + i]: the transform's vectors run over (c, i) as they lie.
+  const int64_t slab = gemm_has_panels<acc_t>() ? kSlabRows : 1, slabs = ceil_div_nonneg(Og, slab);
+  const at::Tensor u = at::empty({g.groups, A2, Og, Cg}, x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
   const scalar_t* w_data = w.const_data_ptr<scalar_t>();
   acc_t* u_data = u.mutable_data_ptr<acc_t>();
   // The kernel of (output channel oc, input channel c) of the pass: as given, or tap k is tap
@@ -746,21 +755,19 @@ bool run_pass(const at::Tensor& x, const at::Tensor& w, WeightForm form, const s
   const auto kernel_of = [&](int64_t oc, int64_t c) {
     return form == WeightForm::AsGiven ? w_data + (oc * Cg + c) * K : w_data + ((oc / Og * Cg + c) * Og + oc % Og) * K;
   };
-  const int64_t slabs = og_rows / slab;
   at::parallel_for(0, g.groups * slabs, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> taps(K * Cg * slab);
-    std::vector<const scalar_t*> kernels(slab);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t grp = task / slabs, first = task % slabs * slab;
-      for (int64_t c = 0; c < Cg; ++c) {  // the slab's channels innermost: their taps are written together
-        for (int64_t i = 0; i < slab; ++i) kernels[i] = first + i < Og ? kernel_of(grp * Og + first + i, c) : nullptr;
-        for (int64_t k = 0; k < K; ++k) {
-          const int64_t tap = form == WeightForm::AsGiven ? k : K - 1 - k;
-          acc_t* dst = taps.data() + (k * Cg + c) * slab;
-          for (int64_t i = 0; i < slab; ++i) dst[i] = kernels[i] ? static_cast<acc_t>(kernels[i][tap]) : acc_t(0);
+      const int64_t grp = task / slabs, first = task % slabs * slab, rows = std::min(slab, Og - first);
+      for (int64_t c = 0; c < Cg; ++c) {  // the slab's rows innermost: their taps are written together
+        for (int64_t i = 0; i < rows; ++i) {
+          const scalar_t* kernel = kernel_of(grp * Og + first + i, c);
+          for (int64_t k = 0; k < K; ++k) {
+            taps[(k * Cg + c) * rows + i] = static_cast<acc_t>(kernel[form == WeightForm::AsGiven ? k : K - 1 - k]);
+          }
         }
       }
-      weight_tiles<MH, MW>(taps.data(), Cg * slab, u_data + (grp * A2 * og_rows + first) * Cg, og_rows * Cg);
+      weight_tiles<MH, MW>(taps.data(), Cg * rows, u_data + (grp * A2 * Og + first) * Cg, Og * Cg);
     }
   });
   const int64_t rows = Pass::block_rows(g, p);
