@@ -143,7 +143,8 @@ const char* algorithm_name(ConvAlgorithm a) {
   return "";
 }
 
-// Where winograd_2x2 beats ATen's forward on Intel's CPUs (the rule in conv_common.h): wide layers on planes of at least 28x28, or very wide ones on 14x14, with
+// Where winograd_2x2 beats ATen's forward and input gradient on Intel's CPUs (the rule in
+// conv_common.h): wide layers on planes of at least 28x28, or very wide ones on 14x14, with
 // enough positions over the batch.
 bool winograd_pays_on_intel(const ConvGeometry& g) {
   const int64_t channels = std::min(g.in_per_group(), g.out_per_group());
@@ -209,9 +210,9 @@ ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& 
       g.out_plane() >= kWinogradMinPlane) {
     return ConvAlgorithm::Winograd2;
   }
-  if (like.scalar_type() == at::kFloat && !channels_last && intel_cpu() && pass == ConvPass::Forward &&
+  if (like.scalar_type() == at::kFloat && !channels_last && intel_cpu() && pass != ConvPass::WeightGradient &&
       winograd_applies(g) && g.kernel[1] == 3 && g.kernel[2] == 3 && winograd_pays_on_intel(g)) {
-    return ConvAlgorithm::Winograd2;  // the forward of wide layers (see above)
+    return ConvAlgorithm::Winograd2;  // forward and input gradient of wide layers (see above)
   }
   if (g.in_per_group() == 1 && g.groups > 1) {
     if (like.dim() != 4 || direct_depthwise_2d_pays(g)) return ConvAlgorithm::Direct;

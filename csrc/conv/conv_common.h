@@ -98,8 +98,9 @@ inline int winograd_tile(ConvAlgorithm a) {
 //    aten 1.01-1.07 on all three; converted resnet18 training steps 1.00-1.19x torch's time with
 //    Winograd (three runs), 0.97-1.00x with aten (two runs; resnet50 0.96-0.99). Since the
 //    Winograd pass reads U and V as streams (slabs and panels), on Intel's CPUs winograd_2x2
-//    for the forward of layers with at least kWinogradIntelMinChannels input and output
-//    channels per group on output planes of at least 28x28, or of at least
+//    for the forward and the input gradient (the weight gradient stays with aten, see
+//    winograd_weight_gradient_pays) of layers with at least kWinogradIntelMinChannels input
+//    and output channels per group on output planes of at least 28x28, or of at least
 //    kWinogradIntelWideChannels on 14x14, with at least kWinogradIntelMinPositions output
 //    positions over the batch. Measured there (2 threads, steady allocator, interleaved runs),
 //    time relative to torch's, forward / input gradient:
@@ -108,12 +109,7 @@ inline int winograd_tile(ConvAlgorithm a) {
 //      (8, 256, 14x14) 0.90 / 0.88    (8, 512, 14x14) 0.84 / 0.91    (4, 256, 14x14) 0.93 / 0.98
 //    and where it lost: (8, 128, 14x14) 1.02 / 0.99, (1, 128, 28x28) 1.00 (forward),
 //    (1, 256, 14x14) 1.34, (8, 64, 56x56) 1.09, (32, 64, 28x28) 1.11, (8, 64, 20x20) 1.22,
-//    7x7 planes 1.37-2.62 (the 4x4 tile won the 64-channel layers, but is up to 5e-5 off).
-//    The gradients stay with aten, computed together in one ATen call: with the input
-//    gradient through Winograd too, ATen's weight gradient alone cost more than its share of
-//    the joint call, and forward + backward came out 0.93-0.99 (8, 128, 28x28) and 0.92-1.02
-//    (8, 256, 14x14) in four runs of the conv benchmark (Winograd's weight gradient lost there:
-//    see winograd_weight_gradient_pays);
+//    7x7 planes 1.37-2.62 (the 4x4 tile won the 64-channel layers, but is up to 5e-5 off);
 //  * one input channel per group: im2col for a single-channel input (an unfold of one channel
 //    is cheap; oneDNN is slow there); for depthwise convolutions (groups > 1) direct in 1-d and
 //    3-d, and in 2-d for 3x3 kernels at stride 1 and dilation 1 on output planes of at least
