@@ -60,12 +60,11 @@ def test_auto_rule(device):
     assert _algorithm(x_cl, r(64, 64, 3, 3)) == "aten"
     x_expanded = r(1, 1, 1, 1).expand(2, 64, 14, 14)  # as the grad_output of a sum
     assert _algorithm(x_expanded, r(64, 64, 3, 3)) == wide
-    # on Intel's CPUs: winograd_2x2 for 128 channels on planes of 28x28, 256 on 14x14, with at
-    # least 2 x 28 x 28 output positions over the batch
+    # on Intel's CPUs: winograd_2x2 for 128 channels on planes of 28x28, with at least
+    # 2 x 28 x 28 output positions over the batch
     for x, w, on_intel in (((2, 128, 28, 28), (128, 128, 3, 3), True),
-                           ((2, 256, 14, 14), (256, 256, 3, 3), False),  # too few positions
-                           ((8, 256, 14, 14), (256, 256, 3, 3), True),
-                           ((8, 128, 14, 14), (128, 128, 3, 3), False),  # too few channels for 14x14
+                           ((8, 256, 14, 14), (256, 256, 3, 3), False),  # a plane below 28x28
+                           ((4, 128, 56, 56), (256, 128, 3, 3), True),
                            ((1, 128, 28, 28), (128, 128, 3, 3), False),  # too few positions
                            ((2, 128, 28, 27), (128, 128, 3, 3), False),  # a plane below 28x28
                            ((2, 128, 28, 28), (128, 64, 3, 3), False)):  # 64 channels per group

@@ -144,13 +144,11 @@ const char* algorithm_name(ConvAlgorithm a) {
 }
 
 // Where winograd_2x2 beats ATen's forward and input gradient on Intel's CPUs (the rule in
-// conv_common.h): wide layers on planes of at least 28x28, or very wide ones on 14x14, with
-// enough positions over the batch.
+// conv_common.h): wide layers on planes of at least 28x28, with enough positions over the batch.
 bool winograd_pays_on_intel(const ConvGeometry& g) {
-  const int64_t channels = std::min(g.in_per_group(), g.out_per_group());
-  const bool plane_28 = g.out_size[1] >= 28 && g.out_size[2] >= 28, plane_14 = g.out_size[1] >= 14 && g.out_size[2] >= 14;
-  return channels >= kWinogradIntelMinChannels && g.batch * g.out_plane() >= kWinogradIntelMinPositions &&
-         (plane_28 || (plane_14 && channels >= kWinogradIntelWideChannels));
+  return std::min(g.in_per_group(), g.out_per_group()) >= kWinogradIntelMinChannels &&
+         g.out_size[1] >= kWinogradIntelMinSide && g.out_size[2] >= kWinogradIntelMinSide &&
+         g.batch * g.out_plane() >= kWinogradIntelMinPositions;
 }
 
 // The tile of algorithm="winograd": F(4x4, 3x3), but F(2x2, 3x3) for 3x3 kernels on output

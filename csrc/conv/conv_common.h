@@ -100,16 +100,19 @@ inline int winograd_tile(ConvAlgorithm a) {
 //    Winograd pass reads U and V as streams (slabs and panels), on Intel's CPUs winograd_2x2
 //    for the forward and the input gradient (the weight gradient stays with aten, see
 //    winograd_weight_gradient_pays) of layers with at least kWinogradIntelMinChannels input
-//    and output channels per group on output planes of at least 28x28, or of at least
-//    kWinogradIntelWideChannels on 14x14, with at least kWinogradIntelMinPositions output
-//    positions over the batch. Measured there (2 threads, steady allocator, interleaved runs),
-//    time relative to torch's, forward / input gradient:
+//    and output channels per group on output planes of at least kWinogradIntelMinSide squared,
+//    with at least kWinogradIntelMinPositions output positions over the batch. Measured there
+//    (2 threads, steady allocator, interleaved runs), time relative to torch's, forward /
+//    input gradient:
 //      (8, 128, 28x28) 0.90 / 0.87    (8, 256, 28x28) 0.74 / 0.74    (8, 512, 28x28) 0.81 / 0.70
 //      (4, 128, 28x28) 0.88 / 0.90    (2, 256, 28x28) 0.73 / 0.76    (8, 128, 56x56) 0.86 / 0.88
-//      (8, 256, 14x14) 0.90 / 0.88    (8, 512, 14x14) 0.84 / 0.91    (4, 256, 14x14) 0.93 / 0.98
-//    and where it lost: (8, 128, 14x14) 1.02 / 0.99, (1, 128, 28x28) 1.00 (forward),
-//    (1, 256, 14x14) 1.34, (8, 64, 56x56) 1.09, (32, 64, 28x28) 1.11, (8, 64, 20x20) 1.22,
-//    7x7 planes 1.37-2.62 (the 4x4 tile won the 64-channel layers, but is up to 5e-5 off);
+//    and forward + backward of 128->128 (8, 28x28) 0.93-0.99 in four runs of the conv benchmark
+//    (aten 1.00-1.07). Where it lost or drew: (8, 128, 14x14) 1.02 / 0.99, (1, 128, 28x28) 1.00
+//    (forward), (1, 256, 14x14) 1.34, (8, 64, 56x56) 1.09, (32, 64, 28x28) 1.11, (8, 64,
+//    20x20) 1.22, 7x7 planes 1.37-2.62 (the 4x4 tile won the 64-channel layers, but is up to
+//    5e-5 off); 256->256 (8, 14x14) won the passes (0.90 / 0.88) but drew forward + backward
+//    (0.91-1.02 in four runs, aten 1.00-1.05): ATen's weight gradient alone cost more than its
+//    share of the one call that computes both gradients otherwise;
 //  * one input channel per group: im2col for a single-channel input (an unfold of one channel
 //    is cheap; oneDNN is slow there); for depthwise convolutions (groups > 1) direct in 1-d and
 //    3-d, and in 2-d for 3x3 kernels at stride 1 and dilation 1 on output planes of at least
@@ -196,7 +199,7 @@ ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& 
 constexpr int64_t kWinogradMinChannels = 64;
 constexpr int64_t kWinogradMinPlane = 14 * 14;
 constexpr int64_t kWinogradIntelMinChannels = 128;
-constexpr int64_t kWinogradIntelWideChannels = 256;
+constexpr int64_t kWinogradIntelMinSide = 28;
 constexpr int64_t kWinogradIntelMinPositions = 2 * 28 * 28;
 constexpr int64_t kDirectDepthwiseMinPlane = 56 * 56;
 constexpr int64_t kDirectDepthwiseMinPlaneAlone = 28 * 28;

@@ -164,8 +164,7 @@ Arguments as :func:`torch.nn.functional.conv{nd}d`, plus:
   CPU winograd_2x2 for 3x3 kernels at stride 1 with at least 64 input and output channels per
   group on output planes of at least 14x14 (float32, contiguous layout; on Intel's CPUs, where
   ATen's kept up, only the forward and the input gradient of layers with at least 128 channels
-  on planes of at least 28x28 or 256 on 14x14, with at least 2 x 28 x 28 output positions over
-  the batch), direct for depthwise convolutions (in 2-d only for 3x3 kernels at
+  on planes of at least 28x28, with at least 2 x 28 x 28 output positions over the batch), direct for depthwise convolutions (in 2-d only for 3x3 kernels at
   stride 1 on output planes of at least 56x56, or 28x28 for a batch of one; aten for the
   others, but direct for the weight gradient of 5x5 kernels at stride 1 on output planes of at
   least 14x14), im2col for a single input channel, for strided 1x1 kernels and, on Intel's CPUs,
