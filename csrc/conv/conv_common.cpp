@@ -143,6 +143,8 @@ const char* algorithm_name(ConvAlgorithm a) {
   return "";
 }
 
+namespace {
+
 // Where winograd_2x2 beats ATen's forward and input gradient on Intel's CPUs (the rule in
 // conv_common.h): wide layers on planes of at least 28x28, with enough positions over the batch.
 bool winograd_pays_on_intel(const ConvGeometry& g) {
@@ -168,6 +170,8 @@ ConvAlgorithm winograd_default_tile(const ConvGeometry& g) {
   return g.kernel[1] == 3 && g.kernel[2] == 3 && g.out_size[1] <= 14 && g.out_size[2] <= 14 ? ConvAlgorithm::Winograd2
                                                                                             : ConvAlgorithm::Winograd4;
 }
+
+}  // namespace
 
 ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& g, const at::Tensor& like,
                                 bool (*shifted_applies)(const ConvGeometry&, int64_t), ConvPass pass) {

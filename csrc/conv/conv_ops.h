@@ -46,8 +46,8 @@ struct ConvBackend {
   // Winograd's F(tile x tile, 3 x 3) forward (conv_winograd.h) for g where winograd_applies:
   // the result (N, O, out_plane), or std::nullopt where an output is infinite or NaN (the
   // entry then recomputes it with ATen's convolution, so that NaN and infinity land where
-  // torch puts them: Winograd's transforms spread them over a tile). The input gradient runs
-  // it on the transposed problem.
+  // torch puts them: Winograd's transforms spread them over a tile). Where the device has no
+  // winograd_input_backward, the input gradient runs it on the transposed problem.
   std::optional<at::Tensor> (*winograd_forward)(const at::Tensor& input, const at::Tensor& weight,
                                                 const std::optional<at::Tensor>& bias, const ConvGeometry& g,
                                                 int tile);

@@ -86,10 +86,11 @@ __attribute__((always_inline)) inline V combine(const double (&c)[N], const V (&
   return s;
 }
 
-// V[xi * AW + nu] at tile t (v_t + (xi * AW + nu) * k_stride, v_t where the layout puts tile t)
-// = (B_h^T d B_w)[xi][nu] for the patch d of tile t, d[i][j] = x[(i * MW + j % MW) * phase_len + t + j / MW]: the buffer rows
-// split into their MW phases (column tile * MW + q of row i at x[(i * MW + q) * phase_len +
-// tile]), so that the patches of consecutive tiles are consecutive in every phase.
+// V[xi * AW + nu] at tile t (v_t + (xi * AW + nu) * k_stride, v_t where the layout puts tile
+// t) = (B_h^T d B_w)[xi][nu] for the patch d of tile t,
+// d[i][j] = x[(i * MW + j % MW) * phase_len + t + j / MW]: the buffer rows split into their MW
+// phases (column tile * MW + q of row i at x[(i * MW + q) * phase_len + tile]), so that the
+// patches of consecutive tiles are consecutive in every phase.
 template <int MH, int MW, typename T, typename V>
 __attribute__((always_inline)) inline void input_tile(const T* x, int64_t phase_len, int64_t t, T* v_t,
                                                       int64_t k_stride) {
@@ -207,8 +208,10 @@ TCO_VECTORIZE bool any_nonfinite(const acc_t* __restrict v, int64_t n) {
 
 // A row split into its M phases and back (the transforms' buffers hold rows in phases, see
 // input_tile): phases[q * phase_stride + t] = row[t * M + q] for t < count, all q at once, so
-// that each clone reads the row contiguously and de-interleaves it with vector permutes (a
-// loop per phase read every M-th value: an M-fold reread, on SSE shuffles or scalars).
+// that the row is read once and in order (a loop per phase read every M-th value, M times
+// over). On long rows the clones de-interleave with vector permutes; the rows of ResNet planes
+// (3 to 28 tiles) are shorter than their vectors, and both loops then run on scalars, bound by
+// the reads of the input and the writes of the output.
 template <int M, typename src_t, typename dst_t>
 TCO_VECTORIZE void split_phases(const src_t* __restrict row, int64_t count, dst_t* __restrict phases,
                                 int64_t phase_stride) {
@@ -550,9 +553,8 @@ struct WinogradCpu {
     const int64_t phase_len = rows * spr + 1;
     // Column tw * MW + q of a row is input column tw * MW + q - pad_w: inside the plane for
     // every q on the slots [whole.lo, whole.hi), split in one pass; the edge slots one by one.
-    const int64_t pad_w = g.pad[2];
-    const IndexRange whole{index_range(-pad_w, MW, W, spr).lo,
-                           std::max(index_range(-pad_w, MW, W, spr).lo, index_range(MW - 1 - pad_w, MW, W, spr).hi)};
+    const int64_t pad_w = g.pad[2], lo = index_range(-pad_w, MW, W, spr).lo;
+    const IndexRange whole{lo, std::max(lo, index_range(MW - 1 - pad_w, MW, W, spr).hi)};
     for (int i = 0; i < AH; ++i) {
       acc_t* phases = buffer + i * MW * phase_len;  // phase q of row r at phases + q * phase_len + r * spr
       for (int64_t r = 0; r < rows; ++r) {
