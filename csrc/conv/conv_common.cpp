@@ -145,10 +145,14 @@ const char* algorithm_name(ConvAlgorithm a) {
 
 namespace {
 
-// Where winograd_2x2 beats ATen's forward and input gradient on Intel's CPUs (the rule in
-// conv_common.h): wide layers on planes of at least 28x28, with enough positions over the batch.
-bool winograd_pays_on_intel(const ConvGeometry& g) {
-  return std::min(g.in_per_group(), g.out_per_group()) >= kWinogradIntelMinChannels &&
+// Where auto runs winograd_2x2 for a 3x3 float32 layer on the CPU (the rule in
+// conv_common.h): layers of 64 channels on planes of 14x14, or on Intel's CPUs the forward
+// and input gradient of wider layers on planes of at least 28x28, with enough positions over
+// the batch.
+bool winograd_2x2_pays(const ConvGeometry& g, ConvPass pass) {
+  const int64_t channels = std::min(g.in_per_group(), g.out_per_group());
+  if (!intel_cpu()) return channels >= kWinogradMinChannels && g.out_plane() >= kWinogradMinPlane;
+  return pass != ConvPass::WeightGradient && channels >= kWinogradIntelMinChannels &&
          g.out_size[1] >= kWinogradIntelMinSide && g.out_size[2] >= kWinogradIntelMinSide &&
          g.batch * g.out_plane() >= kWinogradIntelMinPositions;
 }
@@ -207,14 +211,9 @@ ConvAlgorithm resolve_algorithm(std::string_view algorithm, const ConvGeometry& 
   // Channels-last operands would pay Winograd's conversion each way; other layouts (an expanded
   // grad_output, a slice) are made contiguous first, a copy the other algorithms make too.
   const bool channels_last = like.dim() == 4 && !like.is_contiguous() && like.is_contiguous(at::MemoryFormat::ChannelsLast);
-  if (like.scalar_type() == at::kFloat && !channels_last && !intel_cpu() && winograd_applies(g) && g.kernel[1] == 3 &&
-      g.kernel[2] == 3 && g.in_per_group() >= kWinogradMinChannels && g.out_per_group() >= kWinogradMinChannels &&
-      g.out_plane() >= kWinogradMinPlane) {
+  if (like.scalar_type() == at::kFloat && !channels_last && winograd_applies(g) && g.kernel[1] == 3 &&
+      g.kernel[2] == 3 && winograd_2x2_pays(g, pass)) {
     return ConvAlgorithm::Winograd2;
-  }
-  if (like.scalar_type() == at::kFloat && !channels_last && intel_cpu() && pass != ConvPass::WeightGradient &&
-      winograd_applies(g) && g.kernel[1] == 3 && g.kernel[2] == 3 && winograd_pays_on_intel(g)) {
-    return ConvAlgorithm::Winograd2;  // forward and input gradient of wide layers (see above)
   }
   if (g.in_per_group() == 1 && g.groups > 1) {
     if (like.dim() != 4 || direct_depthwise_2d_pays(g)) return ConvAlgorithm::Direct;
